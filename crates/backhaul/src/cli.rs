@@ -1,0 +1,97 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Ships video chunks from an edge site to S3-compatible storage without losing any, and
+/// watches the network path they travel.
+#[derive(Debug, Parser)]
+#[command(name = "backhaul", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch the spool, upload chunks, serve metrics.
+    Run(RunArgs),
+    /// Run the real agent against an embedded S3 server with synthetic camera chunks.
+    Demo(DemoArgs),
+    /// Check or print configuration.
+    Config {
+        /// Config action.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options shared by commands that log.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format (overrides `[log] format`).
+    #[arg(long, env = "BACKHAUL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `backhaul_upload=debug` (overrides `[log] level`).
+    #[arg(long, env = "BACKHAUL_LOG")]
+    pub log_level: Option<String>,
+}
+
+/// `backhaul run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Site configuration file (TOML).
+    #[arg(long, short, env = "BACKHAUL_CONFIG", default_value = "/etc/backhaul/site.toml")]
+    pub config: PathBuf,
+    /// Upload everything ready in the spool, then exit (0 when all verified, 1 otherwise).
+    #[arg(long, env = "BACKHAUL_DRAIN")]
+    pub drain: bool,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `backhaul demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Chunks the synthetic cameras record.
+    #[arg(long, env = "BACKHAUL_DEMO_CHUNKS", default_value_t = 12)]
+    pub chunks: u32,
+    /// Size of each chunk in MiB.
+    #[arg(long, env = "BACKHAUL_DEMO_CHUNK_MIB", default_value_t = 24)]
+    pub chunk_mib: u32,
+    /// Milliseconds between recorded chunks.
+    #[arg(long, env = "BACKHAUL_DEMO_INTERVAL_MS", default_value_t = 200)]
+    pub interval_ms: u64,
+    /// Number of cameras (chunks go to subdirectories cam1, cam2, …).
+    #[arg(long, env = "BACKHAUL_DEMO_CAMERAS", default_value_t = 2)]
+    pub cameras: u32,
+    /// Keep the demo directory (spool, journal, bucket) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `backhaul config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; errors give file:line and a hint.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print a complete, commented example config with every default.
+    Default,
+}

@@ -1,0 +1,174 @@
+//! `backhaul run`: the daemon (or `--drain`, one pass).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use backhaul_spool::Spool;
+use backhaul_telemetry::{emf_line, EmfTarget, Metrics};
+use backhaul_upload::cloudwatch::CloudWatch;
+use backhaul_upload::{build_uploader, RunMode, RunReport, UploaderParts};
+use tokio::sync::watch;
+
+use crate::cli::RunArgs;
+use crate::config::{self, Config};
+use crate::env::ProcessEnv;
+use crate::exit::ConfigInvalid;
+use crate::{logging, metrics_server};
+
+/// Entry point.
+pub fn main(args: RunArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(&args.config)?;
+    logging::init(&args.log, cfg.log_format, cfg.log_level.as_deref());
+    let mode = if args.drain { RunMode::Drain } else { RunMode::Daemon };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let shutdown = shutdown_on_signals();
+        let metrics = Arc::new(Metrics::default());
+        let report = agent(cfg, &env, mode, shutdown, metrics, |_| {}).await?;
+        print_failures(&report);
+        Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
+    })
+}
+
+/// A small multi-threaded runtime: the agent is I/O bound and sites have few cores.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A channel that turns true on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested; finishing journal writes");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn print_failures(report: &RunReport) {
+    for (name, err) in &report.failed {
+        eprintln!("error: chunk {name} not uploaded: {err}\n  help: it stays in the spool; fix the cause and run again");
+    }
+}
+
+/// Runs the agent until `shutdown` (daemon) or until the spool is drained. `on_start` gets the
+/// bound metrics address, if any.
+pub async fn agent(
+    cfg: Config,
+    env: &ProcessEnv,
+    mode: RunMode,
+    shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    on_start: impl FnOnce(Option<std::net::SocketAddr>),
+) -> anyhow::Result<RunReport> {
+    let spool = Spool::open(cfg.spool.clone(), metrics.clone()).map_err(|e| {
+        anyhow::Error::new(ConfigInvalid(format!(
+            "{e:#}\n  help: the spool directory must exist and be readable by the agent (spool.dir = {})",
+            cfg.spool.dir.display()
+        )))
+        .context(format!("cannot open spool {}", cfg.spool.dir.display()))
+    })?;
+    let spool = Arc::new(spool);
+    let (uploader, chunks) = build_uploader(
+        UploaderParts {
+            settings: cfg.upload.clone(),
+            creds: cfg.credentials(env),
+            ca_bundle: env.aws.ca_bundle.clone(),
+            utc_offset: env.utc_offset,
+        },
+        spool.clone(),
+        metrics.clone(),
+    )?;
+    if let Err(e) = uploader.preflight().await {
+        tracing::error!(bucket = %cfg.upload.bucket, endpoint = %cfg.upload.endpoint, class = e.class(), error = %e,
+            "bucket check failed; chunks stay in the spool and are retried");
+    }
+    let bound = match cfg.metrics_listen {
+        Some(addr) => Some(
+            metrics_server::serve(addr, metrics.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
+    if let Some(a) = bound {
+        tracing::info!(address = %a, "serving /metrics");
+    }
+    on_start(bound);
+    spawn_publishers(&cfg, env, metrics.clone(), chunks.client.transport().clone(), shutdown.clone());
+    tracing::info!(spool = %cfg.spool.dir.display(), bucket = %cfg.upload.bucket, mode = ?mode, "agent started");
+    let report = uploader.run(mode, shutdown).await?;
+    Ok(report)
+}
+
+fn spawn_publishers(
+    cfg: &Config,
+    env: &ProcessEnv,
+    metrics: Arc<Metrics>,
+    transport: Arc<backhaul_upload::Transport>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if cfg.emf_path.is_none() && cfg.cloudwatch.is_none() {
+        return;
+    }
+    let emf = cfg.emf_path.clone();
+    let target = EmfTarget { namespace: cfg.namespace.clone(), site: cfg.site.clone() };
+    let cw = cfg.cloudwatch.as_ref().map(|(endpoint, region)| CloudWatch {
+        endpoint: endpoint.clone(),
+        region: region.clone(),
+        namespace: cfg.namespace.clone(),
+        site: cfg.site.clone(),
+        creds: cfg.credentials(env),
+    });
+    let interval = cfg.publish_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let snapshot = metrics.snapshot(Instant::now());
+            if let Some(path) = &emf {
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let line = emf_line(&snapshot, &target, ts);
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+                if let Err(e) = written {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot append EMF metrics");
+                }
+            }
+            if let Some(cw) = &cw {
+                if let Err(e) = cw.publish(&transport, &snapshot).await {
+                    tracing::warn!(endpoint = %cw.endpoint, error = %e, "PutMetricData failed");
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,290 @@
+//! The site config file: one TOML document whose tables belong to the library crates
+//! (`[spool]` → `backhaul-spool`, `[upload]` → `backhaul-upload`). This module only reads the
+//! file, assembles the tables, and turns every error into `file:line:col` plus a `help:` line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use backhaul_spool::{SpoolConfig, SpoolSettings};
+use backhaul_upload::{Credentials, CredentialsProvider, UploadConfig, UploadSettings};
+use serde::Deserialize;
+
+use crate::cli::LogFormat;
+use crate::env::ProcessEnv;
+use crate::exit::ConfigInvalid;
+
+/// Default metrics listen address (loopback: metrics are for the local scraper or a tunnel).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default CloudWatch namespace.
+pub const DEFAULT_NAMESPACE: &str = "Backhaul";
+/// Default seconds between EMF lines / PutMetricData calls.
+pub const DEFAULT_PUBLISH_INTERVAL_SECONDS: u64 = 60;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[site]`.
+    pub site: SiteConfig,
+    /// `[spool]`.
+    pub spool: SpoolConfig,
+    /// `[upload]`.
+    pub upload: UploadConfig,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[site]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site name (object key prefix, metric dimension).
+    pub name: String,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `/metrics` listen address, or `off`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Append CloudWatch EMF JSON lines to this file (for the CloudWatch agent).
+    pub emf_path: Option<PathBuf>,
+    /// Seconds between EMF lines and PutMetricData calls.
+    #[serde(default = "default_interval")]
+    pub publish_interval_seconds: u64,
+    /// CloudWatch namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Direct PutMetricData publishing.
+    pub cloudwatch: Option<CloudWatchConfig>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            emf_path: None,
+            publish_interval_seconds: default_interval(),
+            namespace: default_namespace(),
+            cloudwatch: None,
+        }
+    }
+}
+
+/// `[metrics.cloudwatch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudWatchConfig {
+    /// Endpoint; default `https://monitoring.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// Region; default the upload region.
+    pub region: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: Option<String>,
+    /// Filter, e.g. `info`.
+    pub level: Option<String>,
+}
+
+fn default_listen() -> String {
+    DEFAULT_METRICS_LISTEN.into()
+}
+fn default_interval() -> u64 {
+    DEFAULT_PUBLISH_INTERVAL_SECONDS
+}
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.into()
+}
+
+/// A validated config.
+#[derive(Debug)]
+pub struct Config {
+    /// Site name.
+    pub site: String,
+    /// Spool settings.
+    pub spool: SpoolSettings,
+    /// Upload settings.
+    pub upload: UploadSettings,
+    /// The raw upload table (credentials source and keys).
+    pub upload_raw: UploadConfig,
+    /// Metrics listen address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// EMF output.
+    pub emf_path: Option<PathBuf>,
+    /// Publish interval.
+    pub publish_interval: std::time::Duration,
+    /// Namespace.
+    pub namespace: String,
+    /// PutMetricData endpoint and region.
+    pub cloudwatch: Option<(String, String)>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// Log level.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// The credentials provider the upload table asks for.
+    pub fn credentials(&self, env: &ProcessEnv) -> CredentialsProvider {
+        let u = &self.upload_raw;
+        let fixed = match (&u.access_key_id, &u.secret_access_key) {
+            (Some(k), Some(s)) => Some(Credentials::new(k, s, None)),
+            _ => None,
+        };
+        CredentialsProvider::new(u.credentials.clone(), fixed, u.profile.clone(), env.aws.clone())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+/// Where `key` is set inside `[table]` (or where the table starts), 1-based.
+fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    let mut table_line = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = name.trim().to_owned();
+            if current == table {
+                table_line = Some((i + 1, 1));
+            }
+            continue;
+        }
+        if current == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim() == key {
+                    return Some((i + 1, line.find(key).unwrap_or(0) + 1));
+                }
+            }
+        }
+    }
+    table_line
+}
+
+fn invalid(path: &Path, pos: Option<(usize, usize)>, what: &str, help: &str) -> anyhow::Error {
+    let at = match pos {
+        Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+        None => path.display().to_string(),
+    };
+    anyhow::Error::new(ConfigInvalid(format!("{at}: {what}\n  help: {help}")))
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(path, None, &format!("cannot read config: {e}"), "check the path given with --config")
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config text (the path is for messages).
+pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
+    let raw: FileConfig = toml::from_str(text).map_err(|e| {
+        let pos = e.span().map(|s| line_col(text, s.start));
+        invalid(
+            path,
+            pos,
+            e.message(),
+            "see `backhaul config default` for every key with its default",
+        )
+    })?;
+    let site = raw.site.name.clone();
+    if site.is_empty() || site.contains('/') {
+        return Err(invalid(path, locate(text, "site", "name"), "site.name must be non-empty without '/'", "e.g. name = \"SITE-2847\""));
+    }
+    let spool = raw.spool.validate(&site).map_err(|(key, msg)| {
+        invalid(path, locate(text, "spool", key), &format!("spool.{key}: {msg}"), "fix the value or remove the key to use the default")
+    })?;
+    let upload = raw.upload.validate().map_err(|(key, msg)| {
+        invalid(path, locate(text, "upload", key), &format!("upload.{key}: {msg}"), "fix the value or remove the key to use the default")
+    })?;
+    let metrics_listen = match raw.metrics.listen.as_str() {
+        "" | "off" => None,
+        s => Some(s.parse::<SocketAddr>().map_err(|e| {
+            invalid(path, locate(text, "metrics", "listen"), &format!("metrics.listen: `{s}`: {e}"), "use IP:PORT such as 127.0.0.1:9464, or \"off\"")
+        })?),
+    };
+    if raw.metrics.publish_interval_seconds == 0 {
+        return Err(invalid(path, locate(text, "metrics", "publish_interval_seconds"), "metrics.publish_interval_seconds must be at least 1", "60 is CloudWatch's standard resolution"));
+    }
+    let log_format = match raw.log.format.as_deref() {
+        None => None,
+        Some("human") => Some(LogFormat::Human),
+        Some("json") => Some(LogFormat::Json),
+        Some(other) => {
+            return Err(invalid(path, locate(text, "log", "format"), &format!("log.format: unknown format `{other}`"), "use \"human\" or \"json\""));
+        }
+    };
+    let cloudwatch = raw.metrics.cloudwatch.as_ref().map(|c| {
+        let region = c.region.clone().unwrap_or_else(|| upload.region.clone());
+        let endpoint = c.endpoint.clone().unwrap_or_else(|| format!("https://monitoring.{region}.amazonaws.com"));
+        (endpoint, region)
+    });
+    Ok(Config {
+        site,
+        spool,
+        upload,
+        upload_raw: raw.upload,
+        metrics_listen,
+        emf_path: raw.metrics.emf_path,
+        publish_interval: std::time::Duration::from_secs(raw.metrics.publish_interval_seconds),
+        namespace: raw.metrics.namespace,
+        cloudwatch,
+        log_format,
+        log_level: raw.log.level,
+    })
+}
+
+/// The example config printed by `backhaul config default`; every key with its default.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../docs/site.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[site]\nname = \"SITE-1\"\n[spool]\ndir = \"/tmp/x\"\n[upload]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"video\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(Path::new("site.toml"), MIN).unwrap();
+        assert_eq!(c.site, "SITE-1");
+        assert_eq!(c.metrics_listen, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(c.upload.part_size, backhaul_upload::DEFAULT_PART_SIZE_BYTES);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        parse(Path::new("site.example.toml"), DEFAULT_CONFIG).unwrap();
+    }
+
+    #[test]
+    fn errors_name_file_line_and_help() {
+        let bad = MIN.replace("bucket = \"video\"", "bucket = \"video\"\npart_size_bytes = 10");
+        let e = format!("{:#}", parse(Path::new("site.toml"), &bad).unwrap_err());
+        assert!(e.starts_with("site.toml:8:1: upload.part_size_bytes"), "{e}");
+        assert!(e.contains("help:"), "{e}");
+        let typo = MIN.replace("[spool]\n", "[spool]\nsettle_secs = 3\n");
+        let e = format!("{:#}", parse(Path::new("site.toml"), &typo).unwrap_err());
+        assert!(e.starts_with("site.toml:4:1:") && e.contains("settle_secs"), "{e}");
+        let syntax = MIN.replace("name = \"SITE-1\"", "name = SITE-1");
+        let e = format!("{:#}", parse(Path::new("site.toml"), &syntax).unwrap_err());
+        assert!(e.starts_with("site.toml:2:"), "{e}");
+    }
+}

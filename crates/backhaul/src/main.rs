@@ -1,0 +1,27 @@
+//! `backhaul`: the edge agent's single binary. Parses the command line, dispatches to a
+//! subcommand, maps the outcome to an exit code. Everything substantial lives in the library
+//! crates; this crate only assembles them.
+
+mod cli;
+mod cmd;
+mod config;
+mod env;
+mod exit;
+mod logging;
+mod metrics_server;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // Read before any thread starts: the local UTC offset is only knowable single-threaded.
+    let process = env::ProcessEnv::read();
+    let result = match cli.command {
+        cli::Command::Run(args) => cmd::run::main(args, process),
+        cli::Command::Demo(args) => cmd::demo::main(args, process),
+        cli::Command::Config { command } => cmd::config::main(command, process),
+    };
+    exit::report(result)
+}

@@ -1,0 +1,257 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, KeyTemplate, Pattern};
+
+/// Default seconds a chunk's size and mtime must stay unchanged before it counts as written.
+pub const DEFAULT_SETTLE_SECONDS: u64 = 5;
+/// Default seconds between full rescans of the spool (the safety net under inotify).
+pub const DEFAULT_RESCAN_INTERVAL_SECONDS: u64 = 30;
+/// Default file-name patterns that are never uploaded.
+pub const DEFAULT_IGNORE: &[&str] = &["*.part", "*.tmp", ".*"];
+/// Default object key template.
+pub const DEFAULT_KEY_TEMPLATE: &str = "{site}/{camera}/{date}/{name}";
+/// Default disk usage (percent) that raises a warning.
+pub const DEFAULT_DISK_WARNING_PERCENT: f64 = 85.0;
+/// Default disk usage (percent) that raises critical.
+pub const DEFAULT_DISK_CRITICAL_PERCENT: f64 = 95.0;
+
+/// What happens to a chunk file once its object is verified in the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterUpload {
+    /// Delete it.
+    #[default]
+    Delete,
+    /// Move it into `retain_dir`.
+    Retain,
+}
+
+/// Which ready chunk is uploaded next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// The newest ready chunk first when it is newer than anything started so far (live data
+    /// keeps the dashboard current); otherwise the backlog drains oldest first.
+    #[default]
+    Freshness,
+    /// Strictly oldest first.
+    Fifo,
+}
+
+/// What the agent may do when the spool disk passes the critical watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskFullPolicy {
+    /// Never delete an un-uploaded chunk; raise critical and keep trying.
+    #[default]
+    Keep,
+    /// Delete the oldest un-uploaded chunk while usage is above critical (counted in
+    /// `backhaul_chunks_dropped_total`).
+    DropOldest,
+}
+
+/// The `[spool]` table as written in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory the cameras write chunks into.
+    pub dir: PathBuf,
+    /// SQLite journal file; default `<dir>/.backhaul/journal.sqlite`.
+    pub journal: Option<PathBuf>,
+    /// Seconds a chunk must stay unchanged before upload (when not renamed in).
+    #[serde(default = "default_settle")]
+    pub settle_seconds: u64,
+    /// Seconds between full rescans.
+    #[serde(default = "default_rescan")]
+    pub rescan_interval_seconds: u64,
+    /// File-name patterns never uploaded.
+    #[serde(default = "default_ignore")]
+    pub ignore: Vec<String>,
+    /// `delete` or `retain`.
+    #[serde(default)]
+    pub after_upload: AfterUpload,
+    /// Where verified chunks go with `after_upload = "retain"`.
+    pub retain_dir: Option<PathBuf>,
+    /// `freshness` or `fifo`.
+    #[serde(default)]
+    pub order: Order,
+    /// Object key template; placeholders `{site}`, `{camera}`, `{date}`, `{hour}`, `{name}`.
+    #[serde(default = "default_key_template")]
+    pub key_template: String,
+    /// Camera name for chunks written at the top of the spool rather than in a subdirectory.
+    #[serde(default = "default_camera")]
+    pub default_camera: String,
+    /// Disk usage percent that raises a warning.
+    #[serde(default = "default_warning")]
+    pub disk_warning_percent: f64,
+    /// Disk usage percent that raises critical.
+    #[serde(default = "default_critical")]
+    pub disk_critical_percent: f64,
+    /// `keep` (default) or `drop-oldest`.
+    #[serde(default)]
+    pub disk_full_policy: DiskFullPolicy,
+}
+
+fn default_settle() -> u64 {
+    DEFAULT_SETTLE_SECONDS
+}
+fn default_rescan() -> u64 {
+    DEFAULT_RESCAN_INTERVAL_SECONDS
+}
+fn default_ignore() -> Vec<String> {
+    DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect()
+}
+fn default_key_template() -> String {
+    DEFAULT_KEY_TEMPLATE.into()
+}
+fn default_camera() -> String {
+    "default".into()
+}
+fn default_warning() -> f64 {
+    DEFAULT_DISK_WARNING_PERCENT
+}
+fn default_critical() -> f64 {
+    DEFAULT_DISK_CRITICAL_PERCENT
+}
+
+impl SpoolConfig {
+    /// A config with every default, for `dir`.
+    pub fn with_dir(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            journal: None,
+            settle_seconds: DEFAULT_SETTLE_SECONDS,
+            rescan_interval_seconds: DEFAULT_RESCAN_INTERVAL_SECONDS,
+            ignore: default_ignore(),
+            after_upload: AfterUpload::Delete,
+            retain_dir: None,
+            order: Order::Freshness,
+            key_template: DEFAULT_KEY_TEMPLATE.into(),
+            default_camera: default_camera(),
+            disk_warning_percent: DEFAULT_DISK_WARNING_PERCENT,
+            disk_critical_percent: DEFAULT_DISK_CRITICAL_PERCENT,
+            disk_full_policy: DiskFullPolicy::Keep,
+        }
+    }
+
+    /// Checks the values and produces the settings the spool runs with.
+    ///
+    /// Errors name the config key; the caller adds file and line.
+    pub fn validate(&self, site: &str) -> Result<SpoolSettings, (&'static str, String)> {
+        if self.settle_seconds > 3600 {
+            return Err(("settle_seconds", "must be at most 3600".into()));
+        }
+        if self.rescan_interval_seconds == 0 {
+            return Err(("rescan_interval_seconds", "must be at least 1".into()));
+        }
+        let pct = 0.0..=100.0;
+        if !pct.contains(&self.disk_warning_percent) || !pct.contains(&self.disk_critical_percent) {
+            return Err(("disk_warning_percent", "watermarks are percentages (0-100)".into()));
+        }
+        if self.disk_warning_percent > self.disk_critical_percent {
+            return Err((
+                "disk_warning_percent",
+                format!(
+                    "warning ({}) must not exceed critical ({})",
+                    self.disk_warning_percent, self.disk_critical_percent
+                ),
+            ));
+        }
+        let retain_dir = match (self.after_upload, &self.retain_dir) {
+            (AfterUpload::Retain, None) => {
+                return Err(("retain_dir", "after_upload = \"retain\" needs retain_dir".into()));
+            }
+            (AfterUpload::Retain, Some(d)) if d.starts_with(&self.dir) => {
+                return Err(("retain_dir", "must be outside the spool directory".into()));
+            }
+            (_, d) => d.clone(),
+        };
+        if self.default_camera.is_empty() || self.default_camera.contains('/') {
+            return Err(("default_camera", "must be a non-empty name without '/'".into()));
+        }
+        let key = KeyTemplate::parse(&self.key_template, site).map_err(|e| match e {
+            Error::KeyTemplate { reason, .. } => ("key_template", reason),
+            other => ("key_template", other.to_string()),
+        })?;
+        Ok(SpoolSettings {
+            journal: self.journal.clone().unwrap_or_else(|| default_journal(&self.dir)),
+            dir: self.dir.clone(),
+            settle: Duration::from_secs(self.settle_seconds),
+            rescan_interval: Duration::from_secs(self.rescan_interval_seconds),
+            ignore: self.ignore.iter().map(Pattern::new).collect(),
+            after_upload: self.after_upload,
+            retain_dir,
+            order: self.order,
+            key,
+            default_camera: self.default_camera.clone(),
+            disk_warning_percent: self.disk_warning_percent,
+            disk_critical_percent: self.disk_critical_percent,
+            disk_full_policy: self.disk_full_policy,
+        })
+    }
+}
+
+/// The journal's default location: a dot directory inside the spool, on the same filesystem,
+/// skipped by every scan whatever the ignore patterns say.
+pub fn default_journal(dir: &Path) -> PathBuf {
+    dir.join(".backhaul").join("journal.sqlite")
+}
+
+/// Validated spool settings.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// Spool directory.
+    pub dir: PathBuf,
+    /// Journal file.
+    pub journal: PathBuf,
+    /// Settle time.
+    pub settle: Duration,
+    /// Rescan interval.
+    pub rescan_interval: Duration,
+    /// Ignored name patterns.
+    pub ignore: Vec<Pattern>,
+    /// Delete or retain.
+    pub after_upload: AfterUpload,
+    /// Retain directory.
+    pub retain_dir: Option<PathBuf>,
+    /// Upload order.
+    pub order: Order,
+    /// Object key template.
+    pub key: KeyTemplate,
+    /// Camera for top-level chunks.
+    pub default_camera: String,
+    /// Warning watermark.
+    pub disk_warning_percent: f64,
+    /// Critical watermark.
+    pub disk_critical_percent: f64,
+    /// Disk-full policy.
+    pub disk_full_policy: DiskFullPolicy,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_put_journal_inside_spool() {
+        let s = SpoolConfig::with_dir("/var/spool/backhaul").validate("SITE-1").unwrap();
+        assert_eq!(s.journal, PathBuf::from("/var/spool/backhaul/.backhaul/journal.sqlite"));
+        assert_eq!(s.settle, Duration::from_secs(DEFAULT_SETTLE_SECONDS));
+        assert_eq!(s.order, Order::Freshness);
+    }
+
+    #[test]
+    fn rejects_inverted_watermarks_and_retain_without_dir() {
+        let mut c = SpoolConfig::with_dir("/s");
+        c.disk_warning_percent = 96.0;
+        assert_eq!(c.validate("x").unwrap_err().0, "disk_warning_percent");
+        let mut c = SpoolConfig::with_dir("/s");
+        c.after_upload = AfterUpload::Retain;
+        assert_eq!(c.validate("x").unwrap_err().0, "retain_dir");
+        c.retain_dir = Some("/s/kept".into());
+        assert_eq!(c.validate("x").unwrap_err().0, "retain_dir");
+    }
+}

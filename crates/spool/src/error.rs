@@ -1,0 +1,100 @@
+use std::path::PathBuf;
+
+/// Errors of the spool and its journal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The journal database could not be opened or migrated.
+    #[error("cannot open the journal at {path}; check that its directory exists and is writable")]
+    JournalOpen {
+        /// Journal file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A journal statement failed.
+    #[error("journal operation `{op}` failed")]
+    Journal {
+        /// What was being done.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The spool directory is missing or unreadable.
+    #[error("spool directory {path} is not usable; create it or fix `spool.dir`")]
+    SpoolDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The inotify watch could not be set up.
+    #[error("cannot watch spool directory {path} (falling back needs `rescan_interval_seconds`)")]
+    Watch {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: notify::Error,
+    },
+    /// A chunk file could not be read, moved or removed.
+    #[error("chunk file {path}: {action} failed")]
+    ChunkIo {
+        /// File.
+        path: PathBuf,
+        /// What was attempted.
+        action: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spool filesystem could not be measured.
+    #[error("cannot read filesystem usage of {path}")]
+    Statvfs {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object key template is invalid.
+    #[error("invalid key template `{template}`: {reason}")]
+    KeyTemplate {
+        /// The template.
+        template: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A rendered object key would escape its prefix or be empty.
+    #[error("chunk {name} would get the unsafe object key `{key}`: {reason}")]
+    UnsafeKey {
+        /// Chunk path relative to the spool.
+        name: String,
+        /// Rendered key.
+        key: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A delete was requested for a chunk the journal does not show as verified.
+    #[error("refusing to delete chunk {name}: the journal has it as `{state}`, not `verified`")]
+    NotVerified {
+        /// Chunk path relative to the spool.
+        name: String,
+        /// Its journal state.
+        state: String,
+    },
+    /// The journal refers to a chunk id it does not hold.
+    #[error("journal has no chunk with id {id}")]
+    UnknownChunk {
+        /// Row id.
+        id: i64,
+    },
+}
+
+impl Error {
+    pub(crate) fn journal(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Error::Journal { op, source }
+    }
+}

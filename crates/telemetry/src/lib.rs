@@ -1,0 +1,20 @@
+//! Metric names, the in-process registry and its encoders.
+//!
+//! Owns: every metric backhaul exports (name, help, unit in the name), the lock-free counters
+//! and gauges behind them, the goodput windows, and the two wire formats that read them —
+//! Prometheus text exposition and CloudWatch Embedded Metric Format (EMF) JSON lines.
+//!
+//! Does not own: serving `/metrics` over HTTP (the binary), calling CloudWatch's
+//! `PutMetricData` API (`backhaul-upload`, the only crate that speaks HTTP), or deciding what a
+//! value means (`backhaul-diagnose`). Producers (`spool`, `upload`) update the fields of
+//! [`Metrics`]; readers take a [`Snapshot`] and encode it.
+
+mod emf;
+mod goodput;
+mod metrics;
+mod prometheus;
+
+pub use emf::{emf_line, EmfTarget};
+pub use goodput::Goodput;
+pub use metrics::{Counter, Gauge, LabeledCounter, Metrics, Sample, SampleKind, Snapshot};
+pub use prometheus::prometheus_text;

@@ -1,0 +1,230 @@
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::Goodput;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current count.
+    pub fn value(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down; stored as `f64` bits.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Replaces the value.
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn value(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A counter family with one label (for example `class` of an upload error).
+#[derive(Debug, Default)]
+pub struct LabeledCounter {
+    values: Mutex<BTreeMap<String, u64>>,
+}
+
+impl LabeledCounter {
+    /// Adds one to the series with this label value.
+    pub fn inc(&self, label: &str) {
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        *values.entry(label.to_owned()).or_default() += 1;
+    }
+
+    /// The count for one label value (0 when never seen).
+    pub fn value(&self, label: &str) -> u64 {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.get(label).copied().unwrap_or(0)
+    }
+
+    /// The sum over all label values.
+    pub fn total(&self) -> u64 {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.values().sum()
+    }
+
+    fn series(&self) -> Vec<(String, u64)> {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// Every metric the agent exports. One instance per agent, shared by `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Bytes of parts and objects the server acknowledged.
+    pub uploaded_bytes: Counter,
+    /// Parts (or single-request objects) the server acknowledged.
+    pub uploaded_parts: Counter,
+    /// Chunks uploaded and verified in the bucket.
+    pub uploaded_chunks: Counter,
+    /// Body bytes handed to the socket, including attempts that later failed.
+    pub sent_bytes: Counter,
+    /// Failed requests by error class.
+    pub errors: LabeledCounter,
+    /// Request attempts that were retried.
+    pub retries: Counter,
+    /// Part attempts abandoned because no byte was acknowledged within the stall timeout.
+    pub stalls: Counter,
+    /// Un-uploaded chunks deleted because the disk was full (only with an explicit policy).
+    pub dropped_chunks: Counter,
+    /// Chunks whose file changed or vanished while they were being uploaded.
+    pub changed_chunks: Counter,
+    /// Chunks waiting to be uploaded.
+    pub backlog_chunks: Gauge,
+    /// Bytes waiting to be uploaded.
+    pub backlog_bytes: Gauge,
+    /// Age of the oldest chunk not yet uploaded, in seconds (0 when none).
+    pub oldest_chunk_age_seconds: Gauge,
+    /// Spool filesystem usage in percent.
+    pub disk_used_percent: Gauge,
+    /// Projected seconds until the spool filesystem is full (+Inf when not filling).
+    pub disk_full_projected_seconds: Gauge,
+    /// Acknowledged upload bytes over sliding windows.
+    pub goodput: Goodput,
+}
+
+/// Whether a sample is a counter or a gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    /// Monotonic.
+    Counter,
+    /// Point-in-time.
+    Gauge,
+}
+
+/// One exported series at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Prometheus metric name (with unit suffix).
+    pub name: &'static str,
+    /// One-line description.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: SampleKind,
+    /// Label pairs.
+    pub labels: Vec<(&'static str, String)>,
+    /// Value.
+    pub value: f64,
+}
+
+/// All samples of a [`Metrics`] at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The samples, grouped by name in a fixed order.
+    pub samples: Vec<Sample>,
+}
+
+impl Snapshot {
+    /// The first sample with this name and these labels.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.value)
+    }
+}
+
+impl Metrics {
+    /// Reads every metric. Goodput windows are evaluated at `now`.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        use SampleKind::{Counter as C, Gauge as G};
+        let mut samples = Vec::new();
+        let mut push = |name, help, kind, labels: Vec<(&'static str, String)>, value: f64| {
+            samples.push(Sample { name, help, kind, labels, value });
+        };
+        for (window, secs) in [("10s", 10), ("60s", 60)] {
+            push(
+                "backhaul_upload_goodput_mbps",
+                "Acknowledged upload goodput in megabits per second over a sliding window.",
+                G,
+                vec![("window", window.to_owned())],
+                self.goodput.mbps(now, secs),
+            );
+        }
+        let counters: [(&'static str, &'static str, &Counter); 8] = [
+            ("backhaul_uploaded_bytes_total", "Bytes acknowledged by the object store.", &self.uploaded_bytes),
+            ("backhaul_uploaded_parts_total", "Parts acknowledged by the object store.", &self.uploaded_parts),
+            ("backhaul_uploaded_chunks_total", "Chunks uploaded and verified.", &self.uploaded_chunks),
+            ("backhaul_upload_sent_bytes_total", "Body bytes written to upload sockets, retries included.", &self.sent_bytes),
+            ("backhaul_upload_retries_total", "Upload request attempts that were retried.", &self.retries),
+            ("backhaul_upload_stalls_total", "Part attempts abandoned after the stall timeout.", &self.stalls),
+            ("backhaul_chunks_dropped_total", "Un-uploaded chunks deleted by the disk-full policy.", &self.dropped_chunks),
+            ("backhaul_chunks_changed_total", "Chunks that changed or vanished while uploading.", &self.changed_chunks),
+        ];
+        for (name, help, c) in counters {
+            push(name, help, C, Vec::new(), c.value() as f64);
+        }
+        for (class, n) in self.errors.series() {
+            push(
+                "backhaul_upload_errors_total",
+                "Failed upload requests by error class.",
+                C,
+                vec![("class", class)],
+                n as f64,
+            );
+        }
+        let gauges: [(&'static str, &'static str, &Gauge); 5] = [
+            ("backhaul_backlog_chunks", "Chunks waiting to be uploaded.", &self.backlog_chunks),
+            ("backhaul_backlog_bytes", "Bytes waiting to be uploaded.", &self.backlog_bytes),
+            ("backhaul_oldest_chunk_age_seconds", "Age of the oldest chunk not yet uploaded.", &self.oldest_chunk_age_seconds),
+            ("backhaul_spool_disk_used_percent", "Spool filesystem usage in percent.", &self.disk_used_percent),
+            ("backhaul_spool_disk_full_projected_seconds", "Projected seconds until the spool filesystem is full.", &self.disk_full_projected_seconds),
+        ];
+        for (name, help, g) in gauges {
+            push(name, help, G, Vec::new(), g.value());
+        }
+        Snapshot { samples }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_carries_every_family_with_labels() {
+        let m = Metrics::default();
+        m.uploaded_bytes.add(10);
+        m.errors.inc("server_5xx");
+        m.errors.inc("server_5xx");
+        m.errors.inc("stall");
+        m.disk_used_percent.set(42.5);
+        let s = m.snapshot(Instant::now());
+        assert_eq!(s.value("backhaul_uploaded_bytes_total", &[]), Some(10.0));
+        assert_eq!(s.value("backhaul_upload_errors_total", &[("class", "server_5xx")]), Some(2.0));
+        assert_eq!(s.value("backhaul_upload_errors_total", &[("class", "stall")]), Some(1.0));
+        assert_eq!(s.value("backhaul_spool_disk_used_percent", &[]), Some(42.5));
+        assert_eq!(s.value("backhaul_upload_goodput_mbps", &[("window", "60s")]), Some(0.0));
+        assert_eq!(m.errors.total(), 3);
+    }
+}

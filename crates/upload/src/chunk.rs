@@ -1,0 +1,451 @@
+//! Uploading one chunk: a single PutObject for small chunks, otherwise a multipart upload that
+//! resumes from the parts the journal and the server agree on, then verification.
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use backhaul_spool::{Chunk, FileIdentity, PartRecord, Spool};
+use backhaul_telemetry::Metrics;
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use tokio::task::JoinSet;
+
+use crate::body::{crc32c_range, FileBody, ReqBody};
+use crate::config::{UploadSettings, MAX_PARTS};
+use crate::ratelimit::RateLimiter;
+use crate::retry::Backoff;
+use crate::s3::S3Client;
+use crate::transport::{Deadline, Progress};
+use crate::Error;
+
+/// What a successful chunk upload proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The checksum recorded in the journal (`crc32c:<base64>[-N]`).
+    pub checksum: String,
+    /// Bytes sent in this attempt (parts already on the server are not re-sent).
+    pub bytes_sent: u64,
+    /// Parts reused from before a restart.
+    pub parts_resumed: u32,
+}
+
+/// Uploads chunks; shared by the pipeline's tasks.
+#[derive(Debug)]
+pub struct ChunkUploader {
+    /// The bucket client.
+    pub client: Arc<S3Client>,
+    /// The spool (journal, paths).
+    pub spool: Arc<Spool>,
+    /// Settings.
+    pub settings: UploadSettings,
+    /// Shared bandwidth cap.
+    pub limiter: Arc<RateLimiter>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+fn b64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// The CRC32C-of-CRC32Cs S3 reports for a multipart object: `base64(crc32c(be(crc_1)..be(crc_n)))-n`.
+pub fn composite_crc32c(part_crcs_b64: &[String]) -> Option<String> {
+    let mut raw = Vec::with_capacity(part_crcs_b64.len() * 4);
+    for c in part_crcs_b64 {
+        raw.extend(base64::engine::general_purpose::STANDARD.decode(c).ok()?);
+    }
+    Some(format!("{}-{}", b64(crc32c::crc32c(&raw)), part_crcs_b64.len()))
+}
+
+/// The ETag S3-compatible stores give a multipart object whose part ETags are MD5s:
+/// `hex(md5(md5_1 .. md5_n))-n`. `None` if a part ETag is not a hex MD5 (e.g. SSE-KMS).
+pub fn multipart_etag(part_etags: &[String]) -> Option<String> {
+    let mut h = Md5::new();
+    for e in part_etags {
+        if e.len() != 32 {
+            return None;
+        }
+        let mut raw = [0u8; 16];
+        for (i, byte) in raw.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(e.get(i * 2..i * 2 + 2)?, 16).ok()?;
+        }
+        h.update(raw);
+    }
+    Some(format!("{}-{}", crate::sigv4::hex(&h.finalize()), part_etags.len()))
+}
+
+impl ChunkUploader {
+    fn backoff(&self) -> Backoff {
+        Backoff { base: self.settings.retry_base, max: self.settings.retry_max }
+    }
+
+    fn open(&self, chunk: &Chunk) -> Result<(Arc<File>, PathBuf), Error> {
+        let path = self.spool.path_of(chunk);
+        // O_NOFOLLOW: a chunk swapped for a symlink after discovery is never followed.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Changed { path: path.clone() },
+                _ if e.raw_os_error() == Some(libc::ELOOP) => Error::Changed { path: path.clone() },
+                _ => Error::Read { path: path.clone(), source: e },
+            })?;
+        let meta = file.metadata().map_err(|e| Error::Read { path: path.clone(), source: e })?;
+        if identity(&meta) != chunk.identity {
+            return Err(Error::Changed { path });
+        }
+        Ok((Arc::new(file), path))
+    }
+
+    /// The file must still be the discovered version, both by descriptor and by name.
+    fn still_same(&self, file: &File, path: &PathBuf, chunk: &Chunk) -> Result<(), Error> {
+        let by_fd = file.metadata().map(|m| identity(&m)).ok();
+        let by_name = std::fs::symlink_metadata(path).map(|m| identity(&m)).ok();
+        if by_fd == Some(chunk.identity) && by_name == Some(chunk.identity) {
+            Ok(())
+        } else {
+            Err(Error::Changed { path: path.clone() })
+        }
+    }
+
+    /// Uploads and verifies one chunk. The journal records progress as it goes.
+    pub async fn upload(self: &Arc<Self>, chunk: &Chunk) -> Result<Verified, Error> {
+        let (file, path) = self.open(chunk)?;
+        let size = chunk.identity.size;
+        let result = if size <= self.settings.part_size {
+            self.single(chunk, &file, &path).await
+        } else {
+            self.multipart(chunk, &file, &path).await
+        };
+        match result {
+            // A read error is often the file being truncated or replaced under us.
+            Err(e @ (Error::Read { .. } | Error::Http { .. })) => {
+                self.still_same(&file, &path, chunk)?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn single(&self, chunk: &Chunk, file: &Arc<File>, path: &PathBuf) -> Result<Verified, Error> {
+        let size = chunk.identity.size;
+        let crc = crc32c_range(file.clone(), 0, size)
+            .await
+            .map_err(|e| Error::Read { path: path.clone(), source: e })?;
+        let crc = b64(crc);
+        let mut attempt = 0;
+        loop {
+            let progress = Arc::new(Progress::default());
+            let body = ReqBody::File(FileBody::new(
+                file.clone(),
+                0,
+                size,
+                progress.clone(),
+                self.limiter.clone(),
+                self.metrics.clone(),
+            ));
+            let deadline = Deadline::Stall { progress: &progress, stall: self.settings.stall_timeout, part: 0 };
+            match self.client.put_object(&chunk.key, body, &crc, deadline).await {
+                Ok(_) => break,
+                Err(e) => {
+                    attempt += 1;
+                    self.count_error(&e);
+                    if !e.is_retryable() || attempt >= self.settings.part_attempts {
+                        return Err(e);
+                    }
+                    self.pause(&chunk.key, 0, attempt, &e).await;
+                }
+            }
+        }
+        self.acknowledged(size);
+        self.still_same(file, path, chunk)?;
+        let head = self.client.head_object(&chunk.key).await?.ok_or_else(|| Error::Verify {
+            key: chunk.key.clone(),
+            detail: "object missing after PutObject".into(),
+        })?;
+        if head.size != size {
+            return Err(Error::Verify { key: chunk.key.clone(), detail: format!("size {} != {size}", head.size) });
+        }
+        if let Some(server) = head.crc32c.as_deref().filter(|c| !c.contains('-')) {
+            if server != crc {
+                return Err(Error::Verify {
+                    key: chunk.key.clone(),
+                    detail: format!("CRC32C {server} != {crc}"),
+                });
+            }
+        }
+        Ok(Verified { checksum: format!("crc32c:{crc}"), bytes_sent: size, parts_resumed: 0 })
+    }
+
+    async fn multipart(
+        self: &Arc<Self>,
+        chunk: &Chunk,
+        file: &Arc<File>,
+        path: &PathBuf,
+    ) -> Result<Verified, Error> {
+        let size = chunk.identity.size;
+        // S3 allows 10 000 parts; grow the part size for (rare) huge chunks.
+        let part_size = self.settings.part_size.max(size.div_ceil(MAX_PARTS));
+        let n_parts = size.div_ceil(part_size) as u32;
+        let journal = self.spool.journal();
+        let mut done: Vec<PartRecord> = Vec::new();
+        let mut upload_id = chunk.upload_id.clone();
+        let mut resumed_from_journal = false;
+        if let Some(uid) = upload_id.clone() {
+            let jparts = journal.parts(chunk.id)?;
+            if jparts.len() as u32 == n_parts {
+                // Killed after CompleteMultipartUpload but before the journal heard of it?
+                if let Ok(v) = self.verify(chunk, &jparts, n_parts).await {
+                    return Ok(Verified { bytes_sent: 0, parts_resumed: n_parts, ..v });
+                }
+            }
+            match self.client.list_parts(&chunk.key, &uid).await {
+                Ok(server) => {
+                    done = jparts
+                        .into_iter()
+                        .filter(|j| server.iter().any(|s| s.number == j.number && s.size == j.size
+                            && s.etag.as_ref().is_none_or(|e| *e == j.etag)))
+                        .collect();
+                    resumed_from_journal = true;
+                    tracing::info!(chunk = %chunk.name, upload_id = %uid, parts_resumed = done.len(),
+                        parts_total = n_parts, "resuming multipart upload");
+                }
+                Err(e) if e.is_no_such_upload() => {
+                    journal.forget_upload(chunk.id)?;
+                    upload_id = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let parts_resumed = done.len() as u32;
+        let uid = match upload_id {
+            Some(u) => u,
+            None => {
+                let u = self.client.create_multipart(&chunk.key).await?;
+                journal.begin_multipart(chunk.id, &u)?;
+                u
+            }
+        };
+        let todo: Vec<u32> = (1..=n_parts).filter(|n| !done.iter().any(|d| d.number == *n)).collect();
+        let uploaded = match self.upload_parts(chunk, file, path, &uid, part_size, &todo).await {
+            Ok(parts) => parts,
+            Err(e) if resumed_from_journal && (e.is_no_such_upload() || e.class() == "auth") => {
+                // The server lost the upload we journaled (some stores answer AccessDenied for
+                // an unknown upload id): start a fresh one next attempt, abort the old one.
+                tracing::warn!(chunk = %chunk.name, error = %e, "journaled upload unusable; starting a new one");
+                self.spool.journal().forget_upload(chunk.id)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let bytes_sent: u64 = uploaded.iter().map(|p| p.size).sum();
+        done.extend(uploaded);
+        done.sort_by_key(|p| p.number);
+        self.still_same(file, path, chunk)?;
+        match self.client.complete(&chunk.key, &uid, &done).await {
+            Ok(_) => {}
+            Err(e) if e.is_no_such_upload() => {
+                // Completed by an attempt whose answer we never saw? Verification decides.
+                tracing::debug!(chunk = %chunk.name, "upload unknown at completion; verifying object");
+            }
+            Err(e) => return Err(e),
+        }
+        let v = self.verify(chunk, &done, n_parts).await?;
+        Ok(Verified { bytes_sent, parts_resumed, ..v })
+    }
+
+    /// Uploads the parts in `todo`, `parts_in_flight` at a time; each completed part is
+    /// journaled before it counts.
+    async fn upload_parts(
+        self: &Arc<Self>,
+        chunk: &Chunk,
+        file: &Arc<File>,
+        path: &PathBuf,
+        uid: &str,
+        part_size: u64,
+        todo: &[u32],
+    ) -> Result<Vec<PartRecord>, Error> {
+        let size = chunk.identity.size;
+        let mut set: JoinSet<Result<PartRecord, Error>> = JoinSet::new();
+        let mut queue = todo.iter().copied();
+        let mut out = Vec::new();
+        let mut first_err: Option<Error> = None;
+        loop {
+            while first_err.is_none() && set.len() < self.settings.parts_in_flight {
+                let Some(n) = queue.next() else { break };
+                let offset = u64::from(n - 1) * part_size;
+                let len = part_size.min(size - offset);
+                let this = self.clone();
+                let (file, path, key, uid, id) =
+                    (file.clone(), path.clone(), chunk.key.clone(), uid.to_owned(), chunk.id);
+                set.spawn(async move { this.part(id, &key, &uid, &file, &path, n, offset, len).await });
+            }
+            match set.join_next().await {
+                None => break,
+                Some(Ok(Ok(p))) => out.push(p),
+                Some(Ok(Err(e))) => {
+                    // Stop starting parts; let the ones in flight finish so their work is kept.
+                    first_err.get_or_insert(e);
+                }
+                Some(Err(join)) => {
+                    first_err.get_or_insert(Error::Protocol {
+                        op: "UploadPart",
+                        key: chunk.key.clone(),
+                        detail: format!("part task failed: {join}"),
+                    });
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn part(
+        &self,
+        chunk_id: i64,
+        key: &str,
+        uid: &str,
+        file: &Arc<File>,
+        path: &PathBuf,
+        number: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<PartRecord, Error> {
+        let crc = crc32c_range(file.clone(), offset, len)
+            .await
+            .map_err(|e| Error::Read { path: path.clone(), source: e })?;
+        let crc = b64(crc);
+        let mut attempt = 0;
+        let etag = loop {
+            let progress = Arc::new(Progress::default());
+            let body = ReqBody::File(FileBody::new(
+                file.clone(),
+                offset,
+                len,
+                progress.clone(),
+                self.limiter.clone(),
+                self.metrics.clone(),
+            ));
+            let deadline = Deadline::Stall { progress: &progress, stall: self.settings.stall_timeout, part: number };
+            match self.client.upload_part(key, uid, number, body, &crc, deadline).await {
+                Ok(etag) => break etag,
+                Err(e) => {
+                    attempt += 1;
+                    self.count_error(&e);
+                    if !e.is_retryable() || attempt >= self.settings.part_attempts {
+                        return Err(e);
+                    }
+                    self.pause(key, number, attempt, &e).await;
+                }
+            }
+        };
+        self.acknowledged(len);
+        let record = PartRecord { number, offset, size: len, etag, crc32c: crc };
+        let spool = self.spool.clone();
+        let rec = record.clone();
+        tokio::task::spawn_blocking(move || {
+            spool.journal().record_part(chunk_id, &rec, backhaul_spool::now_millis())
+        })
+        .await
+        .map_err(|e| Error::Protocol { op: "UploadPart", key: key.to_owned(), detail: e.to_string() })??;
+        Ok(record)
+    }
+
+    /// Checks the object in the bucket against what was sent: size always; the composite
+    /// CRC32C when the server reports one; the multipart ETag when part ETags are MD5s.
+    async fn verify(&self, chunk: &Chunk, parts: &[PartRecord], n_parts: u32) -> Result<Verified, Error> {
+        let key = &chunk.key;
+        let head = self.client.head_object(key).await?.ok_or_else(|| Error::Verify {
+            key: key.clone(),
+            detail: "object missing after CompleteMultipartUpload".into(),
+        })?;
+        let fail = |detail: String| Error::Verify { key: key.clone(), detail };
+        if head.size != chunk.identity.size {
+            return Err(fail(format!("size {} != {}", head.size, chunk.identity.size)));
+        }
+        if parts.len() as u32 != n_parts {
+            return Err(fail(format!("{} of {n_parts} parts journaled", parts.len())));
+        }
+        let crcs: Vec<String> = parts.iter().map(|p| p.crc32c.clone()).collect();
+        let composite = composite_crc32c(&crcs).ok_or_else(|| fail("journaled CRC32C unreadable".into()))?;
+        let mut proven = false;
+        if let Some(server) = head.crc32c.as_deref().filter(|c| c.ends_with(&format!("-{n_parts}"))) {
+            if server != composite {
+                return Err(fail(format!("composite CRC32C {server} != {composite}")));
+            }
+            proven = true;
+        }
+        let etags: Vec<String> = parts.iter().map(|p| p.etag.clone()).collect();
+        if let Some(expected) = multipart_etag(&etags) {
+            if head.etag.contains('-') {
+                if head.etag != expected {
+                    return Err(fail(format!("ETag {} != {expected}", head.etag)));
+                }
+                proven = true;
+            }
+        }
+        if !proven {
+            tracing::warn!(key = %key, "server reports neither composite CRC32C nor multipart ETag; verified by size");
+        }
+        Ok(Verified { checksum: format!("crc32c:{composite}"), bytes_sent: 0, parts_resumed: 0 })
+    }
+
+    fn acknowledged(&self, bytes: u64) {
+        self.metrics.uploaded_bytes.add(bytes);
+        self.metrics.uploaded_parts.inc();
+        self.metrics.goodput.record(Instant::now(), bytes);
+    }
+
+    fn count_error(&self, e: &Error) {
+        self.metrics.errors.inc(e.class());
+        if matches!(e, Error::Stall { .. }) {
+            self.metrics.stalls.inc();
+        }
+    }
+
+    async fn pause(&self, key: &str, part: u32, attempt: u32, e: &Error) {
+        self.metrics.retries.inc();
+        let delay = self.backoff().delay(attempt);
+        tracing::warn!(key = %key, part, attempt, class = e.class(), error = %e,
+            retry_in_ms = delay.as_millis() as u64, "upload request failed; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn identity(meta: &std::fs::Metadata) -> FileIdentity {
+    FileIdentity {
+        size: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        inode: meta.ino(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_checksum_and_etag_follow_s3() {
+        // Two parts "a" and "b": CRC32C values per RFC 3720 test vectors style, recomputed here.
+        let p1 = b64(crc32c::crc32c(b"a"));
+        let p2 = b64(crc32c::crc32c(b"b"));
+        let mut raw = crc32c::crc32c(b"a").to_be_bytes().to_vec();
+        raw.extend(crc32c::crc32c(b"b").to_be_bytes());
+        assert_eq!(composite_crc32c(&[p1, p2]).unwrap(), format!("{}-2", b64(crc32c::crc32c(&raw))));
+        // md5("") twice.
+        let e = "d41d8cd98f00b204e9800998ecf8427e".to_owned();
+        let got = multipart_etag(&[e.clone(), e]).unwrap();
+        let mut h = Md5::new();
+        h.update([0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e]);
+        h.update([0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e]);
+        assert_eq!(got, format!("{}-2", crate::sigv4::hex(&h.finalize())));
+        assert_eq!(multipart_etag(&["not-md5".into()]), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! An S3-compatible server in-process: `s3s` with the `s3s-fs` filesystem backend, on a free
+//! loopback port. Used by `backhaul demo` (no cloud account needed) and by the tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::sync::oneshot;
+
+/// Access key of the embedded server.
+pub const EMBEDDED_ACCESS_KEY: &str = "BACKHAULDEMOKEY";
+/// Secret key of the embedded server (a throwaway; the server only listens on loopback).
+pub const EMBEDDED_SECRET_KEY: &str = "backhaul-demo-secret-key";
+
+/// A running embedded S3 server; stops on drop.
+#[derive(Debug)]
+pub struct EmbeddedS3 {
+    addr: SocketAddr,
+    root: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// Why the embedded server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// Directory or socket failure.
+    #[error("embedded S3 server: {what}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// s3s-fs refused the root.
+    #[error("embedded S3 server: cannot use {root} as storage: {detail}")]
+    Backend {
+        /// Root directory.
+        root: PathBuf,
+        /// s3s-fs's message (its error type is not `std::error::Error`).
+        detail: String,
+    },
+}
+
+impl EmbeddedS3 {
+    /// Starts a server storing objects under `root`, listening on `listen` (use port 0 for a
+    /// free one). Buckets are directories under `root`.
+    pub async fn start(root: &Path, listen: SocketAddr) -> Result<Self, EmbeddedError> {
+        std::fs::create_dir_all(root).map_err(|e| EmbeddedError::Io {
+            what: format!("create {}", root.display()),
+            source: e,
+        })?;
+        let fs = s3s_fs::FileSystem::new(root).map_err(|e| EmbeddedError::Backend {
+            root: root.to_owned(),
+            detail: format!("{e:?}"),
+        })?;
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| EmbeddedError::Io {
+            what: format!("bind {listen}"),
+            source: e,
+        })?;
+        let addr = listener.local_addr().map_err(|e| EmbeddedError::Io { what: "local_addr".into(), source: e })?;
+        let (stop, mut stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            let graceful = GracefulShutdown::new();
+            loop {
+                tokio::select! {
+                    res = listener.accept() => {
+                        let Ok((sock, _)) = res else { continue };
+                        let conn = http.serve_connection(TokioIo::new(sock), service.clone());
+                        let conn = graceful.watch(conn.into_owned());
+                        tokio::spawn(async move {
+                            // Clients dropping connections mid-request is normal (stall tests).
+                            let _ = conn.await;
+                        });
+                    }
+                    _ = &mut stop_rx => break,
+                }
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
+        });
+        Ok(Self { addr, root: root.to_owned(), stop: Some(stop) })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Storage root (a bucket `b` is the directory `root/b`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a bucket directory directly.
+    pub fn create_bucket(&self, bucket: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.root.join(bucket))
+    }
+}
+
+impl Drop for EmbeddedS3 {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

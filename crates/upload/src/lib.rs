@@ -1,0 +1,79 @@
+//! Uploads: turns ready chunks in the spool into verified objects in an S3-compatible bucket.
+//!
+//! Owns: the HTTP transport (our sockets, so per-socket options and `TCP_INFO` are ours), TLS,
+//! SigV4 signing, the S3 operations, resumable multipart uploads with per-part CRC32C,
+//! verification of the finished object, retries with full-jitter backoff, the stall watchdog,
+//! the bandwidth timetable, the AWS credential chain, CloudWatch `PutMetricData`, and the
+//! embedded S3 server of `backhaul demo` (feature `embedded-s3`). This is the only crate that
+//! speaks HTTP or TLS.
+//!
+//! Does not own: which files are chunks or when they may be deleted (`backhaul-spool`, whose
+//! journal this crate writes part progress into), metric definitions (`backhaul-telemetry`),
+//! or what an upload failure means for the site (`backhaul-diagnose`).
+
+mod body;
+mod chunk;
+pub mod cloudwatch;
+mod config;
+mod creds;
+#[cfg(feature = "embedded-s3")]
+pub mod embedded;
+mod error;
+mod pipeline;
+mod ratelimit;
+mod retry;
+mod s3;
+pub mod sigv4;
+#[cfg(feature = "test-util")]
+pub mod test_util;
+mod transport;
+mod xml;
+
+pub use chunk::{composite_crc32c, multipart_etag, ChunkUploader, Verified};
+pub use config::{
+    UploadConfig, UploadSettings, UrlStyle, DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_PARTS_IN_FLIGHT,
+    DEFAULT_PART_SIZE_BYTES, DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES,
+};
+pub use creds::{parse_profile, AwsEnv, CredentialSource, Credentials, CredentialsProvider};
+pub use error::Error;
+pub use pipeline::{RunMode, RunReport, Uploader};
+pub use ratelimit::{parse_rate, BandwidthSchedule, RateLimiter};
+pub use retry::Backoff;
+pub use s3::{Completed, ObjectHead, S3Client, ServerPart};
+pub use transport::{Transport, TransportConfig, DEFAULT_NOTSENT_LOWAT_BYTES};
+
+use std::sync::Arc;
+
+use backhaul_spool::Spool;
+use backhaul_telemetry::Metrics;
+
+/// Everything needed to build an [`Uploader`].
+#[derive(Debug)]
+pub struct UploaderParts {
+    /// Validated settings.
+    pub settings: UploadSettings,
+    /// Credentials.
+    pub creds: CredentialsProvider,
+    /// `AWS_CA_BUNDLE`, for HTTPS endpoints.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// The site's UTC offset, for the bandwidth timetable.
+    pub utc_offset: time::UtcOffset,
+}
+
+/// Wires transport, client, limiter and chunk uploader together.
+pub fn build_uploader(
+    parts: UploaderParts,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+) -> Result<(Uploader, Arc<ChunkUploader>), Error> {
+    let transport = Arc::new(Transport::new(TransportConfig {
+        notsent_lowat_bytes: parts.settings.notsent_lowat_bytes,
+        tcp_user_timeout: Some(parts.settings.stall_timeout * 2),
+        ca_bundle: parts.ca_bundle,
+        ..TransportConfig::default()
+    }));
+    let client = Arc::new(S3Client::new(&parts.settings, transport, parts.creds)?);
+    let limiter = Arc::new(RateLimiter::new(parts.settings.bandwidth.clone(), parts.utc_offset));
+    let chunks = Arc::new(ChunkUploader { client, spool, settings: parts.settings, limiter, metrics });
+    Ok((Uploader::new(chunks.clone()), chunks))
+}

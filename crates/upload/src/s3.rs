@@ -1,0 +1,367 @@
+//! The S3 operations the agent needs, signed with SigV4 and sent through our [`Transport`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backhaul_spool::PartRecord;
+use bytes::Bytes;
+use http::Request;
+use time::OffsetDateTime;
+
+use crate::body::ReqBody;
+use crate::config::{UploadSettings, UrlStyle};
+use crate::creds::CredentialsProvider;
+use crate::sigv4::{self, SignRequest, UNSIGNED_PAYLOAD};
+use crate::transport::{parse_url, Deadline, Response, Target, Transport};
+use crate::{xml, Error};
+
+/// What HeadObject says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, quotes stripped.
+    pub etag: String,
+    /// `x-amz-checksum-crc32c`, if the server keeps one.
+    pub crc32c: Option<String>,
+}
+
+/// A part as ListParts reports it (some servers omit the ETag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPart {
+    /// Part number.
+    pub number: u32,
+    /// Size.
+    pub size: u64,
+    /// ETag, quotes stripped.
+    pub etag: Option<String>,
+}
+
+/// The result of CompleteMultipartUpload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// ETag, quotes stripped.
+    pub etag: String,
+    /// Composite CRC32C, if the server computed one.
+    pub crc32c: Option<String>,
+}
+
+/// An S3 bucket client.
+#[derive(Debug)]
+pub struct S3Client {
+    transport: Arc<Transport>,
+    target: Target,
+    base_path: String,
+    bucket: String,
+    region: String,
+    style: UrlStyle,
+    creds: CredentialsProvider,
+    request_timeout: Duration,
+}
+
+fn unquote(s: &str) -> String {
+    s.trim().trim_matches('"').to_owned()
+}
+
+impl S3Client {
+    /// A client for the configured endpoint and bucket.
+    pub fn new(
+        settings: &UploadSettings,
+        transport: Arc<Transport>,
+        creds: CredentialsProvider,
+    ) -> Result<Self, Error> {
+        let (mut target, base_path) = parse_url(&settings.endpoint)?;
+        if settings.url_style == UrlStyle::VirtualHosted {
+            target.host = format!("{}.{}", settings.bucket, target.host);
+        }
+        Ok(Self {
+            transport,
+            target,
+            base_path,
+            bucket: settings.bucket.clone(),
+            region: settings.region.clone(),
+            style: settings.url_style,
+            creds,
+            request_timeout: settings.request_timeout,
+        })
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The transport (shared with CloudWatch publishing).
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    fn path(&self, key: Option<&str>) -> String {
+        let mut p = self.base_path.clone();
+        if self.style != UrlStyle::VirtualHosted {
+            p.push('/');
+            p.push_str(&sigv4::uri_encode(&self.bucket, false));
+        }
+        p.push('/');
+        if let Some(k) = key {
+            p.push_str(&sigv4::uri_encode(k, true));
+        }
+        p
+    }
+
+    /// Signs and sends one request; maps non-2xx answers to [`Error::Status`].
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        method: &str,
+        op: &'static str,
+        key: Option<&str>,
+        query: &[(String, String)],
+        extra: &[(&str, String)],
+        body: ReqBody,
+        deadline: Option<Deadline<'_>>,
+    ) -> Result<Response, Error> {
+        let content_length = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+        let path = self.path(key);
+        let now = OffsetDateTime::now_utc();
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), self.target.authority()),
+            ("x-amz-date".into(), sigv4::amz_date(now)),
+            ("x-amz-content-sha256".into(), UNSIGNED_PAYLOAD.into()),
+        ];
+        for (k, v) in extra {
+            headers.push(((*k).to_owned(), v.clone()));
+        }
+        let creds = self.creds.get(&self.transport).await?;
+        if let Some(token) = creds.as_ref().and_then(|c| c.session_token()) {
+            headers.push(("x-amz-security-token".into(), token.to_owned()));
+        }
+        let mut builder = Request::builder().method(method);
+        let q = sigv4::canonical_query(query);
+        builder = builder.uri(if q.is_empty() { path.clone() } else { format!("{path}?{q}") });
+        if let Some(c) = &creds {
+            let auth = sigv4::authorization(
+                &SignRequest {
+                    method,
+                    canonical_uri: &path,
+                    query,
+                    headers: &headers,
+                    payload_hash: UNSIGNED_PAYLOAD,
+                    region: &self.region,
+                    service: "s3",
+                },
+                c,
+                now,
+            );
+            builder = builder.header(http::header::AUTHORIZATION, auth);
+        }
+        for (k, v) in &headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        if method != "GET" && method != "HEAD" && method != "DELETE" || content_length > 0 {
+            builder = builder.header(http::header::CONTENT_LENGTH, content_length);
+        }
+        let key_s = key.unwrap_or(&self.bucket).to_owned();
+        let req = builder.body(body).map_err(|e| Error::Protocol {
+            op,
+            key: key_s.clone(),
+            detail: format!("cannot build request: {e}"),
+        })?;
+        let deadline = deadline.unwrap_or(Deadline::Total(self.request_timeout));
+        let resp = self.transport.send(&self.target, req, op, &key_s, deadline).await?;
+        if resp.status.is_success() {
+            // CompleteMultipartUpload may answer 200 and put the error in the body.
+            if op == "CompleteMultipartUpload" && resp.body.windows(7).any(|w| w == b"<Error>") {
+                let (code, message) = xml::error_code(&resp.body);
+                return Err(Error::Status { op, key: key_s, status: 500, code, message });
+            }
+            return Ok(resp);
+        }
+        let (mut code, message) = xml::error_code(&resp.body);
+        if code.is_empty() {
+            code = match resp.status.as_u16() {
+                404 if key.is_some() => "NoSuchKey".into(),
+                404 => "NoSuchBucket".into(),
+                403 => "AccessDenied".into(),
+                _ => String::new(),
+            };
+        }
+        Err(Error::Status { op, key: key_s, status: resp.status.as_u16(), code, message })
+    }
+
+    /// HeadBucket: Ok if the bucket exists and the credentials may see it.
+    pub async fn head_bucket(&self) -> Result<(), Error> {
+        self.call("HEAD", "HeadBucket", None, &[], &[], ReqBody::empty(), None).await.map(|_| ())
+    }
+
+    /// CreateBucket (already existing and owned by us is fine).
+    pub async fn create_bucket(&self) -> Result<(), Error> {
+        let body = if self.region == "us-east-1" {
+            Bytes::new()
+        } else {
+            Bytes::from(format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                self.region
+            ))
+        };
+        match self.call("PUT", "CreateBucket", None, &[], &[], ReqBody::bytes(body), None).await {
+            Err(Error::Status { code, .. })
+                if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// PutObject of a whole (small) chunk with its CRC32C; returns the ETag.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: ReqBody,
+        crc32c_b64: &str,
+        deadline: Deadline<'_>,
+    ) -> Result<String, Error> {
+        let extra = [("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
+        let resp = self.call("PUT", "PutObject", Some(key), &[], &extra, body, Some(deadline)).await?;
+        Ok(resp.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(unquote).unwrap_or_default())
+    }
+
+    /// CreateMultipartUpload with CRC32C as the checksum algorithm; returns the upload id.
+    pub async fn create_multipart(&self, key: &str) -> Result<String, Error> {
+        let q = [("uploads".to_owned(), String::new())];
+        let extra = [("x-amz-checksum-algorithm", "CRC32C".to_owned())];
+        let resp = self
+            .call("POST", "CreateMultipartUpload", Some(key), &q, &extra, ReqBody::empty(), None)
+            .await?;
+        let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+            op: "CreateMultipartUpload",
+            key: key.to_owned(),
+            detail,
+        })?;
+        xml::first(&leaves, "InitiateMultipartUploadResult/UploadId")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol {
+                op: "CreateMultipartUpload",
+                key: key.to_owned(),
+                detail: "no UploadId in the response".into(),
+            })
+    }
+
+    /// UploadPart with its CRC32C; returns the ETag.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: ReqBody,
+        crc32c_b64: &str,
+        deadline: Deadline<'_>,
+    ) -> Result<String, Error> {
+        let q = [("partNumber".to_owned(), number.to_string()), ("uploadId".to_owned(), upload_id.to_owned())];
+        let extra = [("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
+        let resp = self.call("PUT", "UploadPart", Some(key), &q, &extra, body, Some(deadline)).await?;
+        let etag = resp.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(unquote);
+        etag.filter(|e| !e.is_empty()).ok_or_else(|| Error::Protocol {
+            op: "UploadPart",
+            key: key.to_owned(),
+            detail: format!("part {number}: no ETag in the response"),
+        })
+    }
+
+    /// ListParts, following pagination.
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<ServerPart>, Error> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut q = vec![("uploadId".to_owned(), upload_id.to_owned())];
+            if let Some(m) = &marker {
+                q.push(("part-number-marker".to_owned(), m.clone()));
+            }
+            let resp = self.call("GET", "ListParts", Some(key), &q, &[], ReqBody::empty(), None).await?;
+            let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+                op: "ListParts",
+                key: key.to_owned(),
+                detail,
+            })?;
+            for rec in xml::records(&leaves, "ListPartsResult/Part", "PartNumber") {
+                let get = |n: &str| rec.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+                let (Some(number), Some(size)) = (
+                    get("PartNumber").and_then(|v| v.parse().ok()),
+                    get("Size").and_then(|v| v.parse().ok()),
+                ) else {
+                    continue;
+                };
+                out.push(ServerPart { number, size, etag: get("ETag").map(unquote).filter(|e| !e.is_empty()) });
+            }
+            let truncated = xml::first(&leaves, "ListPartsResult/IsTruncated") == Some("true");
+            let next = xml::first(&leaves, "ListPartsResult/NextPartNumberMarker").map(str::to_owned);
+            match (truncated, next) {
+                (true, Some(n)) if Some(&n) != marker.as_ref() => marker = Some(n),
+                _ => break,
+            }
+        }
+        out.sort_by_key(|p| p.number);
+        Ok(out)
+    }
+
+    /// CompleteMultipartUpload with every part's ETag and CRC32C.
+    pub async fn complete(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<Completed, Error> {
+        let mut body = String::from(
+            "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+        );
+        for p in parts {
+            body.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag><ChecksumCRC32C>{}</ChecksumCRC32C></Part>",
+                p.number, p.etag, p.crc32c
+            ));
+        }
+        body.push_str("</CompleteMultipartUpload>");
+        let q = [("uploadId".to_owned(), upload_id.to_owned())];
+        let resp = self
+            .call("POST", "CompleteMultipartUpload", Some(key), &q, &[], ReqBody::bytes(Bytes::from(body)), None)
+            .await?;
+        let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+            op: "CompleteMultipartUpload",
+            key: key.to_owned(),
+            detail,
+        })?;
+        Ok(Completed {
+            etag: xml::first(&leaves, "CompleteMultipartUploadResult/ETag").map(unquote).unwrap_or_default(),
+            crc32c: xml::first(&leaves, "CompleteMultipartUploadResult/ChecksumCRC32C").map(str::to_owned),
+        })
+    }
+
+    /// AbortMultipartUpload; an upload the server no longer knows counts as aborted.
+    pub async fn abort(&self, key: &str, upload_id: &str) -> Result<(), Error> {
+        let q = [("uploadId".to_owned(), upload_id.to_owned())];
+        match self.call("DELETE", "AbortMultipartUpload", Some(key), &q, &[], ReqBody::empty(), None).await {
+            Err(e) if e.is_no_such_upload() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// HeadObject with checksum mode; `None` when the object does not exist.
+    pub async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, Error> {
+        let extra = [("x-amz-checksum-mode", "ENABLED".to_owned())];
+        match self.call("HEAD", "HeadObject", Some(key), &[], &extra, ReqBody::empty(), None).await {
+            Ok(resp) => {
+                let h = |n: &str| resp.headers.get(n).and_then(|v| v.to_str().ok());
+                Ok(Some(ObjectHead {
+                    size: h("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    etag: h("etag").map(unquote).unwrap_or_default(),
+                    crc32c: h("x-amz-checksum-crc32c").map(str::to_owned),
+                }))
+            }
+            Err(Error::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GetObject of a whole object into memory (verification and tests; not the upload path).
+    pub async fn get_object(&self, key: &str) -> Result<Bytes, Error> {
+        Ok(self.call("GET", "GetObject", Some(key), &[], &[], ReqBody::empty(), None).await?.body)
+    }
+}
