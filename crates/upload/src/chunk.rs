@@ -163,10 +163,13 @@ impl ChunkUploader {
         }
         self.acknowledged(size);
         self.still_same(file, path, chunk)?;
-        let head = self.client.head_object(&chunk.key).await?.ok_or_else(|| Error::Verify {
-            key: chunk.key.clone(),
-            detail: "object missing after PutObject".into(),
-        })?;
+        let head = self
+            .retrying(&chunk.key, || self.client.head_object(&chunk.key))
+            .await?
+            .ok_or_else(|| Error::Verify {
+                key: chunk.key.clone(),
+                detail: "object missing after PutObject".into(),
+            })?;
         if head.size != size {
             return Err(Error::Verify { key: chunk.key.clone(), detail: format!("size {} != {size}", head.size) });
         }
@@ -203,7 +206,7 @@ impl ChunkUploader {
                     return Ok(Verified { bytes_sent: 0, parts_resumed: n_parts, ..v });
                 }
             }
-            match self.client.list_parts(&chunk.key, &uid).await {
+            match self.retrying(&chunk.key, || self.client.list_parts(&chunk.key, &uid)).await {
                 Ok(server) => {
                     done = jparts
                         .into_iter()
@@ -225,7 +228,7 @@ impl ChunkUploader {
         let uid = match upload_id {
             Some(u) => u,
             None => {
-                let u = self.client.create_multipart(&chunk.key).await?;
+                let u = self.retrying(&chunk.key, || self.client.create_multipart(&chunk.key)).await?;
                 journal.begin_multipart(chunk.id, &u)?;
                 u
             }
@@ -246,7 +249,7 @@ impl ChunkUploader {
         done.extend(uploaded);
         done.sort_by_key(|p| p.number);
         self.still_same(file, path, chunk)?;
-        match self.client.complete(&chunk.key, &uid, &done).await {
+        match self.retrying(&chunk.key, || self.client.complete(&chunk.key, &uid, &done)).await {
             Ok(_) => {}
             Err(e) if e.is_no_such_upload() => {
                 // Completed by an attempt whose answer we never saw? Verification decides.
@@ -362,9 +365,8 @@ impl ChunkUploader {
     /// CRC32C when the server reports one; the multipart ETag when part ETags are MD5s.
     async fn verify(&self, chunk: &Chunk, parts: &[PartRecord], n_parts: u32) -> Result<Verified, Error> {
         let key = &chunk.key;
-        let head = self.client.head_object(key).await?.ok_or_else(|| Error::Verify {
-            key: key.clone(),
-            detail: "object missing after CompleteMultipartUpload".into(),
+        let head = self.retrying(key, || self.client.head_object(key)).await?.ok_or_else(|| {
+            Error::Verify { key: key.clone(), detail: "object missing after CompleteMultipartUpload".into() }
         })?;
         let fail = |detail: String| Error::Verify { key: key.clone(), detail };
         if head.size != chunk.identity.size {
@@ -395,6 +397,28 @@ impl ChunkUploader {
             tracing::warn!(key = %key, "server reports neither composite CRC32C nor multipart ETag; verified by size");
         }
         Ok(Verified { checksum: format!("crc32c:{composite}"), bytes_sent: 0, parts_resumed: 0 })
+    }
+
+    /// Retries an idempotent request (HEAD, ListParts, Create, Complete) like a part.
+    async fn retrying<T, F, Fut>(&self, key: &str, mut f: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    attempt += 1;
+                    self.count_error(&e);
+                    if !e.is_retryable() || attempt >= self.settings.part_attempts {
+                        return Err(e);
+                    }
+                    self.pause(key, 0, attempt, &e).await;
+                }
+            }
+        }
     }
 
     fn acknowledged(&self, bytes: u64) {

@@ -49,6 +49,22 @@ pub struct RunReport {
     pub elapsed: Duration,
 }
 
+/// Uploads start only once the bucket answers; re-checked after auth or bucket errors.
+struct BucketGate {
+    ok: bool,
+    next_check: Instant,
+    failures: u32,
+}
+
+fn bucket_help(e: &Error) -> &'static str {
+    match e.class() {
+        "no_such_bucket" => "create the bucket or fix upload.bucket",
+        "auth" | "credentials" => "check the credentials: upload.credentials, AWS_* variables, the shared profile",
+        "connection" | "timeout" | "tls" => "check the endpoint and the network path to it",
+        _ => "see the error; chunks stay in the spool until it is fixed",
+    }
+}
+
 struct Retry {
     attempts: u32,
     not_before: Instant,
@@ -124,6 +140,7 @@ impl Uploader {
         let mut failed_out: Vec<i64> = Vec::new();
         let mut last_housekeeping: Option<Instant> = None;
         let backoff = Backoff { base: self.chunks.settings.retry_base, max: self.chunks.settings.retry_max };
+        let mut bucket = BucketGate { ok: false, next_check: Instant::now(), failures: 0 };
 
         // Whatever a previous run left half-done: verified-not-removed files, orphan uploads.
         self.spool.scan_once(&mut readiness)?;
@@ -160,7 +177,29 @@ impl Uploader {
                     self.abort_orphans().await;
                 }
             }
-            while tasks.len() < self.chunks.settings.chunks_in_flight {
+            if !bucket.ok && now >= bucket.next_check {
+                match self.preflight().await {
+                    Ok(()) => {
+                        bucket = BucketGate { ok: true, next_check: now, failures: 0 };
+                    }
+                    Err(e) => {
+                        self.metrics.errors.inc(e.class());
+                        bucket.failures += 1;
+                        bucket.next_check = Instant::now() + backoff.ceiling(bucket.failures);
+                        tracing::error!(bucket = %self.chunks.client.bucket(), class = e.class(), error = %e,
+                            help = bucket_help(&e), "bucket not usable; uploads wait, nothing is deleted");
+                        if mode == RunMode::Drain && bucket.failures >= 2 {
+                            for c in self.spool.journal().chunks_in(ChunkState::Discovered)?.into_iter()
+                                .chain(self.spool.journal().chunks_in(ChunkState::Uploading)?)
+                            {
+                                report.failed.push((c.name, format!("{e} ({})", bucket_help(&e))));
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            while bucket.ok && tasks.len() < self.chunks.settings.chunks_in_flight {
                 let mut skip = in_flight.clone();
                 skip.extend(retries.iter().filter(|(_, r)| r.not_before > now).map(|(id, _)| *id));
                 skip.extend(&failed_out);
@@ -173,7 +212,7 @@ impl Uploader {
                     (chunk, r)
                 });
             }
-            if mode == RunMode::Drain && tasks.is_empty() {
+            if mode == RunMode::Drain && tasks.is_empty() && bucket.ok {
                 let scan = self.spool.scan_once(&mut readiness)?;
                 let waiting_retry = retries.keys().any(|id| !failed_out.contains(id));
                 if scan.new_chunks == 0 && scan.waiting == 0 && !waiting_retry {
@@ -197,6 +236,11 @@ impl Uploader {
                         }
                     };
                     in_flight.retain(|id| *id != chunk.id);
+                    if let Err(e) = &result {
+                        if matches!(e.class(), "auth" | "no_such_bucket" | "credentials") {
+                            bucket.ok = false;
+                        }
+                    }
                     self.finish(chunk, result, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
                 }
                 _ = self.spool.ready().notified() => {}
@@ -245,7 +289,10 @@ impl Uploader {
                 retries.remove(&chunk.id);
             }
             Err(e) => {
-                self.metrics.errors.inc(e.class());
+                // Request failures were counted where they happened; these two never are.
+                if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
+                    self.metrics.errors.inc(e.class());
+                }
                 let _ = self.spool.journal().note_error(chunk.id, &e.to_string());
                 let r = retries.entry(chunk.id).or_insert(Retry { attempts: 0, not_before: Instant::now() });
                 r.attempts += 1;

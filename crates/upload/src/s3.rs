@@ -286,7 +286,13 @@ impl S3Client {
                 key: key.to_owned(),
                 detail,
             })?;
-            for rec in xml::records(&leaves, "ListPartsResult/Part", "PartNumber") {
+            // moto names the root ListPartsResponse; AWS and s3s say ListPartsResult.
+            let root = if xml::first(&leaves, "ListPartsResponse/IsTruncated").is_some() {
+                "ListPartsResponse"
+            } else {
+                "ListPartsResult"
+            };
+            for rec in xml::records(&leaves, &format!("{root}/Part"), "PartNumber") {
                 let get = |n: &str| rec.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
                 let (Some(number), Some(size)) = (
                     get("PartNumber").and_then(|v| v.parse().ok()),
@@ -296,8 +302,8 @@ impl S3Client {
                 };
                 out.push(ServerPart { number, size, etag: get("ETag").map(unquote).filter(|e| !e.is_empty()) });
             }
-            let truncated = xml::first(&leaves, "ListPartsResult/IsTruncated") == Some("true");
-            let next = xml::first(&leaves, "ListPartsResult/NextPartNumberMarker").map(str::to_owned);
+            let truncated = xml::first(&leaves, &format!("{root}/IsTruncated")) == Some("true");
+            let next = xml::first(&leaves, &format!("{root}/NextPartNumberMarker")).map(str::to_owned);
             match (truncated, next) {
                 (true, Some(n)) if Some(&n) != marker.as_ref() => marker = Some(n),
                 _ => break,

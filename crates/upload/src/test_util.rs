@@ -44,9 +44,20 @@ impl S3Peer {
 
     /// Starts `moto_server` on a free port (it must be installed: `pip install 'moto[server]'`).
     pub async fn moto() -> Self {
+        Self::moto_env(&[]).await
+    }
+
+    /// Starts `moto_server` that checks credentials (IAM auth on from the first request), so
+    /// only keys of IAM users it knows are accepted — none, here.
+    pub async fn moto_with_auth() -> Self {
+        Self::moto_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]).await
+    }
+
+    async fn moto_env(env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -138,4 +149,164 @@ pub fn uploader(
 /// Reads a whole file (panics with the path on error).
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Faults a [`FaultProxy`] injects, as probabilities per request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Answer 500 InternalError.
+    pub server_error: f64,
+    /// Answer 503 SlowDown.
+    pub slow_down: f64,
+    /// Read part of the body, then reset the connection.
+    pub reset: f64,
+    /// Stop reading the body and never answer (until the client gives up).
+    pub stall: f64,
+}
+
+/// What a [`FaultProxy`] saw.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests received.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Request body bytes forwarded to the server.
+    pub forwarded_body_bytes: std::sync::atomic::AtomicU64,
+    /// Faults injected.
+    pub faults: std::sync::atomic::AtomicU64,
+}
+
+/// An HTTP proxy on loopback in front of an S3 server that injects faults and counts the body
+/// bytes it forwards (the ground truth for "bytes re-sent").
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: std::net::SocketAddr,
+    /// Counters.
+    pub stats: Arc<ProxyStats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (`host:port`) injecting `faults`.
+    pub async fn start(upstream: std::net::SocketAddr, faults: Faults) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let stats = Arc::new(ProxyStats::default());
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = stats.clone();
+        tokio::spawn(async move {
+            loop {
+                let sock = tokio::select! {
+                    _ = &mut stop_rx => break,
+                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let st = st.clone();
+                        async move { proxy_one(req, upstream, faults, st).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, stats, stop: Some(stop) }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+fn s3_error(status: u16, code: &str) -> http::Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    let body = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected</Message></Error>");
+    let mut r = http::Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|e| match e {}).boxed(),
+    );
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+async fn proxy_one(
+    req: http::Request<hyper::body::Incoming>,
+    upstream: std::net::SocketAddr,
+    faults: Faults,
+    stats: Arc<ProxyStats>,
+) -> Result<http::Response<ProxyBody>, std::io::Error> {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.requests.fetch_add(1, Relaxed);
+    let roll = fastrand::f64();
+    let mut edge = faults.server_error;
+    if roll < edge {
+        stats.faults.fetch_add(1, Relaxed);
+        return Ok(s3_error(500, "InternalError"));
+    }
+    edge += faults.slow_down;
+    if roll < edge {
+        stats.faults.fetch_add(1, Relaxed);
+        return Ok(s3_error(503, "SlowDown"));
+    }
+    edge += faults.reset;
+    if roll < edge {
+        stats.faults.fetch_add(1, Relaxed);
+        let mut body = req.into_body();
+        // Take a little of the body so the reset lands mid-upload.
+        let _ = body.frame().await;
+        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"));
+    }
+    edge += faults.stall;
+    if roll < edge {
+        stats.faults.fetch_add(1, Relaxed);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return Err(std::io::Error::other("stall ended"));
+    }
+    let counter = stats.clone();
+    let (parts, body) = req.into_parts();
+    let body = body
+        .map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                counter.forwarded_body_bytes.fetch_add(d.len() as u64, Relaxed);
+            }
+            f
+        })
+        .map_err(std::io::Error::other)
+        .boxed();
+    let up = tokio::net::TcpStream::connect(upstream).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, ProxyBody>(
+        hyper_util::rt::TokioIo::new(up),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender
+        .send_request(http::Request::from_parts(parts, body))
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed()))
+}
+
+impl S3Peer {
+    /// The `host:port` the peer listens on.
+    pub fn socket_addr(&self) -> std::net::SocketAddr {
+        let e = self.endpoint();
+        e.trim_start_matches("http://").parse().unwrap_or_else(|err| panic!("{e}: {err}"))
+    }
 }

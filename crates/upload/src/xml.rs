@@ -8,7 +8,6 @@ use quick_xml::Reader;
 /// `(path, text)` for every text node, path joined with `/` (namespaces stripped).
 pub fn leaves(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
     let mut reader = Reader::from_reader(xml);
-    reader.config_mut().trim_text(true);
     let mut path: Vec<String> = Vec::new();
     let mut out = Vec::new();
     // Text arrives in pieces split at entity references; joined until the element ends.
@@ -42,8 +41,9 @@ pub fn leaves(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
                 text.get_or_insert_with(String::new).push(ch);
             }
             other => {
-                if let Some(t) = text.take() {
-                    out.push((path.join("/"), t));
+                // Whitespace between elements is layout, not content.
+                if let Some(t) = text.take().filter(|t| !t.trim().is_empty()) {
+                    out.push((path.join("/"), t.trim().to_owned()));
                 }
                 match other {
                     Event::Start(e) => {

@@ -98,10 +98,6 @@ pub async fn agent(
         spool.clone(),
         metrics.clone(),
     )?;
-    if let Err(e) = uploader.preflight().await {
-        tracing::error!(bucket = %cfg.upload.bucket, endpoint = %cfg.upload.endpoint, class = e.class(), error = %e,
-            "bucket check failed; chunks stay in the spool and are retried");
-    }
     let bound = match cfg.metrics_listen {
         Some(addr) => Some(
             metrics_server::serve(addr, metrics.clone(), shutdown.clone())

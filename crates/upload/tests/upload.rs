@@ -1,0 +1,11 @@
+//! Integration tests of the uploader against real S3 servers started by the tests themselves:
+//! the embedded s3s-fs server and moto's server (`pip install 'moto[server]'`).
+
+mod upload {
+    pub mod bad_input;
+    pub mod cloudwatch;
+    pub mod drain;
+    pub mod faults;
+    pub mod resume;
+    pub mod support;
+}
