@@ -19,6 +19,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real agent against an embedded S3 server with synthetic camera chunks.
     Demo(DemoArgs),
+    /// Serve the embedded S3-compatible store (s3s-fs) for labs and benchmarks.
+    S3Server(S3ServerArgs),
     /// Check or print configuration.
     Config {
         /// Config action.
@@ -79,6 +81,23 @@ pub struct DemoArgs {
     /// Keep the demo directory (spool, journal, bucket) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `backhaul s3-server`.
+#[derive(Debug, Args)]
+pub struct S3ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BACKHAUL_S3_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: std::net::SocketAddr,
+    /// Directory holding the buckets (one subdirectory each).
+    #[arg(long, env = "BACKHAUL_S3_ROOT")]
+    pub root: PathBuf,
+    /// Buckets to create at start.
+    #[arg(long = "bucket")]
+    pub buckets: Vec<String>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,

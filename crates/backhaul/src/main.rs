@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => cmd::run::main(args, process),
         cli::Command::Demo(args) => cmd::demo::main(args, process),
+        cli::Command::S3Server(args) => cmd::s3_server::main(args),
         cli::Command::Config { command } => cmd::config::main(command, process),
     };
     exit::report(result)

@@ -3,3 +3,4 @@
 pub mod config;
 pub mod demo;
 pub mod run;
+pub mod s3_server;

@@ -1,0 +1,10 @@
+//! Tests of the real `backhaul` binary: config errors and exit codes, the demo, the daemon's
+//! metrics and signals, and the SIGKILL torture test.
+
+mod cli {
+    pub mod config;
+    pub mod daemon;
+    pub mod demo;
+    pub mod kill;
+    pub mod support;
+}

@@ -1,0 +1,34 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use backhaul_upload::test_util::S3Peer;
+
+pub const BUCKET: &str = "site-video";
+
+/// The binary under test.
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_backhaul"))
+}
+
+/// Runs the binary to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(exe()).args(args).output().expect("backhaul runs")
+}
+
+/// A site config for `spool` uploading to `endpoint` with the peer's credentials.
+pub fn site_config(dir: &Path, spool: &Path, peer: &S3Peer, endpoint: &str, extra_upload: &str, extra: &str) -> PathBuf {
+    let c = peer.credentials();
+    let text = format!(
+        "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\
+         [upload]\nendpoint = \"{endpoint}\"\nbucket = \"{BUCKET}\"\ncredentials = \"static\"\n\
+         access_key_id = \"{}\"\nsecret_access_key = \"{}\"\ncreate_bucket = {}\n\
+         part_size_bytes = 5242880\nretry_base_milliseconds = 20\nretry_max_seconds = 1\n{extra_upload}\n{extra}",
+        spool.display(),
+        c.access_key_id,
+        c.secret_access_key(),
+        peer.needs_create_bucket(),
+    );
+    let path = dir.join("site.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
