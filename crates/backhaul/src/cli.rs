@@ -19,6 +19,12 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real agent against an embedded S3 server with synthetic camera chunks.
     Demo(DemoArgs),
+    /// The incident lab: the 2025-11-12 site in network namespaces (needs root).
+    Lab {
+        /// Lab action.
+        #[command(subcommand)]
+        command: backhaul_lab::LabCommand,
+    },
     /// Serve the embedded S3-compatible store (s3s-fs) for labs and benchmarks.
     S3Server(S3ServerArgs),
     /// Check or print configuration.
@@ -53,7 +59,12 @@ pub struct LogArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Site configuration file (TOML).
-    #[arg(long, short, env = "BACKHAUL_CONFIG", default_value = "/etc/backhaul/site.toml")]
+    #[arg(
+        long,
+        short,
+        env = "BACKHAUL_CONFIG",
+        default_value = "/etc/backhaul/site.toml"
+    )]
     pub config: PathBuf,
     /// Upload everything ready in the spool, then exit (0 when all verified, 1 otherwise).
     #[arg(long, env = "BACKHAUL_DRAIN")]

@@ -142,7 +142,12 @@ impl Config {
             (Some(k), Some(s)) => Some(Credentials::new(k, s, None)),
             _ => None,
         };
-        CredentialsProvider::new(u.credentials.clone(), fixed, u.profile.clone(), env.aws.clone())
+        CredentialsProvider::new(
+            u.credentials.clone(),
+            fixed,
+            u.profile.clone(),
+            env.aws.clone(),
+        )
     }
 }
 
@@ -150,7 +155,10 @@ impl Config {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -167,12 +175,11 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
             }
             continue;
         }
-        if current == table {
-            if let Some((k, _)) = t.split_once('=') {
-                if k.trim() == key {
-                    return Some((i + 1, line.find(key).unwrap_or(0) + 1));
-                }
-            }
+        if current == table
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            return Some((i + 1, line.find(key).unwrap_or(0) + 1));
         }
     }
     table_line
@@ -189,7 +196,12 @@ fn invalid(path: &Path, pos: Option<(usize, usize)>, what: &str, help: &str) -> 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(path, None, &format!("cannot read config: {e}"), "check the path given with --config")
+        invalid(
+            path,
+            None,
+            &format!("cannot read config: {e}"),
+            "check the path given with --config",
+        )
     })?;
     parse(path, &text)
 }
@@ -207,34 +219,67 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
     })?;
     let site = raw.site.name.clone();
     if site.is_empty() || site.contains('/') {
-        return Err(invalid(path, locate(text, "site", "name"), "site.name must be non-empty without '/'", "e.g. name = \"SITE-2847\""));
+        return Err(invalid(
+            path,
+            locate(text, "site", "name"),
+            "site.name must be non-empty without '/'",
+            "e.g. name = \"SITE-2847\"",
+        ));
     }
     let spool = raw.spool.validate(&site).map_err(|(key, msg)| {
-        invalid(path, locate(text, "spool", key), &format!("spool.{key}: {msg}"), "fix the value or remove the key to use the default")
+        invalid(
+            path,
+            locate(text, "spool", key),
+            &format!("spool.{key}: {msg}"),
+            "fix the value or remove the key to use the default",
+        )
     })?;
     let upload = raw.upload.validate().map_err(|(key, msg)| {
-        invalid(path, locate(text, "upload", key), &format!("upload.{key}: {msg}"), "fix the value or remove the key to use the default")
+        invalid(
+            path,
+            locate(text, "upload", key),
+            &format!("upload.{key}: {msg}"),
+            "fix the value or remove the key to use the default",
+        )
     })?;
     let metrics_listen = match raw.metrics.listen.as_str() {
         "" | "off" => None,
         s => Some(s.parse::<SocketAddr>().map_err(|e| {
-            invalid(path, locate(text, "metrics", "listen"), &format!("metrics.listen: `{s}`: {e}"), "use IP:PORT such as 127.0.0.1:9464, or \"off\"")
+            invalid(
+                path,
+                locate(text, "metrics", "listen"),
+                &format!("metrics.listen: `{s}`: {e}"),
+                "use IP:PORT such as 127.0.0.1:9464, or \"off\"",
+            )
         })?),
     };
     if raw.metrics.publish_interval_seconds == 0 {
-        return Err(invalid(path, locate(text, "metrics", "publish_interval_seconds"), "metrics.publish_interval_seconds must be at least 1", "60 is CloudWatch's standard resolution"));
+        return Err(invalid(
+            path,
+            locate(text, "metrics", "publish_interval_seconds"),
+            "metrics.publish_interval_seconds must be at least 1",
+            "60 is CloudWatch's standard resolution",
+        ));
     }
     let log_format = match raw.log.format.as_deref() {
         None => None,
         Some("human") => Some(LogFormat::Human),
         Some("json") => Some(LogFormat::Json),
         Some(other) => {
-            return Err(invalid(path, locate(text, "log", "format"), &format!("log.format: unknown format `{other}`"), "use \"human\" or \"json\""));
+            return Err(invalid(
+                path,
+                locate(text, "log", "format"),
+                &format!("log.format: unknown format `{other}`"),
+                "use \"human\" or \"json\"",
+            ));
         }
     };
     let cloudwatch = raw.metrics.cloudwatch.as_ref().map(|c| {
         let region = c.region.clone().unwrap_or_else(|| upload.region.clone());
-        let endpoint = c.endpoint.clone().unwrap_or_else(|| format!("https://monitoring.{region}.amazonaws.com"));
+        let endpoint = c
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://monitoring.{region}.amazonaws.com"));
         (endpoint, region)
     });
     Ok(Config {
@@ -265,7 +310,10 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = parse(Path::new("site.toml"), MIN).unwrap();
         assert_eq!(c.site, "SITE-1");
-        assert_eq!(c.metrics_listen, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(
+            c.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
         assert_eq!(c.upload.part_size, backhaul_upload::DEFAULT_PART_SIZE_BYTES);
     }
 
@@ -276,13 +324,22 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_help() {
-        let bad = MIN.replace("bucket = \"video\"", "bucket = \"video\"\npart_size_bytes = 10");
+        let bad = MIN.replace(
+            "bucket = \"video\"",
+            "bucket = \"video\"\npart_size_bytes = 10",
+        );
         let e = format!("{:#}", parse(Path::new("site.toml"), &bad).unwrap_err());
-        assert!(e.starts_with("site.toml:8:1: upload.part_size_bytes"), "{e}");
+        assert!(
+            e.starts_with("site.toml:8:1: upload.part_size_bytes"),
+            "{e}"
+        );
         assert!(e.contains("help:"), "{e}");
         let typo = MIN.replace("[spool]\n", "[spool]\nsettle_secs = 3\n");
         let e = format!("{:#}", parse(Path::new("site.toml"), &typo).unwrap_err());
-        assert!(e.starts_with("site.toml:4:1:") && e.contains("settle_secs"), "{e}");
+        assert!(
+            e.starts_with("site.toml:4:1:") && e.contains("settle_secs"),
+            "{e}"
+        );
         let syntax = MIN.replace("name = \"SITE-1\"", "name = SITE-1");
         let e = format!("{:#}", parse(Path::new("site.toml"), &syntax).unwrap_err());
         assert!(e.starts_with("site.toml:2:"), "{e}");

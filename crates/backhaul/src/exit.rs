@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 /// Runtime failure.
 pub const FAILURE: u8 = 1;
+/// Usage error (sysexits `EX_USAGE`).
+pub const USAGE: u8 = 64;
 /// Bad configuration (sysexits `EX_CONFIG`).
 pub const CONFIG: u8 = 78;
 

@@ -15,13 +15,22 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; everything else is a usage error (64).
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            e.print().ok();
+            return ExitCode::from(code);
+        }
+    };
     // Read before any thread starts: the local UTC offset is only knowable single-threaded.
     let process = env::ProcessEnv::read();
     let result = match cli.command {
         cli::Command::Run(args) => cmd::run::main(args, process),
         cli::Command::Demo(args) => cmd::demo::main(args, process),
         cli::Command::S3Server(args) => cmd::s3_server::main(args),
+        cli::Command::Lab { command } => cmd::lab::main(command),
         cli::Command::Config { command } => cmd::config::main(command, process),
     };
     exit::report(result)

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use backhaul_telemetry::{prometheus_text, Metrics};
+use backhaul_telemetry::{Metrics, prometheus_text};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -32,9 +32,12 @@ pub async fn serve(
                             let metrics = metrics.clone();
                             async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(sock), svc)
-                            .await;
+                            .await
+                        {
+                            tracing::debug!(error = %e, "metrics connection ended with error");
+                        }
                     });
                 }
             }
@@ -51,7 +54,11 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
             prometheus_text(&metrics.snapshot(Instant::now())),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics\n".to_owned(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;

@@ -1,6 +1,8 @@
 //! Tests of the real `backhaul` binary: config errors and exit codes, the demo, the daemon's
 //! metrics and signals, and the SIGKILL torture test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
 mod cli {
     pub mod config;
     pub mod daemon;

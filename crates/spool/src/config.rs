@@ -149,7 +149,10 @@ impl SpoolConfig {
         }
         let pct = 0.0..=100.0;
         if !pct.contains(&self.disk_warning_percent) || !pct.contains(&self.disk_critical_percent) {
-            return Err(("disk_warning_percent", "watermarks are percentages (0-100)".into()));
+            return Err((
+                "disk_warning_percent",
+                "watermarks are percentages (0-100)".into(),
+            ));
         }
         if self.disk_warning_percent > self.disk_critical_percent {
             return Err((
@@ -162,7 +165,10 @@ impl SpoolConfig {
         }
         let retain_dir = match (self.after_upload, &self.retain_dir) {
             (AfterUpload::Retain, None) => {
-                return Err(("retain_dir", "after_upload = \"retain\" needs retain_dir".into()));
+                return Err((
+                    "retain_dir",
+                    "after_upload = \"retain\" needs retain_dir".into(),
+                ));
             }
             (AfterUpload::Retain, Some(d)) if d.starts_with(&self.dir) => {
                 return Err(("retain_dir", "must be outside the spool directory".into()));
@@ -170,14 +176,20 @@ impl SpoolConfig {
             (_, d) => d.clone(),
         };
         if self.default_camera.is_empty() || self.default_camera.contains('/') {
-            return Err(("default_camera", "must be a non-empty name without '/'".into()));
+            return Err((
+                "default_camera",
+                "must be a non-empty name without '/'".into(),
+            ));
         }
         let key = KeyTemplate::parse(&self.key_template, site).map_err(|e| match e {
             Error::KeyTemplate { reason, .. } => ("key_template", reason),
             other => ("key_template", other.to_string()),
         })?;
         Ok(SpoolSettings {
-            journal: self.journal.clone().unwrap_or_else(|| default_journal(&self.dir)),
+            journal: self
+                .journal
+                .clone()
+                .unwrap_or_else(|| default_journal(&self.dir)),
             dir: self.dir.clone(),
             settle: Duration::from_secs(self.settle_seconds),
             rescan_interval: Duration::from_secs(self.rescan_interval_seconds),
@@ -237,8 +249,13 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_put_journal_inside_spool() {
-        let s = SpoolConfig::with_dir("/var/spool/backhaul").validate("SITE-1").unwrap();
-        assert_eq!(s.journal, PathBuf::from("/var/spool/backhaul/.backhaul/journal.sqlite"));
+        let s = SpoolConfig::with_dir("/var/spool/backhaul")
+            .validate("SITE-1")
+            .unwrap();
+        assert_eq!(
+            s.journal,
+            PathBuf::from("/var/spool/backhaul/.backhaul/journal.sqlite")
+        );
         assert_eq!(s.settle, Duration::from_secs(DEFAULT_SETTLE_SECONDS));
         assert_eq!(s.order, Order::Freshness);
     }

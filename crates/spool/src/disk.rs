@@ -46,7 +46,11 @@ pub struct DiskWatch {
 impl DiskWatch {
     /// A watch with the given watermarks.
     pub fn new(warning_percent: f64, critical_percent: f64) -> Self {
-        Self { warning_percent, critical_percent, history: VecDeque::new() }
+        Self {
+            warning_percent,
+            critical_percent,
+            history: VecDeque::new(),
+        }
     }
 
     /// Reads `statvfs` of `dir` and updates the projection.
@@ -80,7 +84,11 @@ impl DiskWatch {
             }
             _ => 0.0,
         };
-        let seconds_to_full = if rate > 0.0 { avail as f64 / rate } else { f64::INFINITY };
+        let seconds_to_full = if rate > 0.0 {
+            avail as f64 / rate
+        } else {
+            f64::INFINITY
+        };
         let level = if used_percent >= self.critical_percent {
             DiskLevel::Critical
         } else if used_percent >= self.warning_percent {
@@ -112,10 +120,19 @@ mod tests {
         let s0 = w.observe(100 * gb, 52 * gb, 48 * gb, t0);
         assert_eq!(s0.level, DiskLevel::Ok);
         assert!(s0.seconds_to_full.is_infinite());
-        let s1 = w.observe(100 * gb, 54_500_000_000, 45_500_000_000, t0 + Duration::from_secs(60));
+        let s1 = w.observe(
+            100 * gb,
+            54_500_000_000,
+            45_500_000_000,
+            t0 + Duration::from_secs(60),
+        );
         assert!((s1.fill_bytes_per_second - 2.5 * gb as f64 / 60.0).abs() < 1.0);
         // 45.5 % left at 2.5 %/min is 18.2 minutes.
-        assert!((s1.seconds_to_full - 18.2 * 60.0).abs() < 1.0, "{}", s1.seconds_to_full);
+        assert!(
+            (s1.seconds_to_full - 18.2 * 60.0).abs() < 1.0,
+            "{}",
+            s1.seconds_to_full
+        );
         let s2 = w.observe(100 * gb, 91 * gb, 9 * gb, t0 + Duration::from_secs(90));
         assert_eq!(s2.level, DiskLevel::Warning);
         let s3 = w.observe(100 * gb, 96 * gb, 4 * gb, t0 + Duration::from_secs(100));
@@ -125,7 +142,9 @@ mod tests {
     #[test]
     fn samples_a_real_filesystem() {
         let d = tempfile::tempdir().unwrap();
-        let s = DiskWatch::new(85.0, 95.0).sample(d.path(), Instant::now()).unwrap();
+        let s = DiskWatch::new(85.0, 95.0)
+            .sample(d.path(), Instant::now())
+            .unwrap();
         assert!(s.total_bytes > 0);
         assert!((0.0..=100.0).contains(&s.used_percent));
     }

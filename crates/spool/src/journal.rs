@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{Error, Order, UnixMillis};
 
@@ -220,7 +220,10 @@ fn ns(v: i128) -> i64 {
 impl Journal {
     /// Opens (creating if needed) the journal at `path`.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let open_err = |source| Error::JournalOpen { path: path.to_owned(), source };
+        let open_err = |source| Error::JournalOpen {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::SpoolDir {
                 path: parent.to_owned(),
@@ -230,12 +233,19 @@ impl Journal {
         let conn = Connection::open(path).map_err(open_err)?;
         // WAL keeps readers (sqlite3 CLI, `backhaul status`) from blocking the agent;
         // synchronous=FULL fsyncs the WAL on every commit, which is the durability we promise.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
     }
 
     /// The journal file.
@@ -259,7 +269,9 @@ impl Journal {
         now: UnixMillis,
     ) -> Result<Upsert, Error> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(Error::journal("upsert: begin"))?;
+        let tx = conn
+            .transaction()
+            .map_err(Error::journal("upsert: begin"))?;
         let existing = tx
             .query_row(
                 &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
@@ -270,8 +282,10 @@ impl Journal {
             .map_err(Error::journal("upsert: select"))?;
         let outcome = match existing {
             Some(c) if c.identity == id => Upsert::Known(c.id),
-            Some(c) if c.state == ChunkState::Verified && c.identity.size == id.size
-                && c.identity.inode == id.inode =>
+            Some(c)
+                if c.state == ChunkState::Verified
+                    && c.identity.size == id.size
+                    && c.identity.inode == id.inode =>
             {
                 // Only the mtime moved (touch, backup restore): the bytes were verified.
                 Upsert::Known(c.id)
@@ -303,7 +317,15 @@ impl Journal {
                     "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode,
                                          state, discovered_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovered', ?7)",
-                    params![name, camera, key, id.size as i64, ns(id.mtime_ns), id.inode as i64, now],
+                    params![
+                        name,
+                        camera,
+                        key,
+                        id.size as i64,
+                        ns(id.mtime_ns),
+                        id.inode as i64,
+                        now
+                    ],
                 )
                 .map_err(Error::journal("upsert: insert"))?;
                 Upsert::New(tx.last_insert_rowid())
@@ -349,7 +371,8 @@ impl Journal {
         let rows = stmt
             .query_map([state.as_str()], chunk_from_row)
             .map_err(Error::journal("chunks in state"))?;
-        rows.collect::<Result<_, _>>().map_err(Error::journal("chunks in state"))
+        rows.collect::<Result<_, _>>()
+            .map_err(Error::journal("chunks in state"))
     }
 
     /// The next pending chunk to upload, skipping ids in `busy`.
@@ -358,9 +381,16 @@ impl Journal {
     /// (live data), otherwise the oldest. `fifo`: the oldest.
     pub fn next_pending(&self, order: Order, busy: &[i64]) -> Result<Option<Chunk>, Error> {
         let conn = self.conn();
-        let busy_list =
-            busy.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",");
-        let not_busy = if busy.is_empty() { String::new() } else { format!("AND id NOT IN ({busy_list})") };
+        let busy_list = busy
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let not_busy = if busy.is_empty() {
+            String::new()
+        } else {
+            format!("AND id NOT IN ({busy_list})")
+        };
         let pick = |order_by: &str| {
             conn.query_row(
                 &format!(
@@ -468,13 +498,16 @@ impl Journal {
                 })
             })
             .map_err(Error::journal("parts"))?;
-        rows.collect::<Result<_, _>>().map_err(Error::journal("parts"))
+        rows.collect::<Result<_, _>>()
+            .map_err(Error::journal("parts"))
     }
 
     /// Drops a chunk's upload id and parts (the server no longer has the upload).
     pub fn forget_upload(&self, id: i64) -> Result<(), Error> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(Error::journal("forget upload"))?;
+        let tx = conn
+            .transaction()
+            .map_err(Error::journal("forget upload"))?;
         tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [id])
             .map_err(Error::journal("forget upload"))?;
         tx.execute(
@@ -488,7 +521,10 @@ impl Journal {
     /// Stores the last error seen for a chunk (for `backhaul status` and sqlite3 readers).
     pub fn note_error(&self, id: i64, error: &str) -> Result<(), Error> {
         self.conn()
-            .execute("UPDATE chunks SET last_error = ?2 WHERE id = ?1", params![id, error])
+            .execute(
+                "UPDATE chunks SET last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )
             .map_err(Error::journal("note error"))?;
         Ok(())
     }
@@ -496,7 +532,9 @@ impl Journal {
     /// Marks a chunk verified in the bucket with the given object checksum.
     pub fn mark_verified(&self, id: i64, checksum: &str, now: UnixMillis) -> Result<(), Error> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(Error::journal("mark verified"))?;
+        let tx = conn
+            .transaction()
+            .map_err(Error::journal("mark verified"))?;
         tx.execute(
             "UPDATE chunks SET state = 'verified', checksum = ?2, verified_at = ?3,
                upload_id = NULL, last_error = NULL
@@ -538,9 +576,15 @@ impl Journal {
             .prepare("SELECT upload_id, object_key FROM aborts ORDER BY queued_at")
             .map_err(Error::journal("pending aborts"))?;
         let rows = stmt
-            .query_map([], |r| Ok(PendingAbort { upload_id: r.get(0)?, key: r.get(1)? }))
+            .query_map([], |r| {
+                Ok(PendingAbort {
+                    upload_id: r.get(0)?,
+                    key: r.get(1)?,
+                })
+            })
             .map_err(Error::journal("pending aborts"))?;
-        rows.collect::<Result<_, _>>().map_err(Error::journal("pending aborts"))
+        rows.collect::<Result<_, _>>()
+            .map_err(Error::journal("pending aborts"))
     }
 
     /// Forgets an abort once the server confirmed it (or no longer knows the upload).
@@ -576,9 +620,12 @@ impl Journal {
             .prepare("SELECT state, COUNT(*) FROM chunks GROUP BY state ORDER BY state")
             .map_err(Error::journal("state counts"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(Error::journal("state counts"))?;
-        rows.collect::<Result<_, _>>().map_err(Error::journal("state counts"))
+        rows.collect::<Result<_, _>>()
+            .map_err(Error::journal("state counts"))
     }
 }
 
@@ -587,7 +634,11 @@ mod tests {
     use super::*;
 
     fn ident(size: u64, mtime_ns: i128) -> FileIdentity {
-        FileIdentity { size, mtime_ns, inode: 7 }
+        FileIdentity {
+            size,
+            mtime_ns,
+            inode: 7,
+        }
     }
 
     fn journal() -> (tempfile::TempDir, Journal) {
@@ -602,12 +653,20 @@ mod tests {
         let path = dir.path().join("j.sqlite");
         {
             let j = Journal::open(&path).unwrap();
-            let Upsert::New(id) = j.upsert_ready("cam1/a.mp4", "cam1", "k/a", ident(10, 1), 5).unwrap()
+            let Upsert::New(id) = j
+                .upsert_ready("cam1/a.mp4", "cam1", "k/a", ident(10, 1), 5)
+                .unwrap()
             else {
                 panic!("expected new");
             };
             j.begin_multipart(id, "up-1").unwrap();
-            let p = PartRecord { number: 1, offset: 0, size: 5, etag: "\"e\"".into(), crc32c: "c".into() };
+            let p = PartRecord {
+                number: 1,
+                offset: 0,
+                size: 5,
+                etag: "\"e\"".into(),
+                crc32c: "c".into(),
+            };
             j.record_part(id, &p, 6).unwrap();
         }
         let j = Journal::open(&path).unwrap();
@@ -625,12 +684,24 @@ mod tests {
             panic!()
         };
         j.begin_multipart(id, "up-1").unwrap();
-        assert_eq!(j.upsert_ready("a", "c", "k", ident(10, 1), 1).unwrap(), Upsert::Known(id));
-        assert_eq!(j.upsert_ready("a", "c", "k", ident(11, 2), 2).unwrap(), Upsert::Replaced(id));
+        assert_eq!(
+            j.upsert_ready("a", "c", "k", ident(10, 1), 1).unwrap(),
+            Upsert::Known(id)
+        );
+        assert_eq!(
+            j.upsert_ready("a", "c", "k", ident(11, 2), 2).unwrap(),
+            Upsert::Replaced(id)
+        );
         let c = j.chunk(id).unwrap();
         assert_eq!(c.state, ChunkState::Discovered);
         assert_eq!(c.upload_id, None);
-        assert_eq!(j.pending_aborts().unwrap(), vec![PendingAbort { upload_id: "up-1".into(), key: "k".into() }]);
+        assert_eq!(
+            j.pending_aborts().unwrap(),
+            vec![PendingAbort {
+                upload_id: "up-1".into(),
+                key: "k".into()
+            }]
+        );
         j.abort_done("up-1").unwrap();
         assert!(j.pending_aborts().unwrap().is_empty());
     }
@@ -639,7 +710,8 @@ mod tests {
     fn freshness_takes_live_chunk_then_drains_oldest() {
         let (_d, j) = journal();
         for (i, name) in ["old1", "old2", "old3"].iter().enumerate() {
-            j.upsert_ready(name, "c", name, ident(1, i as i128 + 1), 0).unwrap();
+            j.upsert_ready(name, "c", name, ident(1, i as i128 + 1), 0)
+                .unwrap();
         }
         // Nothing started yet: the newest is live.
         let first = j.next_pending(Order::Freshness, &[]).unwrap().unwrap();
@@ -651,16 +723,28 @@ mod tests {
         assert_eq!(next.name, "old1");
         j.start_attempt(next.id, 3).unwrap();
         // A new recording jumps the queue.
-        j.upsert_ready("live", "c", "live", ident(1, 10), 4).unwrap();
+        j.upsert_ready("live", "c", "live", ident(1, 10), 4)
+            .unwrap();
         let busy = [next.id];
-        assert_eq!(j.next_pending(Order::Freshness, &busy).unwrap().unwrap().name, "live");
-        assert_eq!(j.next_pending(Order::Fifo, &busy).unwrap().unwrap().name, "old2");
+        assert_eq!(
+            j.next_pending(Order::Freshness, &busy)
+                .unwrap()
+                .unwrap()
+                .name,
+            "live"
+        );
+        assert_eq!(
+            j.next_pending(Order::Fifo, &busy).unwrap().unwrap().name,
+            "old2"
+        );
     }
 
     #[test]
     fn finish_queues_abort_of_open_upload() {
         let (_d, j) = journal();
-        let Upsert::New(id) = j.upsert_ready("a", "c", "k", ident(1, 1), 0).unwrap() else { panic!() };
+        let Upsert::New(id) = j.upsert_ready("a", "c", "k", ident(1, 1), 0).unwrap() else {
+            panic!()
+        };
         j.begin_multipart(id, "u").unwrap();
         j.finish(id, ChunkState::Gone, 1).unwrap();
         assert_eq!(j.chunk(id).unwrap().state, ChunkState::Gone);

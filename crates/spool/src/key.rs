@@ -34,7 +34,9 @@ impl KeyTemplate {
             return Err(bad("must not start with '/'"));
         }
         if site.is_empty() || site.contains('/') || site == "." || site == ".." {
-            return Err(bad("site name must be non-empty, without '/', and not '.' or '..'"));
+            return Err(bad(
+                "site name must be non-empty, without '/', and not '.' or '..'",
+            ));
         }
         let mut pieces = Vec::new();
         let mut rest = template;
@@ -65,18 +67,27 @@ impl KeyTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_owned()));
         }
-        if pieces.iter().any(|p| matches!(p, Piece::Literal(l) if l.contains('}'))) {
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Literal(l) if l.contains('}')))
+        {
             return Err(bad("unmatched '}'"));
         }
         if !has_name {
-            return Err(bad("must contain {name}, or two chunks would share one key"));
+            return Err(bad(
+                "must contain {name}, or two chunks would share one key",
+            ));
         }
         for seg in template.split('/') {
             if seg == "." || seg == ".." {
                 return Err(bad("must not contain '.' or '..' segments"));
             }
         }
-        Ok(Self { template: template.to_owned(), site: site.to_owned(), pieces })
+        Ok(Self {
+            template: template.to_owned(),
+            site: site.to_owned(),
+            pieces,
+        })
     }
 
     /// The template text.
@@ -104,14 +115,21 @@ impl KeyTemplate {
                 Piece::Name => key.push_str(name),
             }
         }
-        let unsafe_key = |reason| Error::UnsafeKey { name: name.to_owned(), key: key.clone(), reason };
+        let unsafe_key = |reason| Error::UnsafeKey {
+            name: name.to_owned(),
+            key: key.clone(),
+            reason,
+        };
         if camera.contains('/') || name.contains('/') || name.contains('\0') {
             return Err(unsafe_key("a placeholder value contains '/' or NUL"));
         }
         if key.len() > 1024 {
             return Err(unsafe_key("longer than S3's 1024-byte key limit"));
         }
-        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             return Err(unsafe_key("it has an empty, '.' or '..' segment"));
         }
         Ok(key)
@@ -127,7 +145,10 @@ mod tests {
     #[test]
     fn renders_default_template() {
         let t = KeyTemplate::parse("{site}/{camera}/{date}/{name}", "SITE-2847").unwrap();
-        assert_eq!(t.render("cam1", "0815.mp4", T).unwrap(), "SITE-2847/cam1/2025-11-12/0815.mp4");
+        assert_eq!(
+            t.render("cam1", "0815.mp4", T).unwrap(),
+            "SITE-2847/cam1/2025-11-12/0815.mp4"
+        );
         assert_eq!(
             t.render("cam 1", "Tür ü.mp4", T).unwrap(),
             "SITE-2847/cam 1/2025-11-12/Tür ü.mp4"
@@ -148,7 +169,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_templates() {
-        for bad in ["/{name}", "{site}/../{name}", "{site}/{cam}/{name}", "{site}", "{name", "a}{name}"] {
+        for bad in [
+            "/{name}",
+            "{site}/../{name}",
+            "{site}/{cam}/{name}",
+            "{site}",
+            "{name",
+            "a}{name}",
+        ] {
             assert!(KeyTemplate::parse(bad, "s").is_err(), "{bad}");
         }
         assert!(KeyTemplate::parse("{name}", "a/b").is_err());

@@ -40,9 +40,9 @@ pub mod test_util;
 mod watch;
 
 pub use config::{
-    AfterUpload, DiskFullPolicy, Order, SpoolConfig, SpoolSettings, DEFAULT_DISK_CRITICAL_PERCENT,
-    DEFAULT_DISK_WARNING_PERCENT, DEFAULT_IGNORE, DEFAULT_KEY_TEMPLATE,
-    DEFAULT_RESCAN_INTERVAL_SECONDS, DEFAULT_SETTLE_SECONDS,
+    AfterUpload, DEFAULT_DISK_CRITICAL_PERCENT, DEFAULT_DISK_WARNING_PERCENT, DEFAULT_IGNORE,
+    DEFAULT_KEY_TEMPLATE, DEFAULT_RESCAN_INTERVAL_SECONDS, DEFAULT_SETTLE_SECONDS, DiskFullPolicy,
+    Order, SpoolConfig, SpoolSettings,
 };
 pub use disk::{DiskLevel, DiskStatus, DiskWatch};
 pub use error::Error;
@@ -52,7 +52,7 @@ pub use pattern::Pattern;
 pub use ready::Readiness;
 pub use remove::Removal;
 pub use scan::ScanEntry;
-pub use watch::{now_millis, ScanReport, Spool};
+pub use watch::{ScanReport, Spool, now_millis};
 
 /// Milliseconds since the Unix epoch; the journal's timestamps.
 pub type UnixMillis = i64;

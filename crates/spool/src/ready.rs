@@ -19,7 +19,11 @@ pub struct Readiness {
 impl Readiness {
     /// A tracker with the given settle time.
     pub fn new(settle: Duration) -> Self {
-        Self { settle, seen: HashMap::new(), renamed: HashSet::new() }
+        Self {
+            settle,
+            seen: HashMap::new(),
+            renamed: HashSet::new(),
+        }
     }
 
     /// Notes that `name` arrived by rename (inotify `IN_MOVED_TO`).
@@ -75,7 +79,11 @@ mod tests {
     const S: Duration = Duration::from_secs(5);
 
     fn id(size: u64) -> FileIdentity {
-        FileIdentity { size, mtime_ns: size as i128, inode: 1 }
+        FileIdentity {
+            size,
+            mtime_ns: size as i128,
+            inode: 1,
+        }
     }
 
     #[test]

@@ -27,11 +27,20 @@ pub(crate) fn remove_verified(
     retain_to: Option<&Path>,
 ) -> Result<Removal, Error> {
     if chunk.state != ChunkState::Verified {
-        return Err(Error::NotVerified { name: chunk.name.clone(), state: chunk.state.as_str().into() });
+        return Err(Error::NotVerified {
+            name: chunk.name.clone(),
+            state: chunk.state.as_str().into(),
+        });
     }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::AlreadyGone),
-        Err(e) => return Err(Error::ChunkIo { path: path.to_owned(), action: "stat", source: e }),
+        Err(e) => {
+            return Err(Error::ChunkIo {
+                path: path.to_owned(),
+                action: "stat",
+                source: e,
+            });
+        }
         Ok(meta) if !same_bytes(identity_of(&meta), chunk.identity) => return Ok(Removal::Changed),
         Ok(_) => {}
     }
@@ -62,14 +71,17 @@ pub(crate) fn remove_verified(
 /// Deletes an un-uploaded chunk under the explicit `drop-oldest` disk policy.
 pub(crate) fn drop_unuploaded(path: &Path) -> Result<(), Error> {
     match delete(path) {
-        Err(Error::ChunkIo { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(Error::ChunkIo { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
         other => other,
     }
 }
 
 fn same_bytes(now: FileIdentity, uploaded: FileIdentity) -> bool {
     // A touched mtime alone does not change the bytes that were verified.
-    now.size == uploaded.size && now.inode == uploaded.inode
+    now.size == uploaded.size
+        && now.inode == uploaded.inode
         && (now.mtime_ns == uploaded.mtime_ns || now.size == 0)
 }
 

@@ -39,7 +39,8 @@ pub fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
 /// Whether a relative name is ignored: any component matching a pattern, or the journal's
 /// own `.backhaul` directory.
 pub fn ignored(name: &str, ignore: &[Pattern]) -> bool {
-    name.split('/').any(|c| c == ".backhaul" || ignore.iter().any(|p| p.matches(c)))
+    name.split('/')
+        .any(|c| c == ".backhaul" || ignore.iter().any(|p| p.matches(c)))
 }
 
 /// Splits a relative name into (camera, file name) and rejects anything that is not plain.
@@ -52,7 +53,11 @@ pub fn split_name(rel: &Path) -> Option<(Option<String>, String, String)> {
         }
     }
     let file = parts.last()?.clone();
-    let camera = if parts.len() > 1 { Some(parts[0].clone()) } else { None };
+    let camera = if parts.len() > 1 {
+        Some(parts[0].clone())
+    } else {
+        None
+    };
     Some((camera, file, parts.join("/")))
 }
 
@@ -67,13 +72,20 @@ pub fn scan(
     while let Some(d) = stack.pop() {
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
-            Err(e) if d == dir => return Err(Error::SpoolDir { path: dir.to_owned(), source: e }),
+            Err(e) if d == dir => {
+                return Err(Error::SpoolDir {
+                    path: dir.to_owned(),
+                    source: e,
+                });
+            }
             // A subdirectory removed mid-scan is not an error.
             Err(_) => continue,
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(rel) = path.strip_prefix(dir) else { continue };
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
             let Some((camera, file_name, name)) = split_name(rel) else {
                 skipped.push(Skipped::NotUtf8(rel.to_string_lossy().into_owned()));
                 continue;
@@ -81,14 +93,21 @@ pub fn scan(
             if ignored(&name, ignore) {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let ft = meta.file_type();
             if ft.is_symlink() {
                 skipped.push(Skipped::Symlink(name));
             } else if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {
-                out.push(ScanEntry { name, camera, file_name, identity: identity_of(&meta) });
+                out.push(ScanEntry {
+                    name,
+                    camera,
+                    file_name,
+                    identity: identity_of(&meta),
+                });
             } else {
                 skipped.push(Skipped::Special(name));
             }
@@ -118,7 +137,10 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), root.join("link.mp4")).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("linkdir")).unwrap();
 
-        let ignore: Vec<Pattern> = crate::DEFAULT_IGNORE.iter().map(|p| Pattern::new(*p)).collect();
+        let ignore: Vec<Pattern> = crate::DEFAULT_IGNORE
+            .iter()
+            .map(|p| Pattern::new(*p))
+            .collect();
         let mut skipped = Vec::new();
         let found = scan(root, &ignore, &mut skipped).unwrap();
         let names: Vec<_> = found.iter().map(|e| e.name.as_str()).collect();
@@ -127,7 +149,13 @@ mod tests {
         assert_eq!(found[1].camera, None);
         assert_eq!(found[1].identity.size, 2);
         skipped.sort_by_key(|s| format!("{s:?}"));
-        assert_eq!(skipped, [Skipped::Symlink("link.mp4".into()), Skipped::Symlink("linkdir".into())]);
+        assert_eq!(
+            skipped,
+            [
+                Skipped::Symlink("link.mp4".into()),
+                Skipped::Symlink("linkdir".into())
+            ]
+        );
     }
 
     #[test]

@@ -32,10 +32,16 @@ impl TempSpool {
         let mut cfg = SpoolConfig::with_dir(&spool_dir);
         cfg.settle_seconds = 0;
         tweak(&mut cfg);
-        let settings = cfg.validate("SITE-TEST").unwrap_or_else(|e| panic!("config: {e:?}"));
+        let settings = cfg
+            .validate("SITE-TEST")
+            .unwrap_or_else(|e| panic!("config: {e:?}"));
         let metrics = Arc::new(Metrics::default());
         let spool = Spool::open(settings, metrics.clone()).unwrap_or_else(|e| panic!("open: {e}"));
-        Self { dir, spool, metrics }
+        Self {
+            dir,
+            spool,
+            metrics,
+        }
     }
 
     /// The spool directory.
@@ -64,7 +70,9 @@ pub fn write_chunk(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     }
     let tmp = dest.with_file_name(format!(
         "{}.part",
-        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        dest.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let mut f = std::fs::File::create(&tmp).unwrap_or_else(|e| panic!("create: {e}"));
     f.write_all(data).unwrap_or_else(|e| panic!("write: {e}"));

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backhaul_telemetry::Metrics;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::journal::Upsert;
 use crate::remove::{drop_unuploaded, remove_verified};
-use crate::scan::{self, ignored, Skipped};
+use crate::scan::{self, Skipped, ignored};
 use crate::{
     AfterUpload, Chunk, ChunkState, DiskFullPolicy, DiskStatus, DiskWatch, Error, Journal,
     Readiness, Removal, ScanEntry, SpoolSettings, UnixMillis,
@@ -29,11 +29,17 @@ pub struct Spool {
 
 /// Wall-clock milliseconds since the epoch.
 pub fn now_millis() -> UnixMillis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn mtime_age(mtime_ns: i128) -> Option<Duration> {
-    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_nanos() as i128;
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as i128;
     let age = now_ns - mtime_ns;
     (age >= 0).then(|| Duration::from_nanos(age as u64))
 }
@@ -52,18 +58,27 @@ pub struct ScanReport {
 impl Spool {
     /// Opens the spool: the directory must exist; the journal is created if needed.
     pub fn open(settings: SpoolSettings, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let meta = std::fs::metadata(&settings.dir)
-            .map_err(|e| Error::SpoolDir { path: settings.dir.clone(), source: e })?;
+        let meta = std::fs::metadata(&settings.dir).map_err(|e| Error::SpoolDir {
+            path: settings.dir.clone(),
+            source: e,
+        })?;
         if !meta.is_dir() {
             return Err(Error::SpoolDir {
                 path: settings.dir.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
-        std::fs::read_dir(&settings.dir)
-            .map_err(|e| Error::SpoolDir { path: settings.dir.clone(), source: e })?;
+        std::fs::read_dir(&settings.dir).map_err(|e| Error::SpoolDir {
+            path: settings.dir.clone(),
+            source: e,
+        })?;
         let journal = Journal::open(&settings.journal)?;
-        Ok(Self { settings, journal, metrics, ready: Notify::new() })
+        Ok(Self {
+            settings,
+            journal,
+            metrics,
+            ready: Notify::new(),
+        })
     }
 
     /// The validated settings.
@@ -88,7 +103,11 @@ impl Spool {
 
     fn journal_entry(&self, e: &ScanEntry) -> Result<Option<Upsert>, Error> {
         let camera = e.camera.as_deref().unwrap_or(&self.settings.default_camera);
-        let key = match self.settings.key.render(camera, &e.file_name, e.identity.mtime_ns) {
+        let key = match self
+            .settings
+            .key
+            .render(camera, &e.file_name, e.identity.mtime_ns)
+        {
             Ok(k) => k,
             Err(err) => {
                 tracing::error!(chunk = %e.name, error = %err, "chunk skipped: unsafe object key");
@@ -98,7 +117,9 @@ impl Spool {
         if e.identity.size == 0 {
             tracing::warn!(chunk = %e.name, "zero-byte chunk; uploading it as an empty object");
         }
-        let up = self.journal.upsert_ready(&e.name, camera, &key, e.identity, now_millis())?;
+        let up = self
+            .journal
+            .upsert_ready(&e.name, camera, &key, e.identity, now_millis())?;
         if let Upsert::Replaced(_) = up {
             self.metrics.changed_chunks.inc();
             tracing::warn!(chunk = %e.name, "chunk changed after discovery; it starts over");
@@ -162,9 +183,18 @@ impl Spool {
     }
 
     /// Looks at one path reported by inotify.
-    fn check_path(&self, path: &Path, readiness: &mut Readiness, renamed: bool) -> Result<bool, Error> {
-        let Ok(rel) = path.strip_prefix(&self.settings.dir) else { return Ok(false) };
-        let Some((camera, file_name, name)) = scan::split_name(rel) else { return Ok(false) };
+    fn check_path(
+        &self,
+        path: &Path,
+        readiness: &mut Readiness,
+        renamed: bool,
+    ) -> Result<bool, Error> {
+        let Ok(rel) = path.strip_prefix(&self.settings.dir) else {
+            return Ok(false);
+        };
+        let Some((camera, file_name, name)) = scan::split_name(rel) else {
+            return Ok(false);
+        };
         if ignored(&name, &self.settings.ignore) {
             return Ok(false);
         }
@@ -175,15 +205,28 @@ impl Spool {
         if !meta.file_type().is_file() {
             return Ok(false);
         }
-        let entry = ScanEntry { name, camera, file_name, identity: scan::identity_of(&meta) };
+        let entry = ScanEntry {
+            name,
+            camera,
+            file_name,
+            identity: scan::identity_of(&meta),
+        };
         if self.is_known(&entry)? {
             return Ok(false);
         }
         if renamed {
             readiness.mark_renamed(&entry.name);
         }
-        if readiness.check(&entry.name, entry.identity, mtime_age(entry.identity.mtime_ns), Instant::now()) {
-            return Ok(matches!(self.journal_entry(&entry)?, Some(Upsert::New(_) | Upsert::Replaced(_))));
+        if readiness.check(
+            &entry.name,
+            entry.identity,
+            mtime_age(entry.identity.mtime_ns),
+            Instant::now(),
+        ) {
+            return Ok(matches!(
+                self.journal_entry(&entry)?,
+                Some(Upsert::New(_) | Upsert::Replaced(_))
+            ));
         }
         Ok(false)
     }
@@ -195,12 +238,18 @@ impl Spool {
         let (tx, mut rx) = mpsc::unbounded_channel::<notify::Result<Event>>();
         let mut watcher = notify::recommended_watcher(move |ev| {
             // The receiver only goes away at shutdown.
-            let _ = tx.send(ev);
+            tx.send(ev).ok();
         })
-        .map_err(|e| Error::Watch { path: self.settings.dir.clone(), source: e })?;
+        .map_err(|e| Error::Watch {
+            path: self.settings.dir.clone(),
+            source: e,
+        })?;
         watcher
             .watch(&self.settings.dir, RecursiveMode::Recursive)
-            .map_err(|e| Error::Watch { path: self.settings.dir.clone(), source: e })?;
+            .map_err(|e| Error::Watch {
+                path: self.settings.dir.clone(),
+                source: e,
+            })?;
         let mut readiness = Readiness::new(self.settings.settle);
         let mut rescan = tokio::time::interval(self.settings.rescan_interval);
         let mut settle = tokio::time::interval(SETTLE_POLL);
@@ -283,11 +332,16 @@ impl Spool {
         let backlog = self.journal.backlog()?;
         self.metrics.backlog_chunks.set(backlog.chunks as f64);
         self.metrics.backlog_bytes.set(backlog.bytes as f64);
-        let age = backlog.oldest_mtime_ns.and_then(mtime_age).map_or(0.0, |d| d.as_secs_f64());
+        let age = backlog
+            .oldest_mtime_ns
+            .and_then(mtime_age)
+            .map_or(0.0, |d| d.as_secs_f64());
         self.metrics.oldest_chunk_age_seconds.set(age);
         let mut status = disk.sample(&self.settings.dir, Instant::now())?;
         self.metrics.disk_used_percent.set(status.used_percent);
-        self.metrics.disk_full_projected_seconds.set(status.seconds_to_full);
+        self.metrics
+            .disk_full_projected_seconds
+            .set(status.seconds_to_full);
         if self.settings.disk_full_policy == DiskFullPolicy::DropOldest {
             while status.used_percent >= self.settings.disk_critical_percent {
                 let Some(victim) = self
@@ -299,7 +353,8 @@ impl Spool {
                     break;
                 };
                 drop_unuploaded(&self.path_of(&victim))?;
-                self.journal.finish(victim.id, ChunkState::Dropped, now_millis())?;
+                self.journal
+                    .finish(victim.id, ChunkState::Dropped, now_millis())?;
                 self.metrics.dropped_chunks.inc();
                 tracing::error!(chunk = %victim.name, used_percent = status.used_percent,
                     "disk critical: dropped un-uploaded chunk (disk_full_policy = drop-oldest)");
@@ -319,15 +374,26 @@ impl Spool {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::error!(chunk = %chunk.name, "chunk vanished while uploading; reported, nothing to upload");
                 self.metrics.changed_chunks.inc();
-                self.journal.finish(chunk.id, ChunkState::Gone, now_millis())
+                self.journal
+                    .finish(chunk.id, ChunkState::Gone, now_millis())
             }
-            Err(e) => Err(Error::ChunkIo { path, action: "stat", source: e }),
+            Err(e) => Err(Error::ChunkIo {
+                path,
+                action: "stat",
+                source: e,
+            }),
             Ok(meta) if meta.file_type().is_file() => {
                 let entry = ScanEntry {
                     name: chunk.name.clone(),
-                    camera: (chunk.camera != self.settings.default_camera || chunk.name.contains('/'))
-                        .then(|| chunk.camera.clone()),
-                    file_name: chunk.name.rsplit('/').next().unwrap_or(&chunk.name).to_owned(),
+                    camera: (chunk.camera != self.settings.default_camera
+                        || chunk.name.contains('/'))
+                    .then(|| chunk.camera.clone()),
+                    file_name: chunk
+                        .name
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&chunk.name)
+                        .to_owned(),
                     identity: scan::identity_of(&meta),
                 };
                 if entry.identity != chunk.identity {
@@ -337,7 +403,8 @@ impl Spool {
             }
             Ok(_) => {
                 self.metrics.changed_chunks.inc();
-                self.journal.finish(chunk.id, ChunkState::Gone, now_millis())
+                self.journal
+                    .finish(chunk.id, ChunkState::Gone, now_millis())
             }
         }
     }

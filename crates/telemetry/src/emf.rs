@@ -1,4 +1,4 @@
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::{SampleKind, Snapshot};
 
@@ -72,7 +72,10 @@ mod tests {
         m.uploaded_bytes.add(1024);
         m.errors.inc("stall");
         m.disk_full_projected_seconds.set(f64::INFINITY);
-        let target = EmfTarget { namespace: "Backhaul".into(), site: "SITE-2847".into() };
+        let target = EmfTarget {
+            namespace: "Backhaul".into(),
+            site: "SITE-2847".into(),
+        };
         let line = emf_line(&m.snapshot(Instant::now()), &target, 1_700_000_000_000);
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["site"], "SITE-2847");
@@ -82,8 +85,12 @@ mod tests {
         let cw = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(cw["Namespace"], "Backhaul");
         assert_eq!(cw["Dimensions"][0][0], "site");
-        let names: Vec<&str> =
-            cw["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = cw["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"upload_goodput_mbps.10s"));
         // Every metric the definitions name is present at the root.
         for n in names {

@@ -24,7 +24,10 @@ impl Default for Goodput {
 impl Goodput {
     /// A meter whose clock starts at `start`.
     pub fn new(start: Instant) -> Self {
-        Self { start, buckets: Mutex::new(Vec::new()) }
+        Self {
+            start,
+            buckets: Mutex::new(Vec::new()),
+        }
     }
 
     fn second(&self, at: Instant) -> u64 {
@@ -52,8 +55,14 @@ impl Goodput {
         let sec = self.second(now);
         let from = sec.saturating_sub(window_seconds - 1);
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes: u64 = buckets.iter().filter(|(s, _)| *s >= from && *s <= sec).map(|(_, b)| *b).sum();
-        let elapsed = now.saturating_duration_since(self.start).max(Duration::from_secs(1));
+        let bytes: u64 = buckets
+            .iter()
+            .filter(|(s, _)| *s >= from && *s <= sec)
+            .map(|(_, b)| *b)
+            .sum();
+        let elapsed = now
+            .saturating_duration_since(self.start)
+            .max(Duration::from_secs(1));
         let span = elapsed.as_secs_f64().min(window_seconds as f64);
         bytes as f64 * 8.0 / 1e6 / span
     }

@@ -14,7 +14,7 @@ mod goodput;
 mod metrics;
 mod prometheus;
 
-pub use emf::{emf_line, EmfTarget};
+pub use emf::{EmfTarget, emf_line};
 pub use goodput::Goodput;
 pub use metrics::{Counter, Gauge, LabeledCounter, Metrics, Sample, SampleKind, Snapshot};
 pub use prometheus::prometheus_text;

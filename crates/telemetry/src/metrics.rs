@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::Goodput;
@@ -160,7 +160,13 @@ impl Metrics {
         use SampleKind::{Counter as C, Gauge as G};
         let mut samples = Vec::new();
         let mut push = |name, help, kind, labels: Vec<(&'static str, String)>, value: f64| {
-            samples.push(Sample { name, help, kind, labels, value });
+            samples.push(Sample {
+                name,
+                help,
+                kind,
+                labels,
+                value,
+            });
         };
         for (window, secs) in [("10s", 10), ("60s", 60)] {
             push(
@@ -172,14 +178,46 @@ impl Metrics {
             );
         }
         let counters: [(&'static str, &'static str, &Counter); 8] = [
-            ("backhaul_uploaded_bytes_total", "Bytes acknowledged by the object store.", &self.uploaded_bytes),
-            ("backhaul_uploaded_parts_total", "Parts acknowledged by the object store.", &self.uploaded_parts),
-            ("backhaul_uploaded_chunks_total", "Chunks uploaded and verified.", &self.uploaded_chunks),
-            ("backhaul_upload_sent_bytes_total", "Body bytes written to upload sockets, retries included.", &self.sent_bytes),
-            ("backhaul_upload_retries_total", "Upload request attempts that were retried.", &self.retries),
-            ("backhaul_upload_stalls_total", "Part attempts abandoned after the stall timeout.", &self.stalls),
-            ("backhaul_chunks_dropped_total", "Un-uploaded chunks deleted by the disk-full policy.", &self.dropped_chunks),
-            ("backhaul_chunks_changed_total", "Chunks that changed or vanished while uploading.", &self.changed_chunks),
+            (
+                "backhaul_uploaded_bytes_total",
+                "Bytes acknowledged by the object store.",
+                &self.uploaded_bytes,
+            ),
+            (
+                "backhaul_uploaded_parts_total",
+                "Parts acknowledged by the object store.",
+                &self.uploaded_parts,
+            ),
+            (
+                "backhaul_uploaded_chunks_total",
+                "Chunks uploaded and verified.",
+                &self.uploaded_chunks,
+            ),
+            (
+                "backhaul_upload_sent_bytes_total",
+                "Body bytes written to upload sockets, retries included.",
+                &self.sent_bytes,
+            ),
+            (
+                "backhaul_upload_retries_total",
+                "Upload request attempts that were retried.",
+                &self.retries,
+            ),
+            (
+                "backhaul_upload_stalls_total",
+                "Part attempts abandoned after the stall timeout.",
+                &self.stalls,
+            ),
+            (
+                "backhaul_chunks_dropped_total",
+                "Un-uploaded chunks deleted by the disk-full policy.",
+                &self.dropped_chunks,
+            ),
+            (
+                "backhaul_chunks_changed_total",
+                "Chunks that changed or vanished while uploading.",
+                &self.changed_chunks,
+            ),
         ];
         for (name, help, c) in counters {
             push(name, help, C, Vec::new(), c.value() as f64);
@@ -194,11 +232,31 @@ impl Metrics {
             );
         }
         let gauges: [(&'static str, &'static str, &Gauge); 5] = [
-            ("backhaul_backlog_chunks", "Chunks waiting to be uploaded.", &self.backlog_chunks),
-            ("backhaul_backlog_bytes", "Bytes waiting to be uploaded.", &self.backlog_bytes),
-            ("backhaul_oldest_chunk_age_seconds", "Age of the oldest chunk not yet uploaded.", &self.oldest_chunk_age_seconds),
-            ("backhaul_spool_disk_used_percent", "Spool filesystem usage in percent.", &self.disk_used_percent),
-            ("backhaul_spool_disk_full_projected_seconds", "Projected seconds until the spool filesystem is full.", &self.disk_full_projected_seconds),
+            (
+                "backhaul_backlog_chunks",
+                "Chunks waiting to be uploaded.",
+                &self.backlog_chunks,
+            ),
+            (
+                "backhaul_backlog_bytes",
+                "Bytes waiting to be uploaded.",
+                &self.backlog_bytes,
+            ),
+            (
+                "backhaul_oldest_chunk_age_seconds",
+                "Age of the oldest chunk not yet uploaded.",
+                &self.oldest_chunk_age_seconds,
+            ),
+            (
+                "backhaul_spool_disk_used_percent",
+                "Spool filesystem usage in percent.",
+                &self.disk_used_percent,
+            ),
+            (
+                "backhaul_spool_disk_full_projected_seconds",
+                "Projected seconds until the spool filesystem is full.",
+                &self.disk_full_projected_seconds,
+            ),
         ];
         for (name, help, g) in gauges {
             push(name, help, G, Vec::new(), g.value());
@@ -221,10 +279,19 @@ mod tests {
         m.disk_used_percent.set(42.5);
         let s = m.snapshot(Instant::now());
         assert_eq!(s.value("backhaul_uploaded_bytes_total", &[]), Some(10.0));
-        assert_eq!(s.value("backhaul_upload_errors_total", &[("class", "server_5xx")]), Some(2.0));
-        assert_eq!(s.value("backhaul_upload_errors_total", &[("class", "stall")]), Some(1.0));
+        assert_eq!(
+            s.value("backhaul_upload_errors_total", &[("class", "server_5xx")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            s.value("backhaul_upload_errors_total", &[("class", "stall")]),
+            Some(1.0)
+        );
         assert_eq!(s.value("backhaul_spool_disk_used_percent", &[]), Some(42.5));
-        assert_eq!(s.value("backhaul_upload_goodput_mbps", &[("window", "60s")]), Some(0.0));
+        assert_eq!(
+            s.value("backhaul_upload_goodput_mbps", &[("window", "60s")]),
+            Some(0.0)
+        );
         assert_eq!(m.errors.total(), 3);
     }
 }

@@ -1,5 +1,3 @@
-use std::fmt::Write as _;
-
 use crate::{SampleKind, Snapshot};
 
 /// Encodes a snapshot in the Prometheus text exposition format (version 0.0.4).
@@ -12,9 +10,10 @@ pub fn prometheus_text(snapshot: &Snapshot) -> String {
                 SampleKind::Counter => "counter",
                 SampleKind::Gauge => "gauge",
             };
-            // Writing into a String cannot fail.
-            let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
-            let _ = writeln!(out, "# TYPE {} {}", s.name, kind);
+            out.push_str(&format!(
+                "# HELP {} {}\n# TYPE {} {}\n",
+                s.name, s.help, s.name, kind
+            ));
             last_name = s.name;
         }
         out.push_str(s.name);
@@ -24,17 +23,19 @@ pub fn prometheus_text(snapshot: &Snapshot) -> String {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{k}=\"{}\"", escape(v));
+                out.push_str(&format!("{k}=\"{}\"", escape(v)));
             }
             out.push('}');
         }
-        let _ = writeln!(out, " {}", number(s.value));
+        out.push_str(&format!(" {}\n", number(s.value)));
     }
     out
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn number(v: f64) -> String {
@@ -66,6 +67,9 @@ mod tests {
         assert!(text.contains("backhaul_spool_disk_full_projected_seconds +Inf\n"));
         assert!(text.contains("backhaul_upload_goodput_mbps{window=\"10s\"} 0\n"));
         // Each family's HELP appears once even with several series.
-        assert_eq!(text.matches("# HELP backhaul_upload_goodput_mbps").count(), 1);
+        assert_eq!(
+            text.matches("# HELP backhaul_upload_goodput_mbps").count(),
+            1
+        );
     }
 }

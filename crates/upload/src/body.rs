@@ -34,7 +34,10 @@ pub struct FileBody {
 
 impl std::fmt::Debug for FileBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileBody").field("offset", &self.offset).field("remaining", &self.remaining).finish()
+        f.debug_struct("FileBody")
+            .field("offset", &self.offset)
+            .field("remaining", &self.remaining)
+            .finish()
     }
 }
 
@@ -49,7 +52,15 @@ impl FileBody {
         metrics: Arc<Metrics>,
     ) -> Self {
         progress.touch();
-        Self { file, offset, remaining: len, progress, limiter, metrics, pending: None }
+        Self {
+            file,
+            offset,
+            remaining: len,
+            progress,
+            limiter,
+            metrics,
+            pending: None,
+        }
     }
 }
 
@@ -103,7 +114,9 @@ impl Body for ReqBody {
                         .map_err(io::Error::other)?
                     }));
                 }
-                let Some(fut) = f.pending.as_mut() else { return Poll::Ready(None) };
+                let Some(fut) = f.pending.as_mut() else {
+                    return Poll::Ready(None);
+                };
                 match fut.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(r) => {
@@ -142,10 +155,10 @@ impl Body for ReqBody {
     }
 }
 
-/// CRC32C of a file range, read in 1 MiB blocks on a blocking thread.
+/// CRC32C of a file range, read in [`BLOCK_BYTES`] blocks on a blocking thread.
 pub async fn crc32c_range(file: Arc<File>, offset: u64, len: u64) -> io::Result<u32> {
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; (len as usize).min(1 << 20)];
+        let mut buf = vec![0u8; (len as usize).min(BLOCK_BYTES)];
         let (mut crc, mut pos, end) = (0u32, offset, offset + len);
         while pos < end {
             let n = ((end - pos) as usize).min(buf.len());
@@ -168,7 +181,9 @@ mod tests {
     async fn streams_exact_range_in_blocks_and_counts_progress() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let data: Vec<u8> = (0..(BLOCK_BYTES * 2 + 100)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(BLOCK_BYTES * 2 + 100))
+            .map(|i| (i % 251) as u8)
+            .collect();
         std::fs::write(&path, &data).unwrap();
         let file = Arc::new(File::open(&path).unwrap());
         let progress = Arc::new(Progress::default());

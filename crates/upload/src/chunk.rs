@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,13 +13,13 @@ use base64::Engine as _;
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
-use crate::body::{crc32c_range, FileBody, ReqBody};
-use crate::config::{UploadSettings, MAX_PARTS};
+use crate::Error;
+use crate::body::{FileBody, ReqBody, crc32c_range};
+use crate::config::{MAX_PARTS, UploadSettings};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
 use crate::s3::S3Client;
 use crate::transport::{Deadline, Progress};
-use crate::Error;
 
 /// What a successful chunk upload proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,11 @@ pub fn composite_crc32c(part_crcs_b64: &[String]) -> Option<String> {
     for c in part_crcs_b64 {
         raw.extend(base64::engine::general_purpose::STANDARD.decode(c).ok()?);
     }
-    Some(format!("{}-{}", b64(crc32c::crc32c(&raw)), part_crcs_b64.len()))
+    Some(format!(
+        "{}-{}",
+        b64(crc32c::crc32c(&raw)),
+        part_crcs_b64.len()
+    ))
 }
 
 /// The ETag S3-compatible stores give a multipart object whose part ETags are MD5s:
@@ -74,12 +78,19 @@ pub fn multipart_etag(part_etags: &[String]) -> Option<String> {
         }
         h.update(raw);
     }
-    Some(format!("{}-{}", crate::sigv4::hex(&h.finalize()), part_etags.len()))
+    Some(format!(
+        "{}-{}",
+        crate::sigv4::hex(&h.finalize()),
+        part_etags.len()
+    ))
 }
 
 impl ChunkUploader {
     fn backoff(&self) -> Backoff {
-        Backoff { base: self.settings.retry_base, max: self.settings.retry_max }
+        Backoff {
+            base: self.settings.retry_base,
+            max: self.settings.retry_max,
+        }
     }
 
     fn open(&self, chunk: &Chunk) -> Result<(Arc<File>, PathBuf), Error> {
@@ -92,9 +103,15 @@ impl ChunkUploader {
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Error::Changed { path: path.clone() },
                 _ if e.raw_os_error() == Some(libc::ELOOP) => Error::Changed { path: path.clone() },
-                _ => Error::Read { path: path.clone(), source: e },
+                _ => Error::Read {
+                    path: path.to_owned(),
+                    source: e,
+                },
             })?;
-        let meta = file.metadata().map_err(|e| Error::Read { path: path.clone(), source: e })?;
+        let meta = file.metadata().map_err(|e| Error::Read {
+            path: path.clone(),
+            source: e,
+        })?;
         if identity(&meta) != chunk.identity {
             return Err(Error::Changed { path });
         }
@@ -102,13 +119,15 @@ impl ChunkUploader {
     }
 
     /// The file must still be the discovered version, both by descriptor and by name.
-    fn still_same(&self, file: &File, path: &PathBuf, chunk: &Chunk) -> Result<(), Error> {
+    fn still_same(&self, file: &File, path: &Path, chunk: &Chunk) -> Result<(), Error> {
         let by_fd = file.metadata().map(|m| identity(&m)).ok();
         let by_name = std::fs::symlink_metadata(path).map(|m| identity(&m)).ok();
         if by_fd == Some(chunk.identity) && by_name == Some(chunk.identity) {
             Ok(())
         } else {
-            Err(Error::Changed { path: path.clone() })
+            Err(Error::Changed {
+                path: path.to_owned(),
+            })
         }
     }
 
@@ -131,11 +150,19 @@ impl ChunkUploader {
         }
     }
 
-    async fn single(&self, chunk: &Chunk, file: &Arc<File>, path: &PathBuf) -> Result<Verified, Error> {
+    async fn single(
+        &self,
+        chunk: &Chunk,
+        file: &Arc<File>,
+        path: &Path,
+    ) -> Result<Verified, Error> {
         let size = chunk.identity.size;
         let crc = crc32c_range(file.clone(), 0, size)
             .await
-            .map_err(|e| Error::Read { path: path.clone(), source: e })?;
+            .map_err(|e| Error::Read {
+                path: path.to_owned(),
+                source: e,
+            })?;
         let crc = b64(crc);
         let mut attempt = 0;
         loop {
@@ -148,8 +175,16 @@ impl ChunkUploader {
                 self.limiter.clone(),
                 self.metrics.clone(),
             ));
-            let deadline = Deadline::Stall { progress: &progress, stall: self.settings.stall_timeout, part: 0 };
-            match self.client.put_object(&chunk.key, body, &crc, deadline).await {
+            let deadline = Deadline::Stall {
+                progress: &progress,
+                stall: self.settings.stall_timeout,
+                part: 0,
+            };
+            match self
+                .client
+                .put_object(&chunk.key, body, &crc, deadline)
+                .await
+            {
                 Ok(_) => break,
                 Err(e) => {
                     attempt += 1;
@@ -171,24 +206,33 @@ impl ChunkUploader {
                 detail: "object missing after PutObject".into(),
             })?;
         if head.size != size {
-            return Err(Error::Verify { key: chunk.key.clone(), detail: format!("size {} != {size}", head.size) });
+            return Err(Error::Verify {
+                key: chunk.key.clone(),
+                detail: format!("size {} != {size}", head.size),
+            });
         }
-        if let Some(server) = head.crc32c.as_deref().filter(|c| !c.contains('-')) {
-            if server != crc {
-                return Err(Error::Verify {
-                    key: chunk.key.clone(),
-                    detail: format!("CRC32C {server} != {crc}"),
-                });
-            }
+        if let Some(server) = head
+            .crc32c
+            .as_deref()
+            .filter(|c| !c.contains('-') && *c != crc)
+        {
+            return Err(Error::Verify {
+                key: chunk.key.clone(),
+                detail: format!("CRC32C {server} != {crc}"),
+            });
         }
-        Ok(Verified { checksum: format!("crc32c:{crc}"), bytes_sent: size, parts_resumed: 0 })
+        Ok(Verified {
+            checksum: format!("crc32c:{crc}"),
+            bytes_sent: size,
+            parts_resumed: 0,
+        })
     }
 
     async fn multipart(
         self: &Arc<Self>,
         chunk: &Chunk,
         file: &Arc<File>,
-        path: &PathBuf,
+        path: &Path,
     ) -> Result<Verified, Error> {
         let size = chunk.identity.size;
         // S3 allows 10 000 parts; grow the part size for (rare) huge chunks.
@@ -203,15 +247,27 @@ impl ChunkUploader {
             if jparts.len() as u32 == n_parts {
                 // Killed after CompleteMultipartUpload but before the journal heard of it?
                 if let Ok(v) = self.verify(chunk, &jparts, n_parts).await {
-                    return Ok(Verified { bytes_sent: 0, parts_resumed: n_parts, ..v });
+                    return Ok(Verified {
+                        bytes_sent: 0,
+                        parts_resumed: n_parts,
+                        ..v
+                    });
                 }
             }
-            match self.retrying(&chunk.key, || self.client.list_parts(&chunk.key, &uid)).await {
+            match self
+                .retrying(&chunk.key, || self.client.list_parts(&chunk.key, &uid))
+                .await
+            {
                 Ok(server) => {
                     done = jparts
                         .into_iter()
-                        .filter(|j| server.iter().any(|s| s.number == j.number && s.size == j.size
-                            && s.etag.as_ref().is_none_or(|e| *e == j.etag)))
+                        .filter(|j| {
+                            server.iter().any(|s| {
+                                s.number == j.number
+                                    && s.size == j.size
+                                    && s.etag.as_ref().is_none_or(|e| *e == j.etag)
+                            })
+                        })
                         .collect();
                     resumed_from_journal = true;
                     tracing::info!(chunk = %chunk.name, upload_id = %uid, parts_resumed = done.len(),
@@ -228,13 +284,20 @@ impl ChunkUploader {
         let uid = match upload_id {
             Some(u) => u,
             None => {
-                let u = self.retrying(&chunk.key, || self.client.create_multipart(&chunk.key)).await?;
+                let u = self
+                    .retrying(&chunk.key, || self.client.create_multipart(&chunk.key))
+                    .await?;
                 journal.begin_multipart(chunk.id, &u)?;
                 u
             }
         };
-        let todo: Vec<u32> = (1..=n_parts).filter(|n| !done.iter().any(|d| d.number == *n)).collect();
-        let uploaded = match self.upload_parts(chunk, file, path, &uid, part_size, &todo).await {
+        let todo: Vec<u32> = (1..=n_parts)
+            .filter(|n| !done.iter().any(|d| d.number == *n))
+            .collect();
+        let uploaded = match self
+            .upload_parts(chunk, file, path, &uid, part_size, &todo)
+            .await
+        {
             Ok(parts) => parts,
             Err(e) if resumed_from_journal && (e.is_no_such_upload() || e.class() == "auth") => {
                 // The server lost the upload we journaled (some stores answer AccessDenied for
@@ -249,7 +312,10 @@ impl ChunkUploader {
         done.extend(uploaded);
         done.sort_by_key(|p| p.number);
         self.still_same(file, path, chunk)?;
-        match self.retrying(&chunk.key, || self.client.complete(&chunk.key, &uid, &done)).await {
+        match self
+            .retrying(&chunk.key, || self.client.complete(&chunk.key, &uid, &done))
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.is_no_such_upload() => {
                 // Completed by an attempt whose answer we never saw? Verification decides.
@@ -258,7 +324,11 @@ impl ChunkUploader {
             Err(e) => return Err(e),
         }
         let v = self.verify(chunk, &done, n_parts).await?;
-        Ok(Verified { bytes_sent, parts_resumed, ..v })
+        Ok(Verified {
+            bytes_sent,
+            parts_resumed,
+            ..v
+        })
     }
 
     /// Uploads the parts in `todo`, `parts_in_flight` at a time; each completed part is
@@ -267,7 +337,7 @@ impl ChunkUploader {
         self: &Arc<Self>,
         chunk: &Chunk,
         file: &Arc<File>,
-        path: &PathBuf,
+        path: &Path,
         uid: &str,
         part_size: u64,
         todo: &[u32],
@@ -283,9 +353,17 @@ impl ChunkUploader {
                 let offset = u64::from(n - 1) * part_size;
                 let len = part_size.min(size - offset);
                 let this = self.clone();
-                let (file, path, key, uid, id) =
-                    (file.clone(), path.clone(), chunk.key.clone(), uid.to_owned(), chunk.id);
-                set.spawn(async move { this.part(id, &key, &uid, &file, &path, n, offset, len).await });
+                let (file, path, key, uid, id) = (
+                    file.clone(),
+                    path.to_owned(),
+                    chunk.key.clone(),
+                    uid.to_owned(),
+                    chunk.id,
+                );
+                set.spawn(async move {
+                    this.part(id, &key, &uid, &file, &path, n, offset, len)
+                        .await
+                });
             }
             match set.join_next().await {
                 None => break,
@@ -316,14 +394,17 @@ impl ChunkUploader {
         key: &str,
         uid: &str,
         file: &Arc<File>,
-        path: &PathBuf,
+        path: &Path,
         number: u32,
         offset: u64,
         len: u64,
     ) -> Result<PartRecord, Error> {
         let crc = crc32c_range(file.clone(), offset, len)
             .await
-            .map_err(|e| Error::Read { path: path.clone(), source: e })?;
+            .map_err(|e| Error::Read {
+                path: path.to_owned(),
+                source: e,
+            })?;
         let crc = b64(crc);
         let mut attempt = 0;
         let etag = loop {
@@ -336,8 +417,16 @@ impl ChunkUploader {
                 self.limiter.clone(),
                 self.metrics.clone(),
             ));
-            let deadline = Deadline::Stall { progress: &progress, stall: self.settings.stall_timeout, part: number };
-            match self.client.upload_part(key, uid, number, body, &crc, deadline).await {
+            let deadline = Deadline::Stall {
+                progress: &progress,
+                stall: self.settings.stall_timeout,
+                part: number,
+            };
+            match self
+                .client
+                .upload_part(key, uid, number, body, &crc, deadline)
+                .await
+            {
                 Ok(etag) => break etag,
                 Err(e) => {
                     attempt += 1;
@@ -350,53 +439,90 @@ impl ChunkUploader {
             }
         };
         self.acknowledged(len);
-        let record = PartRecord { number, offset, size: len, etag, crc32c: crc };
+        let record = PartRecord {
+            number,
+            offset,
+            size: len,
+            etag,
+            crc32c: crc,
+        };
         let spool = self.spool.clone();
         let rec = record.clone();
         tokio::task::spawn_blocking(move || {
-            spool.journal().record_part(chunk_id, &rec, backhaul_spool::now_millis())
+            spool
+                .journal()
+                .record_part(chunk_id, &rec, backhaul_spool::now_millis())
         })
         .await
-        .map_err(|e| Error::Protocol { op: "UploadPart", key: key.to_owned(), detail: e.to_string() })??;
+        .map_err(|e| Error::Protocol {
+            op: "UploadPart",
+            key: key.to_owned(),
+            detail: e.to_string(),
+        })??;
         Ok(record)
     }
 
     /// Checks the object in the bucket against what was sent: size always; the composite
     /// CRC32C when the server reports one; the multipart ETag when part ETags are MD5s.
-    async fn verify(&self, chunk: &Chunk, parts: &[PartRecord], n_parts: u32) -> Result<Verified, Error> {
+    async fn verify(
+        &self,
+        chunk: &Chunk,
+        parts: &[PartRecord],
+        n_parts: u32,
+    ) -> Result<Verified, Error> {
         let key = &chunk.key;
-        let head = self.retrying(key, || self.client.head_object(key)).await?.ok_or_else(|| {
-            Error::Verify { key: key.clone(), detail: "object missing after CompleteMultipartUpload".into() }
-        })?;
-        let fail = |detail: String| Error::Verify { key: key.clone(), detail };
+        let head = self
+            .retrying(key, || self.client.head_object(key))
+            .await?
+            .ok_or_else(|| Error::Verify {
+                key: key.clone(),
+                detail: "object missing after CompleteMultipartUpload".into(),
+            })?;
+        let fail = |detail: String| Error::Verify {
+            key: key.clone(),
+            detail,
+        };
         if head.size != chunk.identity.size {
-            return Err(fail(format!("size {} != {}", head.size, chunk.identity.size)));
+            return Err(fail(format!(
+                "size {} != {}",
+                head.size, chunk.identity.size
+            )));
         }
         if parts.len() as u32 != n_parts {
-            return Err(fail(format!("{} of {n_parts} parts journaled", parts.len())));
+            return Err(fail(format!(
+                "{} of {n_parts} parts journaled",
+                parts.len()
+            )));
         }
         let crcs: Vec<String> = parts.iter().map(|p| p.crc32c.clone()).collect();
-        let composite = composite_crc32c(&crcs).ok_or_else(|| fail("journaled CRC32C unreadable".into()))?;
+        let composite =
+            composite_crc32c(&crcs).ok_or_else(|| fail("journaled CRC32C unreadable".into()))?;
         let mut proven = false;
-        if let Some(server) = head.crc32c.as_deref().filter(|c| c.ends_with(&format!("-{n_parts}"))) {
+        if let Some(server) = head
+            .crc32c
+            .as_deref()
+            .filter(|c| c.ends_with(&format!("-{n_parts}")))
+        {
             if server != composite {
                 return Err(fail(format!("composite CRC32C {server} != {composite}")));
             }
             proven = true;
         }
         let etags: Vec<String> = parts.iter().map(|p| p.etag.clone()).collect();
-        if let Some(expected) = multipart_etag(&etags) {
-            if head.etag.contains('-') {
-                if head.etag != expected {
-                    return Err(fail(format!("ETag {} != {expected}", head.etag)));
-                }
-                proven = true;
+        if let Some(expected) = multipart_etag(&etags).filter(|_| head.etag.contains('-')) {
+            if head.etag != expected {
+                return Err(fail(format!("ETag {} != {expected}", head.etag)));
             }
+            proven = true;
         }
         if !proven {
             tracing::warn!(key = %key, "server reports neither composite CRC32C nor multipart ETag; verified by size");
         }
-        Ok(Verified { checksum: format!("crc32c:{composite}"), bytes_sent: 0, parts_resumed: 0 })
+        Ok(Verified {
+            checksum: format!("crc32c:{composite}"),
+            bytes_sent: 0,
+            parts_resumed: 0,
+        })
     }
 
     /// Retries an idempotent request (HEAD, ListParts, Create, Complete) like a part.
@@ -462,13 +588,22 @@ mod tests {
         let p2 = b64(crc32c::crc32c(b"b"));
         let mut raw = crc32c::crc32c(b"a").to_be_bytes().to_vec();
         raw.extend(crc32c::crc32c(b"b").to_be_bytes());
-        assert_eq!(composite_crc32c(&[p1, p2]).unwrap(), format!("{}-2", b64(crc32c::crc32c(&raw))));
+        assert_eq!(
+            composite_crc32c(&[p1, p2]).unwrap(),
+            format!("{}-2", b64(crc32c::crc32c(&raw)))
+        );
         // md5("") twice.
         let e = "d41d8cd98f00b204e9800998ecf8427e".to_owned();
         let got = multipart_etag(&[e.clone(), e]).unwrap();
         let mut h = Md5::new();
-        h.update([0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e]);
-        h.update([0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8, 0x42, 0x7e]);
+        h.update([
+            0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8,
+            0x42, 0x7e,
+        ]);
+        h.update([
+            0xd4, 0x1d, 0x8c, 0xd9, 0x8f, 0x00, 0xb2, 0x04, 0xe9, 0x80, 0x09, 0x98, 0xec, 0xf8,
+            0x42, 0x7e,
+        ]);
         assert_eq!(got, format!("{}-2", crate::sigv4::hex(&h.finalize())));
         assert_eq!(multipart_etag(&["not-md5".into()]), None);
     }

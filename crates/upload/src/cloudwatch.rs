@@ -8,10 +8,10 @@ use std::time::Duration;
 use backhaul_telemetry::Snapshot;
 use time::OffsetDateTime;
 
+use crate::Error;
 use crate::creds::CredentialsProvider;
 use crate::sigv4::{self, SignRequest};
-use crate::transport::{parse_url, SimpleRequest, Transport};
-use crate::Error;
+use crate::transport::{SimpleRequest, Transport, parse_url};
 
 /// CloudWatch accepts at most 1000 metric data entries per call; we send far fewer.
 const MAX_PER_CALL: usize = 1000;
@@ -32,15 +32,27 @@ pub struct CloudWatch {
 }
 
 /// The form body of one PutMetricData call (exposed for tests).
-pub fn put_metric_data_body(snapshot: &Snapshot, namespace: &str, site: &str, at: OffsetDateTime) -> String {
-    let ts = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+pub fn put_metric_data_body(
+    snapshot: &Snapshot,
+    namespace: &str,
+    site: &str,
+    at: OffsetDateTime,
+) -> String {
+    let ts = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
     let mut pairs = vec![
         ("Action".to_owned(), "PutMetricData".to_owned()),
         ("Version".to_owned(), "2010-08-01".to_owned()),
         ("Namespace".to_owned(), namespace.to_owned()),
     ];
     let mut i = 0;
-    for s in snapshot.samples.iter().filter(|s| s.value.is_finite()).take(MAX_PER_CALL) {
+    for s in snapshot
+        .samples
+        .iter()
+        .filter(|s| s.value.is_finite())
+        .take(MAX_PER_CALL)
+    {
         i += 1;
         let mut name = s.name.trim_start_matches("backhaul_").to_owned();
         for (_, v) in &s.labels {
@@ -56,18 +68,32 @@ pub fn put_metric_data_body(snapshot: &Snapshot, namespace: &str, site: &str, at
     }
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", sigv4::uri_encode(k, false), sigv4::uri_encode(v, false)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                sigv4::uri_encode(k, false),
+                sigv4::uri_encode(v, false)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
 
 impl CloudWatch {
     /// Sends one snapshot.
-    pub async fn publish(&self, transport: &Arc<Transport>, snapshot: &Snapshot) -> Result<(), Error> {
+    pub async fn publish(
+        &self,
+        transport: &Arc<Transport>,
+        snapshot: &Snapshot,
+    ) -> Result<(), Error> {
         let now = OffsetDateTime::now_utc();
         let body = put_metric_data_body(snapshot, &self.namespace, &self.site, now);
         let (target, base) = parse_url(&self.endpoint)?;
-        let path = if base.is_empty() { "/".to_owned() } else { format!("{base}/") };
+        let path = if base.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("{base}/")
+        };
         let payload_hash = sigv4::sha256_hex(body.as_bytes());
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let host = target.authority();
@@ -81,7 +107,11 @@ impl CloudWatch {
         if let Some(t) = creds.as_ref().and_then(|c| c.session_token()) {
             headers.push(("x-amz-security-token".to_owned(), t.to_owned()));
         }
-        let mut send: Vec<(String, String)> = headers.iter().filter(|(k, _)| k != "host").cloned().collect();
+        let mut send: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| k != "host")
+            .cloned()
+            .collect();
         if let Some(c) = &creds {
             let auth = sigv4::authorization(
                 &SignRequest {
@@ -99,7 +129,11 @@ impl CloudWatch {
             send.push(("authorization".to_owned(), auth));
         }
         let hdrs: Vec<(&str, &str)> = send.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let url = format!("{}{}", self.endpoint.trim_end_matches('/'), if base.is_empty() { "/" } else { "" });
+        let url = format!(
+            "{}{}",
+            self.endpoint.trim_end_matches('/'),
+            if base.is_empty() { "/" } else { "" }
+        );
         transport
             .simple(SimpleRequest {
                 method: "POST",

@@ -200,12 +200,20 @@ impl UploadConfig {
         let (target, _) =
             crate::transport::parse_url(&self.endpoint).map_err(|e| ("endpoint", e.to_string()))?;
         if !valid_bucket(&self.bucket) {
-            return Err(("bucket", format!("`{}` is not a valid S3 bucket name (3-63 of a-z 0-9 . -)", self.bucket)));
+            return Err((
+                "bucket",
+                format!(
+                    "`{}` is not a valid S3 bucket name (3-63 of a-z 0-9 . -)",
+                    self.bucket
+                ),
+            ));
         }
         if !(MIN_PART_SIZE_BYTES..=MAX_PART_SIZE_BYTES).contains(&self.part_size_bytes) {
             return Err((
                 "part_size_bytes",
-                format!("must be between {MIN_PART_SIZE_BYTES} (5 MiB, the S3 minimum) and {MAX_PART_SIZE_BYTES}"),
+                format!(
+                    "must be between {MIN_PART_SIZE_BYTES} (5 MiB, the S3 minimum) and {MAX_PART_SIZE_BYTES}"
+                ),
             ));
         }
         if !(1..=64).contains(&self.parts_in_flight) {
@@ -226,7 +234,10 @@ impl UploadConfig {
         if self.credentials == CredentialSource::Static
             && (self.access_key_id.is_none() || self.secret_access_key.is_none())
         {
-            return Err(("credentials", "\"static\" needs access_key_id and secret_access_key".into()));
+            return Err((
+                "credentials",
+                "\"static\" needs access_key_id and secret_access_key".into(),
+            ));
         }
         let bandwidth = match self.bandwidth_limit.parse::<BandwidthSchedule>() {
             Ok(s) if s.is_unlimited() => None,
@@ -234,7 +245,9 @@ impl UploadConfig {
             Err(e) => return Err(("bandwidth_limit", e)),
         };
         let url_style = match self.url_style {
-            UrlStyle::Auto if target.host.ends_with(".amazonaws.com") && !self.bucket.contains('.') => {
+            UrlStyle::Auto
+                if target.host.ends_with(".amazonaws.com") && !self.bucket.contains('.') =>
+            {
                 UrlStyle::VirtualHosted
             }
             UrlStyle::Auto => UrlStyle::Path,
@@ -262,7 +275,8 @@ impl UploadConfig {
 
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -273,10 +287,14 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_auto_style_follows_host() {
-        let s = UploadConfig::new("http://127.0.0.1:9000", "video").validate().unwrap();
+        let s = UploadConfig::new("http://127.0.0.1:9000", "video")
+            .validate()
+            .unwrap();
         assert_eq!(s.url_style, UrlStyle::Path);
         assert_eq!(s.part_size, DEFAULT_PART_SIZE_BYTES);
-        let s = UploadConfig::new("https://s3.eu-west-1.amazonaws.com", "video").validate().unwrap();
+        let s = UploadConfig::new("https://s3.eu-west-1.amazonaws.com", "video")
+            .validate()
+            .unwrap();
         assert_eq!(s.url_style, UrlStyle::VirtualHosted);
     }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::transport::{SimpleRequest, Transport};
 use crate::Error;
+use crate::transport::{SimpleRequest, Transport};
 
 /// Refresh temporary credentials this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -32,7 +32,10 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("expires_at", &self.expires_at)
             .finish()
     }
@@ -60,7 +63,8 @@ impl Credentials {
     }
 
     fn fresh(&self, now: SystemTime) -> bool {
-        self.expires_at.is_none_or(|exp| now + REFRESH_BEFORE_EXPIRY < exp)
+        self.expires_at
+            .is_none_or(|exp| now + REFRESH_BEFORE_EXPIRY < exp)
     }
 }
 
@@ -148,13 +152,26 @@ impl CredentialsProvider {
         profile: Option<String>,
         env: AwsEnv,
     ) -> Self {
-        let profile = profile.or_else(|| env.profile.clone()).unwrap_or_else(|| "default".into());
-        Self { source, fixed, profile, env, cached: Mutex::new(None) }
+        let profile = profile
+            .or_else(|| env.profile.clone())
+            .unwrap_or_else(|| "default".into());
+        Self {
+            source,
+            fixed,
+            profile,
+            env,
+            cached: Mutex::new(None),
+        }
     }
 
     /// Fixed credentials.
     pub fn fixed(creds: Credentials) -> Self {
-        Self::new(CredentialSource::Static, Some(creds), None, AwsEnv::default())
+        Self::new(
+            CredentialSource::Static,
+            Some(creds),
+            None,
+            AwsEnv::default(),
+        )
     }
 
     /// Current credentials, or `None` for anonymous requests.
@@ -184,34 +201,49 @@ impl CredentialsProvider {
                 (Some(k), Some(s)) => {
                     return Ok(Credentials::new(k, s, self.env.session_token.as_deref()));
                 }
-                _ => tried.push("environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY unset)".to_owned()),
+                _ => tried
+                    .push("environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY unset)".to_owned()),
             }
         }
         if chain || self.source == CredentialSource::Profile {
-            match self.from_profile() {
+            match self.profile_credentials() {
                 Some(c) => return Ok(c),
-                None => tried.push(format!("profile `{}` in the shared credentials/config files", self.profile)),
+                None => tried.push(format!(
+                    "profile `{}` in the shared credentials/config files",
+                    self.profile
+                )),
             }
         }
         if (chain && !self.env.imds_disabled) || self.source == CredentialSource::Imds {
-            match self.from_imds(transport).await {
+            match self.imds_credentials(transport).await {
                 Ok(c) => return Ok(c),
                 Err(e) => tried.push(format!("instance metadata ({e})")),
             }
         }
-        Err(Error::Credentials { detail: format!("tried {}", tried.join(", ")) })
+        Err(Error::Credentials {
+            detail: format!("tried {}", tried.join(", ")),
+        })
     }
 
-    fn from_profile(&self) -> Option<Credentials> {
+    fn profile_credentials(&self) -> Option<Credentials> {
         let files = [
-            (self.env.shared_credentials_file.as_ref(), self.profile.clone()),
+            (
+                self.env.shared_credentials_file.as_ref(),
+                self.profile.clone(),
+            ),
             (
                 self.env.config_file.as_ref(),
-                if self.profile == "default" { "default".into() } else { format!("profile {}", self.profile) },
+                if self.profile == "default" {
+                    "default".into()
+                } else {
+                    format!("profile {}", self.profile)
+                },
             ),
         ];
         for (file, section) in files {
-            let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else { continue };
+            let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
+                continue;
+            };
             if let Some(c) = parse_profile(&text, &section) {
                 return Some(c);
             }
@@ -219,8 +251,12 @@ impl CredentialsProvider {
         None
     }
 
-    async fn from_imds(&self, transport: &Arc<Transport>) -> Result<Credentials, Error> {
-        let base = self.env.imds_endpoint.clone().unwrap_or_else(|| "http://169.254.169.254".into());
+    async fn imds_credentials(&self, transport: &Arc<Transport>) -> Result<Credentials, Error> {
+        let base = self
+            .env
+            .imds_endpoint
+            .clone()
+            .unwrap_or_else(|| "http://169.254.169.254".into());
         let token = transport
             .simple(SimpleRequest {
                 method: "PUT",
@@ -234,7 +270,6 @@ impl CredentialsProvider {
         let auth = [("x-aws-ec2-metadata-token", token.as_str())];
         let get = |url: String| {
             let transport = transport.clone();
-            let auth = auth;
             async move {
                 transport
                     .simple(SimpleRequest {
@@ -248,11 +283,21 @@ impl CredentialsProvider {
             }
         };
         let roles = get(format!("{base}/latest/meta-data/iam/security-credentials/")).await?;
-        let role = String::from_utf8_lossy(&roles).lines().next().unwrap_or("").trim().to_owned();
+        let role = String::from_utf8_lossy(&roles)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
         if role.is_empty() {
-            return Err(Error::Credentials { detail: "instance has no IAM role".into() });
+            return Err(Error::Credentials {
+                detail: "instance has no IAM role".into(),
+            });
         }
-        let body = get(format!("{base}/latest/meta-data/iam/security-credentials/{role}")).await?;
+        let body = get(format!(
+            "{base}/latest/meta-data/iam/security-credentials/{role}"
+        ))
+        .await?;
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Imds {
@@ -326,8 +371,14 @@ mod tests {
     fn reads_named_profile() {
         let text = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n\
                     [site]\n# comment\naws_access_key_id=C\naws_secret_access_key = D\naws_session_token = E\n";
-        assert_eq!(parse_profile(text, "default"), Some(Credentials::new("A", "B", None)));
-        assert_eq!(parse_profile(text, "site"), Some(Credentials::new("C", "D", Some("E"))));
+        assert_eq!(
+            parse_profile(text, "default"),
+            Some(Credentials::new("A", "B", None))
+        );
+        assert_eq!(
+            parse_profile(text, "site"),
+            Some(Credentials::new("C", "D", Some("E")))
+        );
         assert_eq!(parse_profile(text, "missing"), None);
     }
 
@@ -335,25 +386,44 @@ mod tests {
     async fn chain_prefers_environment_then_profile() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("credentials");
-        std::fs::write(&file, "[ops]\naws_access_key_id=P\naws_secret_access_key=Q\n").unwrap();
+        std::fs::write(
+            &file,
+            "[ops]\naws_access_key_id=P\naws_secret_access_key=Q\n",
+        )
+        .unwrap();
         let transport = Arc::new(Transport::new(Default::default()));
         let env = AwsEnv {
             shared_credentials_file: Some(file),
             imds_disabled: true,
             ..Default::default()
         };
-        let p = CredentialsProvider::new(CredentialSource::Chain, None, Some("ops".into()), env.clone());
+        let p = CredentialsProvider::new(
+            CredentialSource::Chain,
+            None,
+            Some("ops".into()),
+            env.clone(),
+        );
         assert_eq!(p.get(&transport).await.unwrap().unwrap().access_key_id, "P");
-        let env = AwsEnv { access_key_id: Some("E".into()), secret_access_key: Some("F".into()), ..env };
+        let env = AwsEnv {
+            access_key_id: Some("E".into()),
+            secret_access_key: Some("F".into()),
+            ..env
+        };
         let p = CredentialsProvider::new(CredentialSource::Chain, None, Some("ops".into()), env);
         assert_eq!(p.get(&transport).await.unwrap().unwrap().access_key_id, "E");
         let none = CredentialsProvider::new(
             CredentialSource::Chain,
             None,
             Some("nope".into()),
-            AwsEnv { imds_disabled: true, ..Default::default() },
+            AwsEnv {
+                imds_disabled: true,
+                ..Default::default()
+            },
         );
         let err = none.get(&transport).await.unwrap_err().to_string();
-        assert!(err.contains("environment") && err.contains("profile `nope`"), "{err}");
+        assert!(
+            err.contains("environment") && err.contains("profile `nope`"),
+            "{err}"
+        );
     }
 }

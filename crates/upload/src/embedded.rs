@@ -59,13 +59,22 @@ impl EmbeddedS3 {
             detail: format!("{e:?}"),
         })?;
         let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY));
+        builder.set_auth(SimpleAuth::from_single(
+            EMBEDDED_ACCESS_KEY,
+            EMBEDDED_SECRET_KEY,
+        ));
         let service = builder.build();
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| EmbeddedError::Io {
-            what: format!("bind {listen}"),
+        let listener =
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| EmbeddedError::Io {
+                    what: format!("bind {listen}"),
+                    source: e,
+                })?;
+        let addr = listener.local_addr().map_err(|e| EmbeddedError::Io {
+            what: "local_addr".into(),
             source: e,
         })?;
-        let addr = listener.local_addr().map_err(|e| EmbeddedError::Io { what: "local_addr".into(), source: e })?;
         let (stop, mut stop_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
@@ -77,16 +86,27 @@ impl EmbeddedS3 {
                         let conn = http.serve_connection(TokioIo::new(sock), service.clone());
                         let conn = graceful.watch(conn.into_owned());
                         tokio::spawn(async move {
-                            // Clients dropping connections mid-request is normal (stall tests).
-                            let _ = conn.await;
+                            if let Err(e) = conn.await {
+                                // Clients dropping connections mid-request is normal (stalls).
+                                tracing::debug!(error = %e, "embedded S3 connection ended with error");
+                            }
                         });
                     }
                     _ = &mut stop_rx => break,
                 }
             }
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown()).await;
+            if tokio::time::timeout(std::time::Duration::from_secs(2), graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::debug!("embedded S3: connections still open at shutdown");
+            }
         });
-        Ok(Self { addr, root: root.to_owned(), stop: Some(stop) })
+        Ok(Self {
+            addr,
+            root: root.to_owned(),
+            stop: Some(stop),
+        })
     }
 
     /// The listening address.
@@ -113,7 +133,7 @@ impl EmbeddedS3 {
 impl Drop for EmbeddedS3 {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            stop.send(()).ok();
         }
     }
 }

@@ -61,7 +61,9 @@ pub enum Error {
         after: Duration,
     },
     /// No body byte was taken by the socket for the stall timeout: the path is eating packets.
-    #[error("{op} {key} part {part}: stalled, no upload progress for {after:?} (large packets dropped on the path?)")]
+    #[error(
+        "{op} {key} part {part}: stalled, no upload progress for {after:?} (large packets dropped on the path?)"
+    )]
     Stall {
         /// Operation.
         op: &'static str,
@@ -128,21 +130,29 @@ impl Error {
     /// The error class used in `backhaul_upload_errors_total{class}`.
     pub fn class(&self) -> &'static str {
         match self {
-            Error::Status { status: 503, code, .. } if code == "SlowDown" => "slow_down",
+            Error::Status {
+                status: 503, code, ..
+            } if code == "SlowDown" => "slow_down",
             Error::Status { code, .. } if code == "NoSuchBucket" => "no_such_bucket",
             Error::Status { code, .. } if code == "NoSuchUpload" => "no_such_upload",
             Error::Status { code, .. }
                 if matches!(
                     code.as_str(),
-                    "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch"
+                    "BadDigest"
+                        | "InvalidDigest"
+                        | "XAmzContentChecksumMismatch"
                         | "XAmzContentSHA256Mismatch"
                 ) =>
             {
                 "checksum"
             }
-            Error::Status { status: 401 | 403, .. } => "auth",
+            Error::Status {
+                status: 401 | 403, ..
+            } => "auth",
             Error::Status { status: 408, .. } => "timeout",
-            Error::Status { status: 500..=599, .. } => "server_5xx",
+            Error::Status {
+                status: 500..=599, ..
+            } => "server_5xx",
             Error::Status { .. } => "client_4xx",
             Error::Connect { .. } => "connection",
             Error::Http { .. } => "connection",
@@ -165,7 +175,13 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.class(),
-            "slow_down" | "server_5xx" | "timeout" | "stall" | "connection" | "protocol" | "checksum"
+            "slow_down"
+                | "server_5xx"
+                | "timeout"
+                | "stall"
+                | "connection"
+                | "protocol"
+                | "checksum"
         )
     }
 

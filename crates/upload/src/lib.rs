@@ -29,18 +29,18 @@ pub mod test_util;
 mod transport;
 mod xml;
 
-pub use chunk::{composite_crc32c, multipart_etag, ChunkUploader, Verified};
+pub use chunk::{ChunkUploader, Verified, composite_crc32c, multipart_etag};
 pub use config::{
-    UploadConfig, UploadSettings, UrlStyle, DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_PARTS_IN_FLIGHT,
-    DEFAULT_PART_SIZE_BYTES, DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES,
+    DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_PART_SIZE_BYTES, DEFAULT_PARTS_IN_FLIGHT,
+    DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle,
 };
-pub use creds::{parse_profile, AwsEnv, CredentialSource, Credentials, CredentialsProvider};
+pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
 pub use error::Error;
 pub use pipeline::{RunMode, RunReport, Uploader};
-pub use ratelimit::{parse_rate, BandwidthSchedule, RateLimiter};
+pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
 pub use s3::{Completed, ObjectHead, S3Client, ServerPart};
-pub use transport::{Transport, TransportConfig, DEFAULT_NOTSENT_LOWAT_BYTES};
+pub use transport::{DEFAULT_NOTSENT_LOWAT_BYTES, Transport, TransportConfig};
 
 use std::sync::Arc;
 
@@ -73,7 +73,16 @@ pub fn build_uploader(
         ..TransportConfig::default()
     }));
     let client = Arc::new(S3Client::new(&parts.settings, transport, parts.creds)?);
-    let limiter = Arc::new(RateLimiter::new(parts.settings.bandwidth.clone(), parts.utc_offset));
-    let chunks = Arc::new(ChunkUploader { client, spool, settings: parts.settings, limiter, metrics });
+    let limiter = Arc::new(RateLimiter::new(
+        parts.settings.bandwidth.clone(),
+        parts.utc_offset,
+    ));
+    let chunks = Arc::new(ChunkUploader {
+        client,
+        spool,
+        settings: parts.settings,
+        limiter,
+        metrics,
+    });
     Ok((Uploader::new(chunks.clone()), chunks))
 }

@@ -12,9 +12,9 @@ use backhaul_telemetry::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::Error;
 use crate::chunk::{ChunkUploader, Verified};
 use crate::retry::Backoff;
-use crate::Error;
 
 /// How often disk and backlog metrics are refreshed.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
@@ -59,7 +59,9 @@ struct BucketGate {
 fn bucket_help(e: &Error) -> &'static str {
     match e.class() {
         "no_such_bucket" => "create the bucket or fix upload.bucket",
-        "auth" | "credentials" => "check the credentials: upload.credentials, AWS_* variables, the shared profile",
+        "auth" | "credentials" => {
+            "check the credentials: upload.credentials, AWS_* variables, the shared profile"
+        }
         "connection" | "timeout" | "tls" => "check the endpoint and the network path to it",
         _ => "see the error; chunks stay in the spool until it is fixed",
     }
@@ -81,7 +83,11 @@ pub struct Uploader {
 impl Uploader {
     /// An uploader over a chunk uploader (which carries client, spool and settings).
     pub fn new(chunks: Arc<ChunkUploader>) -> Self {
-        Self { spool: chunks.spool.clone(), metrics: chunks.metrics.clone(), chunks }
+        Self {
+            spool: chunks.spool.clone(),
+            metrics: chunks.metrics.clone(),
+            chunks,
+        }
     }
 
     /// Checks the bucket (creating it if configured). Errors are clear but not fatal for the
@@ -95,7 +101,9 @@ impl Uploader {
     }
 
     async fn abort_orphans(&self) {
-        let Ok(aborts) = self.spool.journal().pending_aborts() else { return };
+        let Ok(aborts) = self.spool.journal().pending_aborts() else {
+            return;
+        };
         for a in aborts {
             match self.chunks.client.abort(&a.key, &a.upload_id).await {
                 Ok(()) => {
@@ -107,7 +115,9 @@ impl Uploader {
                 // Some stores refuse an abort of an upload they already dropped.
                 Err(e) if matches!(e.class(), "auth" | "client_4xx") => {
                     tracing::debug!(key = %a.key, error = %e, "abort refused; upload already gone");
-                    let _ = self.spool.journal().abort_done(&a.upload_id).map_err(|e| tracing::error!(error = %e));
+                    if let Err(e) = self.spool.journal().abort_done(&a.upload_id) {
+                        tracing::error!(error = %e, "journal: abort bookkeeping failed");
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(key = %a.key, error = %e, "abort failed; will retry");
@@ -123,24 +133,40 @@ impl Uploader {
                 tracing::warn!(chunk = %chunk.name, "file changed after verification; kept, will upload the new version")
             }
             Ok(r) => tracing::debug!(chunk = %chunk.name, outcome = ?r, "chunk file handled"),
-            Err(e) => tracing::error!(chunk = %chunk.name, error = %e, "could not remove verified chunk; will retry"),
+            Err(e) => {
+                tracing::error!(chunk = %chunk.name, error = %e, "could not remove verified chunk; will retry")
+            }
         }
     }
 
     /// Runs until shutdown (daemon) or until the spool is empty (drain).
-    pub async fn run(&self, mode: RunMode, mut shutdown: watch::Receiver<bool>) -> Result<RunReport, Error> {
+    pub async fn run(
+        &self,
+        mode: RunMode,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<RunReport, Error> {
         let started = Instant::now();
         let settings = self.spool.settings().clone();
         let mut report = RunReport::default();
         let mut readiness = Readiness::new(settings.settle);
-        let mut disk = DiskWatch::new(settings.disk_warning_percent, settings.disk_critical_percent);
+        let mut disk = DiskWatch::new(
+            settings.disk_warning_percent,
+            settings.disk_critical_percent,
+        );
         let mut tasks: JoinSet<(Chunk, Result<Verified, Error>)> = JoinSet::new();
         let mut in_flight: Vec<i64> = Vec::new();
         let mut retries: HashMap<i64, Retry> = HashMap::new();
         let mut failed_out: Vec<i64> = Vec::new();
         let mut last_housekeeping: Option<Instant> = None;
-        let backoff = Backoff { base: self.chunks.settings.retry_base, max: self.chunks.settings.retry_max };
-        let mut bucket = BucketGate { ok: false, next_check: Instant::now(), failures: 0 };
+        let backoff = Backoff {
+            base: self.chunks.settings.retry_base,
+            max: self.chunks.settings.retry_max,
+        };
+        let mut bucket = BucketGate {
+            ok: false,
+            next_check: Instant::now(),
+            failures: 0,
+        };
 
         // Whatever a previous run left half-done: verified-not-removed files, orphan uploads.
         self.spool.scan_once(&mut readiness)?;
@@ -168,7 +194,10 @@ impl Uploader {
                 last_housekeeping = Some(now);
                 match self.spool.housekeeping(&mut disk, &in_flight) {
                     Ok(status) if status.level == backhaul_spool::DiskLevel::Critical => {
-                        tracing::error!(used_percent = status.used_percent, "spool disk above critical watermark");
+                        tracing::error!(
+                            used_percent = status.used_percent,
+                            "spool disk above critical watermark"
+                        );
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "spool housekeeping failed"),
@@ -180,7 +209,11 @@ impl Uploader {
             if !bucket.ok && now >= bucket.next_check {
                 match self.preflight().await {
                     Ok(()) => {
-                        bucket = BucketGate { ok: true, next_check: now, failures: 0 };
+                        bucket = BucketGate {
+                            ok: true,
+                            next_check: now,
+                            failures: 0,
+                        };
                     }
                     Err(e) => {
                         self.metrics.errors.inc(e.class());
@@ -189,10 +222,16 @@ impl Uploader {
                         tracing::error!(bucket = %self.chunks.client.bucket(), class = e.class(), error = %e,
                             help = bucket_help(&e), "bucket not usable; uploads wait, nothing is deleted");
                         if mode == RunMode::Drain && bucket.failures >= 2 {
-                            for c in self.spool.journal().chunks_in(ChunkState::Discovered)?.into_iter()
+                            for c in self
+                                .spool
+                                .journal()
+                                .chunks_in(ChunkState::Discovered)?
+                                .into_iter()
                                 .chain(self.spool.journal().chunks_in(ChunkState::Uploading)?)
                             {
-                                report.failed.push((c.name, format!("{e} ({})", bucket_help(&e))));
+                                report
+                                    .failed
+                                    .push((c.name, format!("{e} ({})", bucket_help(&e))));
                             }
                             break;
                         }
@@ -201,10 +240,19 @@ impl Uploader {
             }
             while bucket.ok && tasks.len() < self.chunks.settings.chunks_in_flight {
                 let mut skip = in_flight.clone();
-                skip.extend(retries.iter().filter(|(_, r)| r.not_before > now).map(|(id, _)| *id));
+                skip.extend(
+                    retries
+                        .iter()
+                        .filter(|(_, r)| r.not_before > now)
+                        .map(|(id, _)| *id),
+                );
                 skip.extend(&failed_out);
-                let Some(chunk) = self.spool.journal().next_pending(settings.order, &skip)? else { break };
-                self.spool.journal().start_attempt(chunk.id, backhaul_spool::now_millis())?;
+                let Some(chunk) = self.spool.journal().next_pending(settings.order, &skip)? else {
+                    break;
+                };
+                self.spool
+                    .journal()
+                    .start_attempt(chunk.id, backhaul_spool::now_millis())?;
                 in_flight.push(chunk.id);
                 let up = self.chunks.clone();
                 tasks.spawn(async move {
@@ -236,10 +284,8 @@ impl Uploader {
                         }
                     };
                     in_flight.retain(|id| *id != chunk.id);
-                    if let Err(e) = &result {
-                        if matches!(e.class(), "auth" | "no_such_bucket" | "credentials") {
-                            bucket.ok = false;
-                        }
+                    if result.as_ref().is_err_and(|e| matches!(e.class(), "auth" | "no_such_bucket" | "credentials")) {
+                        bucket.ok = false;
                     }
                     self.finish(chunk, result, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
                 }
@@ -271,7 +317,11 @@ impl Uploader {
     ) -> Result<(), Error> {
         match result {
             Ok(v) => {
-                self.spool.journal().mark_verified(chunk.id, &v.checksum, backhaul_spool::now_millis())?;
+                self.spool.journal().mark_verified(
+                    chunk.id,
+                    &v.checksum,
+                    backhaul_spool::now_millis(),
+                )?;
                 self.metrics.uploaded_chunks.inc();
                 report.chunks += 1;
                 report.bytes += chunk.identity.size;
@@ -293,11 +343,20 @@ impl Uploader {
                 if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
                     self.metrics.errors.inc(e.class());
                 }
-                let _ = self.spool.journal().note_error(chunk.id, &e.to_string());
-                let r = retries.entry(chunk.id).or_insert(Retry { attempts: 0, not_before: Instant::now() });
+                if let Err(je) = self.spool.journal().note_error(chunk.id, &e.to_string()) {
+                    tracing::error!(error = %je, "journal: cannot record the chunk's last error");
+                }
+                let r = retries.entry(chunk.id).or_insert(Retry {
+                    attempts: 0,
+                    not_before: Instant::now(),
+                });
                 r.attempts += 1;
                 // Credentials and missing buckets need a human; do not hammer the endpoint.
-                let floor = if e.is_retryable() { Duration::ZERO } else { backoff.max.min(Duration::from_secs(10)) };
+                let floor = if e.is_retryable() {
+                    Duration::ZERO
+                } else {
+                    backoff.max.min(Duration::from_secs(10))
+                };
                 let delay = backoff.delay(r.attempts).max(floor);
                 r.not_before = Instant::now() + delay;
                 tracing::error!(chunk = %chunk.name, class = e.class(), error = %e, attempts = r.attempts,

@@ -25,9 +25,13 @@ pub fn parse_rate(s: &str) -> Result<Option<u64>, String> {
     if s.eq_ignore_ascii_case("off") || s == "0" {
         return Ok(None);
     }
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a rate like 40Mbit or 5M"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a rate like 40Mbit or 5M"))?;
     let bytes_per_second = match unit {
         "Kbit" | "kbit" => n * 1e3 / 8.0,
         "Mbit" | "mbit" | "Mbps" => n * 1e6 / 8.0,
@@ -35,7 +39,11 @@ pub fn parse_rate(s: &str) -> Result<Option<u64>, String> {
         "" | "K" | "KiB" => n * 1024.0,
         "M" | "MiB" => n * 1024.0 * 1024.0,
         "G" | "GiB" => n * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown rate unit `{other}`; use Kbit, Mbit, Gbit, K, M or G")),
+        other => {
+            return Err(format!(
+                "unknown rate unit `{other}`; use Kbit, Mbit, Gbit, K, M or G"
+            ));
+        }
     };
     if bytes_per_second < 1.0 {
         return Err(format!("rate `{s}` is below one byte per second"));
@@ -49,14 +57,18 @@ impl std::str::FromStr for BandwidthSchedule {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if !s.contains(',') {
-            return Ok(Self { entries: vec![(0, parse_rate(s)?)] });
+            return Ok(Self {
+                entries: vec![(0, parse_rate(s)?)],
+            });
         }
         let mut entries = Vec::new();
         for item in s.split_whitespace() {
             let (at, rate) = item
                 .split_once(',')
                 .ok_or_else(|| format!("`{item}` is not HH:MM,RATE"))?;
-            let (h, m) = at.split_once(':').ok_or_else(|| format!("`{at}` is not HH:MM"))?;
+            let (h, m) = at
+                .split_once(':')
+                .ok_or_else(|| format!("`{at}` is not HH:MM"))?;
             let h: u32 = h.parse().map_err(|_| format!("bad hour in `{at}`"))?;
             let m: u32 = m.parse().map_err(|_| format!("bad minute in `{at}`"))?;
             if h > 23 || m > 59 {
@@ -105,7 +117,11 @@ impl RateLimiter {
 
     /// A limiter; `offset` is the site's UTC offset for the timetable.
     pub fn new(schedule: Option<BandwidthSchedule>, offset: UtcOffset) -> Self {
-        Self { schedule, offset, bucket: Mutex::new((f64::INFINITY, Instant::now())) }
+        Self {
+            schedule,
+            offset,
+            bucket: Mutex::new((f64::INFINITY, Instant::now())),
+        }
     }
 
     /// The limit now, bytes per second.
@@ -117,14 +133,17 @@ impl RateLimiter {
 
     /// Waits until `n` bytes may be sent.
     pub async fn acquire(&self, n: u64) {
-        let Some(rate) = self.current_rate() else { return };
+        let Some(rate) = self.current_rate() else {
+            return;
+        };
         let rate = rate as f64;
         // Holding the lock while sleeping queues senders fairly, in arrival order.
         let mut bucket = self.bucket.lock().await;
         let now = Instant::now();
         let burst = rate.max(256.0 * 1024.0);
         let (tokens, last) = *bucket;
-        let mut tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst);
+        let mut tokens =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst);
         tokens -= n as f64;
         if tokens < 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(-tokens / rate)).await;
@@ -146,7 +165,11 @@ mod tests {
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("5Mb").is_err());
         let s: BandwidthSchedule = "08:00,20Mbit 18:00,off".parse().unwrap();
-        assert_eq!(s.rate_at(7 * 60 + 59), None, "before the first entry the last one holds");
+        assert_eq!(
+            s.rate_at(7 * 60 + 59),
+            None,
+            "before the first entry the last one holds"
+        );
         assert_eq!(s.rate_at(8 * 60), Some(2_500_000));
         assert_eq!(s.rate_at(17 * 60 + 59), Some(2_500_000));
         assert_eq!(s.rate_at(18 * 60), None);

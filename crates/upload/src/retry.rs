@@ -30,7 +30,10 @@ mod tests {
 
     #[test]
     fn grows_and_caps() {
-        let b = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(60) };
+        let b = Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+        };
         assert_eq!(b.ceiling(0), Duration::from_millis(500));
         assert_eq!(b.ceiling(3), Duration::from_secs(4));
         assert_eq!(b.ceiling(30), Duration::from_secs(60));

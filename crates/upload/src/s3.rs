@@ -12,8 +12,8 @@ use crate::body::ReqBody;
 use crate::config::{UploadSettings, UrlStyle};
 use crate::creds::CredentialsProvider;
 use crate::sigv4::{self, SignRequest, UNSIGNED_PAYLOAD};
-use crate::transport::{parse_url, Deadline, Response, Target, Transport};
-use crate::{xml, Error};
+use crate::transport::{Deadline, Response, Target, Transport, parse_url};
+use crate::{Error, xml};
 
 /// What HeadObject says about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +138,11 @@ impl S3Client {
         }
         let mut builder = Request::builder().method(method);
         let q = sigv4::canonical_query(query);
-        builder = builder.uri(if q.is_empty() { path.clone() } else { format!("{path}?{q}") });
+        builder = builder.uri(if q.is_empty() {
+            path.clone()
+        } else {
+            format!("{path}?{q}")
+        });
         if let Some(c) = &creds {
             let auth = sigv4::authorization(
                 &SignRequest {
@@ -168,12 +172,21 @@ impl S3Client {
             detail: format!("cannot build request: {e}"),
         })?;
         let deadline = deadline.unwrap_or(Deadline::Total(self.request_timeout));
-        let resp = self.transport.send(&self.target, req, op, &key_s, deadline).await?;
+        let resp = self
+            .transport
+            .send(&self.target, req, op, &key_s, deadline)
+            .await?;
         if resp.status.is_success() {
             // CompleteMultipartUpload may answer 200 and put the error in the body.
             if op == "CompleteMultipartUpload" && resp.body.windows(7).any(|w| w == b"<Error>") {
                 let (code, message) = xml::error_code(&resp.body);
-                return Err(Error::Status { op, key: key_s, status: 500, code, message });
+                return Err(Error::Status {
+                    op,
+                    key: key_s,
+                    status: 500,
+                    code,
+                    message,
+                });
             }
             return Ok(resp);
         }
@@ -186,12 +199,20 @@ impl S3Client {
                 _ => String::new(),
             };
         }
-        Err(Error::Status { op, key: key_s, status: resp.status.as_u16(), code, message })
+        Err(Error::Status {
+            op,
+            key: key_s,
+            status: resp.status.as_u16(),
+            code,
+            message,
+        })
     }
 
     /// HeadBucket: Ok if the bucket exists and the credentials may see it.
     pub async fn head_bucket(&self) -> Result<(), Error> {
-        self.call("HEAD", "HeadBucket", None, &[], &[], ReqBody::empty(), None).await.map(|_| ())
+        self.call("HEAD", "HeadBucket", None, &[], &[], ReqBody::empty(), None)
+            .await
+            .map(|_| ())
     }
 
     /// CreateBucket (already existing and owned by us is fine).
@@ -205,7 +226,18 @@ impl S3Client {
                 self.region
             ))
         };
-        match self.call("PUT", "CreateBucket", None, &[], &[], ReqBody::bytes(body), None).await {
+        match self
+            .call(
+                "PUT",
+                "CreateBucket",
+                None,
+                &[],
+                &[],
+                ReqBody::bytes(body),
+                None,
+            )
+            .await
+        {
             Err(Error::Status { code, .. })
                 if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
             {
@@ -224,8 +256,23 @@ impl S3Client {
         deadline: Deadline<'_>,
     ) -> Result<String, Error> {
         let extra = [("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
-        let resp = self.call("PUT", "PutObject", Some(key), &[], &extra, body, Some(deadline)).await?;
-        Ok(resp.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(unquote).unwrap_or_default())
+        let resp = self
+            .call(
+                "PUT",
+                "PutObject",
+                Some(key),
+                &[],
+                &extra,
+                body,
+                Some(deadline),
+            )
+            .await?;
+        Ok(resp
+            .headers
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(unquote)
+            .unwrap_or_default())
     }
 
     /// CreateMultipartUpload with CRC32C as the checksum algorithm; returns the upload id.
@@ -233,7 +280,15 @@ impl S3Client {
         let q = [("uploads".to_owned(), String::new())];
         let extra = [("x-amz-checksum-algorithm", "CRC32C".to_owned())];
         let resp = self
-            .call("POST", "CreateMultipartUpload", Some(key), &q, &extra, ReqBody::empty(), None)
+            .call(
+                "POST",
+                "CreateMultipartUpload",
+                Some(key),
+                &q,
+                &extra,
+                ReqBody::empty(),
+                None,
+            )
             .await?;
         let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
             op: "CreateMultipartUpload",
@@ -260,15 +315,33 @@ impl S3Client {
         crc32c_b64: &str,
         deadline: Deadline<'_>,
     ) -> Result<String, Error> {
-        let q = [("partNumber".to_owned(), number.to_string()), ("uploadId".to_owned(), upload_id.to_owned())];
+        let q = [
+            ("partNumber".to_owned(), number.to_string()),
+            ("uploadId".to_owned(), upload_id.to_owned()),
+        ];
         let extra = [("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
-        let resp = self.call("PUT", "UploadPart", Some(key), &q, &extra, body, Some(deadline)).await?;
-        let etag = resp.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(unquote);
-        etag.filter(|e| !e.is_empty()).ok_or_else(|| Error::Protocol {
-            op: "UploadPart",
-            key: key.to_owned(),
-            detail: format!("part {number}: no ETag in the response"),
-        })
+        let resp = self
+            .call(
+                "PUT",
+                "UploadPart",
+                Some(key),
+                &q,
+                &extra,
+                body,
+                Some(deadline),
+            )
+            .await?;
+        let etag = resp
+            .headers
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(unquote);
+        etag.filter(|e| !e.is_empty())
+            .ok_or_else(|| Error::Protocol {
+                op: "UploadPart",
+                key: key.to_owned(),
+                detail: format!("part {number}: no ETag in the response"),
+            })
     }
 
     /// ListParts, following pagination.
@@ -280,7 +353,17 @@ impl S3Client {
             if let Some(m) = &marker {
                 q.push(("part-number-marker".to_owned(), m.clone()));
             }
-            let resp = self.call("GET", "ListParts", Some(key), &q, &[], ReqBody::empty(), None).await?;
+            let resp = self
+                .call(
+                    "GET",
+                    "ListParts",
+                    Some(key),
+                    &q,
+                    &[],
+                    ReqBody::empty(),
+                    None,
+                )
+                .await?;
             let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
                 op: "ListParts",
                 key: key.to_owned(),
@@ -300,10 +383,15 @@ impl S3Client {
                 ) else {
                     continue;
                 };
-                out.push(ServerPart { number, size, etag: get("ETag").map(unquote).filter(|e| !e.is_empty()) });
+                out.push(ServerPart {
+                    number,
+                    size,
+                    etag: get("ETag").map(unquote).filter(|e| !e.is_empty()),
+                });
             }
             let truncated = xml::first(&leaves, &format!("{root}/IsTruncated")) == Some("true");
-            let next = xml::first(&leaves, &format!("{root}/NextPartNumberMarker")).map(str::to_owned);
+            let next =
+                xml::first(&leaves, &format!("{root}/NextPartNumberMarker")).map(str::to_owned);
             match (truncated, next) {
                 (true, Some(n)) if Some(&n) != marker.as_ref() => marker = Some(n),
                 _ => break,
@@ -314,7 +402,12 @@ impl S3Client {
     }
 
     /// CompleteMultipartUpload with every part's ETag and CRC32C.
-    pub async fn complete(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<Completed, Error> {
+    pub async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[PartRecord],
+    ) -> Result<Completed, Error> {
         let mut body = String::from(
             "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
         );
@@ -327,7 +420,15 @@ impl S3Client {
         body.push_str("</CompleteMultipartUpload>");
         let q = [("uploadId".to_owned(), upload_id.to_owned())];
         let resp = self
-            .call("POST", "CompleteMultipartUpload", Some(key), &q, &[], ReqBody::bytes(Bytes::from(body)), None)
+            .call(
+                "POST",
+                "CompleteMultipartUpload",
+                Some(key),
+                &q,
+                &[],
+                ReqBody::bytes(Bytes::from(body)),
+                None,
+            )
             .await?;
         let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
             op: "CompleteMultipartUpload",
@@ -335,15 +436,29 @@ impl S3Client {
             detail,
         })?;
         Ok(Completed {
-            etag: xml::first(&leaves, "CompleteMultipartUploadResult/ETag").map(unquote).unwrap_or_default(),
-            crc32c: xml::first(&leaves, "CompleteMultipartUploadResult/ChecksumCRC32C").map(str::to_owned),
+            etag: xml::first(&leaves, "CompleteMultipartUploadResult/ETag")
+                .map(unquote)
+                .unwrap_or_default(),
+            crc32c: xml::first(&leaves, "CompleteMultipartUploadResult/ChecksumCRC32C")
+                .map(str::to_owned),
         })
     }
 
     /// AbortMultipartUpload; an upload the server no longer knows counts as aborted.
     pub async fn abort(&self, key: &str, upload_id: &str) -> Result<(), Error> {
         let q = [("uploadId".to_owned(), upload_id.to_owned())];
-        match self.call("DELETE", "AbortMultipartUpload", Some(key), &q, &[], ReqBody::empty(), None).await {
+        match self
+            .call(
+                "DELETE",
+                "AbortMultipartUpload",
+                Some(key),
+                &q,
+                &[],
+                ReqBody::empty(),
+                None,
+            )
+            .await
+        {
             Err(e) if e.is_no_such_upload() => Ok(()),
             other => other.map(|_| ()),
         }
@@ -352,11 +467,24 @@ impl S3Client {
     /// HeadObject with checksum mode; `None` when the object does not exist.
     pub async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, Error> {
         let extra = [("x-amz-checksum-mode", "ENABLED".to_owned())];
-        match self.call("HEAD", "HeadObject", Some(key), &[], &extra, ReqBody::empty(), None).await {
+        match self
+            .call(
+                "HEAD",
+                "HeadObject",
+                Some(key),
+                &[],
+                &extra,
+                ReqBody::empty(),
+                None,
+            )
+            .await
+        {
             Ok(resp) => {
                 let h = |n: &str| resp.headers.get(n).and_then(|v| v.to_str().ok());
                 Ok(Some(ObjectHead {
-                    size: h("content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    size: h("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
                     etag: h("etag").map(unquote).unwrap_or_default(),
                     crc32c: h("x-amz-checksum-crc32c").map(str::to_owned),
                 }))
@@ -368,6 +496,17 @@ impl S3Client {
 
     /// GetObject of a whole object into memory (verification and tests; not the upload path).
     pub async fn get_object(&self, key: &str) -> Result<Bytes, Error> {
-        Ok(self.call("GET", "GetObject", Some(key), &[], &[], ReqBody::empty(), None).await?.body)
+        Ok(self
+            .call(
+                "GET",
+                "GetObject",
+                Some(key),
+                &[],
+                &[],
+                ReqBody::empty(),
+                None,
+            )
+            .await?
+            .body)
     }
 }

@@ -77,10 +77,16 @@ pub struct SignRequest<'a> {
 
 /// The canonical query string: pairs encoded, sorted by key then value.
 pub fn canonical_query(query: &[(String, String)]) -> String {
-    let mut pairs: Vec<(String, String)> =
-        query.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
+    let mut pairs: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+        .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// `YYYYMMDDTHHMMSSZ`.
@@ -102,11 +108,20 @@ pub fn authorization(req: &SignRequest<'_>, creds: &Credentials, at: OffsetDateT
     let mut headers: Vec<(String, String)> = req
         .headers
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
         .collect();
     headers.sort();
     let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed_headers = headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
+    let signed_headers = headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
@@ -123,7 +138,10 @@ pub fn authorization(req: &SignRequest<'_>, creds: &Credentials, at: OffsetDateT
         amz_date(at),
         sha256_hex(canonical_request.as_bytes())
     );
-    let k_date = hmac(format!("AWS4{}", creds.secret_access_key()).as_bytes(), date.as_bytes());
+    let k_date = hmac(
+        format!("AWS4{}", creds.secret_access_key()).as_bytes(),
+        date.as_bytes(),
+    );
     let k_region = hmac(&k_date, req.region.as_bytes());
     let k_service = hmac(&k_region, req.service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
@@ -150,7 +168,10 @@ mod tests {
         );
         let empty = sha256_hex(b"");
         let headers = vec![
-            ("host".to_owned(), "examplebucket.s3.amazonaws.com".to_owned()),
+            (
+                "host".to_owned(),
+                "examplebucket.s3.amazonaws.com".to_owned(),
+            ),
             ("range".to_owned(), "bytes=0-9".to_owned()),
             ("x-amz-content-sha256".to_owned(), empty.clone()),
             ("x-amz-date".to_owned(), "20130524T000000Z".to_owned()),
@@ -175,10 +196,19 @@ mod tests {
 
     #[test]
     fn encodes_keys_and_queries() {
-        assert_eq!(uri_encode("SITE 1/cam/Tür.mp4", true), "SITE%201/cam/T%C3%BCr.mp4");
+        assert_eq!(
+            uri_encode("SITE 1/cam/Tür.mp4", true),
+            "SITE%201/cam/T%C3%BCr.mp4"
+        );
         assert_eq!(uri_encode("a/b+c", false), "a%2Fb%2Bc");
-        let q = vec![("uploadId".to_owned(), "x/y".to_owned()), ("partNumber".to_owned(), "2".to_owned())];
+        let q = vec![
+            ("uploadId".to_owned(), "x/y".to_owned()),
+            ("partNumber".to_owned(), "2".to_owned()),
+        ];
         assert_eq!(canonical_query(&q), "partNumber=2&uploadId=x%2Fy");
-        assert_eq!(canonical_query(&[("uploads".to_owned(), String::new())]), "uploads=");
+        assert_eq!(
+            canonical_query(&[("uploads".to_owned(), String::new())]),
+            "uploads="
+        );
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use backhaul_spool::test_util::TempSpool;
 
-use crate::embedded::{EmbeddedS3, EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY};
+use crate::embedded::{EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, EmbeddedS3};
 use crate::{
-    build_uploader, ChunkUploader, CredentialsProvider, Credentials, UploadConfig, Uploader,
-    UploaderParts,
+    ChunkUploader, Credentials, CredentialsProvider, UploadConfig, Uploader, UploaderParts,
+    build_uploader,
 };
 
 /// A free loopback TCP port (bound then released).
@@ -35,10 +35,14 @@ impl S3Peer {
     /// Starts the embedded server on a free port with bucket `bucket` created.
     pub async fn embedded(bucket: &str) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let s = EmbeddedS3::start(dir.path(), "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
-            .await
-            .unwrap_or_else(|e| panic!("embedded s3: {e}"));
-        s.create_bucket(bucket).unwrap_or_else(|e| panic!("bucket: {e}"));
+        let s = EmbeddedS3::start(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("embedded s3: {e}"));
+        s.create_bucket(bucket)
+            .unwrap_or_else(|e| panic!("bucket: {e}"));
         S3Peer::Embedded(s, dir)
     }
 
@@ -55,13 +59,15 @@ impl S3Peer {
 
     async fn moto_env(env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let child = Command::new("moto_server")
+        let mut child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("moto_server not runnable ({e}); pip install 'moto[server]'"));
+            .unwrap_or_else(|e| {
+                panic!("moto_server not runnable ({e}); pip install 'moto[server]'")
+            });
         let endpoint = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -69,6 +75,8 @@ impl S3Peer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        child.kill().ok();
+        child.wait().ok();
         panic!("moto_server did not listen on {endpoint} within 20 s");
     }
 
@@ -83,7 +91,9 @@ impl S3Peer {
     /// Credentials the peer accepts.
     pub fn credentials(&self) -> Credentials {
         match self {
-            S3Peer::Embedded(..) => Credentials::new(EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, None),
+            S3Peer::Embedded(..) => {
+                Credentials::new(EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, None)
+            }
             S3Peer::Moto(..) => Credentials::new("testing", "testing", None),
         }
     }
@@ -105,8 +115,8 @@ impl S3Peer {
 impl Drop for S3Peer {
     fn drop(&mut self) {
         if let S3Peer::Moto(child, _) = self {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill().ok();
+            child.wait().ok();
         }
     }
 }
@@ -207,13 +217,19 @@ impl FaultProxy {
                         let st = st.clone();
                         async move { proxy_one(req, upstream, faults, st).await }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    // Injected resets end connections with errors by design.
+                    hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                        .await;
+                        .await
+                        .ok();
                 });
             }
         });
-        Self { addr, stats, stop: Some(stop) }
+        Self {
+            addr,
+            stats,
+            stop: Some(stop),
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -225,7 +241,7 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            s.send(()).ok();
         }
     }
 }
@@ -234,11 +250,16 @@ type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Err
 
 fn s3_error(status: u16, code: &str) -> http::Response<ProxyBody> {
     use http_body_util::BodyExt;
-    let body = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected</Message></Error>");
-    let mut r = http::Response::new(
-        http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|e| match e {}).boxed(),
+    let body = format!(
+        "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
     );
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = http::Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     r
 }
 
@@ -268,7 +289,10 @@ async fn proxy_one(
         let mut body = req.into_body();
         // Take a little of the body so the reset lands mid-upload.
         let _ = body.frame().await;
-        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        ));
     }
     edge += faults.stall;
     if roll < edge {
@@ -281,20 +305,21 @@ async fn proxy_one(
     let body = body
         .map_frame(move |f| {
             if let Some(d) = f.data_ref() {
-                counter.forwarded_body_bytes.fetch_add(d.len() as u64, Relaxed);
+                counter
+                    .forwarded_body_bytes
+                    .fetch_add(d.len() as u64, Relaxed);
             }
             f
         })
         .map_err(std::io::Error::other)
         .boxed();
     let up = tokio::net::TcpStream::connect(upstream).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, ProxyBody>(
-        hyper_util::rt::TokioIo::new(up),
-    )
-    .await
-    .map_err(std::io::Error::other)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, ProxyBody>(hyper_util::rt::TokioIo::new(up))
+            .await
+            .map_err(std::io::Error::other)?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        conn.await.ok();
     });
     let resp = sender
         .send_request(http::Request::from_parts(parts, body))
@@ -307,6 +332,8 @@ impl S3Peer {
     /// The `host:port` the peer listens on.
     pub fn socket_addr(&self) -> std::net::SocketAddr {
         let e = self.endpoint();
-        e.trim_start_matches("http://").parse().unwrap_or_else(|err| panic!("{e}: {err}"))
+        e.trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|err| panic!("{e}: {err}"))
     }
 }

@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::body::ReqBody;
 use crate::Error;
+use crate::body::ReqBody;
 
 /// Default for `tcp_notsent_lowat_bytes`: the socket accepts new data only when less than this
 /// is unsent, so progress (and the stall watchdog) follows the wire, not the send buffer.
@@ -77,7 +77,11 @@ pub struct Target {
 impl Target {
     /// `host:port` as it goes into the `Host` header (default ports omitted).
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         match (self.https, self.port) {
             (true, 443) | (false, 80) => host,
             _ => format!("{host}:{}", self.port),
@@ -87,7 +91,10 @@ impl Target {
 
 /// Splits `scheme://host[:port][/path]` into a target and the base path (without trailing `/`).
 pub fn parse_url(url: &str) -> Result<(Target, String), Error> {
-    let bad = |reason: &str| Error::Endpoint { endpoint: url.to_owned(), reason: reason.to_owned() };
+    let bad = |reason: &str| Error::Endpoint {
+        endpoint: url.to_owned(),
+        reason: reason.to_owned(),
+    };
     let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
@@ -103,7 +110,9 @@ pub fn parse_url(url: &str) -> Result<(Target, String), Error> {
         return Err(bad("must not contain credentials or a query"));
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, p) = v6.split_once(']').ok_or_else(|| bad("unclosed IPv6 literal"))?;
+        let (h, p) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed IPv6 literal"))?;
         (h.to_owned(), p.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -132,7 +141,11 @@ pub struct Progress {
 
 impl Default for Progress {
     fn default() -> Self {
-        Self { start: Instant::now(), sent: AtomicU64::new(0), last_ms: AtomicU64::new(0) }
+        Self {
+            start: Instant::now(),
+            sent: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }
     }
 }
 
@@ -145,7 +158,8 @@ impl Progress {
 
     /// Records activity without bytes (the body finished; the response is awaited).
     pub fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Bytes taken so far.
@@ -216,7 +230,11 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -225,7 +243,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -280,23 +302,35 @@ impl Transport {
     async fn tls_config(&self, endpoint: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
         self.tls
             .get_or_try_init(|| async {
-                let tls_err = |e: io::Error| Error::Tls { endpoint: endpoint.to_owned(), source: e };
+                let tls_err = |e: io::Error| Error::Tls {
+                    endpoint: endpoint.to_owned(),
+                    source: e,
+                };
                 let mut roots = rustls::RootCertStore::empty();
                 let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    // A system store with a few odd certificates is still usable.
-                    let _ = roots.add(cert);
+                // A system store with a few unparsable certificates is still usable.
+                let (_, skipped) = roots.add_parsable_certificates(native.certs);
+                if skipped > 0 {
+                    tracing::debug!(skipped, "system CA certificates that could not be parsed");
                 }
                 if let Some(bundle) = &self.cfg.ca_bundle {
                     use rustls::pki_types::pem::PemObject;
-                    let certs = rustls::pki_types::CertificateDer::pem_file_iter(bundle)
-                        .map_err(|e| tls_err(io::Error::other(format!("AWS_CA_BUNDLE {}: {e}", bundle.display()))))?;
-                    for cert in certs.flatten() {
-                        let _ = roots.add(cert);
+                    let certs =
+                        rustls::pki_types::CertificateDer::pem_file_iter(bundle).map_err(|e| {
+                            tls_err(io::Error::other(format!(
+                                "AWS_CA_BUNDLE {}: {e}",
+                                bundle.display()
+                            )))
+                        })?;
+                    let (_, skipped) = roots.add_parsable_certificates(certs.flatten());
+                    if skipped > 0 {
+                        tracing::warn!(skipped, bundle = %bundle.display(), "AWS_CA_BUNDLE certificates that could not be parsed");
                     }
                 }
                 if roots.is_empty() {
-                    return Err(tls_err(io::Error::other("no trusted root certificates found")));
+                    return Err(tls_err(io::Error::other(
+                        "no trusted root certificates found",
+                    )));
                 }
                 let provider = Arc::new(rustls::crypto::ring::default_provider());
                 let cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -312,7 +346,11 @@ impl Transport {
 
     async fn connect_tcp(&self, target: &Target, op: &'static str) -> Result<TcpStream, Error> {
         let endpoint = format!("{}:{}", target.host, target.port);
-        let conn_err = |e: io::Error| Error::Connect { op, endpoint: endpoint.clone(), source: e };
+        let conn_err = |e: io::Error| Error::Connect {
+            op,
+            endpoint: endpoint.clone(),
+            source: e,
+        };
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
             .await
             .map_err(conn_err)?
@@ -347,25 +385,41 @@ impl Transport {
         tokio_sock.connect(addr).await
     }
 
-    async fn connect(&self, target: &Target, op: &'static str) -> Result<SendRequest<ReqBody>, Error> {
+    async fn connect(
+        &self,
+        target: &Target,
+        op: &'static str,
+    ) -> Result<SendRequest<ReqBody>, Error> {
         let tcp = self.connect_tcp(target, op).await?;
         self.connections.fetch_add(1, Ordering::Relaxed);
         let endpoint = target.authority();
         let stream = if target.https {
             let cfg = self.tls_config(&endpoint).await?;
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-                .map_err(|e| Error::Tls { endpoint: endpoint.clone(), source: io::Error::other(e) })?;
+            let name =
+                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+                    Error::Tls {
+                        endpoint: endpoint.clone(),
+                        source: io::Error::other(e),
+                    }
+                })?;
             let tls = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| Error::Tls { endpoint: endpoint.clone(), source: e })?;
+                .map_err(|e| Error::Tls {
+                    endpoint: endpoint.clone(),
+                    source: e,
+                })?;
             Stream::Tls(Box::new(tls))
         } else {
             Stream::Plain(tcp)
         };
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::Http { op, endpoint: endpoint.clone(), source: e })?;
+            .map_err(|e| Error::Http {
+                op,
+                endpoint: endpoint.clone(),
+                source: e,
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upload connection closed with error");
@@ -374,7 +428,11 @@ impl Transport {
         Ok(sender)
     }
 
-    async fn checkout(&self, target: &Target, op: &'static str) -> Result<SendRequest<ReqBody>, Error> {
+    async fn checkout(
+        &self,
+        target: &Target,
+        op: &'static str,
+    ) -> Result<SendRequest<ReqBody>, Error> {
         loop {
             let candidate = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -382,7 +440,10 @@ impl Transport {
             };
             match candidate {
                 Some(mut s) if !s.is_closed() => {
-                    if tokio::time::timeout(Duration::from_millis(50), s.ready()).await.is_ok_and(|r| r.is_ok()) {
+                    if tokio::time::timeout(Duration::from_millis(50), s.ready())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    {
                         return Ok(s);
                     }
                 }
@@ -421,37 +482,52 @@ impl Transport {
         };
         let mut sender = match tokio::time::timeout(total, self.checkout(target, op)).await {
             Ok(r) => r?,
-            Err(_) => return Err(Error::Timeout { op, key: key.to_owned(), after: total }),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    op,
+                    key: key.to_owned(),
+                    after: total,
+                });
+            }
         };
         let result = {
-        let exchange = async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| Error::Http { op, endpoint: endpoint.clone(), source: e })?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Error::Http { op, endpoint: endpoint.clone(), source: e })?
-                .to_bytes();
-            Ok::<_, Error>(Response { status: parts.status, headers: parts.headers, body })
-        };
-        tokio::pin!(exchange);
-        loop {
-            tokio::select! {
-                r = &mut exchange => break r,
-                _ = tokio::time::sleep(WATCHDOG_TICK) => match deadline {
-                    Deadline::Total(t) if started.elapsed() >= t => {
-                        break Err(Error::Timeout { op, key: key.to_owned(), after: t });
-                    }
-                    Deadline::Stall { progress, stall, part } if progress.idle_for() >= stall => {
-                        break Err(Error::Stall { op, key: key.to_owned(), part, after: stall });
-                    }
-                    _ => {}
-                },
+            let exchange = async {
+                let resp = sender.send_request(req).await.map_err(|e| Error::Http {
+                    op,
+                    endpoint: endpoint.clone(),
+                    source: e,
+                })?;
+                let (parts, body) = resp.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::Http {
+                        op,
+                        endpoint: endpoint.clone(),
+                        source: e,
+                    })?
+                    .to_bytes();
+                Ok::<_, Error>(Response {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
+            };
+            tokio::pin!(exchange);
+            loop {
+                tokio::select! {
+                    r = &mut exchange => break r,
+                    _ = tokio::time::sleep(WATCHDOG_TICK) => match deadline {
+                        Deadline::Total(t) if started.elapsed() >= t => {
+                            break Err(Error::Timeout { op, key: key.to_owned(), after: t });
+                        }
+                        Deadline::Stall { progress, stall, part } if progress.idle_for() >= stall => {
+                            break Err(Error::Stall { op, key: key.to_owned(), part, after: stall });
+                        }
+                        _ => {}
+                    },
+                }
             }
-        }
         };
         if result.is_ok() {
             self.checkin(target, sender);
@@ -462,7 +538,11 @@ impl Transport {
     /// A one-off request by URL (instance metadata, CloudWatch); returns the body of a 2xx.
     pub async fn simple(&self, req: SimpleRequest<'_>) -> Result<Bytes, Error> {
         let (target, path) = parse_url(req.url)?;
-        let path = if path.is_empty() { "/".to_owned() } else { path };
+        let path = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path
+        };
         let mut builder = Request::builder()
             .method(req.method)
             .uri(&path)
@@ -473,8 +553,19 @@ impl Transport {
         }
         let request = builder
             .body(ReqBody::bytes(Bytes::from(req.body)))
-            .map_err(|e| Error::Endpoint { endpoint: req.url.to_owned(), reason: e.to_string() })?;
-        let resp = self.send(&target, request, "request", req.url, Deadline::Total(req.timeout)).await?;
+            .map_err(|e| Error::Endpoint {
+                endpoint: req.url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let resp = self
+            .send(
+                &target,
+                request,
+                "request",
+                req.url,
+                Deadline::Total(req.timeout),
+            )
+            .await?;
         if !resp.status.is_success() {
             let (code, message) = crate::xml::error_code(&resp.body);
             return Err(Error::Status {
@@ -496,12 +587,21 @@ mod tests {
     #[test]
     fn parses_endpoints() {
         let (t, p) = parse_url("http://127.0.0.1:9000").unwrap();
-        assert_eq!((t.https, t.host.as_str(), t.port, p.as_str()), (false, "127.0.0.1", 9000, ""));
+        assert_eq!(
+            (t.https, t.host.as_str(), t.port, p.as_str()),
+            (false, "127.0.0.1", 9000, "")
+        );
         assert_eq!(t.authority(), "127.0.0.1:9000");
         let (t, p) = parse_url("https://s3.eu-west-1.amazonaws.com/base/").unwrap();
-        assert_eq!((t.port, p.as_str(), t.authority().as_str()), (443, "/base", "s3.eu-west-1.amazonaws.com"));
+        assert_eq!(
+            (t.port, p.as_str(), t.authority().as_str()),
+            (443, "/base", "s3.eu-west-1.amazonaws.com")
+        );
         let (t, _) = parse_url("http://[::1]:8080").unwrap();
-        assert_eq!((t.host.as_str(), t.authority().as_str()), ("::1", "[::1]:8080"));
+        assert_eq!(
+            (t.host.as_str(), t.authority().as_str()),
+            ("::1", "[::1]:8080")
+        );
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://user:pw@host").is_err());
         assert!(parse_url("http://host:port").is_err());

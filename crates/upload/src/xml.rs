@@ -2,8 +2,8 @@
 //! (element path, text) pairs. S3 responses are small and shallow; a typed serde mapping per
 //! response would be more code for the same result.
 
-use quick_xml::events::Event;
 use quick_xml::Reader;
+use quick_xml::events::Event;
 
 /// `(path, text)` for every text node, path joined with `/` (namespaces stripped).
 pub fn leaves(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
@@ -72,12 +72,17 @@ pub fn leaves(xml: &[u8]) -> Result<Vec<(String, String)>, String> {
 
 /// The text of the first element at `path`.
 pub fn first<'a>(leaves: &'a [(String, String)], path: &str) -> Option<&'a str> {
-    leaves.iter().find(|(p, _)| p == path).map(|(_, t)| t.as_str())
+    leaves
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, t)| t.as_str())
 }
 
 /// `(Code, Message)` of an S3 `<Error>` body; empty strings when absent or unreadable.
 pub fn error_code(body: &[u8]) -> (String, String) {
-    let Ok(l) = leaves(body) else { return (String::new(), String::new()) };
+    let Ok(l) = leaves(body) else {
+        return (String::new(), String::new());
+    };
     (
         first(&l, "Error/Code").unwrap_or_default().to_owned(),
         first(&l, "Error/Message").unwrap_or_default().to_owned(),
@@ -85,7 +90,11 @@ pub fn error_code(body: &[u8]) -> (String, String) {
 }
 
 /// Groups repeated elements: every `prefix/<child>` run that starts at `prefix/<first_child>`.
-pub fn records(leaves: &[(String, String)], prefix: &str, first_child: &str) -> Vec<Vec<(String, String)>> {
+pub fn records(
+    leaves: &[(String, String)],
+    prefix: &str,
+    first_child: &str,
+) -> Vec<Vec<(String, String)>> {
     let start = format!("{prefix}/{first_child}");
     let mut out: Vec<Vec<(String, String)>> = Vec::new();
     for (p, t) in leaves {
@@ -108,7 +117,10 @@ mod tests {
     #[test]
     fn reads_error_and_parts() {
         let err = br#"<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please &amp; reduce</Message></Error>"#;
-        assert_eq!(error_code(err), ("SlowDown".into(), "Please & reduce".into()));
+        assert_eq!(
+            error_code(err),
+            ("SlowDown".into(), "Please & reduce".into())
+        );
         let lp = br#"<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
             <Bucket>b</Bucket><IsTruncated>false</IsTruncated>
             <Part><PartNumber>1</PartNumber><ETag>&quot;aa&quot;</ETag><Size>5</Size></Part>
@@ -117,11 +129,14 @@ mod tests {
         let l = leaves(lp).unwrap();
         let parts = records(&l, "ListPartsResult/Part", "PartNumber");
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], vec![
-            ("PartNumber".into(), "1".into()),
-            ("ETag".into(), "\"aa\"".into()),
-            ("Size".into(), "5".into())
-        ]);
+        assert_eq!(
+            parts[0],
+            vec![
+                ("PartNumber".into(), "1".into()),
+                ("ETag".into(), "\"aa\"".into()),
+                ("Size".into(), "5".into())
+            ]
+        );
         assert_eq!(parts[1][3], ("ChecksumCRC32C".into(), "x==".into()));
         assert!(leaves(b"<a><b></a>").is_err());
     }

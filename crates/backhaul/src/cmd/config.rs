@@ -13,15 +13,28 @@ pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode
         ConfigCommand::Check { file } => {
             let cfg = config::load(&file)?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{}: ok (site {}, spool {}, bucket {} at {})",
-                file.display(), cfg.site, cfg.spool.dir.display(), cfg.upload.bucket, cfg.upload.endpoint)?;
+            writeln!(
+                out,
+                "{}: ok (site {}, spool {}, bucket {} at {})",
+                file.display(),
+                cfg.site,
+                cfg.spool.dir.display(),
+                cfg.upload.bucket,
+                cfg.upload.endpoint
+            )?;
             if !cfg.spool.dir.is_dir() {
-                writeln!(out, "warning: spool directory {} does not exist yet; `backhaul run` needs it", cfg.spool.dir.display())?;
+                writeln!(
+                    out,
+                    "warning: spool directory {} does not exist yet; `backhaul run` needs it",
+                    cfg.spool.dir.display()
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
         ConfigCommand::Default => {
-            std::io::stdout().lock().write_all(config::DEFAULT_CONFIG.as_bytes())?;
+            std::io::stdout()
+                .lock()
+                .write_all(config::DEFAULT_CONFIG.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use backhaul_spool::synthetic::chunk_bytes;
 use backhaul_telemetry::Metrics;
-use backhaul_upload::embedded::{EmbeddedS3, EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY};
 use backhaul_upload::RunMode;
+use backhaul_upload::embedded::{EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, EmbeddedS3};
 
 use crate::cli::DemoArgs;
 use crate::config;
@@ -53,7 +53,9 @@ fn files_below(dir: &Path) -> HashMap<String, PathBuf> {
     let mut out = HashMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
@@ -71,12 +73,18 @@ fn files_below(dir: &Path) -> HashMap<String, PathBuf> {
 }
 
 async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
-    let tmp = tempfile::Builder::new().prefix("backhaul-demo-").tempdir().context("cannot create a temporary directory")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("backhaul-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
     let root = tmp.path().to_owned();
     let spool_dir = root.join("spool");
-    std::fs::create_dir_all(&spool_dir).with_context(|| format!("cannot create {}", spool_dir.display()))?;
+    std::fs::create_dir_all(&spool_dir)
+        .with_context(|| format!("cannot create {}", spool_dir.display()))?;
     let server = EmbeddedS3::start(&root.join("s3"), "127.0.0.1:0".parse()?).await?;
-    server.create_bucket(BUCKET).context("cannot create the demo bucket")?;
+    server
+        .create_bucket(BUCKET)
+        .context("cannot create the demo bucket")?;
 
     // The demo goes through the same config parser and validation as a site file.
     let text = format!(
@@ -92,7 +100,11 @@ async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     let total_bytes = chunk_bytes_len as u64 * u64::from(args.chunks);
     println!(
         "backhaul demo: {} cameras record {} chunks of {} MiB into {}\n  agent uploads to embedded S3 (s3s-fs) at {} bucket {BUCKET}",
-        args.cameras, args.chunks, args.chunk_mib, spool_dir.display(), server.endpoint()
+        args.cameras,
+        args.chunks,
+        args.chunk_mib,
+        spool_dir.display(),
+        server.endpoint()
     );
 
     let metrics = Arc::new(Metrics::default());
@@ -100,11 +112,18 @@ async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     let agent_metrics = metrics.clone();
     let agent_env = env.clone();
     let agent = tokio::spawn(async move {
-        super::run::agent(cfg, &agent_env, RunMode::Daemon, stop_rx, agent_metrics, |addr| {
-            if let Some(a) = addr {
-                println!("  metrics: http://{a}/metrics");
-            }
-        })
+        super::run::agent(
+            cfg,
+            &agent_env,
+            RunMode::Daemon,
+            stop_rx,
+            agent_metrics,
+            |addr| {
+                if let Some(a) = addr {
+                    println!("  metrics: http://{a}/metrics");
+                }
+            },
+        )
         .await
     });
 
@@ -129,7 +148,7 @@ async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
-    let _ = stop_tx.send(true);
+    stop_tx.send(true).ok();
     let report = agent.await.context("agent task failed")??;
 
     let stored = files_below(&server.root().join(BUCKET));
@@ -144,7 +163,11 @@ async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     }
     let left = files_below(&spool_dir).len();
     let mbps = total_bytes as f64 * 8.0 / 1e6 / elapsed.as_secs_f64();
-    println!("  recorded {} chunks in {:.1} s", args.chunks, written_at.as_secs_f64());
+    println!(
+        "  recorded {} chunks in {:.1} s",
+        args.chunks,
+        written_at.as_secs_f64()
+    );
     println!(
         "  uploaded and verified: {}/{} chunks, {} bytes; byte-identical in the bucket: {identical}/{}",
         metrics.uploaded_chunks.value(),
@@ -152,13 +175,20 @@ async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
         report.bytes,
         args.chunks
     );
-    println!("  elapsed {:.1} s, goodput {mbps:.1} Mbit/s (first chunk recorded to last verified)", elapsed.as_secs_f64());
+    println!(
+        "  elapsed {:.1} s, goodput {mbps:.1} Mbit/s (first chunk recorded to last verified)",
+        elapsed.as_secs_f64()
+    );
     println!(
         "  retries {}, stalls {}, errors {}; spool {}",
         metrics.retries.value(),
         metrics.stalls.value(),
         metrics.errors.total(),
-        if left == 0 { "empty: every file deleted only after its object was verified" } else { "NOT empty" }
+        if left == 0 {
+            "empty: every file deleted only after its object was verified"
+        } else {
+            "NOT empty"
+        }
     );
     if args.keep {
         let kept = tmp.keep();
@@ -166,5 +196,9 @@ async fn demo(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     }
     let ok = identical == names.len() && left == 0;
     println!("demo {}", if ok { "OK" } else { "FAILED" });
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::FAILURE)
+    })
 }

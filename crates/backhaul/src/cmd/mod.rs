@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod demo;
+pub mod lab;
 pub mod run;
 pub mod s3_server;

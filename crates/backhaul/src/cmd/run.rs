@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use backhaul_spool::Spool;
-use backhaul_telemetry::{emf_line, EmfTarget, Metrics};
+use backhaul_telemetry::{EmfTarget, Metrics, emf_line};
 use backhaul_upload::cloudwatch::CloudWatch;
-use backhaul_upload::{build_uploader, RunMode, RunReport, UploaderParts};
+use backhaul_upload::{RunMode, RunReport, UploaderParts, build_uploader};
 use tokio::sync::watch;
 
 use crate::cli::RunArgs;
@@ -22,14 +22,22 @@ use crate::{logging, metrics_server};
 pub fn main(args: RunArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     let cfg = config::load(&args.config)?;
     logging::init(&args.log, cfg.log_format, cfg.log_level.as_deref());
-    let mode = if args.drain { RunMode::Drain } else { RunMode::Daemon };
+    let mode = if args.drain {
+        RunMode::Drain
+    } else {
+        RunMode::Daemon
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let shutdown = shutdown_on_signals();
         let metrics = Arc::new(Metrics::default());
         let report = agent(cfg, &env, mode, shutdown, metrics, |_| {}).await?;
         print_failures(&report);
-        Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
+        Ok(if report.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::exit::FAILURE)
+        })
     })
 }
 
@@ -37,6 +45,9 @@ pub fn main(args: RunArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // File reads run on blocking threads; a few suffice, and every extra thread is another
+        // malloc arena that keeps freed part buffers resident.
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -59,14 +70,16 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
             _ = term => {}
         }
         tracing::info!("shutdown requested; finishing journal writes");
-        let _ = tx.send(true);
+        tx.send(true).ok();
     });
     rx
 }
 
 fn print_failures(report: &RunReport) {
     for (name, err) in &report.failed {
-        eprintln!("error: chunk {name} not uploaded: {err}\n  help: it stays in the spool; fix the cause and run again");
+        eprintln!(
+            "error: chunk {name} not uploaded: {err}\n  help: it stays in the spool; fix the cause and run again"
+        );
     }
 }
 
@@ -110,7 +123,13 @@ pub async fn agent(
         tracing::info!(address = %a, "serving /metrics");
     }
     on_start(bound);
-    spawn_publishers(&cfg, env, metrics.clone(), chunks.client.transport().clone(), shutdown.clone());
+    spawn_publishers(
+        &cfg,
+        env,
+        metrics.clone(),
+        chunks.client.transport().clone(),
+        shutdown.clone(),
+    );
     tracing::info!(spool = %cfg.spool.dir.display(), bucket = %cfg.upload.bucket, mode = ?mode, "agent started");
     let report = uploader.run(mode, shutdown).await?;
     Ok(report)
@@ -127,14 +146,20 @@ fn spawn_publishers(
         return;
     }
     let emf = cfg.emf_path.clone();
-    let target = EmfTarget { namespace: cfg.namespace.clone(), site: cfg.site.clone() };
-    let cw = cfg.cloudwatch.as_ref().map(|(endpoint, region)| CloudWatch {
-        endpoint: endpoint.clone(),
-        region: region.clone(),
+    let target = EmfTarget {
         namespace: cfg.namespace.clone(),
         site: cfg.site.clone(),
-        creds: cfg.credentials(env),
-    });
+    };
+    let cw = cfg
+        .cloudwatch
+        .as_ref()
+        .map(|(endpoint, region)| CloudWatch {
+            endpoint: endpoint.clone(),
+            region: region.clone(),
+            namespace: cfg.namespace.clone(),
+            site: cfg.site.clone(),
+            creds: cfg.credentials(env),
+        });
     let interval = cfg.publish_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -160,10 +185,10 @@ fn spawn_publishers(
                     tracing::warn!(path = %path.display(), error = %e, "cannot append EMF metrics");
                 }
             }
-            if let Some(cw) = &cw {
-                if let Err(e) = cw.publish(&transport, &snapshot).await {
-                    tracing::warn!(endpoint = %cw.endpoint, error = %e, "PutMetricData failed");
-                }
+            if let Some(cw) = &cw
+                && let Err(e) = cw.publish(&transport, &snapshot).await
+            {
+                tracing::warn!(endpoint = %cw.endpoint, error = %e, "PutMetricData failed");
             }
         }
     });

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use backhaul_upload::embedded::{EmbeddedS3, EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY};
+use backhaul_upload::embedded::{EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, EmbeddedS3};
 
 use crate::cli::S3ServerArgs;
 use crate::logging;
@@ -24,7 +24,7 @@ pub fn main(args: S3ServerArgs) -> anyhow::Result<ExitCode> {
             args.root.display()
         );
         let mut stop = super::run::shutdown_on_signals();
-        let _ = stop.changed().await;
+        stop.changed().await.ok();
         Ok(ExitCode::SUCCESS)
     })
 }

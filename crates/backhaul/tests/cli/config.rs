@@ -12,29 +12,59 @@ const GOOD: &str = "[site]\nname = \"SITE-2847\"\n[spool]\ndir = \"/tmp\"\n[uplo
 fn config_check_accepts_good_and_default_configs() {
     let d = tempfile::tempdir().unwrap();
     let out = run(&["config", "check", &write(&d, GOOD)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (site SITE-2847"));
     let default = run(&["config", "default"]);
     assert!(default.status.success());
-    let out = run(&["config", "check", &write(&d, &String::from_utf8_lossy(&default.stdout))]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "config",
+        "check",
+        &write(&d, &String::from_utf8_lossy(&default.stdout)),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn config_errors_exit_78_with_file_line_and_help() {
     let d = tempfile::tempdir().unwrap();
     let cases = [
-        (GOOD.replace("bucket = \"video\"", "bucket = \"video\"\nparts_in_flight = 0"), ":8:1: upload.parts_in_flight"),
-        (GOOD.replace("[spool]\n", "[spool]\nsettle = 3\n"), ":4:1: unknown field `settle`"),
+        (
+            GOOD.replace(
+                "bucket = \"video\"",
+                "bucket = \"video\"\nparts_in_flight = 0",
+            ),
+            ":8:1: upload.parts_in_flight",
+        ),
+        (
+            GOOD.replace("[spool]\n", "[spool]\nsettle = 3\n"),
+            ":4:1: unknown field `settle`",
+        ),
         (GOOD.replace("\"SITE-2847\"", "SITE-2847"), ":2:8:"),
-        (GOOD.replace("dir = \"/tmp\"", "dir = \"/tmp\"\nkey_template = \"{site}/{nme}\""), "unknown placeholder {nme}"),
+        (
+            GOOD.replace(
+                "dir = \"/tmp\"",
+                "dir = \"/tmp\"\nkey_template = \"{site}/{nme}\"",
+            ),
+            "unknown placeholder {nme}",
+        ),
     ];
     for (text, expected) in cases {
         let path = write(&d, &text);
         let out = run(&["config", "check", &path]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{err}");
-        assert!(err.contains(&format!("{path}{expected}")) || err.contains(expected), "want {expected}: {err}");
+        assert!(
+            err.contains(&format!("{path}{expected}")) || err.contains(expected),
+            "want {expected}: {err}"
+        );
         assert!(err.contains("help:"), "{err}");
     }
     let out = run(&["config", "check", "/nonexistent/site.toml"]);
@@ -49,5 +79,8 @@ fn run_with_missing_spool_dir_says_so_and_exits_78() {
     let out = run(&["run", "--drain", "--config", &write(&d, &text)]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("/nonexistent/spool") && err.contains("help:"), "{err}");
+    assert!(
+        err.contains("/nonexistent/spool") && err.contains("help:"),
+        "{err}"
+    );
 }

@@ -3,13 +3,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
-use backhaul_upload::test_util::{free_port, S3Peer};
+use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{exe, site_config, BUCKET};
+use super::support::{BUCKET, exe, site_config};
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -38,14 +42,24 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
     );
     let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &metrics);
     let mut child = Command::new(exe())
-        .args(["run", "--config", cfg.to_str().unwrap(), "--log-format", "json"])
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Chunks arrive while the daemon runs (inotify path), in a camera subdirectory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..3u64 {
-        write_chunk(&spool, &format!("cam1/c{i}.mp4"), &pattern_bytes(i, 6 * 1024 * 1024));
+        write_chunk(
+            &spool,
+            &format!("cam1/c{i}.mp4"),
+            &pattern_bytes(i, 6 * 1024 * 1024),
+        );
     }
     let mut text = String::new();
     for _ in 0..200 {
@@ -57,24 +71,51 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
             }
         }
     }
-    assert_eq!(value(&text, "backhaul_uploaded_chunks_total"), 3.0, "{text}");
-    assert_eq!(value(&text, "backhaul_uploaded_bytes_total"), 3.0 * 6.0 * 1024.0 * 1024.0);
-    assert!(value(&text, "backhaul_upload_goodput_mbps{window=\"60s\"}") > 0.0, "{text}");
+    assert_eq!(
+        value(&text, "backhaul_uploaded_chunks_total"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "backhaul_uploaded_bytes_total"),
+        3.0 * 6.0 * 1024.0 * 1024.0
+    );
+    assert!(
+        value(&text, "backhaul_upload_goodput_mbps{window=\"60s\"}") > 0.0,
+        "{text}"
+    );
     assert_eq!(value(&text, "backhaul_backlog_chunks"), 0.0);
     assert!(value(&text, "backhaul_spool_disk_used_percent") > 0.0);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let line = std::fs::read_to_string(&emf).unwrap();
     let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(first["site"], "SITE-TEST");
-    assert_eq!(first["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Backhaul");
+    assert_eq!(
+        first["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "Backhaul"
+    );
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert!(logs.contains("\"message\":\"chunk uploaded and verified\""), "{logs}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("\"message\":\"chunk uploaded and verified\""),
+        "{logs}"
+    );
     assert!(logs.contains("shutdown requested"), "{logs}");
-    assert!(!logs.contains("backhaul-demo-secret-key"), "secrets must never be logged");
+    assert!(
+        !logs.contains("backhaul-demo-secret-key"),
+        "secrets must never be logged"
+    );
 }

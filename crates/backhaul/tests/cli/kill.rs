@@ -3,9 +3,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
-use backhaul_upload::test_util::{uploader, FaultProxy, Faults, S3Peer};
+use backhaul_upload::test_util::{FaultProxy, Faults, S3Peer, uploader};
 
-use super::support::{exe, site_config, BUCKET};
+use super::support::{BUCKET, exe, site_config};
 
 const MIB: u64 = 1024 * 1024;
 const CHUNKS: u64 = 8;
@@ -24,20 +24,43 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
         let spool = dir.path().join("spool");
         let mut keys = Vec::new();
         for i in 0..CHUNKS {
-            let path = write_chunk(&spool, &format!("cam{}/k{i}.mp4", i % 2), &pattern_bytes(i, CHUNK_BYTES as usize));
+            let path = write_chunk(
+                &spool,
+                &format!("cam{}/k{i}.mp4", i % 2),
+                &pattern_bytes(i, CHUNK_BYTES as usize),
+            );
             // The default key template dates a chunk by its mtime (UTC).
             let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
             let d = time::OffsetDateTime::from(mtime).date();
-            keys.push(format!("SITE-TEST/cam{}/{:04}-{:02}-{:02}/k{i}.mp4", i % 2, d.year(), u8::from(d.month()), d.day()));
+            keys.push(format!(
+                "SITE-TEST/cam{}/{:04}-{:02}-{:02}/k{i}.mp4",
+                i % 2,
+                d.year(),
+                u8::from(d.month()),
+                d.day()
+            ));
         }
         let upload = format!(
             "parts_in_flight = {PARTS_IN_FLIGHT}\nchunks_in_flight = {CHUNKS_IN_FLIGHT}\nbandwidth_limit = \"6M\"\n"
         );
-        let cfg = site_config(dir.path(), &spool, &peer, &proxy.endpoint(), &upload, "[metrics]\nlisten = \"off\"\n");
+        let cfg = site_config(
+            dir.path(),
+            &spool,
+            &peer,
+            &proxy.endpoint(),
+            &upload,
+            "[metrics]\nlisten = \"off\"\n",
+        );
         let mut killed_mid_upload = 0;
         for _ in 0..KILLS {
             let mut child = Command::new(exe())
-                .args(["run", "--config", cfg.to_str().unwrap(), "--log-level", "warn"])
+                .args([
+                    "run",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--log-level",
+                    "warn",
+                ])
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
@@ -52,11 +75,19 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
         // Restart once more and let it finish.
         let cfg_s = cfg.to_str().unwrap().to_owned();
         let out = tokio::task::spawn_blocking(move || {
-            Command::new(exe()).args(["run", "--drain", "--config", &cfg_s, "--log-level", "warn"]).output().unwrap()
+            Command::new(exe())
+                .args(["run", "--drain", "--config", &cfg_s, "--log-level", "warn"])
+                .output()
+                .unwrap()
         })
         .await
         .unwrap();
-        assert!(out.status.success(), "{}: final drain: {}", peer.name(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: final drain: {}",
+            peer.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // Every chunk is in the bucket, byte-identical (read back from the server directly).
         let check_spool = backhaul_spool::test_util::TempSpool::new();
@@ -64,11 +95,23 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
         let (_, client) = uploader(&check_spool, &cfg_direct, peer.credentials());
         for (i, key) in keys.iter().enumerate() {
             let i = i as u64;
-            let got = client.client.get_object(key).await.unwrap_or_else(|e| panic!("{}: {key}: {e}", peer.name()));
-            assert!(got == pattern_bytes(i, CHUNK_BYTES as usize), "{}: {key} differs", peer.name());
+            let got = client
+                .client
+                .get_object(key)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {key}: {e}", peer.name()));
+            assert!(
+                got == pattern_bytes(i, CHUNK_BYTES as usize),
+                "{}: {key} differs",
+                peer.name()
+            );
         }
         let left: Vec<_> = walk(&spool);
-        assert!(left.is_empty(), "{}: spool not empty: {left:?}", peer.name());
+        assert!(
+            left.is_empty(),
+            "{}: spool not empty: {left:?}",
+            peer.name()
+        );
 
         let forwarded = proxy.stats.forwarded_body_bytes.load(Relaxed);
         let resent = forwarded.saturating_sub(CHUNKS * CHUNK_BYTES);
@@ -82,7 +125,11 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
             per_kill / PART as f64 / CHUNKS_IN_FLIGHT as f64,
             PART / MIB
         );
-        assert!(killed_mid_upload >= KILLS / 2, "{}: too few kills landed mid-upload ({killed_mid_upload})", peer.name());
+        assert!(
+            killed_mid_upload >= KILLS / 2,
+            "{}: too few kills landed mid-upload ({killed_mid_upload})",
+            peer.name()
+        );
         // At a kill at most the parts in flight are lost: never more than that is sent again.
         assert!(
             resent <= KILLS as u64 * CHUNKS_IN_FLIGHT * PARTS_IN_FLIGHT * PART,

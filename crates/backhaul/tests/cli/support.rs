@@ -12,11 +12,21 @@ pub fn exe() -> PathBuf {
 
 /// Runs the binary to completion.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(exe()).args(args).output().expect("backhaul runs")
+    Command::new(exe())
+        .args(args)
+        .output()
+        .expect("backhaul runs")
 }
 
 /// A site config for `spool` uploading to `endpoint` with the peer's credentials.
-pub fn site_config(dir: &Path, spool: &Path, peer: &S3Peer, endpoint: &str, extra_upload: &str, extra: &str) -> PathBuf {
+pub fn site_config(
+    dir: &Path,
+    spool: &Path,
+    peer: &S3Peer,
+    endpoint: &str,
+    extra_upload: &str,
+    extra: &str,
+) -> PathBuf {
     let c = peer.credentials();
     let text = format!(
         "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\

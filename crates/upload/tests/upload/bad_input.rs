@@ -1,12 +1,12 @@
 use std::time::Duration;
 
-use backhaul_spool::test_util::{pattern_bytes, TempSpool};
 use backhaul_spool::ChunkState;
-use backhaul_upload::test_util::{uploader, S3Peer};
+use backhaul_spool::test_util::{TempSpool, pattern_bytes};
+use backhaul_upload::test_util::{S3Peer, uploader};
 use backhaul_upload::{Credentials, RunMode};
 use tokio::sync::watch;
 
-use super::support::{config, drain, files_left, get, key_of, peers, BUCKET};
+use super::support::{BUCKET, config, drain, files_left, get, key_of, peers};
 
 const MIB: usize = 1024 * 1024;
 
@@ -19,14 +19,32 @@ async fn wrong_credentials_fail_clearly_and_delete_nothing() {
         spool.write_chunk("cam1/a.mp4", &pattern_bytes(1, 6 * MIB));
         let mut cfg = config(&peer, &peer.endpoint());
         cfg.create_bucket = false;
-        let (up, _) = uploader(&spool, &cfg, Credentials::new("AKIDWRONG", "wrong-secret", None));
+        let (up, _) = uploader(
+            &spool,
+            &cfg,
+            Credentials::new("AKIDWRONG", "wrong-secret", None),
+        );
         let (_tx, rx) = watch::channel(false);
         let report = up.run(RunMode::Drain, rx).await.unwrap();
-        assert_eq!(report.failed.len(), 1, "{}: {:?}", peer.name(), report.failed);
+        assert_eq!(
+            report.failed.len(),
+            1,
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
         let msg = &report.failed[0].1;
-        assert!(msg.contains("HTTP 403") && msg.contains("check the credentials"), "{}: {msg}", peer.name());
+        assert!(
+            msg.contains("HTTP 403") && msg.contains("check the credentials"),
+            "{}: {msg}",
+            peer.name()
+        );
         assert_eq!(files_left(&spool), ["cam1/a.mp4"], "{}", peer.name());
-        assert!(spool.metrics.errors.value("auth") >= 2, "{}: retried", peer.name());
+        assert!(
+            spool.metrics.errors.value("auth") >= 2,
+            "{}: retried",
+            peer.name()
+        );
     }
 }
 
@@ -40,7 +58,12 @@ async fn missing_bucket_fails_clearly_and_deletes_nothing() {
         cfg.create_bucket = false;
         let report = drain(&spool, &peer, &cfg).await;
         assert_eq!(report.failed.len(), 1, "{}", peer.name());
-        assert!(report.failed[0].1.contains("create the bucket"), "{}: {:?}", peer.name(), report.failed);
+        assert!(
+            report.failed[0].1.contains("create the bucket"),
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
         assert_eq!(files_left(&spool), ["a.mp4"]);
     }
 }
@@ -57,8 +80,18 @@ async fn symlinks_are_never_followed_or_deleted_through() {
     spool.write_chunk("real.mp4", b"real");
     let report = drain(&spool, &peer, &config(&peer, &peer.endpoint())).await;
     assert_eq!(report.chunks, 1);
-    assert!(secret.exists(), "a symlink target outside the spool must never be deleted");
-    assert!(spool.spool.journal().chunk_by_name("link.mp4").unwrap().is_none());
+    assert!(
+        secret.exists(),
+        "a symlink target outside the spool must never be deleted"
+    );
+    assert!(
+        spool
+            .spool
+            .journal()
+            .chunk_by_name("link.mp4")
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Starts a slow upload, lets `mutate` change the file mid-upload, and drains to the end.
@@ -72,10 +105,14 @@ async fn mutate_while_uploading(peer: &S3Peer, mutate: impl FnOnce(&std::path::P
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move { up.run(RunMode::Daemon, rx).await });
     loop {
-        if let Some(c) = spool.spool.journal().chunk_by_name("cam1/moving.mp4").unwrap() {
-            if !spool.spool.journal().parts(c.id).unwrap().is_empty() {
-                break;
-            }
+        if let Some(c) = spool
+            .spool
+            .journal()
+            .chunk_by_name("cam1/moving.mp4")
+            .unwrap()
+            && !spool.spool.journal().parts(c.id).unwrap().is_empty()
+        {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -83,10 +120,15 @@ async fn mutate_while_uploading(peer: &S3Peer, mutate: impl FnOnce(&std::path::P
     cfg.bandwidth_limit = "off".into();
     // Let the daemon notice, then finish with an unthrottled drain.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = tx.send(true);
+    tx.send(true).unwrap();
     task.await.unwrap().unwrap();
     let report = drain(&spool, peer, &cfg).await;
-    assert!(report.failed.is_empty(), "{}: {:?}", peer.name(), report.failed);
+    assert!(
+        report.failed.is_empty(),
+        "{}: {:?}",
+        peer.name(),
+        report.failed
+    );
     spool
 }
 
@@ -101,7 +143,11 @@ async fn file_rewritten_or_truncated_while_uploading_is_never_verified_stale() {
         })
         .await;
         let key = key_of(&spool, "cam1/moving.mp4");
-        assert!(get(&peer, &key).await == pattern_bytes(8, 7 * MIB), "{}: rewritten", peer.name());
+        assert!(
+            get(&peer, &key).await == pattern_bytes(8, 7 * MIB),
+            "{}: rewritten",
+            peer.name()
+        );
         assert!(spool.metrics.changed_chunks.value() >= 1);
 
         // Truncated in place.
@@ -112,7 +158,12 @@ async fn file_rewritten_or_truncated_while_uploading_is_never_verified_stale() {
         .await;
         let key = key_of(&spool, "cam1/moving.mp4");
         let got = get(&peer, &key).await;
-        assert!(got == pattern_bytes(7, 3 * MIB), "{}: truncated ({} bytes)", peer.name(), got.len());
+        assert!(
+            got == pattern_bytes(7, 3 * MIB),
+            "{}: truncated ({} bytes)",
+            peer.name(),
+            got.len()
+        );
     }
 }
 
@@ -124,8 +175,17 @@ async fn file_deleted_while_uploading_is_reported_gone_and_its_upload_aborted() 
             std::fs::remove_file(p).unwrap();
         })
         .await;
-        let c = spool.spool.journal().chunk_by_name("cam1/moving.mp4").unwrap().unwrap();
+        let c = spool
+            .spool
+            .journal()
+            .chunk_by_name("cam1/moving.mp4")
+            .unwrap()
+            .unwrap();
         assert_eq!(c.state, ChunkState::Gone, "{}", peer.name());
-        assert!(spool.spool.journal().pending_aborts().unwrap().is_empty(), "{}: abort sent", peer.name());
+        assert!(
+            spool.spool.journal().pending_aborts().unwrap().is_empty(),
+            "{}: abort sent",
+            peer.name()
+        );
     }
 }

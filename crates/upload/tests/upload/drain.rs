@@ -1,5 +1,5 @@
-use backhaul_spool::test_util::{pattern_bytes, TempSpool};
 use backhaul_spool::ChunkState;
+use backhaul_spool::test_util::{TempSpool, pattern_bytes};
 
 use super::support::{config, drain, files_left, get, key_of, peers};
 
@@ -23,19 +23,33 @@ async fn drain_uploads_every_size_intact_to_both_servers() {
         }
         let cfg = config(&peer, &peer.endpoint());
         let report = drain(&spool, &peer, &cfg).await;
-        assert!(report.failed.is_empty(), "{}: {:?}", peer.name(), report.failed);
+        assert!(
+            report.failed.is_empty(),
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
         assert_eq!(report.chunks, chunks.len() as u64, "{}", peer.name());
         for (i, (name, size)) in chunks.iter().enumerate() {
             let key = key_of(&spool, name);
             assert!(key.starts_with("SITE-TEST/"), "{key}");
             let got = get(&peer, &key).await;
             assert_eq!(got.len(), *size, "{}: {name}", peer.name());
-            assert!(got == pattern_bytes(i as u64, *size), "{}: {name} differs", peer.name());
+            assert!(
+                got == pattern_bytes(i as u64, *size),
+                "{}: {name} differs",
+                peer.name()
+            );
             let c = spool.spool.journal().chunk_by_name(name).unwrap().unwrap();
             assert_eq!(c.state, ChunkState::Removed, "{}: {name}", peer.name());
             assert!(c.checksum.unwrap().starts_with("crc32c:"));
         }
-        assert!(files_left(&spool).is_empty(), "{}: {:?}", peer.name(), files_left(&spool));
+        assert!(
+            files_left(&spool).is_empty(),
+            "{}: {:?}",
+            peer.name(),
+            files_left(&spool)
+        );
         assert_eq!(spool.metrics.uploaded_chunks.value(), chunks.len() as u64);
     }
 }
@@ -52,7 +66,15 @@ async fn retain_mode_moves_files_only_after_verification() {
     spool.write_chunk("cam1/a.mp4", &pattern_bytes(1, 6 * MIB));
     let report = drain(&spool, &peer, &config(&peer, &peer.endpoint())).await;
     assert_eq!(report.chunks, 1);
-    assert_eq!(std::fs::read(kept.join("cam1/a.mp4")).unwrap(), pattern_bytes(1, 6 * MIB));
-    let c = spool.spool.journal().chunk_by_name("cam1/a.mp4").unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(kept.join("cam1/a.mp4")).unwrap(),
+        pattern_bytes(1, 6 * MIB)
+    );
+    let c = spool
+        .spool
+        .journal()
+        .chunk_by_name("cam1/a.mp4")
+        .unwrap()
+        .unwrap();
     assert_eq!(c.state, ChunkState::Retained);
 }

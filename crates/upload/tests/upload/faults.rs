@@ -1,4 +1,4 @@
-use backhaul_spool::test_util::{pattern_bytes, TempSpool};
+use backhaul_spool::test_util::{TempSpool, pattern_bytes};
 use backhaul_upload::test_util::{FaultProxy, Faults};
 
 use super::support::{config, drain, files_left, get, key_of, peers};
@@ -7,9 +7,18 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_arrives_intact_through_a_faulty_proxy() {
-    let faults = Faults { server_error: 0.08, slow_down: 0.08, reset: 0.06, stall: 0.04 };
-    let chunks: &[(&str, usize)] =
-        &[("cam1/a.mp4", 17 * MIB), ("cam1/b.mp4", 6 * MIB), ("cam2/c.mp4", 300 * 1024), ("d.mp4", 1)];
+    let faults = Faults {
+        server_error: 0.08,
+        slow_down: 0.08,
+        reset: 0.06,
+        stall: 0.04,
+    };
+    let chunks: &[(&str, usize)] = &[
+        ("cam1/a.mp4", 17 * MIB),
+        ("cam1/b.mp4", 6 * MIB),
+        ("cam2/c.mp4", 300 * 1024),
+        ("d.mp4", 1),
+    ];
     for peer in peers().await {
         let proxy = FaultProxy::start(peer.socket_addr(), faults).await;
         let spool = TempSpool::new();
@@ -21,24 +30,45 @@ async fn everything_arrives_intact_through_a_faulty_proxy() {
         cfg.request_timeout_seconds = 2;
         cfg.part_attempts = 8;
         let report = drain(&spool, &peer, &cfg).await;
-        assert!(report.failed.is_empty(), "{}: {:?}", peer.name(), report.failed);
+        assert!(
+            report.failed.is_empty(),
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
         for (i, (name, size)) in chunks.iter().enumerate() {
             let got = get(&peer, &key_of(&spool, name)).await;
-            assert!(got == pattern_bytes(100 + i as u64, *size), "{}: {name} differs", peer.name());
+            assert!(
+                got == pattern_bytes(100 + i as u64, *size),
+                "{}: {name} differs",
+                peer.name()
+            );
         }
         assert!(files_left(&spool).is_empty());
-        let injected = proxy.stats.faults.load(std::sync::atomic::Ordering::Relaxed);
+        let injected = proxy
+            .stats
+            .faults
+            .load(std::sync::atomic::Ordering::Relaxed);
         let m = &spool.metrics;
         println!(
             "{}: {} requests, {injected} faults injected, retries {}, stalls {}, errors {}",
             peer.name(),
-            proxy.stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+            proxy
+                .stats
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed),
             m.retries.value(),
             m.stalls.value(),
             m.errors.total()
         );
-        assert!(injected > 0, "the proxy injected nothing; the test proves nothing");
-        assert!(m.errors.total() >= injected, "every injected fault is counted by class");
+        assert!(
+            injected > 0,
+            "the proxy injected nothing; the test proves nothing"
+        );
+        assert!(
+            m.errors.total() >= injected,
+            "every injected fault is counted by class"
+        );
     }
 }
 
@@ -46,7 +76,14 @@ async fn everything_arrives_intact_through_a_faulty_proxy() {
 async fn stalled_part_is_abandoned_and_retried_on_a_fresh_connection() {
     let peer = backhaul_upload::test_util::S3Peer::embedded(super::support::BUCKET).await;
     // Every request stalls with probability 0.5: some part attempts must hit the watchdog.
-    let proxy = FaultProxy::start(peer.socket_addr(), Faults { stall: 0.5, ..Faults::default() }).await;
+    let proxy = FaultProxy::start(
+        peer.socket_addr(),
+        Faults {
+            stall: 0.5,
+            ..Faults::default()
+        },
+    )
+    .await;
     let spool = TempSpool::new();
     spool.write_chunk("cam1/x.mp4", &pattern_bytes(5, 11 * MIB));
     let mut cfg = config(&peer, &proxy.endpoint());
@@ -56,5 +93,8 @@ async fn stalled_part_is_abandoned_and_retried_on_a_fresh_connection() {
     let report = drain(&spool, &peer, &cfg).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert!(spool.metrics.stalls.value() + spool.metrics.errors.value("timeout") > 0);
-    assert_eq!(spool.metrics.errors.value("stall"), spool.metrics.stalls.value());
+    assert_eq!(
+        spool.metrics.errors.value("stall"),
+        spool.metrics.stalls.value()
+    );
 }

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use backhaul_spool::test_util::{pattern_bytes, TempSpool};
-use backhaul_upload::test_util::uploader;
+use backhaul_spool::test_util::{TempSpool, pattern_bytes};
 use backhaul_upload::RunMode;
+use backhaul_upload::test_util::uploader;
 use tokio::sync::watch;
 
 use super::support::{config, drain, get, key_of, peers};
@@ -23,28 +23,50 @@ async fn resumes_multipart_from_last_completed_part_after_crash() {
         let (_tx, rx) = watch::channel(false);
         let task = tokio::spawn(async move { up.run(RunMode::Drain, rx).await });
         let id = loop {
-            if let Some(c) = spool.spool.journal().chunk_by_name("cam1/long.mp4").unwrap() {
-                if spool.spool.journal().parts(c.id).unwrap().len() >= 3 {
-                    break c.id;
-                }
+            if let Some(c) = spool
+                .spool
+                .journal()
+                .chunk_by_name("cam1/long.mp4")
+                .unwrap()
+                && spool.spool.journal().parts(c.id).unwrap().len() >= 3
+            {
+                break c.id;
             }
-            assert!(!task.is_finished(), "{}: finished before the crash point", peer.name());
+            assert!(
+                !task.is_finished(),
+                "{}: finished before the crash point",
+                peer.name()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         // The crash: the task stops wherever it is; only what the journal committed survives.
         task.abort();
-        let _ = task.await;
+        assert!(task.await.unwrap_err().is_cancelled());
         let journaled = spool.spool.journal().parts(id).unwrap().len() as u64;
         assert!(journaled >= 3);
 
         cfg.bandwidth_limit = "off".into();
         let report = drain(&spool, &peer, &cfg).await;
-        assert!(report.failed.is_empty(), "{}: {:?}", peer.name(), report.failed);
+        assert!(
+            report.failed.is_empty(),
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
         assert_eq!(report.parts_resumed, journaled, "{}", peer.name());
         let part = 5 * MIB as u64;
-        assert_eq!(report.bytes_sent, size as u64 - journaled * part, "{}: re-sent bytes", peer.name());
+        assert_eq!(
+            report.bytes_sent,
+            size as u64 - journaled * part,
+            "{}: re-sent bytes",
+            peer.name()
+        );
         let key = key_of(&spool, "cam1/long.mp4");
-        assert!(get(&peer, &key).await == pattern_bytes(9, size), "{}: object differs", peer.name());
+        assert!(
+            get(&peer, &key).await == pattern_bytes(9, size),
+            "{}: object differs",
+            peer.name()
+        );
     }
 }
 
@@ -54,11 +76,32 @@ async fn lost_server_upload_restarts_cleanly() {
     for peer in peers().await {
         let spool = TempSpool::new();
         spool.write_chunk("a.mp4", &pattern_bytes(3, 11 * MIB));
-        spool.spool.scan_once(&mut backhaul_spool::Readiness::new(Duration::ZERO)).unwrap();
-        let c = spool.spool.journal().chunk_by_name("a.mp4").unwrap().unwrap();
-        spool.spool.journal().begin_multipart(c.id, "00000000-0000-0000-0000-000000000000").unwrap();
+        spool
+            .spool
+            .scan_once(&mut backhaul_spool::Readiness::new(Duration::ZERO))
+            .unwrap();
+        let c = spool
+            .spool
+            .journal()
+            .chunk_by_name("a.mp4")
+            .unwrap()
+            .unwrap();
+        spool
+            .spool
+            .journal()
+            .begin_multipart(c.id, "00000000-0000-0000-0000-000000000000")
+            .unwrap();
         let report = drain(&spool, &peer, &config(&peer, &peer.endpoint())).await;
-        assert!(report.failed.is_empty(), "{}: {:?}", peer.name(), report.failed);
-        assert!(get(&peer, &c.key).await == pattern_bytes(3, 11 * MIB), "{}", peer.name());
+        assert!(
+            report.failed.is_empty(),
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
+        assert!(
+            get(&peer, &c.key).await == pattern_bytes(3, 11 * MIB),
+            "{}",
+            peer.name()
+        );
     }
 }

@@ -1,5 +1,5 @@
 use backhaul_spool::test_util::TempSpool;
-use backhaul_upload::test_util::{test_config, uploader, S3Peer};
+use backhaul_upload::test_util::{S3Peer, test_config, uploader};
 use backhaul_upload::{RunMode, RunReport, UploadConfig};
 use tokio::sync::watch;
 
@@ -21,7 +21,9 @@ pub fn config(peer: &S3Peer, endpoint: &str) -> UploadConfig {
 pub async fn drain(spool: &TempSpool, peer: &S3Peer, cfg: &UploadConfig) -> RunReport {
     let (up, _) = uploader(spool, cfg, peer.credentials());
     let (_tx, rx) = watch::channel(false);
-    up.run(RunMode::Drain, rx).await.unwrap_or_else(|e| panic!("{}: run: {e}", peer.name()))
+    up.run(RunMode::Drain, rx)
+        .await
+        .unwrap_or_else(|e| panic!("{}: run: {e}", peer.name()))
 }
 
 /// Reads an object back through the S3 API of `peer` (not through any proxy).
@@ -29,7 +31,12 @@ pub async fn get(peer: &S3Peer, key: &str) -> Vec<u8> {
     let spool = TempSpool::new();
     let cfg = config(peer, &peer.endpoint());
     let (_, chunks) = uploader(&spool, &cfg, peer.credentials());
-    chunks.client.get_object(key).await.unwrap_or_else(|e| panic!("{}: get {key}: {e}", peer.name())).to_vec()
+    chunks
+        .client
+        .get_object(key)
+        .await
+        .unwrap_or_else(|e| panic!("{}: get {key}: {e}", peer.name()))
+        .to_vec()
 }
 
 /// Regular files left in the spool (journal excluded).
@@ -44,7 +51,12 @@ pub fn files_left(spool: &TempSpool) -> Vec<String> {
                     stack.push(p);
                 }
             } else {
-                out.push(p.strip_prefix(spool.path()).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    p.strip_prefix(spool.path())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -54,5 +66,11 @@ pub fn files_left(spool: &TempSpool) -> Vec<String> {
 
 /// The object key the default template gives a chunk (site SITE-TEST).
 pub fn key_of(spool: &TempSpool, name: &str) -> String {
-    spool.spool.journal().chunk_by_name(name).unwrap().unwrap_or_else(|| panic!("{name} not journaled")).key
+    spool
+        .spool
+        .journal()
+        .chunk_by_name(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} not journaled"))
+        .key
 }

@@ -1,0 +1,491 @@
+//! The run report: `summary.json` (figures, events, alerts, assertion results, wire counters),
+//! `samples.json` (the time series) and `report.svg` (goodput, wire throughput, backlog and disk
+//! over time with the fault shaded and every event and alert marked). Times are scenario seconds
+//! from the start of the run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::Error;
+use crate::cli::{S3Server, Uploader};
+use crate::probe::Alert;
+use crate::scenario::{Assertion, Metric, Phase, Scenario};
+use crate::wire::LinkCounters;
+
+/// One sample of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Scenario seconds.
+    pub t_seconds: f64,
+    /// Chunks that left the spool (acknowledged by the store).
+    pub delivered_chunks: u64,
+    /// Their bytes.
+    pub delivered_bytes: u64,
+    /// Chunks waiting in the spool.
+    pub backlog_chunks: u64,
+    /// Their bytes.
+    pub backlog_bytes: u64,
+    /// Spool filesystem use.
+    pub disk_used_percent: f64,
+    /// Delivered bytes since the previous sample, in Mbit/s of wall time.
+    pub goodput_mbps: f64,
+    /// Bytes the wire carried site → cloud since the previous sample (retransmissions
+    /// included), in Mbit/s of wall time.
+    pub wire_mbps: f64,
+    /// Alerts received so far.
+    pub alerts: u64,
+}
+
+/// A timeline event as it was applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedEvent {
+    /// Scenario seconds when it was applied.
+    pub at_seconds: f64,
+    /// Its label.
+    pub label: String,
+    /// Fault boundary it marks.
+    pub phase: Option<Phase>,
+}
+
+/// An alert, placed on the scenario clock.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertAt {
+    /// Scenario seconds.
+    pub at_seconds: f64,
+    /// Request path.
+    pub path: String,
+    /// Body.
+    pub body: String,
+}
+
+/// An assertion and its outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssertResult {
+    /// The assertion.
+    #[serde(flatten)]
+    pub assertion: Assertion,
+    /// The measured value (`None`: not measured).
+    pub value: Option<f64>,
+    /// Whether it held.
+    pub passed: bool,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Uploader under test.
+    pub uploader: Uploader,
+    /// S3 server used.
+    pub s3: S3Server,
+    /// Time scale of the run.
+    pub time_scale: f64,
+    /// Chunks the camera wrote.
+    pub chunks_written: u64,
+    /// Chunks the camera could not write because the spool disk was full.
+    pub chunks_not_recorded: u64,
+    /// Chunks found in the bucket at the end.
+    pub chunks_in_bucket: u64,
+    /// Chunks still in the spool at the end.
+    pub chunks_left_in_spool: u64,
+    /// Chunks neither in the bucket nor in the spool (must be 0).
+    pub chunks_lost: u64,
+    /// Their names.
+    pub lost: Vec<String>,
+    /// Bytes of chunks in the bucket with the right size.
+    pub bytes_delivered: u64,
+    /// Longest time with a backlog and no chunk delivered.
+    pub longest_outage_seconds: Option<f64>,
+    /// From the fault to the first alert.
+    pub fault_to_first_alert_seconds: Option<f64>,
+    /// From the revert to the first chunk delivered after it.
+    pub revert_to_resume_seconds: Option<f64>,
+    /// Largest backlog in chunks.
+    pub peak_backlog_chunks: u64,
+    /// Highest spool disk use.
+    pub peak_disk_used_percent: f64,
+    /// ICMP frag-needed the gateway generated.
+    pub frag_needed_sent: u64,
+    /// Fault start and end (scenario seconds).
+    pub fault_seconds: (Option<f64>, Option<f64>),
+    /// Events as applied.
+    pub events: Vec<AppliedEvent>,
+    /// Alerts received.
+    pub alerts: Vec<AlertAt>,
+    /// Assertion outcomes.
+    pub asserts: Vec<AssertResult>,
+    /// Final wire counters.
+    pub wire: BTreeMap<String, LinkCounters>,
+    /// The time series.
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+/// What the runner measured.
+pub struct Inputs<'a> {
+    /// The scenario.
+    pub scenario: &'a Scenario,
+    /// Uploader.
+    pub uploader: Uploader,
+    /// S3 server.
+    pub s3: S3Server,
+    /// Time scale.
+    pub time_scale: f64,
+    /// Samples.
+    pub samples: Vec<Sample>,
+    /// Applied events.
+    pub events: Vec<AppliedEvent>,
+    /// Alerts as received.
+    pub alerts: Vec<Alert>,
+    /// Wall clock of scenario time 0.
+    pub start_unix_ms: u64,
+    /// Chunks written.
+    pub chunks_written: u64,
+    /// Chunks the camera could not write (disk full).
+    pub chunks_not_recorded: u64,
+    /// Chunks in the bucket.
+    pub chunks_in_bucket: u64,
+    /// Chunks left in the spool.
+    pub chunks_left_in_spool: u64,
+    /// Names of lost chunks.
+    pub lost: Vec<String>,
+    /// Bytes delivered.
+    pub bytes_delivered: u64,
+    /// ICMP frag-needed generated by the gateway.
+    pub frag_needed_sent: u64,
+    /// Wire counters.
+    pub wire: BTreeMap<String, LinkCounters>,
+}
+
+/// Longest stretch with a backlog and no delivery.
+fn longest_outage(samples: &[Sample]) -> Option<f64> {
+    let first = samples.first()?;
+    let mut since = first.t_seconds;
+    let mut delivered = first.delivered_chunks;
+    let mut longest: f64 = 0.0;
+    for s in samples {
+        if s.delivered_chunks > delivered || s.backlog_chunks == 0 {
+            since = s.t_seconds;
+            delivered = s.delivered_chunks;
+        } else {
+            longest = longest.max(s.t_seconds - since);
+        }
+    }
+    Some(longest)
+}
+
+fn resume_after(samples: &[Sample], revert: f64) -> Option<f64> {
+    let at_revert = samples
+        .iter()
+        .take_while(|s| s.t_seconds <= revert)
+        .last()?;
+    samples
+        .iter()
+        .find(|s| s.t_seconds > revert && s.delivered_chunks > at_revert.delivered_chunks)
+        .map(|s| s.t_seconds - revert)
+}
+
+/// Computes the summary figures and evaluates the assertions.
+pub fn summarize(i: Inputs<'_>) -> Summary {
+    let scale = i.time_scale;
+    let fault = i
+        .events
+        .iter()
+        .find(|e| e.phase == Some(Phase::Fault))
+        .map(|e| e.at_seconds);
+    let revert = i
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.phase == Some(Phase::Revert))
+        .map(|e| e.at_seconds);
+    let alerts: Vec<AlertAt> = i
+        .alerts
+        .into_iter()
+        .map(|a| AlertAt {
+            at_seconds: (a.received_unix_ms.saturating_sub(i.start_unix_ms)) as f64
+                / 1000.0
+                / scale,
+            path: a.path,
+            body: a.body,
+        })
+        .collect();
+    let fault_to_first_alert = fault.and_then(|f| {
+        alerts
+            .iter()
+            .map(|a| a.at_seconds)
+            .find(|t| *t >= f)
+            .map(|t| t - f)
+    });
+    let mut summary = Summary {
+        scenario: i.scenario.name.clone(),
+        uploader: i.uploader,
+        s3: i.s3,
+        time_scale: scale,
+        chunks_written: i.chunks_written,
+        chunks_not_recorded: i.chunks_not_recorded,
+        chunks_in_bucket: i.chunks_in_bucket,
+        chunks_left_in_spool: i.chunks_left_in_spool,
+        chunks_lost: i.lost.len() as u64,
+        lost: i.lost,
+        bytes_delivered: i.bytes_delivered,
+        longest_outage_seconds: longest_outage(&i.samples),
+        fault_to_first_alert_seconds: fault_to_first_alert,
+        revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
+        peak_backlog_chunks: i
+            .samples
+            .iter()
+            .map(|s| s.backlog_chunks)
+            .max()
+            .unwrap_or(0),
+        peak_disk_used_percent: i
+            .samples
+            .iter()
+            .map(|s| s.disk_used_percent)
+            .fold(0.0, f64::max),
+        frag_needed_sent: i.frag_needed_sent,
+        fault_seconds: (fault, revert),
+        events: i.events,
+        alerts,
+        asserts: Vec::new(),
+        wire: i.wire,
+        samples: i.samples,
+    };
+    summary.asserts = i
+        .scenario
+        .asserts
+        .iter()
+        .map(|a| {
+            let value = metric(&summary, a.metric);
+            let passed = value.is_some_and(|v| {
+                a.min.is_none_or(|min| v >= min) && a.max.is_none_or(|max| v <= max)
+            });
+            AssertResult {
+                assertion: a.clone(),
+                value,
+                passed,
+            }
+        })
+        .collect();
+    summary
+}
+
+/// The value of a summary figure.
+pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
+    match m {
+        Metric::ChunksLost => Some(s.chunks_lost as f64),
+        Metric::BytesDelivered => Some(s.bytes_delivered as f64),
+        Metric::LongestOutageSeconds => s.longest_outage_seconds,
+        Metric::FaultToFirstAlertSeconds => s.fault_to_first_alert_seconds,
+        Metric::RevertToResumeSeconds => s.revert_to_resume_seconds,
+        Metric::PeakBacklogChunks => Some(s.peak_backlog_chunks as f64),
+    }
+}
+
+/// A few lines for the terminal.
+pub fn text(s: &Summary) -> String {
+    let opt = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.0} s"));
+    let mut t = format!(
+        "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
+         in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {}\n  fault → first alert {}\n  \
+         revert → uploads resume {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
+         frag-needed sent {}\n",
+        s.scenario,
+        s.uploader,
+        s.s3,
+        s.time_scale,
+        s.chunks_written,
+        s.chunks_not_recorded,
+        s.chunks_in_bucket,
+        s.chunks_left_in_spool,
+        s.chunks_lost,
+        s.bytes_delivered,
+        opt(s.longest_outage_seconds),
+        opt(s.fault_to_first_alert_seconds),
+        opt(s.revert_to_resume_seconds),
+        s.peak_backlog_chunks,
+        s.peak_disk_used_percent,
+        s.frag_needed_sent,
+    );
+    for a in &s.asserts {
+        let verdict = if a.passed { "ok" } else { "FAILED" };
+        t.push_str(&format!(
+            "  assert {:?} min {:?} max {:?}: {:?} {verdict}\n",
+            a.assertion.metric, a.assertion.min, a.assertion.max, a.value
+        ));
+    }
+    t
+}
+
+/// Writes `summary.json`, `samples.json` and `report.svg` into `dir`.
+pub fn write(s: &Summary, dir: &Path) -> Result<(), Error> {
+    let json = |name: &str, v: &dyn erased::Json| -> Result<(), Error> {
+        let path = dir.join(name);
+        let text = v.to_json().map_err(|source| Error::State {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))
+    };
+    json("summary.json", s)?;
+    json("samples.json", &s.samples)?;
+    plot(s, &dir.join("report.svg"))
+}
+
+mod erased {
+    /// Serialize without generics in the closure above.
+    pub trait Json {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec_pretty(self)
+        }
+    }
+}
+
+/// Draws the report picture.
+pub fn plot(s: &Summary, path: &Path) -> Result<(), Error> {
+    let err = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let root = SVGBackend::new(path, (1100, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let title = format!(
+        "{} — {:?} (time scale {}): lost {}, longest outage {}, revert→resume {}",
+        s.scenario,
+        s.uploader,
+        s.time_scale,
+        s.chunks_lost,
+        s.longest_outage_seconds
+            .map_or("—".into(), |v| format!("{:.0} min", v / 60.0)),
+        s.revert_to_resume_seconds
+            .map_or("—".into(), |v| format!("{v:.0} s")),
+    );
+    let root = root
+        .titled(&title, ("sans-serif", 18))
+        .map_err(|e| err(&e))?;
+    let panels = root.split_evenly((3, 1));
+    let minutes = |t: f64| t / 60.0;
+    let t_max = s
+        .samples
+        .last()
+        .map_or(1.0, |x| minutes(x.t_seconds))
+        .max(1.0);
+    type Series<'a> = Vec<(&'a str, RGBColor, Box<dyn Fn(&Sample) -> f64>)>;
+    let charts: [(&str, Series<'_>); 3] = [
+        (
+            "Mbit/s",
+            vec![
+                (
+                    "goodput (chunks delivered)",
+                    BLUE,
+                    Box::new(|x: &Sample| x.goodput_mbps),
+                ),
+                (
+                    "wire site→cloud",
+                    RGBColor(150, 150, 150),
+                    Box::new(|x: &Sample| x.wire_mbps),
+                ),
+            ],
+        ),
+        (
+            "backlog (chunks)",
+            vec![(
+                "backlog",
+                RED,
+                Box::new(|x: &Sample| x.backlog_chunks as f64),
+            )],
+        ),
+        (
+            "disk used %",
+            vec![(
+                "spool disk",
+                RGBColor(0, 128, 0),
+                Box::new(|x: &Sample| x.disk_used_percent),
+            )],
+        ),
+    ];
+    for (panel, (label, series)) in panels.iter().zip(charts) {
+        let y_max = s
+            .samples
+            .iter()
+            .flat_map(|x| series.iter().map(move |(_, _, f)| f(x)))
+            .fold(1.0_f64, f64::max)
+            * 1.15;
+        let y_max = if label.starts_with("disk") {
+            100.0
+        } else {
+            y_max
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .y_desc(label)
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(|e| err(&e))?;
+        if let (Some(f), r) = s.fault_seconds {
+            let end = r.map_or(t_max, minutes);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(minutes(f), 0.0), (end, y_max)],
+                    RGBColor(255, 200, 200).mix(0.4).filled(),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        for e in &s.events {
+            let x = minutes(e.at_seconds);
+            chart
+                .draw_series(LineSeries::new(vec![(x, 0.0), (x, y_max)], BLACK.mix(0.6)))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    e.label.clone(),
+                    (x, y_max * 0.95),
+                    ("sans-serif", 11),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        for a in &s.alerts {
+            let x = minutes(a.at_seconds);
+            chart
+                .draw_series(std::iter::once(TriangleMarker::new(
+                    (x, y_max * 0.85),
+                    6,
+                    MAGENTA.filled(),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        for (name, color, f) in series {
+            chart
+                .draw_series(LineSeries::new(
+                    s.samples.iter().map(|x| (minutes(x.t_seconds), f(x))),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -1,0 +1,802 @@
+//! The scenario runner: builds a lab, starts the peers (S3 server and webhook receiver in the
+//! cloud, camera simulator writing the spool, the uploader under test in the site), plays the
+//! timeline, samples what happens, then writes the report (see [`crate::report`]).
+//!
+//! Measurements are uploader-neutral: a chunk counts as delivered when it has left the spool
+//! (both `backhaul` with `after_upload = "delete"` and `rclone move` remove a chunk only after
+//! the store acknowledged it), and at the end the bucket itself is listed: a chunk that is
+//! neither in the bucket nor still in the spool is *lost*. Throughput on the wire comes from the
+//! wire's own counters (site → cloud on the `wan` link), retransmissions included.
+//!
+//! Time: `--time-scale` multiplies every scenario duration, chunk size and disk size, and keeps
+//! the link rate and RTT. Utilisation, backlog in chunks and disk percentages then follow the
+//! real timeline; TCP's and the uploaders' own timers do not scale (an RTO backoff or a 15 s
+//! stall timeout is a bigger share of a compressed outage), which the README discusses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cli::{RunArgs, S3Server, Uploader};
+use crate::report::{self, AppliedEvent, Sample, Summary};
+use crate::scenario::{self, Action, Scenario};
+use crate::topology::{CLOUD_ADDR, Invocation, Lab, LabOptions, Node, require_root};
+use crate::{Error, cmd, probe};
+
+/// Access key the lab's S3 servers and uploaders use (the embedded server's fixed key; moto
+/// accepts any).
+pub const S3_ACCESS_KEY: &str = "BACKHAULDEMOKEY";
+/// Secret key to match.
+pub const S3_SECRET_KEY: &str = "backhaul-demo-secret-key";
+/// Bucket the uploaders write to.
+pub const BUCKET: &str = "site-video";
+/// Site name (first component of object keys).
+pub const SITE: &str = "SITE-2847";
+/// S3 port in the cloud.
+const S3_PORT: u16 = 9000;
+/// Webhook receiver port in the cloud.
+const WEBHOOK_PORT: u16 = 8080;
+
+/// Scenario clock: scenario seconds since the start.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+    scale: f64,
+}
+
+impl Clock {
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() / self.scale
+    }
+
+    fn wall(&self, scenario_seconds: f64) -> Duration {
+        Duration::from_secs_f64((scenario_seconds * self.scale).max(0.0))
+    }
+}
+
+/// One chunk the camera wrote.
+#[derive(Debug, Clone)]
+struct Written {
+    name: String,
+    bytes: u64,
+}
+
+/// The S3 server in the cloud namespace (restartable for the `s3` action).
+struct S3 {
+    kind: S3Server,
+    backhaul: Option<PathBuf>,
+    root: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl S3 {
+    fn start(&mut self, lab: &mut Lab, invocation: &Invocation) -> Result<(), Error> {
+        let log = open_log(&self.log)?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io("open", &self.log, e))?;
+        let listen = format!("{CLOUD_ADDR}:{S3_PORT}");
+        let mut c = match (self.kind, &self.backhaul) {
+            (S3Server::Embedded, Some(exe)) => {
+                let mut c = lab.command(Node::Cloud, &exe.to_string_lossy());
+                c.args(["s3-server", "--listen", &listen, "--root"])
+                    .arg(&self.root);
+                c
+            }
+            _ => {
+                let mut c = lab.command(Node::Cloud, "moto_server");
+                c.args(["-H", CLOUD_ADDR, "-p", &S3_PORT.to_string()]);
+                c
+            }
+        };
+        scrub_env(&mut c);
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| Error::Peer {
+                peer: "s3",
+                message: e.to_string(),
+            })?;
+        lab.track("s3", child.id())?;
+        self.child = Some(child);
+        wait_tcp(lab, invocation, &listen, 30.0).map_err(|e| Error::Peer {
+            peer: "s3",
+            message: format!("{e}; see {}", self.log.display()),
+        })
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `ip netns exec` execs the server, so this pid is the server itself.
+            let _ignored = child.kill();
+            let _ignored = child.wait();
+        }
+    }
+}
+
+fn open_log(path: &Path) -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
+}
+
+fn wait_tcp(lab: &Lab, invocation: &Invocation, addr: &str, secs: f64) -> Result<(), Error> {
+    let argv = invocation.argv("wait-tcp");
+    let mut args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let secs = secs.to_string();
+    args.extend(["--addr", addr, "--timeout", &secs]);
+    lab.exec(Node::Cloud, &argv[0], &args).map(drop)
+}
+
+/// Whether `exe` has the `s3-server` subcommand (added to the binary separately).
+fn has_s3_server(exe: &Path) -> bool {
+    std::process::Command::new(exe)
+        .args(["s3-server", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Strips the host's cloud and proxy settings from a peer's environment: AWS_* (credentials,
+/// a CA bundle rclone cannot combine with plain HTTP) and *_PROXY, so nothing in the lab talks
+/// to, or authenticates as, anything outside it.
+fn scrub_env(c: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy().to_ascii_uppercase();
+        if k.starts_with("AWS_") || k.ends_with("_PROXY") {
+            c.env_remove(&key);
+        }
+    }
+}
+
+/// Runs rclone inside `node` with a scrubbed environment; returns stdout.
+fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Error> {
+    let mut c = lab.command(node, "rclone");
+    c.args(args);
+    scrub_env(&mut c);
+    let output = c.output().map_err(|source| Error::Spawn {
+        command: format!("rclone {}", args.join(" ")),
+        source,
+    })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            command: format!("rclone {}", args.join(" ")),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+fn rclone_config(path: &Path) -> Result<(), Error> {
+    let text = format!(
+        "[lab]\ntype = s3\nprovider = Other\naccess_key_id = {S3_ACCESS_KEY}\n\
+         secret_access_key = {S3_SECRET_KEY}\nendpoint = http://{CLOUD_ADDR}:{S3_PORT}\n\
+         force_path_style = true\nregion = us-east-1\n"
+    );
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}
+
+/// Scales an uploader timer (default `secs` at real time) to the run's clock, with a floor so
+/// it stays above the lab's RTT. Both uploaders get the same treatment, so the comparison stays
+/// fair; the kernel's TCP timers cannot be scaled (see the module docs).
+fn scaled_timer(secs: f64, scale: f64, floor: f64) -> f64 {
+    (secs * scale.min(1.0)).max(floor)
+}
+
+fn backhaul_config(path: &Path, spool: &Path, scale: f64) -> Result<(), Error> {
+    let timers = format!(
+        "stall_timeout_seconds = {}\nrequest_timeout_seconds = {}\nretry_base_milliseconds = {}\n\
+         retry_max_seconds = {}\n",
+        scaled_timer(15.0, scale, 1.0).round(),
+        scaled_timer(60.0, scale, 2.0).round(),
+        (scaled_timer(0.5, scale, 0.05) * 1000.0).round(),
+        scaled_timer(60.0, scale, 1.0).round(),
+    );
+    let text = format!(
+        "# Generated by the incident lab.\n[site]\nname = \"{SITE}\"\n\n[spool]\ndir = \"{}\"\n\n\
+         [upload]\nendpoint = \"http://{CLOUD_ADDR}:{S3_PORT}\"\nbucket = \"{BUCKET}\"\n\
+         region = \"us-east-1\"\nurl_style = \"path\"\ncredentials = \"static\"\n\
+         access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n\
+         create_bucket = true\n{timers}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[log]\nformat = \"json\"\n",
+        spool.display()
+    );
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}
+
+/// Object sizes in the bucket, by file name (the last key component).
+fn list_bucket(lab: &Lab, rclone_conf: &Path) -> Result<BTreeMap<String, u64>, Error> {
+    let conf = rclone_conf.to_string_lossy();
+    let remote = format!("lab:{BUCKET}");
+    let out = rclone(
+        lab,
+        Node::Cloud,
+        &["--config", &conf, "lsjson", "-R", "--files-only", &remote],
+    )?;
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "Size")]
+        size: u64,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(&out).map_err(|source| Error::State {
+        path: PathBuf::from("rclone lsjson"),
+        source,
+    })?;
+    Ok(entries.into_iter().map(|e| (e.name, e.size)).collect())
+}
+
+/// Files under `dir` (recursively, hidden ones skipped), by file name.
+fn files_under(dir: &Path) -> BTreeMap<String, u64> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        match e.metadata() {
+            Ok(m) if m.is_dir() => found.extend(files_under(&e.path())),
+            Ok(m) => {
+                found.insert(name, m.len());
+            }
+            Err(_) => {}
+        }
+    }
+    found
+}
+
+/// Chunk files in the spool (finished ones: not `.part`, not hidden), by name.
+fn spool_files(spool: &Path) -> BTreeMap<String, u64> {
+    let mut found = BTreeMap::new();
+    let Ok(cams) = std::fs::read_dir(spool) else {
+        return found;
+    };
+    for cam in cams.filter_map(Result::ok) {
+        let name = cam.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !cam.path().is_dir() {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(cam.path()) else {
+            continue;
+        };
+        for f in files.filter_map(Result::ok) {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".part") || n.starts_with('.') {
+                continue;
+            }
+            if let Ok(m) = f.metadata() {
+                found.insert(n, m.len());
+            }
+        }
+    }
+    found
+}
+
+/// Bytes used under `dir` (files only, recursively).
+fn used_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => used_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Writes `bytes` of incompressible data to `path` (through a temp name when `rename`).
+fn write_chunk(path: &Path, bytes: u64, rename: bool) -> Result<(), Error> {
+    let tmp = if rename {
+        path.with_extension("mp4.part")
+    } else {
+        path.to_owned()
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        fastrand::fill(&mut buf[..n]);
+        f.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        left -= n as u64;
+    }
+    drop(f);
+    if rename {
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    }
+    Ok(())
+}
+
+/// Runs `lab run`: returns exit code 0 when every assertion held, 1 otherwise.
+pub fn run_scenario(
+    args: &RunArgs,
+    invocation: &Invocation,
+    backhaul: Option<&Path>,
+) -> Result<ExitCode, Error> {
+    require_root()?;
+    let scenario = scenario::load(&args.scenario)?;
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        return Err(Error::Scenario(format!(
+            "--time-scale {} must be > 0\nhelp: 1 is real time, 0.02 runs an hour in 72 s",
+            args.time_scale
+        )));
+    }
+    if args.uploader == Uploader::Backhaul && backhaul.is_none() {
+        return Err(Error::NotFound(
+            "--uploader backhaul needs the backhaul binary\nhelp: run `backhaul lab run …`, or \
+             pass --backhaul-exe / BACKHAUL_EXE"
+                .into(),
+        ));
+    }
+    crate::sys::catch_terminate();
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let uploader_name = match args.uploader {
+        Uploader::Backhaul => "backhaul",
+        Uploader::Rclone => "rclone",
+    };
+    let out = args
+        .out_dir
+        .join(format!("{}-{uploader_name}-{stamp}", scenario.name));
+    std::fs::create_dir_all(&out).map_err(|e| Error::io("create directory", &out, e))?;
+    let out = std::fs::canonicalize(&out).map_err(|e| Error::io("resolve", &out, e))?;
+
+    let mut options = LabOptions::new(invocation.clone());
+    options.name = args.name.clone();
+    options.lan_wire_mtu_bytes = scenario.network.lan_wire_mtu_bytes;
+    options.icmp = scenario.network.icmp;
+    // From here on the lab guard tears everything down on every exit path, panics included.
+    let mut lab = Lab::up(&options)?;
+    tracing::info!(lab = lab.prefix(), out = %out.display(), "scenario {} starting", scenario.name);
+    let result = play(&scenario, args, &mut lab, invocation, backhaul, &out);
+    let teardown = lab.down();
+    let summary = result?;
+    teardown?;
+    println!("{}", report::text(&summary));
+    println!("report: {}", out.display());
+    Ok(if summary.asserts.iter().all(|a| a.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn play(
+    scenario: &Scenario,
+    args: &RunArgs,
+    lab: &mut Lab,
+    invocation: &Invocation,
+    backhaul: Option<&Path>,
+    out: &Path,
+) -> Result<Summary, Error> {
+    let scale = args.time_scale;
+    let scaled = |b: u64| ((b as f64) * scale).round().max(1.0) as u64;
+    // Network shape: RTT as delay on the wan wire, rate as tbf on the gateway's uplink.
+    let half_rtt = scenario.network.rtt_ms / 2;
+    lab.set_link("wan", |s| s.delay_ms = half_rtt)?;
+    lab.set_rate(scenario.network.rate_mbit)?;
+
+    // The spool's own filesystem, so disk percentages and "fill disk" are real.
+    let disk = lab.dir().join("disk");
+    std::fs::create_dir_all(&disk).map_err(|e| Error::io("create directory", &disk, e))?;
+    let disk_bytes = scaled(scenario.disk.size_bytes).max(16 << 20);
+    let size = format!("size={disk_bytes}");
+    cmd::run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &size,
+            "bhl-spool",
+            &disk.to_string_lossy(),
+        ],
+    )?;
+    lab.track_mount(&disk)?;
+    let spool = disk.join("spool");
+    let filler = disk.join("filler");
+    std::fs::create_dir_all(&spool).map_err(|e| Error::io("create directory", &spool, e))?;
+    write_chunk(
+        &filler,
+        scaled(scenario.disk.prefill_bytes).min(disk_bytes / 2),
+        false,
+    )?;
+    let fill_extra = disk.join("filler-event");
+
+    // Peers in the cloud.
+    let effective_s3 = match (args.s3, backhaul) {
+        (S3Server::Embedded, Some(exe)) if has_s3_server(exe) => S3Server::Embedded,
+        (S3Server::Embedded, _) => {
+            tracing::warn!("the backhaul binary has no `s3-server` subcommand; using moto_server");
+            S3Server::Moto
+        }
+        (S3Server::Moto, _) => S3Server::Moto,
+    };
+    let mut s3 = S3 {
+        kind: effective_s3,
+        backhaul: backhaul.map(Path::to_owned),
+        root: out.join("bucket-root"),
+        log: out.join("s3.log"),
+        child: None,
+    };
+    if effective_s3 == S3Server::Embedded {
+        std::fs::create_dir_all(s3.root.join(BUCKET))
+            .map_err(|e| Error::io("create directory", &s3.root, e))?;
+    }
+    s3.start(lab, invocation)?;
+    let rclone_conf = out.join("rclone.conf");
+    rclone_config(&rclone_conf)?;
+    let conf = rclone_conf.to_string_lossy().into_owned();
+    rclone(
+        lab,
+        Node::Cloud,
+        &["--config", &conf, "mkdir", &format!("lab:{BUCKET}")],
+    )?;
+
+    let alerts_path = out.join("alerts.jsonl");
+    {
+        let argv = invocation.argv("webhook");
+        let listen = format!("{CLOUD_ADDR}:{WEBHOOK_PORT}");
+        let child = lab
+            .command(Node::Cloud, &argv[0])
+            .args(&argv[1..])
+            .args(["--listen", &listen, "--out"])
+            .arg(&alerts_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(open_log(&out.join("webhook.log"))?)
+            .spawn()
+            .map_err(|e| Error::Peer {
+                peer: "webhook",
+                message: e.to_string(),
+            })?;
+        lab.track("webhook", child.id())?;
+        wait_tcp(lab, invocation, &listen, 10.0)?;
+    }
+
+    // The uploader under test, in the site.
+    let uploader_log = open_log(&out.join("uploader.log"))?;
+    let uploader_log2 = uploader_log
+        .try_clone()
+        .map_err(|e| Error::io("open", out, e))?;
+    let mut uploader = match args.uploader {
+        Uploader::Backhaul => {
+            let exe = backhaul.map(Path::to_owned).unwrap_or_default();
+            let config = out.join("site.toml");
+            backhaul_config(&config, &spool, scale)?;
+            let mut c = lab.command(Node::Site, &exe.to_string_lossy());
+            c.args(["run", "--config"]).arg(&config);
+            // Hook for alerting: where the agent should POST alerts (the webhook receiver).
+            c.env(
+                "BACKHAUL_LAB_WEBHOOK_URL",
+                format!("http://{CLOUD_ADDR}:{WEBHOOK_PORT}/alerts"),
+            );
+            c
+        }
+        Uploader::Rclone => {
+            // The incumbent: `rclone move` of the spool on a loop, as sites run it from cron or
+            // a systemd timer. Default timeouts: rclone as people run it.
+            // rclone's own defaults (--timeout 5m, --contimeout 1m) scaled like the clock.
+            let script = format!(
+                "while :; do rclone --config '{conf}' move '{}' 'lab:{BUCKET}/{SITE}' \
+                 --exclude '*.part' --exclude '.*' --exclude '.*/**' -v --stats 0 \
+                 --timeout {:.1}s --contimeout {:.1}s; sleep {:.2}; done",
+                spool.display(),
+                scaled_timer(300.0, scale, 1.0),
+                scaled_timer(60.0, scale, 1.0),
+                scaled_timer(60.0, scale, 0.2),
+            );
+            let mut c = lab.command(Node::Site, "sh");
+            c.args(["-c", &script]);
+            c
+        }
+    };
+    scrub_env(&mut uploader);
+    let mut uploader = uploader
+        .stdin(Stdio::null())
+        .stdout(uploader_log)
+        .stderr(uploader_log2)
+        .spawn()
+        .map_err(|e| Error::Peer {
+            peer: "uploader",
+            message: e.to_string(),
+        })?;
+    lab.track("uploader", uploader.id())?;
+
+    // Camera simulator.
+    let clock = Clock {
+        start: Instant::now(),
+        scale,
+    };
+    let written: Arc<Mutex<Vec<Written>>> = Arc::default();
+    let recording = Arc::new(AtomicBool::new(true));
+    let not_recorded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let camera = {
+        let (written, recording, spool) =
+            (Arc::clone(&written), Arc::clone(&recording), spool.clone());
+        let not_recorded = Arc::clone(&not_recorded);
+        let cam = scenario.camera.clone();
+        let chunk_bytes = scaled(cam.chunk_bytes);
+        std::thread::spawn(move || -> Result<(), Error> {
+            let mut seq = 0u64;
+            while recording.load(Ordering::Relaxed) {
+                seq += 1;
+                for c in 1..=cam.cameras {
+                    let dir = spool.join(format!("cam{c}"));
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| Error::io("create directory", &dir, e))?;
+                    let name = format!("cam{c}-{seq:06}.mp4");
+                    let path = dir.join(&name);
+                    match write_chunk(&path, chunk_bytes, true) {
+                        Ok(()) => {
+                            let mut w = written.lock().unwrap_or_else(|p| p.into_inner());
+                            w.push(Written {
+                                name,
+                                bytes: chunk_bytes,
+                            });
+                        }
+                        Err(e) => {
+                            // A full spool disk: the camera loses this recording, as a real
+                            // one would. Empty the partial file (uploaders ignore *.part).
+                            tracing::warn!(error = %e, "camera could not record a chunk");
+                            let part = path.with_extension("mp4.part");
+                            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&part) {
+                                let _ignored = f.set_len(0);
+                            }
+                            not_recorded.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let due = clock.wall(seq as f64 * cam.interval_seconds);
+                while recording.load(Ordering::Relaxed) && clock.start.elapsed() < due {
+                    std::thread::sleep(Duration::from_millis(20).min(due - clock.start.elapsed()));
+                }
+            }
+            Ok(())
+        })
+    };
+
+    // Timeline and sampling.
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut applied: Vec<AppliedEvent> = Vec::new();
+    let mut pending = scenario.events.iter().peekable();
+    let mut last_wall = Instant::now();
+    let mut last_wire = 0u64;
+    let mut last_delivered = 0u64;
+    let mut interrupted = false;
+    let drain_end = scenario.duration_seconds + scenario.drain_seconds;
+    let sample_wall = clock
+        .wall(scenario.sample_interval_seconds)
+        .max(Duration::from_millis(100));
+    let mut next_sample = Instant::now();
+    loop {
+        if crate::sys::terminate_requested() {
+            interrupted = true;
+            break;
+        }
+        let t = clock.now();
+        while let Some(e) = pending.next_if(|e| e.at_seconds <= t) {
+            tracing::info!(t, label = %e.label, "event");
+            apply(lab, invocation, &mut s3, &e.action, &fill_extra, scale)?;
+            applied.push(AppliedEvent {
+                at_seconds: t,
+                label: e.label.clone(),
+                phase: e.phase,
+            });
+        }
+        if t >= scenario.duration_seconds {
+            recording.store(false, Ordering::Relaxed);
+        }
+        if Instant::now() >= next_sample {
+            next_sample += sample_wall;
+            let present = spool_files(&spool);
+            let w = written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (mut delivered_chunks, mut delivered_bytes) = (0u64, 0u64);
+            for c in &w {
+                if !present.contains_key(&c.name) {
+                    delivered_chunks += 1;
+                    delivered_bytes += c.bytes;
+                }
+            }
+            let wire_up = lab
+                .counters()
+                .ok()
+                .and_then(|c| c.get("wan").map(|l| l.a_to_b.forwarded_bytes))
+                .unwrap_or(last_wire);
+            let dt = last_wall.elapsed().as_secs_f64().max(1e-3);
+            last_wall = Instant::now();
+            let backlog_bytes: u64 = present.values().sum();
+            samples.push(Sample {
+                t_seconds: t,
+                delivered_chunks,
+                delivered_bytes,
+                backlog_chunks: present.len() as u64,
+                backlog_bytes,
+                disk_used_percent: used_bytes(&disk) as f64 * 100.0 / disk_bytes as f64,
+                goodput_mbps: delivered_bytes.saturating_sub(last_delivered) as f64 * 8.0
+                    / dt
+                    / 1e6,
+                wire_mbps: wire_up.saturating_sub(last_wire) as f64 * 8.0 / dt / 1e6,
+                alerts: probe::read_alerts(&alerts_path).len() as u64,
+            });
+            last_wire = wire_up;
+            last_delivered = delivered_bytes;
+            if t >= scenario.duration_seconds && present.is_empty() {
+                break;
+            }
+            if t >= drain_end {
+                tracing::warn!("backlog did not drain within drain_seconds");
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    recording.store(false, Ordering::Relaxed);
+    let camera_result = camera.join();
+    let _ignored = uploader.kill();
+    let _ignored = uploader.wait();
+    // The rclone loop's shell has children; nothing in the site may touch the spool or the
+    // bucket while they are counted.
+    crate::state::kill_namespace_processes(&lab.ns(Node::Site));
+    if interrupted {
+        s3.stop();
+        return Err(Error::Interrupted);
+    }
+    match camera_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(Error::Peer {
+                peer: "camera",
+                message: "panicked".into(),
+            });
+        }
+    }
+    if s3.child.is_none() {
+        s3.start(lab, invocation)?;
+    }
+    let bucket = match effective_s3 {
+        // s3s-fs answers a recursive ListObjectsV2 (no delimiter) with no nested keys, so
+        // count its objects where it stores them: plain files under <root>/<bucket>.
+        S3Server::Embedded => files_under(&s3.root.join(BUCKET)),
+        S3Server::Moto => list_bucket(lab, &rclone_conf)?,
+    };
+    let left = spool_files(&spool);
+    let written = written.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let names: BTreeSet<&str> = written.iter().map(|w| w.name.as_str()).collect();
+    let lost: Vec<String> = names
+        .iter()
+        .filter(|n| !bucket.contains_key(**n) && !left.contains_key(**n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    let bytes_delivered: u64 = written
+        .iter()
+        .filter(|w| bucket.get(&w.name) == Some(&w.bytes))
+        .map(|w| w.bytes)
+        .sum();
+    let alerts = probe::read_alerts(&alerts_path);
+    let start_unix_ms = SystemTime::now()
+        .checked_sub(clock.start.elapsed())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let frag_needed = lab.frag_needed_sent().unwrap_or(0);
+    let wire = lab.counters().unwrap_or_default();
+    s3.stop();
+    let summary = report::summarize(report::Inputs {
+        scenario,
+        uploader: args.uploader,
+        s3: effective_s3,
+        time_scale: scale,
+        samples,
+        events: applied,
+        alerts,
+        start_unix_ms,
+        chunks_written: written.len() as u64,
+        chunks_not_recorded: not_recorded.load(Ordering::Relaxed),
+        chunks_in_bucket: written
+            .iter()
+            .filter(|w| bucket.contains_key(&w.name))
+            .count() as u64,
+        chunks_left_in_spool: left.len() as u64,
+        lost,
+        bytes_delivered,
+        frag_needed_sent: frag_needed,
+        wire,
+    });
+    report::write(&summary, out)?;
+    Ok(summary)
+}
+
+fn apply(
+    lab: &mut Lab,
+    invocation: &Invocation,
+    s3: &mut S3,
+    action: &Action,
+    filler: &Path,
+    scale: f64,
+) -> Result<(), Error> {
+    match action {
+        Action::SetMtu {
+            node,
+            interface,
+            mtu_bytes,
+        } => lab.set_mtu(*node, interface, *mtu_bytes),
+        Action::Icmp(policy) => lab.set_icmp(*policy),
+        Action::Link {
+            link,
+            loss_percent,
+            delay_ms,
+            up,
+            mtu_bytes,
+        } => lab.set_link(link, |s| {
+            if let Some(v) = loss_percent {
+                s.loss_percent = *v;
+            }
+            if let Some(v) = delay_ms {
+                s.delay_ms = *v;
+            }
+            if let Some(v) = up {
+                s.up = *v;
+            }
+            if let Some(v) = mtu_bytes {
+                s.mtu_bytes = *v;
+            }
+        }),
+        Action::Rate(mbit) => lab.set_rate(*mbit),
+        Action::S3 { running: false } => {
+            s3.stop();
+            Ok(())
+        }
+        Action::S3 { running: true } => {
+            if s3.child.is_none() {
+                s3.start(lab, invocation)?;
+            }
+            Ok(())
+        }
+        Action::FillDisk(bytes) => {
+            let bytes = ((*bytes as f64) * scale).round() as u64;
+            // A full disk is the point of this action: ENOSPC is expected, not an error.
+            if let Err(e) = write_chunk(filler, bytes, false) {
+                tracing::info!(error = %e, "fill-disk stopped early (disk full)");
+            }
+            Ok(())
+        }
+        Action::FreeDisk => {
+            // Truncate rather than delete: file removal is reserved to the spool's verified
+            // delete (clippy.toml), and an empty file frees the space just the same.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(filler)
+                .map(drop)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| Error::io("truncate", filler, e))
+        }
+    }
+}

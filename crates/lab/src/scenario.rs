@@ -1,0 +1,612 @@
+//! Scenario files: a timeline of faults and the assertions a run must meet, in TOML.
+//!
+//! ```toml
+//! name = "incident-2025-11-12"
+//! duration_seconds = 4500          # scenario time; --time-scale shrinks it
+//! sample_interval_seconds = 15     # how often the runner samples (scenario time)
+//! drain_seconds = 1800             # after the timeline, wait this long for the backlog to empty
+//!
+//! [network]
+//! rate_mbit = 50                   # tbf on the gateway's uplink; omit for unshaped
+//! rtt_ms = 40                      # delay on the wan wire, half each way
+//! lan_wire_mtu_bytes = 1500        # the hop that silently drops bigger frames
+//! icmp = "block"                   # gateway's ICMP frag-needed: "block" or "allow"
+//!
+//! [camera]
+//! cameras = 1
+//! chunk_bytes = 82_000_000         # scaled by --time-scale, like every duration
+//! interval_seconds = 120
+//!
+//! [disk]
+//! size_bytes = 4_600_000_000       # the spool's filesystem (a tmpfs), scaled
+//! prefill_bytes = 2_400_000_000    # other data already on it, scaled
+//!
+//! [[event]]
+//! at_seconds = 900
+//! phase = "fault"                  # marks fault start ("fault") or its end ("revert")
+//! label = "NET-4521: eno1 MTU 1500 -> 9000"
+//! action = "set-mtu"
+//! node = "site"
+//! interface = "eno1"
+//! mtu_bytes = 9000
+//!
+//! [[assert]]
+//! metric = "chunks_lost"
+//! max = 0
+//! ```
+//!
+//! Actions and their fields:
+//! * `set-mtu`: `node` (`site`, `gw`, `cloud`), `interface`, `mtu_bytes`.
+//! * `icmp`: `policy` (`block` or `allow`).
+//! * `link`: `link` (`lan` or `wan`) and any of `loss_percent`, `delay_ms`, `up`, `mtu_bytes`.
+//! * `rate`: `mbit` (omit for unshaped).
+//! * `s3`: `running` (false kills the S3 server, true starts it again; moto forgets its
+//!   objects on restart, so use `--s3 embedded` for this action).
+//! * `fill-disk`: `bytes` (scaled) written to a filler file beside the spool; `free-disk`
+//!   empties it.
+//!
+//! Assertion metrics are the report's summary figures ([`Metric`]); each takes `min` and/or
+//! `max`. A figure the run could not measure fails its assertion.
+//!
+//! Errors name the file, line and column, then a `help:` line.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::Error;
+use crate::topology::{IcmpPolicy, Node};
+
+/// Default scenario seconds between samples.
+pub const DEFAULT_SAMPLE_INTERVAL_SECONDS: f64 = 10.0;
+/// Default scenario seconds to wait for the backlog to drain after the timeline.
+pub const DEFAULT_DRAIN_SECONDS: f64 = 600.0;
+
+/// `[network]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Uplink rate limit (tbf on the gateway); `None` for unshaped.
+    pub rate_mbit: Option<f64>,
+    /// Round-trip delay added on the wan wire.
+    #[serde(default)]
+    pub rtt_ms: u32,
+    /// Largest packet the site–gateway wire carries.
+    #[serde(default = "default_lan_mtu")]
+    pub lan_wire_mtu_bytes: u32,
+    /// The gateway's ICMP frag-needed policy.
+    #[serde(default)]
+    pub icmp: IcmpPolicy,
+}
+
+fn default_lan_mtu() -> u32 {
+    crate::topology::DEFAULT_MTU_BYTES
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            rate_mbit: None,
+            rtt_ms: 0,
+            lan_wire_mtu_bytes: default_lan_mtu(),
+            icmp: IcmpPolicy::Block,
+        }
+    }
+}
+
+/// `[camera]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Cameras writing chunks (each into its own subdirectory).
+    #[serde(default = "one")]
+    pub cameras: u32,
+    /// Size of each chunk (scaled by the time scale).
+    pub chunk_bytes: u64,
+    /// Seconds between chunks of one camera (scaled).
+    pub interval_seconds: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            cameras: 1,
+            chunk_bytes: 8 << 20,
+            interval_seconds: 10.0,
+        }
+    }
+}
+
+/// `[disk]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Size of the spool's filesystem (scaled).
+    pub size_bytes: u64,
+    /// Bytes of other data on it at the start (scaled).
+    #[serde(default)]
+    pub prefill_bytes: u64,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        Self {
+            size_bytes: 1 << 30,
+            prefill_bytes: 0,
+        }
+    }
+}
+
+/// Which boundary of the fault an event marks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The fault begins.
+    Fault,
+    /// The fault is undone.
+    Revert,
+}
+
+/// Event kinds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum ActionKind {
+    SetMtu,
+    Icmp,
+    Link,
+    Rate,
+    S3,
+    FillDisk,
+    FreeDisk,
+}
+
+impl ActionKind {
+    /// The name as written in the file.
+    fn name(self) -> &'static str {
+        match self {
+            ActionKind::SetMtu => "set-mtu",
+            ActionKind::Icmp => "icmp",
+            ActionKind::Link => "link",
+            ActionKind::Rate => "rate",
+            ActionKind::S3 => "s3",
+            ActionKind::FillDisk => "fill-disk",
+            ActionKind::FreeDisk => "free-disk",
+        }
+    }
+}
+
+/// `[[event]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    at_seconds: f64,
+    phase: Option<Phase>,
+    label: Option<String>,
+    action: ActionKind,
+    node: Option<Node>,
+    interface: Option<String>,
+    mtu_bytes: Option<u32>,
+    policy: Option<IcmpPolicy>,
+    link: Option<String>,
+    loss_percent: Option<f64>,
+    delay_ms: Option<u32>,
+    up: Option<bool>,
+    mbit: Option<f64>,
+    running: Option<bool>,
+    bytes: Option<u64>,
+}
+
+/// What an event does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `ip link set <interface> mtu <mtu_bytes>` in `node`.
+    SetMtu {
+        /// Namespace.
+        node: Node,
+        /// Interface.
+        interface: String,
+        /// New MTU.
+        mtu_bytes: u32,
+    },
+    /// The gateway's ICMP frag-needed policy.
+    Icmp(IcmpPolicy),
+    /// Change a wire link.
+    Link {
+        /// `lan` or `wan`.
+        link: String,
+        /// New loss.
+        loss_percent: Option<f64>,
+        /// New one-way delay.
+        delay_ms: Option<u32>,
+        /// Cut (false) or restore (true).
+        up: Option<bool>,
+        /// New wire MTU.
+        mtu_bytes: Option<u32>,
+    },
+    /// Uplink rate; `None` removes shaping.
+    Rate(Option<f64>),
+    /// Stop (false) or start (true) the S3 server.
+    S3 {
+        /// Desired state.
+        running: bool,
+    },
+    /// Write this many bytes (before scaling) to the filler file.
+    FillDisk(u64),
+    /// Empty the filler file.
+    FreeDisk,
+}
+
+/// One timeline event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When, in scenario seconds from the start.
+    pub at_seconds: f64,
+    /// Fault boundary it marks, if any.
+    pub phase: Option<Phase>,
+    /// Text for the report.
+    pub label: String,
+    /// What to do.
+    pub action: Action,
+}
+
+/// Summary figures an assertion can check.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Chunks the camera wrote that are neither in the bucket nor still in the spool.
+    ChunksLost,
+    /// Bytes of chunks in the bucket.
+    BytesDelivered,
+    /// Longest time with a backlog and no chunk delivered (scenario seconds).
+    LongestOutageSeconds,
+    /// From the fault to the first alert the agent sent.
+    FaultToFirstAlertSeconds,
+    /// From the revert to the first chunk delivered after it.
+    RevertToResumeSeconds,
+    /// Largest backlog in chunks.
+    PeakBacklogChunks,
+}
+
+/// `[[assert]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assertion {
+    /// Which figure.
+    pub metric: Metric,
+    /// Lower bound (inclusive).
+    pub min: Option<f64>,
+    /// Upper bound (inclusive).
+    pub max: Option<f64>,
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    duration_seconds: f64,
+    #[serde(default = "default_sample")]
+    sample_interval_seconds: f64,
+    #[serde(default = "default_drain")]
+    drain_seconds: f64,
+    #[serde(default)]
+    network: NetworkConfig,
+    #[serde(default)]
+    camera: CameraConfig,
+    #[serde(default)]
+    disk: DiskConfig,
+    #[serde(default, rename = "event")]
+    events: Vec<Spanned<RawEvent>>,
+    #[serde(default, rename = "assert")]
+    asserts: Vec<Spanned<Assertion>>,
+}
+
+fn default_sample() -> f64 {
+    DEFAULT_SAMPLE_INTERVAL_SECONDS
+}
+
+fn default_drain() -> f64 {
+    DEFAULT_DRAIN_SECONDS
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Name (used in output file names).
+    pub name: String,
+    /// What it reproduces.
+    pub description: String,
+    /// Length of the timeline in scenario seconds.
+    pub duration_seconds: f64,
+    /// Scenario seconds between samples.
+    pub sample_interval_seconds: f64,
+    /// Scenario seconds to wait for the backlog to drain after the timeline.
+    pub drain_seconds: f64,
+    /// Network shape.
+    pub network: NetworkConfig,
+    /// Camera simulator.
+    pub camera: CameraConfig,
+    /// Spool filesystem.
+    pub disk: DiskConfig,
+    /// Timeline, ordered by time.
+    pub events: Vec<Event>,
+    /// Assertions.
+    pub asserts: Vec<Assertion>,
+}
+
+impl Scenario {
+    /// When the fault starts (the first `phase = "fault"` event).
+    pub fn fault_at(&self) -> Option<f64> {
+        self.events
+            .iter()
+            .find(|e| e.phase == Some(Phase::Fault))
+            .map(|e| e.at_seconds)
+    }
+
+    /// When the fault ends (the last `phase = "revert"` event).
+    pub fn revert_at(&self) -> Option<f64> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e.phase == Some(Phase::Revert))
+            .map(|e| e.at_seconds)
+    }
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+fn located(file: &str, text: &str, at: usize, message: &str, help: &str) -> Error {
+    let (line, col) = line_col(text, at);
+    Error::Scenario(format!("{file}:{line}:{col}: {message}\nhelp: {help}"))
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read scenario", path, e))?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Parses and validates scenario `text`; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
+    let raw: RawScenario = toml::from_str(text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        located(
+            file,
+            text,
+            at,
+            e.message(),
+            "see crates/lab/README.md (scenario format) for every key",
+        )
+    })?;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(raw.duration_seconds) {
+        return Err(located(
+            file,
+            text,
+            0,
+            "duration_seconds must be > 0",
+            "e.g. 4500",
+        ));
+    }
+    if !positive(raw.sample_interval_seconds) || !positive(raw.camera.interval_seconds) {
+        return Err(located(
+            file,
+            text,
+            0,
+            "sample_interval_seconds and camera.interval_seconds must be > 0",
+            "use seconds of scenario time, e.g. 15",
+        ));
+    }
+    let mut events = Vec::new();
+    for spanned in raw.events {
+        let at = spanned.span().start;
+        let e = spanned.into_inner();
+        let err = |m: &str, h: &str| located(file, text, at, m, h);
+        if !(e.at_seconds.is_finite() && (0.0..=raw.duration_seconds).contains(&e.at_seconds)) {
+            return Err(err(
+                &format!("at_seconds = {} is outside the timeline", e.at_seconds),
+                &format!("use 0 ..= duration_seconds ({})", raw.duration_seconds),
+            ));
+        }
+        let fields: [(&str, bool); 12] = [
+            ("node", e.node.is_some()),
+            ("interface", e.interface.is_some()),
+            ("mtu_bytes", e.mtu_bytes.is_some()),
+            ("policy", e.policy.is_some()),
+            ("link", e.link.is_some()),
+            ("loss_percent", e.loss_percent.is_some()),
+            ("delay_ms", e.delay_ms.is_some()),
+            ("up", e.up.is_some()),
+            ("mbit", e.mbit.is_some()),
+            ("running", e.running.is_some()),
+            ("bytes", e.bytes.is_some()),
+            ("label", true),
+        ];
+        let allowed: &[&str] = match e.action {
+            ActionKind::SetMtu => &["node", "interface", "mtu_bytes"],
+            ActionKind::Icmp => &["policy"],
+            ActionKind::Link => &["link", "loss_percent", "delay_ms", "up", "mtu_bytes"],
+            ActionKind::Rate => &["mbit"],
+            ActionKind::S3 => &["running"],
+            ActionKind::FillDisk => &["bytes"],
+            ActionKind::FreeDisk => &[],
+        };
+        if let Some((extra, _)) = fields
+            .iter()
+            .find(|(k, set)| *set && *k != "label" && !allowed.contains(k))
+        {
+            return Err(err(
+                &format!("`{extra}` does not apply to action {:?}", e.action.name()),
+                &format!("this action takes: {}", allowed.join(", ")),
+            ));
+        }
+        let need = |name: &str| {
+            err(
+                &format!("action {:?} needs `{name}`", e.action.name()),
+                &format!("this action takes: {}", allowed.join(", ")),
+            )
+        };
+        let action = match e.action {
+            ActionKind::SetMtu => Action::SetMtu {
+                node: e.node.ok_or_else(|| need("node"))?,
+                interface: e.interface.clone().ok_or_else(|| need("interface"))?,
+                mtu_bytes: e.mtu_bytes.ok_or_else(|| need("mtu_bytes"))?,
+            },
+            ActionKind::Icmp => Action::Icmp(e.policy.ok_or_else(|| need("policy"))?),
+            ActionKind::Link => {
+                let link = e.link.clone().ok_or_else(|| need("link"))?;
+                if link != "lan" && link != "wan" {
+                    return Err(err(
+                        &format!("unknown link {link:?}"),
+                        "links are \"lan\" and \"wan\"",
+                    ));
+                }
+                Action::Link {
+                    link,
+                    loss_percent: e.loss_percent,
+                    delay_ms: e.delay_ms,
+                    up: e.up,
+                    mtu_bytes: e.mtu_bytes,
+                }
+            }
+            ActionKind::Rate => Action::Rate(e.mbit),
+            ActionKind::S3 => Action::S3 {
+                running: e.running.ok_or_else(|| need("running"))?,
+            },
+            ActionKind::FillDisk => Action::FillDisk(e.bytes.ok_or_else(|| need("bytes"))?),
+            ActionKind::FreeDisk => Action::FreeDisk,
+        };
+        let label = e
+            .label
+            .clone()
+            .unwrap_or_else(|| e.action.name().to_owned());
+        events.push(Event {
+            at_seconds: e.at_seconds,
+            phase: e.phase,
+            label,
+            action,
+        });
+    }
+    events.sort_by(|a, b| a.at_seconds.total_cmp(&b.at_seconds));
+    let mut asserts = Vec::new();
+    for spanned in raw.asserts {
+        let at = spanned.span().start;
+        let a = spanned.into_inner();
+        if a.min.is_none() && a.max.is_none() {
+            return Err(located(
+                file,
+                text,
+                at,
+                "an assertion needs `min` or `max`",
+                "e.g. max = 0",
+            ));
+        }
+        asserts.push(a);
+    }
+    Ok(Scenario {
+        name: raw.name,
+        description: raw.description,
+        duration_seconds: raw.duration_seconds,
+        sample_interval_seconds: raw.sample_interval_seconds,
+        drain_seconds: raw.drain_seconds,
+        network: raw.network,
+        camera: raw.camera,
+        disk: raw.disk,
+        events,
+        asserts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse("s.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_incident_scenario_parses() {
+        let s =
+            load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/incident-2025-11-12.toml"))
+                .unwrap();
+        assert_eq!(s.fault_at(), Some(900.0));
+        assert_eq!(s.revert_at(), Some(3600.0));
+        assert!(matches!(
+            s.events[0].action,
+            Action::SetMtu {
+                mtu_bytes: 9000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let e = err("name = \"x\"\nduration_seconds = 10\n[network\n");
+        assert!(e.starts_with("s.toml:3:"), "{e}");
+        assert!(e.contains("help:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_give_the_line_of_the_key() {
+        let e = err(
+            "name = \"x\"\nduration_seconds = 10\n\n[camera]\nchunk_bytes = 1\ninterval_seconds = 1\nfps = 3\n",
+        );
+        assert!(e.starts_with("s.toml:7:"), "{e}");
+        assert!(e.contains("fps"), "{e}");
+    }
+
+    #[test]
+    fn event_errors_point_at_the_event() {
+        let text = "name = \"x\"\nduration_seconds = 10\n\n[[event]]\nat_seconds = 1\naction = \"set-mtu\"\nnode = \"site\"\ninterface = \"eno1\"\n";
+        let e = err(text);
+        assert!(
+            e.starts_with("s.toml:4:1: action \"set-mtu\" needs `mtu_bytes`"),
+            "{e}"
+        );
+        let e = err(
+            "name = \"x\"\nduration_seconds = 10\n[[event]]\nat_seconds = 20\naction = \"free-disk\"\n",
+        );
+        assert!(
+            e.starts_with("s.toml:3:") && e.contains("outside the timeline"),
+            "{e}"
+        );
+        let e = err(
+            "name = \"x\"\nduration_seconds = 10\n[[event]]\nat_seconds = 2\naction = \"icmp\"\npolicy = \"allow\"\nnode = \"gw\"\n",
+        );
+        assert!(e.contains("`node` does not apply"), "{e}");
+        let e = err(
+            "name = \"x\"\nduration_seconds = 10\n[[event]]\nat_seconds = 2\naction = \"reboot\"\n",
+        );
+        assert!(e.starts_with("s.toml:5:") && e.contains("reboot"), "{e}");
+    }
+
+    #[test]
+    fn assertions_need_a_bound_and_a_known_metric() {
+        let e = err("name = \"x\"\nduration_seconds = 10\n[[assert]]\nmetric = \"chunks_lost\"\n");
+        assert!(
+            e.starts_with("s.toml:3:") && e.contains("`min` or `max`"),
+            "{e}"
+        );
+        let e =
+            err("name = \"x\"\nduration_seconds = 10\n[[assert]]\nmetric = \"vibes\"\nmax = 1\n");
+        assert!(e.starts_with("s.toml:4:") && e.contains("vibes"), "{e}");
+    }
+}
