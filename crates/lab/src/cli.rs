@@ -27,6 +27,48 @@ pub enum Uploader {
     Rclone,
 }
 
+impl Uploader {
+    /// Every uploader, in the order `both` runs them.
+    pub const ALL: [Uploader; 2] = [Uploader::Backhaul, Uploader::Rclone];
+
+    /// The name used on the command line, in report directories and in `comparison.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Uploader::Backhaul => "backhaul",
+            Uploader::Rclone => "rclone",
+        }
+    }
+}
+
+/// What `--uploader` accepts: one uploader, or `both`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UploaderChoice {
+    /// `backhaul run` with a generated site config.
+    Backhaul,
+    /// `rclone move` of the spool on a loop (the incumbent).
+    Rclone,
+    /// Every uploader, one run after the other, then a comparison.
+    Both,
+}
+
+/// The uploaders `choices` name, each once, in the order given (`both` expands in place).
+pub fn uploaders(choices: &[UploaderChoice]) -> Vec<Uploader> {
+    let mut out: Vec<Uploader> = Vec::new();
+    for choice in choices {
+        let add: &[Uploader] = match choice {
+            UploaderChoice::Backhaul => &[Uploader::Backhaul],
+            UploaderChoice::Rclone => &[Uploader::Rclone],
+            UploaderChoice::Both => &Uploader::ALL,
+        };
+        for u in add {
+            if !out.contains(u) {
+                out.push(*u);
+            }
+        }
+    }
+    out
+}
+
 /// Which S3 server runs in the cloud namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -42,14 +84,17 @@ pub enum S3Server {
 pub struct RunArgs {
     /// Scenario file (TOML), e.g. crates/lab/scenarios/incident-2025-11-12.toml.
     pub scenario: PathBuf,
-    /// Uploader under test.
+    /// Uploader(s) under test: `backhaul`, `rclone`, `both`, or a list (`backhaul,rclone`).
+    /// With more than one, the scenario runs once per uploader, one after the other, and a
+    /// comparison (`<scenario>-compare-<unix>/`) is written beside the runs' reports.
     #[arg(
         long,
         value_enum,
+        value_delimiter = ',',
         default_value = "backhaul",
         env = "BACKHAUL_LAB_UPLOADER"
     )]
-    pub uploader: Uploader,
+    pub uploader: Vec<UploaderChoice>,
     /// S3 server in the cloud namespace.
     #[arg(long, value_enum, default_value = "embedded", env = "BACKHAUL_LAB_S3")]
     pub s3: S3Server,

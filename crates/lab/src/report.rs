@@ -102,6 +102,9 @@ pub struct Summary {
     pub longest_outage_seconds: Option<f64>,
     /// From the fault to the first alert.
     pub fault_to_first_alert_seconds: Option<f64>,
+    /// From the fault to the first alert naming the right cause (the scenario's
+    /// `cause_keywords`); `None` without keywords or without such an alert.
+    pub fault_to_cause_alert_seconds: Option<f64>,
     /// From the revert to the first chunk delivered after it.
     pub revert_to_resume_seconds: Option<f64>,
     /// Largest backlog in chunks.
@@ -221,6 +224,23 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             .find(|t| *t >= f)
             .map(|t| t - f)
     });
+    let keywords: Vec<String> = i
+        .scenario
+        .cause_keywords
+        .iter()
+        .map(|k| k.to_lowercase())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let fault_to_cause_alert = fault.and_then(|f| {
+        alerts
+            .iter()
+            .filter(|a| a.at_seconds >= f)
+            .find(|a| {
+                let body = a.body.to_lowercase();
+                keywords.iter().any(|k| body.contains(k.as_str()))
+            })
+            .map(|a| a.at_seconds - f)
+    });
     let mut summary = Summary {
         scenario: i.scenario.name.clone(),
         uploader: i.uploader,
@@ -235,6 +255,7 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         bytes_delivered: i.bytes_delivered,
         longest_outage_seconds: longest_outage(&i.samples),
         fault_to_first_alert_seconds: fault_to_first_alert,
+        fault_to_cause_alert_seconds: fault_to_cause_alert,
         revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
         peak_backlog_chunks: i
             .samples
@@ -281,6 +302,7 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::BytesDelivered => Some(s.bytes_delivered as f64),
         Metric::LongestOutageSeconds => s.longest_outage_seconds,
         Metric::FaultToFirstAlertSeconds => s.fault_to_first_alert_seconds,
+        Metric::FaultToCauseAlertSeconds => s.fault_to_cause_alert_seconds,
         Metric::RevertToResumeSeconds => s.revert_to_resume_seconds,
         Metric::PeakBacklogChunks => Some(s.peak_backlog_chunks as f64),
     }
@@ -292,7 +314,7 @@ pub fn text(s: &Summary) -> String {
     let mut t = format!(
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {}\n  fault → first alert {}\n  \
-         revert → uploads resume {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
+         fault → alert naming the cause {}\n  revert → uploads resume {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
         s.scenario,
         s.uploader,
@@ -306,6 +328,7 @@ pub fn text(s: &Summary) -> String {
         s.bytes_delivered,
         opt(s.longest_outage_seconds),
         opt(s.fault_to_first_alert_seconds),
+        opt(s.fault_to_cause_alert_seconds),
         opt(s.revert_to_resume_seconds),
         s.peak_backlog_chunks,
         s.peak_disk_used_percent,

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli::{RunArgs, S3Server, Uploader};
+use crate::cli::{self, RunArgs, S3Server, Uploader};
 use crate::report::{self, AppliedEvent, Sample, Summary};
 use crate::scenario::{self, Action, Scenario};
 use crate::topology::{CLOUD_ADDR, Invocation, Lab, LabOptions, Node, require_root};
-use crate::{Error, cmd, probe};
+use crate::{Error, cmd, compare, probe};
 
 /// Access key the lab's S3 servers and uploaders use (the embedded server's fixed key; moto
 /// accepts any).
@@ -326,7 +326,10 @@ fn write_chunk(path: &Path, bytes: u64, rename: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs `lab run`: returns exit code 0 when every assertion held, 1 otherwise.
+/// Runs `lab run`: the scenario once per uploader asked for, one after the other (each in its
+/// own lab, so one run's leftovers cannot slow the next), then, with more than one uploader, the
+/// comparison (see [`crate::compare`]). Returns exit code 0 when every run's assertions held,
+/// 1 otherwise.
 pub fn run_scenario(
     args: &RunArgs,
     invocation: &Invocation,
@@ -340,7 +343,9 @@ pub fn run_scenario(
             args.time_scale
         )));
     }
-    if args.uploader == Uploader::Backhaul && backhaul.is_none() {
+    let uploaders = cli::uploaders(&args.uploader);
+    // Checked before the first run, so `both` does not fail half-way through.
+    if uploaders.contains(&Uploader::Backhaul) && backhaul.is_none() {
         return Err(Error::NotFound(
             "--uploader backhaul needs the backhaul binary\nhelp: run `backhaul lab run …`, or \
              pass --backhaul-exe / BACKHAUL_EXE"
@@ -348,16 +353,85 @@ pub fn run_scenario(
         ));
     }
     crate::sys::catch_terminate();
+    // One stamp for every run of this command, so the runs and their comparison sort together.
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let uploader_name = match args.uploader {
-        Uploader::Backhaul => "backhaul",
-        Uploader::Rclone => "rclone",
+    let [only] = uploaders.as_slice() else {
+        return run_several(&scenario, args, &uploaders, invocation, backhaul, stamp);
     };
+    let summary = run_once(&scenario, args, *only, invocation, backhaul, stamp)?;
+    Ok(exit_code(summary.asserts.iter().all(|a| a.passed)))
+}
+
+fn exit_code(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs every uploader in turn and writes the comparison of those that finished. A run that
+/// fails with an error is reported and skipped, so the other uploader's figures are not lost;
+/// an interruption stops everything.
+fn run_several(
+    scenario: &Scenario,
+    args: &RunArgs,
+    uploaders: &[Uploader],
+    invocation: &Invocation,
+    backhaul: Option<&Path>,
+    stamp: u64,
+) -> Result<ExitCode, Error> {
+    let mut summaries = Vec::new();
+    let mut passed = true;
+    for &uploader in uploaders {
+        match run_once(scenario, args, uploader, invocation, backhaul, stamp) {
+            Ok(summary) => {
+                passed &= summary.asserts.iter().all(|a| a.passed);
+                summaries.push(summary);
+            }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => {
+                passed = false;
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                tracing::error!(uploader = uploader.name(), error = %text, "run failed");
+                eprintln!("run with {} failed: {text}", uploader.name());
+            }
+        }
+    }
+    if summaries.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let comparison = compare::Comparison::build(&summaries);
     let out = args
         .out_dir
-        .join(format!("{}-{uploader_name}-{stamp}", scenario.name));
+        .join(format!("{}-compare-{stamp}", scenario.name));
+    std::fs::create_dir_all(&out).map_err(|e| Error::io("create directory", &out, e))?;
+    compare::write(&comparison, &summaries, &out)?;
+    println!("{}", comparison.table());
+    println!("comparison: {}", out.display());
+    Ok(exit_code(passed))
+}
+
+/// One run: builds a lab, plays the scenario with `uploader`, tears the lab down, writes the
+/// report into `<out-dir>/<scenario>-<uploader>-<stamp>/` and prints its summary.
+fn run_once(
+    scenario: &Scenario,
+    args: &RunArgs,
+    uploader: Uploader,
+    invocation: &Invocation,
+    backhaul: Option<&Path>,
+    stamp: u64,
+) -> Result<Summary, Error> {
+    let out = args
+        .out_dir
+        .join(format!("{}-{}-{stamp}", scenario.name, uploader.name()));
     std::fs::create_dir_all(&out).map_err(|e| Error::io("create directory", &out, e))?;
     let out = std::fs::canonicalize(&out).map_err(|e| Error::io("resolve", &out, e))?;
 
@@ -367,23 +441,21 @@ pub fn run_scenario(
     options.icmp = scenario.network.icmp;
     // From here on the lab guard tears everything down on every exit path, panics included.
     let mut lab = Lab::up(&options)?;
-    tracing::info!(lab = lab.prefix(), out = %out.display(), "scenario {} starting", scenario.name);
-    let result = play(&scenario, args, &mut lab, invocation, backhaul, &out);
+    tracing::info!(lab = lab.prefix(), uploader = uploader.name(), out = %out.display(),
+        "scenario {} starting", scenario.name);
+    let result = play(scenario, args, uploader, &mut lab, invocation, backhaul, &out);
     let teardown = lab.down();
     let summary = result?;
     teardown?;
     println!("{}", report::text(&summary));
     println!("report: {}", out.display());
-    Ok(if summary.asserts.iter().all(|a| a.passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(summary)
 }
 
 fn play(
     scenario: &Scenario,
     args: &RunArgs,
+    uploader_kind: Uploader,
     lab: &mut Lab,
     invocation: &Invocation,
     backhaul: Option<&Path>,
@@ -479,7 +551,7 @@ fn play(
     let uploader_log2 = uploader_log
         .try_clone()
         .map_err(|e| Error::io("open", out, e))?;
-    let mut uploader = match args.uploader {
+    let mut uploader = match uploader_kind {
         Uploader::Backhaul => {
             let exe = backhaul.map(Path::to_owned).unwrap_or_default();
             let config = out.join("site.toml");
@@ -704,7 +776,7 @@ fn play(
     s3.stop();
     let summary = report::summarize(report::Inputs {
         scenario,
-        uploader: args.uploader,
+        uploader: uploader_kind,
         s3: effective_s3,
         time_scale: scale,
         samples,

@@ -5,6 +5,7 @@
 //! duration_seconds = 4500          # scenario time; --time-scale shrinks it
 //! sample_interval_seconds = 15     # how often the runner samples (scenario time)
 //! drain_seconds = 1800             # after the timeline, wait this long for the backlog to empty
+//! cause_keywords = ["MTU", "fragmentation"]  # an alert naming any of these names the cause
 //!
 //! [network]
 //! rate_mbit = 50                   # tbf on the gateway's uplink; omit for unshaped
@@ -44,6 +45,11 @@
 //!   objects on restart, so use `--s3 embedded` for this action).
 //! * `fill-disk`: `bytes` (scaled) written to a filler file beside the spool; `free-disk`
 //!   empties it.
+//!
+//! `cause_keywords` is how a run tells an alert that names the fault's real cause from one that
+//! only says uploads are failing: the alert's body must contain one of the words (ignoring case).
+//! Alerts have no agreed schema yet, so a substring match is the one test that works for every
+//! agent; omit the key and "fault → alert naming the right cause" stays blank.
 //!
 //! Assertion metrics are the report's summary figures ([`Metric`]); each takes `min` and/or
 //! `max`. A figure the run could not measure fails its assertion.
@@ -266,6 +272,8 @@ pub enum Metric {
     LongestOutageSeconds,
     /// From the fault to the first alert the agent sent.
     FaultToFirstAlertSeconds,
+    /// From the fault to the first alert naming the right cause (`cause_keywords`).
+    FaultToCauseAlertSeconds,
     /// From the revert to the first chunk delivered after it.
     RevertToResumeSeconds,
     /// Largest backlog in chunks.
@@ -296,6 +304,8 @@ struct RawScenario {
     sample_interval_seconds: f64,
     #[serde(default = "default_drain")]
     drain_seconds: f64,
+    #[serde(default)]
+    cause_keywords: Vec<String>,
     #[serde(default)]
     network: NetworkConfig,
     #[serde(default)]
@@ -329,6 +339,8 @@ pub struct Scenario {
     pub sample_interval_seconds: f64,
     /// Scenario seconds to wait for the backlog to drain after the timeline.
     pub drain_seconds: f64,
+    /// Words of which an alert must name one to name the fault's real cause (any case).
+    pub cause_keywords: Vec<String>,
     /// Network shape.
     pub network: NetworkConfig,
     /// Camera simulator.
@@ -525,6 +537,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         duration_seconds: raw.duration_seconds,
         sample_interval_seconds: raw.sample_interval_seconds,
         drain_seconds: raw.drain_seconds,
+        cause_keywords: raw.cause_keywords,
         network: raw.network,
         camera: raw.camera,
         disk: raw.disk,
@@ -548,6 +561,7 @@ mod tests {
                 .unwrap();
         assert_eq!(s.fault_at(), Some(900.0));
         assert_eq!(s.revert_at(), Some(3600.0));
+        assert!(s.cause_keywords.iter().any(|k| k == "MTU"));
         assert!(matches!(
             s.events[0].action,
             Action::SetMtu {

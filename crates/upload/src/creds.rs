@@ -426,4 +426,39 @@ mod tests {
             "{err}"
         );
     }
+
+    /// IMDS does not run off EC2; a loopback stand-in answers the three IMDSv2 calls.
+    #[tokio::test]
+    async fn imds_v2_token_role_and_credentials() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let body = if req.starts_with("PUT /latest/api/token") {
+                    "tok-123".to_owned()
+                } else if !req.to_ascii_lowercase().contains("x-aws-ec2-metadata-token: tok-123") {
+                    String::new()
+                } else if req.starts_with("GET /latest/meta-data/iam/security-credentials/ ") {
+                    "site-role\n".to_owned()
+                } else {
+                    r#"{"Code":"Success","AccessKeyId":"ASIAIMDS","SecretAccessKey":"s","Token":"t","Expiration":"2099-01-01T00:00:00Z"}"#.to_owned()
+                };
+                let status = if body.is_empty() { "401 Unauthorized" } else { "200 OK" };
+                let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let env = AwsEnv { imds_endpoint: Some(format!("http://{addr}")), ..Default::default() };
+        let p = CredentialsProvider::new(CredentialSource::Imds, None, None, env);
+        let transport = Arc::new(Transport::new(Default::default()));
+        let c = p.get(&transport).await.unwrap().unwrap();
+        assert_eq!(c.access_key_id, "ASIAIMDS");
+        assert_eq!(c.session_token(), Some("t"));
+        assert!(c.fresh(SystemTime::now()));
+    }
 }

@@ -510,3 +510,34 @@ impl S3Client {
             .body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UploadConfig;
+
+    fn client(endpoint: &str, style: UrlStyle) -> S3Client {
+        let mut c = UploadConfig::new(endpoint, "site-video");
+        c.url_style = style;
+        let settings = c.validate().unwrap();
+        S3Client::new(&settings, Arc::new(Transport::new(Default::default())), CredentialsProvider::fixed(
+            crate::Credentials::new("a", "b", None),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn path_and_virtual_hosted_urls() {
+        let p = client("http://127.0.0.1:9000", UrlStyle::Auto);
+        assert_eq!(p.target.authority(), "127.0.0.1:9000");
+        assert_eq!(p.path(Some("SITE 1/cam/a.mp4")), "/site-video/SITE%201/cam/a.mp4");
+        let v = client("https://s3.eu-west-1.amazonaws.com", UrlStyle::Auto);
+        assert_eq!(v.target.authority(), "site-video.s3.eu-west-1.amazonaws.com");
+        assert_eq!(v.path(Some("k")), "/k");
+        assert_eq!(v.path(None), "/");
+        let base = client("https://storage.example.net/s3", UrlStyle::Path);
+        assert_eq!(base.path(Some("k")), "/s3/site-video/k");
+        let forced = client("https://storage.example.net", UrlStyle::VirtualHosted);
+        assert_eq!(forced.target.authority(), "site-video.storage.example.net");
+    }
+}
