@@ -32,6 +32,15 @@ pub struct Verified {
     pub parts_resumed: u32,
 }
 
+/// Which request carries a byte range.
+#[derive(Debug, Clone, Copy)]
+enum Request<'a> {
+    /// A whole small chunk.
+    Put,
+    /// One part of a multipart upload.
+    Part { uid: &'a str, number: u32 },
+}
+
 /// Uploads chunks; shared by the pipeline's tasks.
 #[derive(Debug)]
 pub struct ChunkUploader {
@@ -157,46 +166,9 @@ impl ChunkUploader {
         path: &Path,
     ) -> Result<Verified, Error> {
         let size = chunk.identity.size;
-        let crc = crc32c_range(file.clone(), 0, size)
-            .await
-            .map_err(|e| Error::Read {
-                path: path.to_owned(),
-                source: e,
-            })?;
-        let crc = b64(crc);
-        let mut attempt = 0;
-        loop {
-            let progress = Arc::new(Progress::default());
-            let body = ReqBody::File(FileBody::new(
-                file.clone(),
-                0,
-                size,
-                progress.clone(),
-                self.limiter.clone(),
-                self.metrics.clone(),
-            ));
-            let deadline = Deadline::Stall {
-                progress: &progress,
-                stall: self.settings.stall_timeout,
-                part: 0,
-            };
-            match self
-                .client
-                .put_object(&chunk.key, body, &crc, deadline)
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    attempt += 1;
-                    self.count_error(&e);
-                    if !e.is_retryable() || attempt >= self.settings.part_attempts {
-                        return Err(e);
-                    }
-                    self.pause(&chunk.key, 0, attempt, &e).await;
-                }
-            }
-        }
-        self.acknowledged(size);
+        let (_, crc) = self
+            .send_range(&chunk.key, Request::Put, file, path, 0, size)
+            .await?;
         self.still_same(file, path, chunk)?;
         let head = self
             .retrying(&chunk.key, || self.client.head_object(&chunk.key))
@@ -387,18 +359,18 @@ impl ChunkUploader {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn part(
+    /// Sends `len` bytes of `file` from `offset` as a PutObject or an UploadPart, with its
+    /// CRC32C, retrying like any request; a stalled attempt is abandoned with its connection.
+    /// Returns the ETag and the base64 CRC32C.
+    async fn send_range(
         &self,
-        chunk_id: i64,
         key: &str,
-        uid: &str,
+        request: Request<'_>,
         file: &Arc<File>,
         path: &Path,
-        number: u32,
         offset: u64,
         len: u64,
-    ) -> Result<PartRecord, Error> {
+    ) -> Result<(String, String), Error> {
         let crc = crc32c_range(file.clone(), offset, len)
             .await
             .map_err(|e| Error::Read {
@@ -406,8 +378,12 @@ impl ChunkUploader {
                 source: e,
             })?;
         let crc = b64(crc);
+        let part = match request {
+            Request::Put => 0,
+            Request::Part { number, .. } => number,
+        };
         let mut attempt = 0;
-        let etag = loop {
+        loop {
             let progress = Arc::new(Progress::default());
             let body = ReqBody::File(FileBody::new(
                 file.clone(),
@@ -420,25 +396,48 @@ impl ChunkUploader {
             let deadline = Deadline::Stall {
                 progress: &progress,
                 stall: self.settings.stall_timeout,
-                part: number,
+                part,
             };
-            match self
-                .client
-                .upload_part(key, uid, number, body, &crc, deadline)
-                .await
-            {
-                Ok(etag) => break etag,
+            let sent = match request {
+                Request::Put => self.client.put_object(key, body, &crc, deadline).await,
+                Request::Part { uid, number } => {
+                    self.client
+                        .upload_part(key, uid, number, body, &crc, deadline)
+                        .await
+                }
+            };
+            match sent {
+                Ok(etag) => {
+                    self.acknowledged(len);
+                    return Ok((etag, crc));
+                }
                 Err(e) => {
                     attempt += 1;
                     self.count_error(&e);
                     if !e.is_retryable() || attempt >= self.settings.part_attempts {
                         return Err(e);
                     }
-                    self.pause(key, number, attempt, &e).await;
+                    self.pause(key, part, attempt, &e).await;
                 }
             }
-        };
-        self.acknowledged(len);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn part(
+        &self,
+        chunk_id: i64,
+        key: &str,
+        uid: &str,
+        file: &Arc<File>,
+        path: &Path,
+        number: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<PartRecord, Error> {
+        let (etag, crc) = self
+            .send_range(key, Request::Part { uid, number }, file, path, offset, len)
+            .await?;
         let record = PartRecord {
             number,
             offset,

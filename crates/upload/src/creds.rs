@@ -441,19 +441,32 @@ mod tests {
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
                 let body = if req.starts_with("PUT /latest/api/token") {
                     "tok-123".to_owned()
-                } else if !req.to_ascii_lowercase().contains("x-aws-ec2-metadata-token: tok-123") {
+                } else if !req
+                    .to_ascii_lowercase()
+                    .contains("x-aws-ec2-metadata-token: tok-123")
+                {
                     String::new()
                 } else if req.starts_with("GET /latest/meta-data/iam/security-credentials/ ") {
                     "site-role\n".to_owned()
                 } else {
                     r#"{"Code":"Success","AccessKeyId":"ASIAIMDS","SecretAccessKey":"s","Token":"t","Expiration":"2099-01-01T00:00:00Z"}"#.to_owned()
                 };
-                let status = if body.is_empty() { "401 Unauthorized" } else { "200 OK" };
-                let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let status = if body.is_empty() {
+                    "401 Unauthorized"
+                } else {
+                    "200 OK"
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
         });
-        let env = AwsEnv { imds_endpoint: Some(format!("http://{addr}")), ..Default::default() };
+        let env = AwsEnv {
+            imds_endpoint: Some(format!("http://{addr}")),
+            ..Default::default()
+        };
         let p = CredentialsProvider::new(CredentialSource::Imds, None, None, env);
         let transport = Arc::new(Transport::new(Default::default()));
         let c = p.get(&transport).await.unwrap().unwrap();

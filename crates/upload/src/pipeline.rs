@@ -221,7 +221,9 @@ impl Uploader {
                         bucket.next_check = Instant::now() + backoff.ceiling(bucket.failures);
                         tracing::error!(bucket = %self.chunks.client.bucket(), class = e.class(), error = %e,
                             help = bucket_help(&e), "bucket not usable; uploads wait, nothing is deleted");
-                        if mode == RunMode::Drain && bucket.failures >= 2 {
+                        let give_up = bucket.failures >= DRAIN_MAX_ATTEMPTS
+                            || (!e.is_retryable() && bucket.failures >= 2);
+                        if mode == RunMode::Drain && give_up {
                             for c in self
                                 .spool
                                 .journal()

@@ -520,9 +520,11 @@ mod tests {
         let mut c = UploadConfig::new(endpoint, "site-video");
         c.url_style = style;
         let settings = c.validate().unwrap();
-        S3Client::new(&settings, Arc::new(Transport::new(Default::default())), CredentialsProvider::fixed(
-            crate::Credentials::new("a", "b", None),
-        ))
+        S3Client::new(
+            &settings,
+            Arc::new(Transport::new(Default::default())),
+            CredentialsProvider::fixed(crate::Credentials::new("a", "b", None)),
+        )
         .unwrap()
     }
 
@@ -530,9 +532,15 @@ mod tests {
     fn path_and_virtual_hosted_urls() {
         let p = client("http://127.0.0.1:9000", UrlStyle::Auto);
         assert_eq!(p.target.authority(), "127.0.0.1:9000");
-        assert_eq!(p.path(Some("SITE 1/cam/a.mp4")), "/site-video/SITE%201/cam/a.mp4");
+        assert_eq!(
+            p.path(Some("SITE 1/cam/a.mp4")),
+            "/site-video/SITE%201/cam/a.mp4"
+        );
         let v = client("https://s3.eu-west-1.amazonaws.com", UrlStyle::Auto);
-        assert_eq!(v.target.authority(), "site-video.s3.eu-west-1.amazonaws.com");
+        assert_eq!(
+            v.target.authority(),
+            "site-video.s3.eu-west-1.amazonaws.com"
+        );
         assert_eq!(v.path(Some("k")), "/k");
         assert_eq!(v.path(None), "/");
         let base = client("https://storage.example.net/s3", UrlStyle::Path);
