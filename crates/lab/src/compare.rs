@@ -446,9 +446,12 @@ mod tests {
         assert_eq!(alert.values["backhaul"], Some(180.0));
         assert_eq!(alert.values["rclone"], None);
         assert_eq!(row("chunks_lost").values["rclone"], Some(2.0));
-        assert_eq!(row("fault_to_cause_alert_seconds").values["backhaul"], Some(240.0));
-        assert_eq!(c.assertions_passed["backhaul"], true);
-        assert_eq!(c.assertions_passed["rclone"], false);
+        assert_eq!(
+            row("fault_to_cause_alert_seconds").values["backhaul"],
+            Some(240.0)
+        );
+        assert!(c.assertions_passed["backhaul"]);
+        assert!(!c.assertions_passed["rclone"]);
 
         let json: serde_json::Value = serde_json::to_value(&c).unwrap();
         assert_eq!(json["uploaders"], serde_json::json!(["backhaul", "rclone"]));
@@ -473,15 +476,37 @@ mod tests {
             "{table}"
         );
         let line = |label: &str| *lines.iter().find(|l| l.contains(label)).unwrap();
-        assert!(line("bytes delivered (MB)").ends_with("62.3      62.3"), "{table}");
-        assert!(line("chunks lost").ends_with("0       2"), "{table}");
-        // rclone raises no alert: its cell is blank, so the line ends with backhaul's value.
-        assert!(line("fault → first alert (s)").ends_with("180"), "{table}");
-        assert!(line("longest upload outage (s)").ends_with("2715      2715"), "{table}");
-        assert!(line("assertions").ends_with("ok  FAILED"), "{table}");
+        // The cells after the label, split on the column gaps.
+        let cells = |label: &str| -> Vec<String> {
+            line(label)[2 + label.len()..]
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(cells("bytes delivered (MB)"), ["62.3", "62.3"], "{table}");
+        assert_eq!(cells("chunks lost"), ["0", "2"], "{table}");
+        assert_eq!(
+            cells("longest upload outage (s)"),
+            ["2715", "2715"],
+            "{table}"
+        );
+        assert_eq!(cells("assertions"), ["ok", "FAILED"], "{table}");
+        // rclone raises no alert: its cell is blank, and backhaul's value sits in its own
+        // column (right-aligned under "backhaul"), not under rclone's.
+        assert_eq!(cells("fault → first alert (s)"), ["180"], "{table}");
+        let end_of_backhaul = header.find("backhaul").unwrap() + "backhaul".len();
+        assert_eq!(
+            line("fault → first alert (s)").chars().count(),
+            end_of_backhaul,
+            "{table}"
+        );
         // Columns line up although labels contain the multi-byte "→".
         let width = |l: &str| l.chars().count();
-        assert_eq!(width(header), width(line("revert → uploads resume (s)")), "{table}");
+        assert_eq!(
+            width(header),
+            width(line("revert → uploads resume (s)")),
+            "{table}"
+        );
     }
 
     #[test]

@@ -443,7 +443,9 @@ fn run_once(
     let mut lab = Lab::up(&options)?;
     tracing::info!(lab = lab.prefix(), uploader = uploader.name(), out = %out.display(),
         "scenario {} starting", scenario.name);
-    let result = play(scenario, args, uploader, &mut lab, invocation, backhaul, &out);
+    let result = play(
+        scenario, args, uploader, &mut lab, invocation, backhaul, &out,
+    );
     let teardown = lab.down();
     let summary = result?;
     teardown?;

@@ -76,6 +76,7 @@ impl EmbeddedS3 {
             source: e,
         })?;
         let (stop, mut stop_rx) = oneshot::channel::<()>();
+        let storage = root.to_owned();
         tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
             let graceful = GracefulShutdown::new();
@@ -83,7 +84,19 @@ impl EmbeddedS3 {
                 tokio::select! {
                     res = listener.accept() => {
                         let Ok((sock, _)) = res else { continue };
-                        let conn = http.serve_connection(TokioIo::new(sock), service.clone());
+                        let (service, storage) = (service.clone(), storage.clone());
+                        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                            let service = service.clone();
+                            let directory = req.method() == http::Method::HEAD
+                                && names_a_directory(&storage, req.uri().path());
+                            async move {
+                                if directory {
+                                    return Ok(no_such_key());
+                                }
+                                hyper::service::Service::call(&service, req).await
+                            }
+                        });
+                        let conn = http.serve_connection(TokioIo::new(sock), svc);
                         let conn = graceful.watch(conn.into_owned());
                         tokio::spawn(async move {
                             if let Err(e) = conn.await {
@@ -128,6 +141,49 @@ impl EmbeddedS3 {
     pub fn create_bucket(&self, bucket: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(self.root.join(bucket))
     }
+}
+
+/// s3s-fs answers HeadObject of a key that is a directory on its disk ("SITE" when
+/// "SITE/cam1/x.mp4" exists) with 500 InternalError; S3 answers 404. rclone HEADs its
+/// destination prefix before every run and retries a 500 for a long time, so the lab would
+/// measure the server's quirk instead of rclone. Path-style `/bucket/key` only, as served here.
+fn names_a_directory(root: &Path, uri_path: &str) -> bool {
+    let mut path = root.to_owned();
+    let mut segments = 0;
+    for seg in uri_path.split('/').filter(|s| !s.is_empty()) {
+        let Some(seg) = percent_decode(seg) else {
+            return false;
+        };
+        if seg == "." || seg == ".." || seg.contains('\0') {
+            return false;
+        }
+        path.push(seg);
+        segments += 1;
+    }
+    segments >= 2 && path.is_dir()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn no_such_key() -> s3s::HttpResponse {
+    let mut resp = http::Response::new(s3s::Body::from(String::new()));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp
 }
 
 impl Drop for EmbeddedS3 {
