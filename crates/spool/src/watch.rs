@@ -326,9 +326,8 @@ impl Spool {
         Ok(outcome)
     }
 
-    /// Updates backlog and disk metrics; under `drop-oldest` at critical, deletes the oldest
-    /// un-uploaded chunks not in `busy` until usage is below critical.
-    pub fn housekeeping(&self, disk: &mut DiskWatch, busy: &[i64]) -> Result<DiskStatus, Error> {
+    /// Updates the backlog gauges from the journal (cheap; called whenever a chunk changes).
+    pub fn refresh_backlog(&self) -> Result<(), Error> {
         let backlog = self.journal.backlog()?;
         self.metrics.backlog_chunks.set(backlog.chunks as f64);
         self.metrics.backlog_bytes.set(backlog.bytes as f64);
@@ -337,6 +336,13 @@ impl Spool {
             .and_then(mtime_age)
             .map_or(0.0, |d| d.as_secs_f64());
         self.metrics.oldest_chunk_age_seconds.set(age);
+        Ok(())
+    }
+
+    /// Updates backlog and disk metrics; under `drop-oldest` at critical, deletes the oldest
+    /// un-uploaded chunks not in `busy` until usage is below critical.
+    pub fn housekeeping(&self, disk: &mut DiskWatch, busy: &[i64]) -> Result<DiskStatus, Error> {
+        self.refresh_backlog()?;
         let mut status = disk.sample(&self.settings.dir, Instant::now())?;
         self.metrics.disk_used_percent.set(status.used_percent);
         self.metrics
@@ -407,5 +413,74 @@ impl Spool {
                     .finish(chunk.id, ChunkState::Gone, now_millis())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::test_util::TempSpool;
+    use crate::{ChunkState, DiskFullPolicy, DiskWatch, Readiness};
+
+    /// A critical watermark of 0 % makes any real filesystem "full", so the policy is exercised
+    /// on a real statvfs without filling a disk.
+    fn full_spool(policy: DiskFullPolicy) -> TempSpool {
+        let spool = TempSpool::with(|c| {
+            c.disk_warning_percent = 0.0;
+            c.disk_critical_percent = 0.0;
+            c.disk_full_policy = policy;
+        });
+        for i in 0..3 {
+            spool.write_chunk(&format!("c{i}.mp4"), b"video");
+        }
+        spool
+            .spool
+            .scan_once(&mut Readiness::new(Duration::ZERO))
+            .unwrap();
+        spool
+    }
+
+    #[test]
+    fn keep_policy_never_deletes_unuploaded_chunks() {
+        let spool = full_spool(DiskFullPolicy::Keep);
+        let status = spool
+            .spool
+            .housekeeping(&mut DiskWatch::new(0.0, 0.0), &[])
+            .unwrap();
+        assert_eq!(status.level, crate::DiskLevel::Critical);
+        assert_eq!(spool.spool.journal().backlog().unwrap().chunks, 3);
+        assert!(spool.path().join("c0.mp4").exists());
+        assert_eq!(spool.metrics.dropped_chunks.value(), 0);
+        assert_eq!(spool.metrics.backlog_chunks.value(), 3.0);
+    }
+
+    #[test]
+    fn drop_oldest_deletes_only_idle_chunks_and_counts_them() {
+        let spool = full_spool(DiskFullPolicy::DropOldest);
+        let busy = spool
+            .spool
+            .journal()
+            .chunk_by_name("c1.mp4")
+            .unwrap()
+            .unwrap()
+            .id;
+        spool
+            .spool
+            .housekeeping(&mut DiskWatch::new(0.0, 0.0), &[busy])
+            .unwrap();
+        assert_eq!(spool.metrics.dropped_chunks.value(), 2);
+        assert!(
+            spool.path().join("c1.mp4").exists(),
+            "a chunk being uploaded is never dropped"
+        );
+        assert!(!spool.path().join("c0.mp4").exists());
+        let c0 = spool
+            .spool
+            .journal()
+            .chunk_by_name("c0.mp4")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c0.state, ChunkState::Dropped);
     }
 }

@@ -290,8 +290,15 @@ impl Uploader {
                         bucket.ok = false;
                     }
                     self.finish(chunk, result, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
+                    if let Err(e) = self.spool.refresh_backlog() {
+                        tracing::error!(error = %e, "cannot read the backlog from the journal");
+                    }
                 }
-                _ = self.spool.ready().notified() => {}
+                _ = self.spool.ready().notified() => {
+                    if let Err(e) = self.spool.refresh_backlog() {
+                        tracing::error!(error = %e, "cannot read the backlog from the journal");
+                    }
+                }
                 _ = tokio::time::sleep(next_retry) => {}
                 r = &mut watcher => {
                     r?;

@@ -66,7 +66,10 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Ok(t) = std::panic::catch_unwind(|| scrape(port)) {
             text = t;
-            if value(&text, "backhaul_uploaded_chunks_total") >= 3.0 && emf.exists() {
+            if value(&text, "backhaul_uploaded_chunks_total") >= 3.0
+                && value(&text, "backhaul_backlog_chunks") == 0.0
+                && emf.exists()
+            {
                 break;
             }
         }
@@ -93,6 +96,19 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
     assert_eq!(
         first["_aws"]["CloudWatchMetrics"][0]["Namespace"],
         "Backhaul"
+    );
+
+    // The journal is readable with the sqlite3 CLI while the agent runs (WAL mode).
+    let journal = spool.join(".backhaul/journal.sqlite");
+    let out = Command::new("sqlite3")
+        .arg(&journal)
+        .arg("SELECT state, count(*) FROM chunks GROUP BY state")
+        .output()
+        .expect("sqlite3 CLI (apt-get install sqlite3)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "removed|3",
+        "{out:?}"
     );
 
     let kill = Command::new("kill")
