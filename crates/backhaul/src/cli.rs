@@ -19,6 +19,12 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real agent against an embedded S3 server with synthetic camera chunks.
     Demo(DemoArgs),
+    /// Netplan change guard: check a proposed config against the change's intent and policy.
+    Netplan {
+        /// Netplan action.
+        #[command(subcommand)]
+        command: backhaul_netplan::cli::NetplanCommand,
+    },
     /// The incident lab: the 2025-11-12 site in network namespaces (needs root).
     Lab {
         /// Lab action.

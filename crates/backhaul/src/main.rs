@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => cmd::demo::main(args, process),
         cli::Command::S3Server(args) => cmd::s3_server::main(args),
         cli::Command::Lab { command } => cmd::lab::main(command),
+        cli::Command::Netplan { command } => cmd::netplan::main(command),
         cli::Command::Config { command } => cmd::config::main(command, process),
     };
     exit::report(result)

@@ -14,13 +14,17 @@
 mod lab {
     pub mod cleanup;
     pub mod ground_truth;
+    pub mod pmtu_probe;
     pub mod support;
 }
 
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // One lab at a time: every `up` sweeps stale instances, and two labs being built at once in
+    // one process can look stale to each other.
+    args.test_threads = Some(1);
     let tests: Vec<(&'static str, fn())> = vec![
         (
             "incident_2025_11_12_wan_mtu_9000_stalls_bulk_tcp_while_pings_pass",
@@ -37,6 +41,14 @@ fn main() {
         (
             "wire_counts_loss_and_cut_links",
             lab::ground_truth::wire_counts_loss_and_cut_links,
+        ),
+        (
+            "netprobe_sees_the_black_hole_and_finds_the_path_mtu_by_loss",
+            lab::pmtu_probe::probes_see_the_black_hole_and_find_the_path_mtu_by_loss,
+        ),
+        (
+            "netprobe_reports_frag_needed_when_icmp_is_allowed",
+            lab::pmtu_probe::frag_needed_reaches_the_prober_when_icmp_is_allowed,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",

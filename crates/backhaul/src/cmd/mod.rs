@@ -3,5 +3,6 @@
 pub mod config;
 pub mod demo;
 pub mod lab;
+pub mod netplan;
 pub mod run;
 pub mod s3_server;

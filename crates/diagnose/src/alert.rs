@@ -1,0 +1,262 @@
+//! Alerts: which incident transitions page someone, and what the payload says.
+//!
+//! Policy: a new incident alerts; the same incident at the same severity does not alert again
+//! until the re-notify interval has passed ([`AlertPolicy::renotify`] sends the reminder); a
+//! rise in severity alerts at once; a fall does not (but is remembered, so rising again
+//! alerts); a resolved incident that was alerted on gets a resolve message.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::settings::Settings;
+use crate::{Incident, Kind, Severity, Status, TimeBase, Transition};
+
+/// Default seconds before a still-firing incident is alerted on again.
+pub const DEFAULT_RENOTIFY_SECONDS: u64 = 3600;
+
+/// Evidence lines in a Slack message; Slack cuts a section at 3000 characters.
+const SLACK_EVIDENCE_LINES: usize = 10;
+
+/// Why an alert was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertReason {
+    /// The incident is new.
+    Opened,
+    /// Its severity rose.
+    Escalated,
+    /// It is still firing after the re-notify interval.
+    Reminder,
+    /// It is over.
+    Resolved,
+}
+
+/// One webhook payload, in the native JSON shape (serialize it with serde).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// The incident's id; receivers can deduplicate on it.
+    pub id: String,
+    /// The cause.
+    pub kind: Kind,
+    /// Severity at the time of the alert.
+    pub severity: Severity,
+    /// The site name.
+    pub site: String,
+    /// `firing` or `resolved`.
+    pub status: Status,
+    /// Why this alert was sent.
+    pub reason: AlertReason,
+    /// RFC 3339 UTC start of the fault.
+    pub started_at: String,
+    /// RFC 3339 UTC end, when resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// What it is about (interface, `endpoint`, `spool`, …).
+    pub subject: String,
+    /// The root-cause sentence.
+    pub root_cause: String,
+    /// Evidence lines, `HH:MM:SS text`, oldest first.
+    pub evidence: Vec<String>,
+    /// The fix, in order.
+    pub fix: Vec<String>,
+    /// Runbook link.
+    pub runbook: String,
+}
+
+/// The Slack-compatible payload (`text` plus minimal `blocks`), for incoming webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlackMessage {
+    /// Fallback text (notifications, clients without blocks).
+    pub text: String,
+    /// Block Kit sections.
+    pub blocks: Vec<Value>,
+}
+
+impl Alert {
+    /// One line: `[CRITICAL] pmtu_blackhole at SITE-2847: <root cause>`.
+    pub fn summary(&self) -> String {
+        let tag = match self.status {
+            Status::Resolved => "RESOLVED".to_string(),
+            Status::Firing => self.severity.as_str().to_uppercase(),
+        };
+        format!(
+            "[{tag}] {} at {}: {}",
+            self.kind, self.site, self.root_cause
+        )
+    }
+
+    /// The Slack-compatible shape of this alert.
+    pub fn slack(&self) -> SlackMessage {
+        let mut blocks = vec![json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!("*{}*", self.summary())},
+        })];
+        if self.status == Status::Firing {
+            let skip = self.evidence.len().saturating_sub(SLACK_EVIDENCE_LINES);
+            let lines: Vec<&str> = self
+                .evidence
+                .iter()
+                .skip(skip)
+                .map(String::as_str)
+                .collect();
+            if !lines.is_empty() {
+                blocks.push(json!({
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": format!("*Evidence*\n```{}```", lines.join("\n"))},
+                }));
+            }
+            if !self.fix.is_empty() {
+                blocks.push(json!({
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": format!("*Fix*\n```{}```", self.fix.join("\n"))},
+                }));
+            }
+        }
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!(
+                "started {} · runbook {} · id {}", self.started_at, self.runbook, self.id
+            )}],
+        }));
+        SlackMessage {
+            text: self.summary(),
+            blocks,
+        }
+    }
+}
+
+/// What was last sent for one incident.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    severity: Severity,
+    at_ms: u64,
+}
+
+/// Turns [`Transition`]s into [`Alert`]s with dedup, escalation and resolve messages. Pure:
+/// the caller passes the time and sends the alerts.
+#[derive(Debug, Clone)]
+pub struct AlertPolicy {
+    site: String,
+    renotify_ms: u64,
+    min_severity: Severity,
+    time: TimeBase,
+    sent: BTreeMap<String, Sent>,
+}
+
+impl AlertPolicy {
+    /// A policy for `site` that reminds about still-firing incidents every
+    /// `renotify_seconds` and alerts on every severity.
+    pub fn new(site: impl Into<String>, renotify_seconds: u64, time: TimeBase) -> Self {
+        Self {
+            site: site.into(),
+            renotify_ms: Settings::ms(renotify_seconds),
+            min_severity: Severity::Info,
+            time,
+            sent: BTreeMap::new(),
+        }
+    }
+
+    /// Alerts only on incidents at or above `min` (an incident that escalates past it alerts
+    /// then).
+    pub fn with_min_severity(mut self, min: Severity) -> Self {
+        self.min_severity = min;
+        self
+    }
+
+    /// The alert for one transition at `now_ms`, if it should be sent.
+    pub fn on_transition(&mut self, transition: &Transition, now_ms: u64) -> Option<Alert> {
+        let incident = transition.incident();
+        let last = self.sent.get(&incident.id).copied();
+        let reason = match (transition, last) {
+            (Transition::Resolved(_), Some(_)) => {
+                self.sent.remove(&incident.id);
+                return Some(self.alert(incident, AlertReason::Resolved));
+            }
+            (Transition::Resolved(_), None) => return None,
+            _ if incident.severity < self.min_severity => return None,
+            (_, None) => AlertReason::Opened,
+            (_, Some(s)) if incident.severity > s.severity => AlertReason::Escalated,
+            (_, Some(s)) if incident.severity < s.severity => {
+                // Remember the lower level so that rising again alerts; page nobody now.
+                self.sent.insert(
+                    incident.id.clone(),
+                    Sent {
+                        severity: incident.severity,
+                        at_ms: s.at_ms,
+                    },
+                );
+                return None;
+            }
+            (_, Some(s)) if now_ms.saturating_sub(s.at_ms) < self.renotify_ms => return None,
+            (_, Some(_)) => AlertReason::Reminder,
+        };
+        self.record(incident, now_ms);
+        Some(self.alert(incident, reason))
+    }
+
+    /// Alerts for every transition in a batch, in order.
+    pub fn on_transitions(&mut self, transitions: &[Transition], now_ms: u64) -> Vec<Alert> {
+        transitions
+            .iter()
+            .filter_map(|t| self.on_transition(t, now_ms))
+            .collect()
+    }
+
+    /// Reminders for firing incidents last alerted on at least the re-notify interval ago.
+    /// Call it periodically with [`crate::Engine::incidents`].
+    pub fn renotify<'a>(
+        &mut self,
+        firing: impl IntoIterator<Item = &'a Incident>,
+        now_ms: u64,
+    ) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for incident in firing {
+            let due = self
+                .sent
+                .get(&incident.id)
+                .is_some_and(|s| now_ms.saturating_sub(s.at_ms) >= self.renotify_ms);
+            if due && incident.severity >= self.min_severity {
+                self.record(incident, now_ms);
+                alerts.push(self.alert(incident, AlertReason::Reminder));
+            }
+        }
+        alerts
+    }
+
+    fn record(&mut self, incident: &Incident, now_ms: u64) {
+        self.sent.insert(
+            incident.id.clone(),
+            Sent {
+                severity: incident.severity,
+                at_ms: now_ms,
+            },
+        );
+    }
+
+    fn alert(&self, incident: &Incident, reason: AlertReason) -> Alert {
+        Alert {
+            id: incident.id.clone(),
+            kind: incident.kind,
+            severity: incident.severity,
+            site: self.site.clone(),
+            status: incident.status(),
+            reason,
+            started_at: self.time.rfc3339(incident.started_at_ms),
+            resolved_at: incident.resolved_at_ms.map(|at| self.time.rfc3339(at)),
+            subject: incident.subject.clone(),
+            root_cause: incident.root_cause.clone(),
+            evidence: incident
+                .evidence
+                .iter()
+                .map(|e| format!("{} {}", self.time.hms(e.at_ms), e.text))
+                .collect(),
+            fix: incident.fix.clone(),
+            runbook: incident.runbook.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

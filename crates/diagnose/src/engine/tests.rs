@@ -1,0 +1,258 @@
+use super::*;
+use crate::test_util::*;
+use crate::{Severity, Target, VpnState};
+
+fn engine() -> Engine {
+    Engine::new(inventory(), Settings::default(), TimeBase::UNIX)
+}
+
+/// Feeds the timeline one observation at a time; returns every transition with its time.
+fn replay(engine: &mut Engine, obs: Vec<Observation>) -> Vec<(u64, Transition)> {
+    let mut out = Vec::new();
+    for o in obs {
+        let at = o.at_ms;
+        out.extend(engine.observe(o).into_iter().map(|t| (at, t)));
+    }
+    out
+}
+
+fn opened(log: &[(u64, Transition)], kind: Kind) -> Option<(u64, &Incident)> {
+    log.iter().find_map(|(at, t)| match t {
+        Transition::Opened(i) if i.kind == kind => Some((*at, i)),
+        _ => None,
+    })
+}
+
+fn resolved_at(log: &[(u64, Transition)], kind: Kind) -> Option<u64> {
+    log.iter().find_map(|(at, t)| match t {
+        Transition::Resolved(i) if i.kind == kind => Some(*at),
+        _ => None,
+    })
+}
+
+#[test]
+fn incident_2025_11_12_wan_mtu_9000() {
+    let mut engine = engine();
+    let log = replay(&mut engine, incident_2025_11_12(false));
+
+    // mtu_drift: at the change itself, before anything breaks.
+    let (at, drift) = opened(&log, Kind::MtuDrift).unwrap();
+    assert_eq!(at, t("08:15:03"));
+    assert_eq!(drift.subject, "eno1");
+    assert_eq!(drift.severity, Severity::Warning);
+
+    // pmtu_blackhole: within one probe cycle and its search (target: 30 s).
+    let (at, hole) = opened(&log, Kind::PmtuBlackhole).unwrap();
+    assert!(
+        at - t("08:15:10") <= 30_000,
+        "opened at {}",
+        TimeBase::UNIX.hms(at)
+    );
+    assert_eq!(
+        hole.root_cause,
+        "eno1 MTU changed 1500 → 9000 at 08:15:03; declared 1500; path MTU to gateway 1500; \
+         large packets dropped without ICMP"
+    );
+    assert_eq!(
+        hole.fix,
+        [
+            "ip link set eno1 mtu 1500",
+            "set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
+        ]
+    );
+    assert_eq!(hole.runbook, "docs/runbook-pmtud.md#pmtu-blackhole");
+    assert_eq!(hole.started_at_ms, t("08:15:10"));
+    assert!(
+        hole.evidence
+            .iter()
+            .any(|e| e.text.contains("small probe to gateway answered"))
+    );
+    assert_eq!(hole.severity, Severity::Warning);
+
+    // Severity escalates once the disk, filling at 2.5 %/min, is under 30 min from full.
+    let escalation = log.iter().find_map(|(at, t)| match t {
+        Transition::Updated { incident, previous }
+            if incident.kind == Kind::PmtuBlackhole && t.escalated() =>
+        {
+            Some((*at, *previous, incident.severity))
+        }
+        _ => None,
+    });
+    assert_eq!(
+        escalation,
+        Some((t("08:16:00"), Severity::Warning, Severity::Critical))
+    );
+
+    // Symptoms are not separate outages; the VPN flaps are attributed to the change.
+    assert!(opened(&log, Kind::EndpointUnreachable).is_none());
+    assert!(opened(&log, Kind::UplinkDegraded).is_none());
+    assert!(opened(&log, Kind::PathMtuReduced).is_none());
+    assert!(opened(&log, Kind::UplinkDown).is_none());
+    let (_, vpn) = opened(&log, Kind::VpnFlapping).unwrap();
+    assert!(
+        vpn.root_cause
+            .contains("follows eno1 MTU change 1500 → 9000 at 08:15:03")
+    );
+    assert!(opened(&log, Kind::DiskPressure).is_some());
+
+    // The revert resolves the black hole and the drift at once (target: 10 s).
+    assert_eq!(resolved_at(&log, Kind::PmtuBlackhole), Some(t("09:00:00")));
+    assert_eq!(resolved_at(&log, Kind::MtuDrift), Some(t("09:00:00")));
+    assert!(resolved_at(&log, Kind::DiskPressure).is_some());
+    // Opened once, not flapping open/closed during the outage.
+    let opens = log
+        .iter()
+        .filter(|(_, t)| matches!(t, Transition::Opened(i) if i.kind == Kind::PmtuBlackhole))
+        .count();
+    assert_eq!(opens, 1);
+    // VPN flaps age out of their window later; everything else is over.
+    let left: Vec<Kind> = engine.incidents().iter().map(|i| i.kind).collect();
+    assert!(left.iter().all(|k| *k == Kind::VpnFlapping), "{left:?}");
+}
+
+#[test]
+fn incident_2025_11_12_icmp_allowed_is_path_mtu_reduced() {
+    let mut engine = engine();
+    let log = replay(&mut engine, incident_2025_11_12(true));
+    assert!(opened(&log, Kind::PmtuBlackhole).is_none());
+    let (at, reduced) = opened(&log, Kind::PathMtuReduced).unwrap();
+    assert!(at - t("08:15:10") <= 30_000);
+    assert_eq!(reduced.severity, Severity::Info);
+    assert!(
+        reduced.root_cause.contains("PMTUD works"),
+        "{}",
+        reduced.root_cause
+    );
+    assert!(opened(&log, Kind::MtuDrift).is_some());
+    assert_eq!(resolved_at(&log, Kind::PathMtuReduced), Some(t("09:00:00")));
+    assert!(engine.incidents().is_empty());
+}
+
+#[test]
+fn camera_mtu_change_to_declared_value_opens_nothing() {
+    let mut tl = Timeline::new();
+    tl.push("08:00:00", link_mtu("eno1", 1500));
+    tl.push("08:00:00", link_mtu("eno2", 1500));
+    healthy(&mut tl, "08:00:00", 20, |_| 42.0);
+    // The camera interface starts wrong (info drift), then gets its jumbo frames.
+    let mut engine = engine();
+    let mut log = replay(&mut engine, tl.sorted());
+    let (_, drift) = opened(&log, Kind::MtuDrift).unwrap();
+    assert_eq!(
+        (drift.subject.as_str(), drift.severity),
+        ("eno2", Severity::Info)
+    );
+    log.extend(
+        engine
+            .observe(Observation::new(
+                t("08:20:05"),
+                mtu_changed("eno2", 1500, 9000),
+            ))
+            .into_iter()
+            .map(|x| (0, x)),
+    );
+    assert!(resolved_at(&log, Kind::MtuDrift).is_some());
+    let mut tl = Timeline::new();
+    healthy(&mut tl, "08:20:10", 10, |_| 42.0);
+    assert!(replay(&mut engine, tl.sorted()).is_empty());
+    assert!(engine.incidents().is_empty());
+}
+
+#[test]
+fn slow_but_healthy_link_opens_nothing() {
+    let mut tl = Timeline::new();
+    tl.push("10:00:00", link_mtu("eno1", 1500));
+    // 40-70 % of the expected 45 Mbit/s for half an hour.
+    healthy(&mut tl, "10:00:00", 30, |step| {
+        18.0 + (step % 7) as f64 * 2.0
+    });
+    let mut engine = engine();
+    assert!(replay(&mut engine, tl.sorted()).is_empty());
+}
+
+#[test]
+fn server_outage_is_endpoint_unreachable_not_blackhole() {
+    let mut engine = engine();
+    let log = replay(&mut engine, server_outage());
+    let kinds: Vec<Kind> = log.iter().map(|(_, t)| t.incident().kind).collect();
+    assert_eq!(kinds, [Kind::EndpointUnreachable]);
+    let (_, i) = opened(&log, Kind::EndpointUnreachable).unwrap();
+    assert!(i.root_cause.contains("5xx") || i.root_cause.contains("server_5xx"));
+    assert!(
+        i.root_cause
+            .ends_with("no interface change in the 10 min before")
+    );
+}
+
+#[test]
+fn one_percent_loss_with_jitter_opens_nothing() {
+    let mut tl = Timeline::new();
+    tl.push("10:00:00", link_mtu("eno1", 1500));
+    tl.push("10:00:00", link_mtu("eno2", 9000));
+    tl.push("10:00:00", vpn(VpnState::Absent, 0));
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut lost = 0;
+    for step in 0..60 {
+        let at = t("10:00:00") + step * 10_000;
+        for target in [Target::Gateway, Target::Endpoint] {
+            for size in [84, 1500] {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // 1 % loss, plus one forced loss of each kind so the test is never vacuous.
+                let random_loss = (seed >> 33).is_multiple_of(100);
+                let forced_loss = step == 17 && target == Target::Gateway;
+                let ok = !(random_loss || forced_loss);
+                lost += u32::from(!ok);
+                tl.push_ms(at + (seed >> 40) % 400, probe(target, size, ok));
+                if !ok && size > 576 {
+                    // The prober's search finds the full size passes: random loss, not a limit.
+                    tl.push_ms(at + 2_000, pmtu_result(target, 1500));
+                }
+            }
+        }
+        let jitter = ((seed >> 20) % 9) as f64;
+        tl.push_ms(at + 5_000, rate(38.0 + jitter));
+        if step == 33 {
+            tl.push_ms(at + 6_000, upload_error("timeout"));
+        }
+        tl.push_ms(at, disk(40.0, None));
+    }
+    assert!(lost >= 2);
+    let mut engine = engine();
+    let log = replay(&mut engine, tl.sorted());
+    assert!(log.is_empty(), "{log:#?}");
+}
+
+#[test]
+fn tick_resolves_when_windows_expire() {
+    let mut engine = engine();
+    for (at, flaps) in [("08:00:00", 0), ("08:01:00", 1), ("08:02:00", 2)] {
+        engine.observe(Observation::new(t(at), vpn(VpnState::Up, flaps)));
+    }
+    assert_eq!(engine.incidents().len(), 1);
+    assert!(engine.tick(t("08:05:00")).is_empty());
+    let resolved = engine.tick(t("08:12:01"));
+    assert!(matches!(&resolved[..], [Transition::Resolved(i)] if i.kind == Kind::VpnFlapping));
+}
+
+#[test]
+fn evidence_keeps_the_opening_and_does_not_pile_up() {
+    let mut engine = engine();
+    replay(
+        &mut engine,
+        incident_2025_11_12(false)
+            .into_iter()
+            .filter(|o| o.at_ms < t("08:59:00"))
+            .collect(),
+    );
+    let hole = engine
+        .incidents()
+        .into_iter()
+        .find(|i| i.kind == Kind::PmtuBlackhole)
+        .unwrap()
+        .clone();
+    assert!(hole.evidence.len() <= MAX_EVIDENCE);
+    assert_eq!(hole.evidence[0].text, "eno1 MTU changed 1500 → 9000");
+    assert_eq!(hole.evidence[0].at_ms, t("08:15:03"));
+}

@@ -1,0 +1,240 @@
+//! Incidents: what the engine concluded, and how that changed.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The root cause an incident names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Large packets are dropped without ICMP "fragmentation needed": TCP cannot adapt.
+    PmtuBlackhole,
+    /// An interface's MTU differs from its declared value.
+    MtuDrift,
+    /// The path carries less than the local MTU, but ICMP reports it and TCP adapts.
+    PathMtuReduced,
+    /// The WAN link or the gateway is down.
+    UplinkDown,
+    /// Uploads work but far below the expected rate, for a sustained period.
+    UplinkDegraded,
+    /// The upload endpoint cannot be reached or does not serve us; the local path is fine.
+    EndpointUnreachable,
+    /// The store rejects our credentials or the bucket is missing.
+    AuthFailure,
+    /// The spool disk is filling up.
+    DiskPressure,
+    /// The VPN tunnel keeps dropping.
+    VpnFlapping,
+}
+
+impl Kind {
+    /// Every kind, in rule order.
+    pub const ALL: [Kind; 9] = [
+        Kind::PmtuBlackhole,
+        Kind::MtuDrift,
+        Kind::PathMtuReduced,
+        Kind::UplinkDown,
+        Kind::UplinkDegraded,
+        Kind::EndpointUnreachable,
+        Kind::AuthFailure,
+        Kind::DiskPressure,
+        Kind::VpnFlapping,
+    ];
+
+    /// The kind's name (`pmtu_blackhole`), as in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::PmtuBlackhole => "pmtu_blackhole",
+            Kind::MtuDrift => "mtu_drift",
+            Kind::PathMtuReduced => "path_mtu_reduced",
+            Kind::UplinkDown => "uplink_down",
+            Kind::UplinkDegraded => "uplink_degraded",
+            Kind::EndpointUnreachable => "endpoint_unreachable",
+            Kind::AuthFailure => "auth_failure",
+            Kind::DiskPressure => "disk_pressure",
+            Kind::VpnFlapping => "vpn_flapping",
+        }
+    }
+
+    /// The runbook section for this kind.
+    pub fn runbook(self) -> &'static str {
+        match self {
+            Kind::PmtuBlackhole => "docs/runbook-pmtud.md#pmtu-blackhole",
+            Kind::MtuDrift => "docs/runbook-pmtud.md#mtu-drift",
+            Kind::PathMtuReduced => "docs/runbook-pmtud.md#path-mtu-reduced",
+            Kind::UplinkDown => "docs/runbook-pmtud.md#uplink-down",
+            Kind::UplinkDegraded => "docs/runbook-pmtud.md#uplink-degraded",
+            Kind::EndpointUnreachable => "docs/runbook-pmtud.md#endpoint-unreachable",
+            Kind::AuthFailure => "docs/runbook-pmtud.md#auth-failure",
+            Kind::DiskPressure => "docs/runbook-pmtud.md#disk-pressure",
+            Kind::VpnFlapping => "docs/runbook-pmtud.md#vpn-flapping",
+        }
+    }
+
+    /// Whether incidents of this kind mean uploads are not getting through, so a filling disk
+    /// makes them critical.
+    pub fn stops_uploads(self) -> bool {
+        matches!(
+            self,
+            Kind::PmtuBlackhole | Kind::UplinkDown | Kind::EndpointUnreachable | Kind::AuthFailure
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an incident is. Ordered: `Info < Warning < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing; nothing is failing.
+    Info,
+    /// Something is wrong; act today.
+    Warning,
+    /// Data is at risk; act now.
+    Critical,
+}
+
+impl Severity {
+    /// `info`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an incident is still going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Open.
+    Firing,
+    /// Over.
+    Resolved,
+}
+
+/// One timestamped line of an incident's evidence timeline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Evidence {
+    /// When it was observed.
+    pub at_ms: u64,
+    /// What was observed, with times already formatted.
+    pub text: String,
+}
+
+impl Evidence {
+    /// A line observed at `at_ms`.
+    pub fn new(at_ms: u64, text: impl Into<String>) -> Self {
+        Self {
+            at_ms,
+            text: text.into(),
+        }
+    }
+}
+
+/// What one rule concluded from the store at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The cause.
+    pub kind: Kind,
+    /// What it is about (interface name, `gateway`, `endpoint`, `spool`, `vpn`).
+    pub subject: String,
+    /// How urgent.
+    pub severity: Severity,
+    /// When the fault began, as far as the evidence shows.
+    pub started_at_ms: u64,
+    /// One sentence naming the cause, the interface and the change.
+    pub root_cause: String,
+    /// The observations that support it, oldest first.
+    pub evidence: Vec<Evidence>,
+    /// Commands and edits that fix it, in order.
+    pub fix: Vec<String>,
+}
+
+/// An open or resolved incident.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    /// Stable id: `<kind>:<subject>:<started_at_ms>`.
+    pub id: String,
+    /// The cause.
+    pub kind: Kind,
+    /// What it is about.
+    pub subject: String,
+    /// Current severity.
+    pub severity: Severity,
+    /// When the fault began.
+    pub started_at_ms: u64,
+    /// When its severity last changed (or it opened or resolved).
+    pub updated_at_ms: u64,
+    /// When it was resolved.
+    pub resolved_at_ms: Option<u64>,
+    /// The root-cause sentence.
+    pub root_cause: String,
+    /// The evidence timeline, oldest first.
+    pub evidence: Vec<Evidence>,
+    /// The fix.
+    pub fix: Vec<String>,
+    /// Runbook link.
+    pub runbook: &'static str,
+}
+
+impl Incident {
+    /// Whether it is still open.
+    pub fn status(&self) -> Status {
+        if self.resolved_at_ms.is_some() {
+            Status::Resolved
+        } else {
+            Status::Firing
+        }
+    }
+}
+
+/// A change in the set of incidents, returned by [`crate::Engine::observe`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "transition", rename_all = "snake_case")]
+pub enum Transition {
+    /// A new incident.
+    Opened(Incident),
+    /// An open incident changed severity (its texts and evidence follow the latest finding
+    /// silently; read them from [`crate::Engine::incidents`]).
+    Updated {
+        /// The incident as it is now.
+        incident: Incident,
+        /// Its severity before.
+        previous: Severity,
+    },
+    /// An incident is over.
+    Resolved(Incident),
+}
+
+impl Transition {
+    /// The incident this transition is about.
+    pub fn incident(&self) -> &Incident {
+        match self {
+            Transition::Opened(i) | Transition::Resolved(i) => i,
+            Transition::Updated { incident, .. } => incident,
+        }
+    }
+
+    /// Whether the severity rose.
+    pub fn escalated(&self) -> bool {
+        match self {
+            Transition::Updated { incident, previous } => incident.severity > *previous,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! What producers tell the engine: one timestamped [`Signal`] per [`Observation`].
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A signal and when it was seen (ms since the caller's epoch, see [`crate::TimeBase`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// When the signal was seen.
+    pub at_ms: u64,
+    /// What was seen.
+    pub signal: Signal,
+}
+
+impl Observation {
+    /// `signal` seen at `at_ms`.
+    pub fn new(at_ms: u64, signal: Signal) -> Self {
+        Self { at_ms, signal }
+    }
+}
+
+/// Where a probe was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The inventory's gateway (first hop).
+    Gateway,
+    /// The upload endpoint.
+    Endpoint,
+}
+
+impl Target {
+    /// `gateway` or `endpoint`, as used in texts and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Gateway => "gateway",
+            Target::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// State of the site's VPN tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VpnState {
+    /// Established.
+    Up,
+    /// Configured but not established.
+    Down,
+    /// No VPN to monitor (no strongSwan): "not monitored", never "healthy".
+    Absent,
+}
+
+/// Class of an upload failure, as `backhaul-upload`'s `Error::class()` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadErrorClass {
+    /// 401/403: credentials rejected.
+    Auth,
+    /// No credentials found.
+    Credentials,
+    /// The bucket does not exist.
+    NoSuchBucket,
+    /// TCP connect failed or the connection broke.
+    Connection,
+    /// No response in time.
+    Timeout,
+    /// The socket took no body bytes for the stall timeout.
+    Stall,
+    /// HTTP 5xx from the store.
+    #[serde(rename = "server_5xx")]
+    Server5xx,
+    /// 503 SlowDown: throttled, not broken.
+    SlowDown,
+    /// TLS handshake failed.
+    Tls,
+    /// Any other class (protocol, checksum, verify, …): not used by the rules.
+    Other,
+}
+
+impl UploadErrorClass {
+    /// Maps `backhaul_upload::Error::class()` strings; unknown classes become [`Self::Other`].
+    pub fn from_class(class: &str) -> Self {
+        match class {
+            "auth" => Self::Auth,
+            "credentials" => Self::Credentials,
+            "no_such_bucket" => Self::NoSuchBucket,
+            "connection" => Self::Connection,
+            "timeout" => Self::Timeout,
+            "stall" => Self::Stall,
+            "server_5xx" => Self::Server5xx,
+            "slow_down" => Self::SlowDown,
+            "tls" => Self::Tls,
+            _ => Self::Other,
+        }
+    }
+
+    /// The class string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Credentials => "credentials",
+            Self::NoSuchBucket => "no_such_bucket",
+            Self::Connection => "connection",
+            Self::Timeout => "timeout",
+            Self::Stall => "stall",
+            Self::Server5xx => "server_5xx",
+            Self::SlowDown => "slow_down",
+            Self::Tls => "tls",
+            Self::Other => "other",
+        }
+    }
+
+    /// Whether this class means the store refuses us (credentials or bucket), not the network.
+    pub fn is_auth(self) -> bool {
+        matches!(self, Self::Auth | Self::Credentials | Self::NoSuchBucket)
+    }
+
+    /// Whether this class means the endpoint could not be reached or did not serve us.
+    pub fn is_unreachable(self) -> bool {
+        matches!(
+            self,
+            Self::Connection | Self::Timeout | Self::Server5xx | Self::Tls
+        )
+    }
+}
+
+/// One thing a producer saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Signal {
+    /// An interface's current MTU, reported at start and by the polling fallback.
+    LinkMtu {
+        /// Interface.
+        ifname: String,
+        /// Its MTU now.
+        mtu_bytes: u32,
+    },
+    /// An interface's MTU changed (rtnetlink `RTM_NEWLINK`).
+    LinkMtuChanged {
+        /// Interface.
+        ifname: String,
+        /// MTU before.
+        old_bytes: u32,
+        /// MTU after.
+        new_bytes: u32,
+    },
+    /// An interface's operational state (reported at start and on change).
+    LinkState {
+        /// Interface.
+        ifname: String,
+        /// Whether it is up with carrier.
+        up: bool,
+    },
+    /// One probe toward the gateway or the endpoint: small and full-size probes run side by
+    /// side, so "small passes, large fails" is explicit.
+    Probe {
+        /// Where it went.
+        target: Target,
+        /// IP packet size.
+        size_bytes: u32,
+        /// Sent with Don't Fragment.
+        df: bool,
+        /// Whether an answer came back.
+        ok: bool,
+        /// Round-trip time when `ok`.
+        rtt_ms: Option<f64>,
+    },
+    /// Result of a PLPMTUD-style search: the largest packet that passed toward `target`.
+    PathMtu {
+        /// Where the search probed.
+        target: Target,
+        /// Largest size that passed.
+        bytes: u32,
+    },
+    /// ICMP "fragmentation needed" (type 3 code 4) or an `IP_RECVERR` `EMSGSIZE` report.
+    FragNeeded {
+        /// The router that sent it.
+        from: IpAddr,
+        /// The next-hop MTU it reported.
+        next_hop_mtu: u32,
+    },
+    /// Upload goodput over the last 10 s, reported while there is something to upload.
+    UploadGoodput {
+        /// Mbit/s of payload the store acknowledged.
+        mbps_10s: f64,
+    },
+    /// The upload stall watchdog fired: no body byte left for the stall timeout.
+    UploadStall {
+        /// How long nothing moved.
+        stalled_seconds: u64,
+    },
+    /// An upload request failed.
+    UploadError {
+        /// Its class.
+        class: UploadErrorClass,
+    },
+    /// Spool disk usage and, when it is filling, the time until it is full.
+    Disk {
+        /// Percent of the filesystem used.
+        used_percent: f64,
+        /// Seconds until full at the current fill rate; `None` when not filling.
+        seconds_to_full: Option<u64>,
+    },
+    /// VPN tunnel state and the number of flaps since the agent started.
+    Vpn {
+        /// State now.
+        state: VpnState,
+        /// Flaps counted since start (monotonic).
+        flaps: u32,
+    },
+    /// `TCP_INFO` of an upload connection.
+    TcpInfo {
+        /// `tcpi_snd_mss`.
+        snd_mss: u32,
+        /// `tcpi_pmtu`.
+        pmtu: u32,
+        /// `tcpi_retransmits` (current consecutive retransmissions).
+        retransmits: u32,
+        /// Bytes newly acknowledged since the previous sample.
+        bytes_acked_delta: u64,
+    },
+}

@@ -1,0 +1,247 @@
+//! `pmtu_blackhole`: large packets vanish and no ICMP "fragmentation needed" says why, so TCP
+//! never lowers its segment size and uploads stall while small packets (health checks) pass.
+//!
+//! Evidence, either suffices (both usually arrive together):
+//! * probes: large DF probes toward a target fail (see [`super`]) while small probes toward
+//!   the same target answer;
+//! * TCP: an upload stalled and `TCP_INFO` shows retransmissions, nothing acknowledged and a
+//!   segment size the path cannot carry.
+//!
+//! and, for a black hole rather than a reduced path MTU: no ICMP fragmentation-needed since
+//! the onset, and uploads not demonstrably healthy.
+
+use super::{
+    Context, ProbeRun, attribution, change_clause, disk_escalation, drifted_wan, evidence_epoch,
+    frag_needed, goodput, icmp_since, large_failing, mtu_fix, path_mtu, small_ok, stalls,
+    uploads_healthy_since,
+};
+use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
+
+/// TCP/IPv4 header bytes between the MSS and the packet size.
+const TCP_IP_HEADER_BYTES: u32 = 40;
+
+/// What the TCP signature looked like.
+struct TcpSignature {
+    first_stall_ms: u64,
+    stalled_seconds: u64,
+    info_at_ms: u64,
+    snd_mss: u32,
+    pmtu: u32,
+    retransmits: u32,
+}
+
+fn tcp_signature(store: &Store, ctx: &Context<'_>, since_ms: u64) -> Option<TcpSignature> {
+    let stalls = stalls(store, since_ms);
+    let &(first_stall_ms, stalled_seconds) = stalls.first()?;
+    let carried = [Target::Gateway, Target::Endpoint]
+        .into_iter()
+        .filter_map(|t| path_mtu(store, t, since_ms).map(|(_, b)| b))
+        .min()
+        .unwrap_or(ctx.inventory.path_mtu_bytes());
+    store.since(since_ms).rev().find_map(|o| match o.signal {
+        Signal::TcpInfo {
+            snd_mss,
+            pmtu,
+            retransmits,
+            bytes_acked_delta,
+        } => (retransmits > 0 && bytes_acked_delta == 0 && snd_mss + TCP_IP_HEADER_BYTES > carried)
+            .then_some(TcpSignature {
+                first_stall_ms,
+                stalled_seconds,
+                info_at_ms: o.at_ms,
+                snd_mss,
+                pmtu,
+                retransmits,
+            }),
+        _ => None,
+    })
+}
+
+/// Finds a PMTUD black hole on the WAN path.
+pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
+    let epoch = evidence_epoch(store, ctx);
+    let probes: Option<(Target, ProbeRun, u64)> = [Target::Gateway, Target::Endpoint]
+        .into_iter()
+        .find_map(|t| {
+            let run = large_failing(store, ctx, t, epoch)?;
+            Some((t, run, small_ok(store, ctx, t)?))
+        });
+    let recent = epoch.max(ctx.ago(ctx.settings.signal_window_seconds));
+    let tcp = tcp_signature(store, ctx, recent);
+    let onset = match (&probes, &tcp) {
+        (None, None) => return None,
+        (Some((_, run, _)), None) => run.first_fail_ms,
+        (None, Some(sig)) => sig.first_stall_ms,
+        (Some((_, run, _)), Some(sig)) => run.first_fail_ms.min(sig.first_stall_ms),
+    };
+    if frag_needed(store, icmp_since(ctx, epoch, onset)).is_some()
+        || uploads_healthy_since(store, ctx, onset)
+    {
+        // ICMP gets through or TCP copes: `path_mtu_reduced`, not a black hole.
+        return None;
+    }
+
+    let target = probes.as_ref().map_or(Target::Endpoint, |(t, ..)| *t);
+    let pmtu = path_mtu(store, target, epoch);
+    let wan = ctx.inventory.wan();
+    let current = wan.and_then(|w| store.link(&w.name)?.mtu_bytes);
+    let mut evidence = Vec::new();
+    let mut clauses = Vec::new();
+    if let Some(change) = attribution(store, ctx, onset) {
+        clauses.push(change_clause(ctx, change));
+        evidence.push(Evidence::new(
+            change.at_ms,
+            format!(
+                "{} MTU changed {} → {}",
+                change.ifname, change.old_bytes, change.new_bytes
+            ),
+        ));
+    } else if let (Some(w), Some(mtu)) = (wan, current) {
+        clauses.push(format!("{} MTU {}", w.name, mtu));
+    }
+    if let Some(w) = wan {
+        clauses.push(format!("declared {}", w.mtu_bytes));
+    }
+    if let Some((at, bytes)) = pmtu {
+        clauses.push(format!("path MTU to {target} {bytes}"));
+        evidence.push(Evidence::new(
+            at,
+            format!("path MTU search toward {target}: largest packet that passes is {bytes} bytes"),
+        ));
+    }
+    clauses.push("large packets dropped without ICMP".into());
+
+    if let Some((t, run, small_at)) = &probes {
+        evidence.push(Evidence::new(
+            run.first_fail_ms,
+            format!("large probe ({} bytes, DF) to {t} lost", run.size_bytes),
+        ));
+        if run.failures > 1 {
+            evidence.push(Evidence::new(
+                run.last_fail_ms,
+                format!("{} large probes to {t} lost in a row", run.failures),
+            ));
+        }
+        evidence.push(Evidence::new(
+            *small_at,
+            format!("small probe to {t} answered: the link itself is up"),
+        ));
+    }
+    if let Some(sig) = &tcp {
+        evidence.push(Evidence::new(
+            sig.first_stall_ms,
+            format!("upload stalled: no progress for {} s", sig.stalled_seconds),
+        ));
+        evidence.push(Evidence::new(
+            sig.info_at_ms,
+            format!(
+                "upload connection: snd_mss {}, pmtu {}, {} retransmits, nothing acknowledged",
+                sig.snd_mss, sig.pmtu, sig.retransmits
+            ),
+        ));
+    }
+    // The first sample that shows the drop, so the line stays put while the outage lasts.
+    let samples = goodput(store, onset);
+    let dropped = samples
+        .iter()
+        .find(|(_, mbps)| *mbps < 1.0)
+        .or(samples.last());
+    if let Some(&(at, mbps)) = dropped {
+        let expected = ctx
+            .inventory
+            .expected_upload_mbps()
+            .map_or(String::new(), |e| format!(" (expected {e})"));
+        evidence.push(Evidence::new(
+            at,
+            format!("upload goodput {mbps:.1} Mbit/s{expected}"),
+        ));
+    }
+    evidence.push(Evidence::new(
+        onset,
+        "no ICMP fragmentation-needed received since",
+    ));
+    let (severity, disk) = disk_escalation(store, ctx, Severity::Warning);
+    evidence.extend(disk);
+    evidence.sort();
+
+    let fix = match (drifted_wan(store, ctx), wan, current, pmtu) {
+        (Some((w, _)), ..) => mtu_fix(w),
+        (None, Some(w), Some(mtu), Some((_, bytes))) if bytes < mtu => vec![
+            format!("ip link set {} mtu {bytes}", w.name),
+            format!(
+                "or clamp TCP MSS: iptables -t mangle -A POSTROUTING -o {} -p tcp \
+                 --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {}",
+                w.name,
+                bytes.saturating_sub(TCP_IP_HEADER_BYTES)
+            ),
+        ],
+        _ => vec![format!(
+            "find the hop that drops large packets: tracepath -n {}",
+            ctx.inventory.endpoint_host()
+        )],
+    };
+    Some(Finding {
+        kind: Kind::PmtuBlackhole,
+        subject: wan.map_or("uplink".into(), |w| w.name.clone()),
+        severity,
+        started_at_ms: onset,
+        root_cause: clauses.join("; "),
+        evidence,
+        fix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    #[test]
+    fn small_passes_large_fails_without_icmp_is_a_blackhole() {
+        let tl = incident_2025_11_12(false);
+        let f = run_rule(&tl, "08:15:13", evaluate).unwrap();
+        assert_eq!(
+            f.root_cause,
+            "eno1 MTU changed 1500 → 9000 at 08:15:03; declared 1500; path MTU to gateway \
+             1500; large packets dropped without ICMP"
+        );
+        assert_eq!(f.subject, "eno1");
+        assert_eq!(f.fix[0], "ip link set eno1 mtu 1500");
+        assert_eq!(
+            f.fix[1],
+            "set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
+        );
+    }
+
+    #[test]
+    fn icmp_fragmentation_needed_means_no_blackhole() {
+        let tl = incident_2025_11_12(true);
+        assert!(run_rule(&tl, "08:20:00", evaluate).is_none());
+    }
+
+    #[test]
+    fn tcp_signature_alone_finds_it() {
+        let mut tl = Timeline::new();
+        tl.push("08:00:00", link_mtu("eno1", 9000));
+        tl.push("08:10:00", stall(30));
+        tl.push("08:10:01", tcp(8948, 9000, 6, 0));
+        let f = run_rule(&tl.obs, "08:10:02", evaluate).unwrap();
+        assert!(
+            f.root_cause.starts_with("eno1 MTU 9000; declared 1500"),
+            "{}",
+            f.root_cause
+        );
+        // A stall with a normal segment size is not a black hole (a dead server looks so).
+        let mut tl = Timeline::new();
+        tl.push("08:10:00", stall(30));
+        tl.push("08:10:01", tcp(1448, 1500, 6, 0));
+        assert!(run_rule(&tl.obs, "08:10:02", evaluate).is_none());
+    }
+
+    #[test]
+    fn revert_resolves_at_once() {
+        let tl = incident_2025_11_12(false);
+        assert!(run_rule(&tl, "08:59:59", evaluate).is_some());
+        assert!(run_rule(&tl, "09:00:00", evaluate).is_none());
+    }
+}

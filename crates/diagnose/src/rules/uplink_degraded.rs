@@ -1,0 +1,97 @@
+//! `uplink_degraded`: uploads work, but for a sustained period far below the expected rate,
+//! with no stalls and no large-packet loss (those are other causes). A link that is merely
+//! slower than hoped, or one that dips for a minute, is not an incident.
+
+use super::{
+    Context, attributed_fix, attribution_suffix, evidence_epoch, goodput, large_failing, stalls,
+};
+use crate::settings::Settings;
+use crate::{Evidence, Finding, Kind, Severity, Store, Target};
+
+/// Samples needed before a mean means anything.
+const MIN_SAMPLES: usize = 3;
+
+/// Finds sustained low goodput on an otherwise healthy path.
+pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
+    let expected = ctx.inventory.expected_upload_mbps()?;
+    let sustain = Settings::ms(ctx.settings.degraded_sustain_seconds);
+    let from = ctx.now_ms.checked_sub(sustain)?;
+    // The window must be covered from its start, or a fresh dip would count as sustained.
+    let covered = goodput(
+        store,
+        from.saturating_sub(Settings::ms(ctx.settings.probe_stale_seconds)),
+    )
+    .first()
+    .is_some_and(|&(at, _)| at <= from + 15_000);
+    let samples = goodput(store, from);
+    if !covered || samples.len() < MIN_SAMPLES {
+        return None;
+    }
+    let mean = samples.iter().map(|(_, m)| m).sum::<f64>() / samples.len() as f64;
+    let threshold = expected * ctx.settings.degraded_fraction;
+    // Zero goodput is not "degraded" but stopped; the outage rules own it.
+    if mean >= threshold || mean <= 0.0 || !stalls(store, from).is_empty() {
+        return None;
+    }
+    let epoch = evidence_epoch(store, ctx);
+    if [Target::Gateway, Target::Endpoint]
+        .into_iter()
+        .any(|t| large_failing(store, ctx, t, epoch).is_some())
+    {
+        return None;
+    }
+    let subject = ctx.wan_name().to_string();
+    let mut fix = attributed_fix(store, ctx, from);
+    fix.push(format!(
+        "check the line rate and competing traffic on {subject}; if the contract changed, \
+         update inventory.expected_upload_mbps"
+    ));
+    Some(Finding {
+        kind: Kind::UplinkDegraded,
+        subject,
+        severity: Severity::Warning,
+        started_at_ms: from,
+        root_cause: format!(
+            "upload goodput {mean:.1} Mbit/s over the last {} min, {:.0}% of the expected \
+             {expected} Mbit/s; no stalls, probes pass{}",
+            sustain / 60_000,
+            mean / expected * 100.0,
+            attribution_suffix(store, ctx, from)
+        ),
+        evidence: samples
+            .iter()
+            .step_by((samples.len() / 5).max(1))
+            .map(|&(at, m)| Evidence::new(at, format!("upload goodput {m:.1} Mbit/s")))
+            .collect(),
+        fix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    fn steady(mbps: f64, minutes: u64) -> Vec<crate::Observation> {
+        let mut tl = Timeline::new();
+        healthy(&mut tl, "10:00:00", minutes, |_| mbps);
+        tl.obs
+    }
+
+    #[test]
+    fn slow_but_healthy_link_is_nothing() {
+        // 60 % of the expected 45 Mbit/s for 20 minutes, probes fine, no stalls.
+        assert!(run_rule(&steady(27.0, 20), "10:20:00", evaluate).is_none());
+    }
+
+    #[test]
+    fn far_below_expected_for_long_is_degraded() {
+        let f = run_rule(&steady(4.0, 20), "10:20:00", evaluate).unwrap();
+        assert!(
+            f.root_cause
+                .starts_with("upload goodput 4.0 Mbit/s over the last 5 min, 9%")
+        );
+        // But not before it has lasted the sustain period.
+        assert!(run_rule(&steady(4.0, 20), "10:04:00", evaluate).is_none());
+    }
+}

@@ -1,0 +1,33 @@
+use std::net::Ipv4Addr;
+
+/// Errors of the network probes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No permission for raw sockets.
+    #[error(
+        "cannot open a raw ICMP socket for path-MTU probes: needs root or CAP_NET_RAW (the agent keeps uploading without probes)"
+    )]
+    Permission(#[source] std::io::Error),
+    /// A socket operation failed.
+    #[error("path-MTU probe socket: {op} failed")]
+    Socket {
+        /// Operation.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A probe size outside what IPv4 can carry.
+    #[error("probe size {size} bytes is outside {min}..={max} (IPv4 packet size)")]
+    Size {
+        /// Requested size.
+        size: usize,
+        /// Smallest allowed.
+        min: usize,
+        /// Largest allowed.
+        max: usize,
+    },
+    /// The target is not an IPv4 address.
+    #[error("probe target {0} is not usable (IPv4 unicast needed)")]
+    Target(Ipv4Addr),
+}

@@ -1,0 +1,178 @@
+//! ICMPv4 echo packets and the replies and errors that come back, as bytes (pure, testable).
+
+use std::net::Ipv4Addr;
+
+const ECHO_REQUEST: u8 = 8;
+const ECHO_REPLY: u8 = 0;
+const DEST_UNREACHABLE: u8 = 3;
+const FRAG_NEEDED: u8 = 4;
+/// IPv4 header without options.
+pub(crate) const IP_HEADER: usize = 20;
+/// ICMP echo header.
+pub(crate) const ICMP_HEADER: usize = 8;
+
+/// An ICMP "fragmentation needed and DF set" (type 3 code 4) about one of our probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragNeeded {
+    /// The router that could not forward the packet.
+    pub from: Ipv4Addr,
+    /// The next-hop MTU it reported (0 when the router did not say, per RFC 1191 old routers).
+    pub next_hop_mtu: u16,
+}
+
+/// What came back for one probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The echo reply arrived: a packet of this size crosses the path.
+    Passed {
+        /// Round trip in microseconds.
+        rtt_us: u64,
+    },
+    /// Nothing came back in time: the packet (or its reply) was dropped — the black hole's
+    /// only symptom when the drop is at L2 or ICMP is filtered.
+    Lost,
+    /// A router said the packet is too big.
+    FragNeeded(FragNeeded),
+    /// The local interface MTU is smaller than the probe (EMSGSIZE); it never left the host.
+    LocalTooBig,
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for pair in data.chunks(2) {
+        let word = match pair {
+            [a, b] => u16::from_be_bytes([*a, *b]),
+            [a] => u16::from_be_bytes([*a, 0]),
+            _ => 0,
+        };
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An echo request whose IPv4 packet is `packet_size` bytes long.
+pub(crate) fn echo_request(id: u16, seq: u16, packet_size: usize) -> Vec<u8> {
+    let len = packet_size.saturating_sub(IP_HEADER).max(ICMP_HEADER);
+    let mut p = vec![0u8; len];
+    p[0] = ECHO_REQUEST;
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[6..8].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in p[ICMP_HEADER..].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let c = checksum(&p);
+    p[2..4].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// What a received datagram (raw socket: IPv4 header + ICMP) says about probe `id`/`seq` to
+/// `target`; `None` if it is about something else.
+pub(crate) fn classify(
+    packet: &[u8],
+    id: u16,
+    seq: u16,
+    target: Ipv4Addr,
+) -> Option<Result<(), FragNeeded>> {
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    let src = Ipv4Addr::new(
+        *packet.get(12)?,
+        *packet.get(13)?,
+        *packet.get(14)?,
+        *packet.get(15)?,
+    );
+    let icmp = packet.get(ihl..)?;
+    let (kind, code) = (*icmp.first()?, *icmp.get(1)?);
+    let ours = |b: &[u8]| {
+        b.get(4..6) == Some(&id.to_be_bytes()) && b.get(6..8) == Some(&seq.to_be_bytes())
+    };
+    match (kind, code) {
+        (ECHO_REPLY, 0) if src == target && ours(icmp) => Some(Ok(())),
+        (DEST_UNREACHABLE, FRAG_NEEDED) => {
+            let next_hop_mtu = u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]);
+            // The error quotes our original IP header and the first 8 bytes of our ICMP.
+            let inner = icmp.get(ICMP_HEADER..)?;
+            let inner_ihl = usize::from(inner.first()? & 0x0f) * 4;
+            let dst = Ipv4Addr::new(
+                *inner.get(16)?,
+                *inner.get(17)?,
+                *inner.get(18)?,
+                *inner.get(19)?,
+            );
+            let quoted = inner.get(inner_ihl..)?;
+            (dst == target && quoted.first() == Some(&ECHO_REQUEST) && ours(quoted)).then_some(Err(
+                FragNeeded {
+                    from: src,
+                    next_hop_mtu,
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+        h.extend(src.octets());
+        h.extend(dst.octets());
+        h.extend(payload);
+        h
+    }
+
+    #[test]
+    fn request_has_valid_checksum_and_size() {
+        let p = echo_request(0x1234, 7, 1500);
+        assert_eq!(p.len(), 1480);
+        assert_eq!(
+            checksum(&p),
+            0,
+            "a packet including its checksum sums to zero"
+        );
+        assert_eq!(&p[4..8], &[0x12, 0x34, 0, 7]);
+    }
+
+    #[test]
+    fn classifies_reply_frag_needed_and_noise() {
+        let target = Ipv4Addr::new(203, 0, 113, 10);
+        let me = Ipv4Addr::new(192, 0, 2, 2);
+        let mut reply = echo_request(9, 1, 100);
+        reply[0] = ECHO_REPLY;
+        assert_eq!(
+            classify(&ip(target, me, &reply), 9, 1, target),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            classify(&ip(target, me, &reply), 9, 2, target),
+            None,
+            "other sequence"
+        );
+        assert_eq!(
+            classify(&ip(me, me, &reply), 9, 1, target),
+            None,
+            "reply from elsewhere"
+        );
+
+        let gw = Ipv4Addr::new(192, 0, 2, 1);
+        let mut err = vec![DEST_UNREACHABLE, FRAG_NEEDED, 0, 0, 0, 0, 0x05, 0xdc];
+        err.extend(ip(me, target, &echo_request(9, 1, 100)[..8]));
+        assert_eq!(
+            classify(&ip(gw, me, &err), 9, 1, target),
+            Some(Err(FragNeeded {
+                from: gw,
+                next_hop_mtu: 1500
+            }))
+        );
+        assert_eq!(
+            classify(&ip(gw, me, &err), 8, 1, target),
+            None,
+            "about another probe"
+        );
+        assert_eq!(classify(&[0x45, 0], 9, 1, target), None, "truncated");
+    }
+}
