@@ -19,6 +19,13 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real agent against an embedded S3 server with synthetic camera chunks.
     Demo(DemoArgs),
+    /// Run the PMTUD runbook live: interfaces vs declared, path-MTU search toward gateway and
+    /// endpoint, ICMP frag-needed; print the verdict and the fix (needs `[inventory]`; probes
+    /// need root or CAP_NET_RAW).
+    Diagnose(ProbeArgs),
+    /// One-shot health check for monitoring (replaces healthcheck.sh): the MTU check and a
+    /// large-payload probe; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with perfdata.
+    Check(ProbeArgs),
     /// Netplan change guard: check a proposed config against the change's intent and policy.
     Netplan {
         /// Netplan action.
@@ -101,6 +108,22 @@ pub struct DemoArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `backhaul diagnose` and `backhaul check`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Site configuration file (TOML) with an `[inventory]` table.
+    #[arg(
+        long,
+        short,
+        env = "BACKHAUL_CONFIG",
+        default_value = "/etc/backhaul/site.toml"
+    )]
+    pub config: PathBuf,
+    /// Milliseconds to wait for each probe's answer.
+    #[arg(long, env = "BACKHAUL_PROBE_TIMEOUT_MS", default_value_t = 500)]
+    pub probe_timeout_ms: u64,
 }
 
 /// `backhaul s3-server`.

@@ -36,6 +36,11 @@ pub struct FileConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[inventory]`: interfaces with roles and declared MTUs, gateway, endpoint (diagnosis).
+    pub inventory: Option<backhaul_diagnose::InventoryConfig>,
+    /// `[diagnose]`: thresholds of the diagnosis rules.
+    #[serde(default)]
+    pub diagnose: backhaul_diagnose::Settings,
 }
 
 /// `[site]`.
@@ -132,6 +137,10 @@ pub struct Config {
     pub log_format: Option<LogFormat>,
     /// Log level.
     pub log_level: Option<String>,
+    /// The validated site inventory, if the file has one.
+    pub inventory: Option<backhaul_diagnose::Inventory>,
+    /// Diagnosis thresholds.
+    pub diagnose: backhaul_diagnose::Settings,
 }
 
 impl Config {
@@ -282,7 +291,28 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             .unwrap_or_else(|| format!("https://monitoring.{region}.amazonaws.com"));
         (endpoint, region)
     });
+    let inventory = match &raw.inventory {
+        Some(inv) => Some(inv.validate().map_err(|e| {
+            invalid(
+                path,
+                locate(text, "inventory", "interfaces"),
+                &format!("inventory: {e}"),
+                "declare each interface as { name, role = \"wan\"|\"camera\"|\"mgmt\"|\"other\", mtu_bytes }",
+            )
+        })?),
+        None => None,
+    };
+    raw.diagnose.validate().map_err(|e| {
+        invalid(
+            path,
+            locate(text, "diagnose", ""),
+            &format!("diagnose: {e}"),
+            "remove the key to use its default",
+        )
+    })?;
     Ok(Config {
+        inventory,
+        diagnose: raw.diagnose,
         site,
         spool,
         upload,

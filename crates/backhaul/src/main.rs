@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         cli::Command::S3Server(args) => cmd::s3_server::main(args),
         cli::Command::Lab { command } => cmd::lab::main(command),
         cli::Command::Netplan { command } => cmd::netplan::main(command),
+        cli::Command::Diagnose(args) => cmd::diagnose::diagnose(args),
+        cli::Command::Check(args) => Ok(cmd::diagnose::check(args)),
         cli::Command::Config { command } => cmd::config::main(command, process),
     };
     exit::report(result)

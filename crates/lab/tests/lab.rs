@@ -13,6 +13,7 @@
 
 mod lab {
     pub mod cleanup;
+    pub mod diagnose;
     pub mod ground_truth;
     pub mod pmtu_probe;
     pub mod support;
@@ -49,6 +50,14 @@ fn main() {
         (
             "netprobe_reports_frag_needed_when_icmp_is_allowed",
             lab::pmtu_probe::frag_needed_reaches_the_prober_when_icmp_is_allowed,
+        ),
+        (
+            "diagnose_names_the_black_hole_its_interface_and_the_fix",
+            lab::diagnose::diagnose_names_the_black_hole_and_the_fix,
+        ),
+        (
+            "diagnose_tells_pmtud_working_from_a_black_hole",
+            lab::diagnose::diagnose_tells_pmtud_working_from_a_black_hole,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",

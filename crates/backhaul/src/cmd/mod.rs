@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod diagnose;
 pub mod lab;
 pub mod netplan;
 pub mod run;

@@ -1,0 +1,410 @@
+//! `backhaul diagnose` and `backhaul check`: the PMTUD runbook run live, once. Both gather the
+//! same observations — interface MTUs against the inventory, small and full-size DF probes and
+//! a path-MTU search toward the gateway and the upload endpoint, frag-needed seen on the way —
+//! and let the diagnosis rules judge them; `diagnose` explains, `check` speaks the monitoring
+//! plugins' exit codes and perfdata.
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backhaul_diagnose::{
+    Engine, Finding, Inventory, Observation, Severity, Signal, Target, TimeBase,
+};
+use backhaul_netprobe::{ProbeOutcome, Prober};
+
+use crate::cli::ProbeArgs;
+use crate::config::{self, Config};
+use crate::exit::ConfigInvalid;
+
+/// Small probes: a ping's size, which passed all through the 2025-11-12 black hole.
+const SMALL_PROBE_BYTES: usize = 84;
+/// Full-size probes per target; the rules want repeated loss, not one dropped packet.
+const LARGE_PROBES: u32 = 3;
+/// The path-MTU search never goes below this (IPv6-safe minimum; IPv4 paths below it are broken).
+const SEARCH_FLOOR_BYTES: usize = 1280;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What one target's probes found, for the human report and the perfdata.
+struct TargetReport {
+    name: &'static str,
+    addr: Option<Ipv4Addr>,
+    small_ok: Option<bool>,
+    large_size: usize,
+    large_ok: Option<bool>,
+    path_mtu: Option<usize>,
+    frag_needed: Option<(Ipv4Addr, u16)>,
+    note: Option<String>,
+}
+
+struct Survey {
+    lines: Vec<String>,
+    targets: Vec<TargetReport>,
+    interfaces: Vec<(String, Option<u32>, u32)>,
+    findings: Vec<Finding>,
+    time: TimeBase,
+}
+
+fn load(path: &Path) -> anyhow::Result<(Config, Inventory)> {
+    let cfg = config::load(path)?;
+    let inv = cfg.inventory.clone().ok_or_else(|| {
+        anyhow::Error::new(ConfigInvalid(format!(
+            "{}: no [inventory] table\n  help: declare the site's interfaces, gateway and endpoint, \
+             e.g. interfaces = [{{ name = \"eno1\", role = \"wan\", mtu_bytes = 1500 }}], \
+             gateway = \"192.0.2.1\", endpoint_host = \"s3.eu-west-1.amazonaws.com\"",
+            path.display()
+        )))
+    })?;
+    Ok((cfg, inv))
+}
+
+fn read_sys(ifname: &str, file: &str) -> Option<String> {
+    // Interface names come from the config; refuse anything that could walk out of sysfs.
+    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/{file}"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn probe_target(
+    name: &'static str,
+    target: Target,
+    addr: Option<Ipv4Addr>,
+    large_size: usize,
+    timeout: Duration,
+    obs: &mut Vec<Observation>,
+) -> TargetReport {
+    let mut r = TargetReport {
+        name,
+        addr,
+        small_ok: None,
+        large_size,
+        large_ok: None,
+        path_mtu: None,
+        frag_needed: None,
+        note: None,
+    };
+    let Some(ip) = addr else {
+        r.note = Some("no IPv4 address to probe".into());
+        return r;
+    };
+    let mut prober = match Prober::new(ip, timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            r.note = Some(format!("{e}"));
+            return r;
+        }
+    };
+    let record = |size: usize, outcome: &ProbeOutcome, obs: &mut Vec<Observation>| {
+        let (ok, rtt_ms) = match outcome {
+            ProbeOutcome::Passed { rtt_us } => (true, Some(*rtt_us as f64 / 1000.0)),
+            _ => (false, None),
+        };
+        obs.push(Observation::new(
+            now_ms(),
+            Signal::Probe {
+                target,
+                size_bytes: size as u32,
+                df: true,
+                ok,
+                rtt_ms,
+            },
+        ));
+        if let ProbeOutcome::FragNeeded(f) = outcome {
+            obs.push(Observation::new(
+                now_ms(),
+                Signal::FragNeeded {
+                    from: IpAddr::V4(f.from),
+                    next_hop_mtu: u32::from(f.next_hop_mtu),
+                },
+            ));
+        }
+        ok
+    };
+    match prober.probe(SMALL_PROBE_BYTES) {
+        Ok(o) => r.small_ok = Some(record(SMALL_PROBE_BYTES, &o, obs)),
+        Err(e) => r.note = Some(e.to_string()),
+    }
+    let mut large_ok = true;
+    for _ in 0..LARGE_PROBES {
+        match prober.probe(large_size) {
+            Ok(o) => {
+                if let ProbeOutcome::FragNeeded(f) = o {
+                    r.frag_needed = Some((f.from, f.next_hop_mtu));
+                }
+                large_ok &= record(large_size, &o, obs);
+            }
+            Err(e) => r.note = Some(e.to_string()),
+        }
+    }
+    r.large_ok = Some(large_ok);
+    if !large_ok {
+        match prober.search(SEARCH_FLOOR_BYTES, large_size, 2) {
+            Ok(s) => {
+                r.path_mtu = s.largest_passing;
+                if let Some(f) = s.frag_needed {
+                    r.frag_needed.get_or_insert((f.from, f.next_hop_mtu));
+                }
+                if let Some(bytes) = s.largest_passing {
+                    obs.push(Observation::new(
+                        now_ms(),
+                        Signal::PathMtu {
+                            target,
+                            bytes: bytes as u32,
+                        },
+                    ));
+                }
+            }
+            Err(e) => r.note = Some(e.to_string()),
+        }
+    } else {
+        r.path_mtu = Some(large_size);
+    }
+    r
+}
+
+fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
+    let time = TimeBase::UNIX;
+    let mut engine = Engine::new(inv.clone(), cfg.diagnose.clone(), time);
+    let mut obs = Vec::new();
+    let mut lines = Vec::new();
+    let mut interfaces = Vec::new();
+    for i in inv.interfaces() {
+        let mtu = read_sys(&i.name, "mtu").and_then(|m| m.parse::<u32>().ok());
+        let up = read_sys(&i.name, "operstate").map(|s| s != "down");
+        match (mtu, up) {
+            (Some(mtu), up) => {
+                obs.push(Observation::new(
+                    now_ms(),
+                    Signal::LinkMtu {
+                        ifname: i.name.clone(),
+                        mtu_bytes: mtu,
+                    },
+                ));
+                if let Some(up) = up {
+                    obs.push(Observation::new(
+                        now_ms(),
+                        Signal::LinkState {
+                            ifname: i.name.clone(),
+                            up,
+                        },
+                    ));
+                }
+                let mark = if mtu == i.mtu_bytes { "ok" } else { "DIFFERS" };
+                lines.push(format!(
+                    "  {} ({}): MTU {mtu}, declared {} — {mark}",
+                    i.name,
+                    i.role.as_str(),
+                    i.mtu_bytes
+                ));
+            }
+            (None, _) => lines.push(format!(
+                "  {} ({}): not found on this host — check the inventory's interface names",
+                i.name,
+                i.role.as_str()
+            )),
+        }
+        interfaces.push((i.name.clone(), mtu, i.mtu_bytes));
+    }
+    // Full-size for what the WAN interface will actually send; at least the declared path MTU.
+    let wan_mtu = inv
+        .wan()
+        .and_then(|w| {
+            interfaces
+                .iter()
+                .find(|(n, ..)| *n == w.name)
+                .and_then(|(_, m, _)| *m)
+        })
+        .unwrap_or(inv.path_mtu_bytes());
+    let large = (wan_mtu as usize).max(inv.path_mtu_bytes() as usize);
+    let gateway = match inv.gateway() {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    };
+    let endpoint = (inv.endpoint_host(), 443)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| {
+            a.find_map(|s| match s.ip() {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+        });
+    let targets = vec![
+        probe_target(
+            "gateway",
+            Target::Gateway,
+            gateway,
+            large,
+            timeout,
+            &mut obs,
+        ),
+        probe_target(
+            "endpoint",
+            Target::Endpoint,
+            endpoint,
+            large,
+            timeout,
+            &mut obs,
+        ),
+    ];
+    engine.observe_all(obs);
+    let transitions = engine.tick(now_ms());
+    drop(transitions);
+    Survey {
+        lines,
+        targets,
+        interfaces,
+        findings: engine.findings(),
+        time,
+    }
+}
+
+/// The most severe finding; among equals the first, as the rules order causes before symptoms.
+fn worst(findings: &[Finding]) -> Option<&Finding> {
+    findings
+        .iter()
+        .min_by_key(|f| std::cmp::Reverse(f.severity))
+}
+
+fn show(b: Option<bool>) -> &'static str {
+    match b {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "not run",
+    }
+}
+
+/// `backhaul diagnose`.
+pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, inv) = load(&args.config)?;
+    let s = survey(&cfg, &inv, Duration::from_millis(args.probe_timeout_ms));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "backhaul diagnose — site {}", cfg.site)?;
+    writeln!(out, "1. interfaces against the inventory:")?;
+    for l in &s.lines {
+        writeln!(out, "{l}")?;
+    }
+    writeln!(
+        out,
+        "2. probes with DF set (small {SMALL_PROBE_BYTES} B, full-size {} B) and path-MTU search:",
+        s.targets[0].large_size
+    )?;
+    for t in &s.targets {
+        let addr = t.addr.map_or("-".to_owned(), |a| a.to_string());
+        write!(
+            out,
+            "  {} {addr}: small {}, full-size {}",
+            t.name,
+            show(t.small_ok),
+            show(t.large_ok)
+        )?;
+        if let Some(p) = t.path_mtu {
+            write!(out, ", path MTU {p}")?;
+        }
+        writeln!(out)?;
+        if let Some(n) = &t.note {
+            writeln!(out, "    note: {n}")?;
+        }
+    }
+    writeln!(out, "3. ICMP fragmentation-needed:")?;
+    let frag: Vec<_> = s
+        .targets
+        .iter()
+        .filter_map(|t| t.frag_needed.map(|f| (t.name, f)))
+        .collect();
+    if frag.is_empty() {
+        writeln!(
+            out,
+            "  none received (a failing full-size probe without it is a PMTUD black hole)"
+        )?;
+    }
+    for (name, (from, mtu)) in frag {
+        writeln!(
+            out,
+            "  toward {name}: from {from}, next-hop MTU {mtu} (PMTUD works)"
+        )?;
+    }
+    match worst(&s.findings) {
+        None => {
+            writeln!(out, "verdict: healthy — no incident")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(_) => {
+            for f in &s.findings {
+                writeln!(
+                    out,
+                    "verdict: {} ({}) — {}",
+                    f.kind.as_str(),
+                    f.severity.as_str(),
+                    f.root_cause
+                )?;
+                for e in &f.evidence {
+                    writeln!(out, "  {} {}", s.time.hms(e.at_ms), e.text)?;
+                }
+                for fix in &f.fix {
+                    writeln!(out, "  fix: {fix}")?;
+                }
+                writeln!(out, "  runbook: {}", f.kind.runbook())?;
+            }
+            Ok(ExitCode::from(severity_code(
+                worst(&s.findings).map(|f| f.severity),
+            )))
+        }
+    }
+}
+
+fn severity_code(s: Option<Severity>) -> u8 {
+    match s {
+        None | Some(Severity::Info) => 0,
+        Some(Severity::Warning) => 1,
+        Some(Severity::Critical) => 2,
+    }
+}
+
+/// `backhaul check`: one line, perfdata, monitoring-plugins exit codes; never fails loudly.
+pub fn check(args: ProbeArgs) -> ExitCode {
+    let (cfg, inv) = match load(&args.config) {
+        Ok(v) => v,
+        Err(e) => {
+            println!(
+                "BACKHAUL UNKNOWN - {}",
+                format!("{e:#}").lines().next().unwrap_or_default()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    let s = survey(&cfg, &inv, Duration::from_millis(args.probe_timeout_ms));
+    let code = severity_code(worst(&s.findings).map(|f| f.severity));
+    let state = ["OK", "WARNING", "CRITICAL"][usize::from(code)];
+    let summary = match worst(&s.findings) {
+        Some(f) if code > 0 => format!("{}: {}", f.kind.as_str(), f.root_cause),
+        _ => "interfaces match the inventory; full-size probes pass".to_owned(),
+    };
+    let mut perf = Vec::new();
+    for (name, mtu, declared) in &s.interfaces {
+        if let Some(m) = mtu {
+            perf.push(format!("{name}_mtu_bytes={m};{declared};{declared};;"));
+        }
+    }
+    for t in &s.targets {
+        if let Some(p) = t.path_mtu {
+            perf.push(format!("path_mtu_{}_bytes={p};;;;", t.name));
+        }
+        if let Some(ok) = t.large_ok {
+            perf.push(format!("large_probe_{}_ok={};;1:;;", t.name, u8::from(ok)));
+        }
+    }
+    println!("BACKHAUL {state} - {summary} | {}", perf.join(" "));
+    ExitCode::from(code)
+}

@@ -1,0 +1,96 @@
+//! `backhaul diagnose` and `backhaul check` run inside the lab's site: the one-shot runbook must
+//! name the black hole, its interface and the fix, tell PMTUD-working apart from it, and say
+//! healthy after the revert.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use backhaul_lab::{IcmpPolicy, Lab, Node};
+
+use super::support::lab;
+
+/// The agent binary, built beside this package's binary by `cargo test --workspace`.
+fn backhaul() -> PathBuf {
+    let lab_exe = PathBuf::from(env!("CARGO_BIN_EXE_backhaul-lab"));
+    let exe = lab_exe.with_file_name("backhaul");
+    assert!(
+        exe.exists(),
+        "{} missing: run `cargo test --workspace` (it builds the agent)",
+        exe.display()
+    );
+    exe
+}
+
+fn site_config(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("site.toml");
+    std::fs::write(
+        &path,
+        "[site]\nname = \"SITE-2847\"\n[spool]\ndir = \"/tmp\"\n\
+         [upload]\nendpoint = \"http://203.0.113.10:9000\"\nbucket = \"video\"\n\
+         [inventory]\ngateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\ninterfaces = [\n\
+         { name = \"eno1\", role = \"wan\", mtu_bytes = 1500, netplan_file = \"/etc/netplan/01-wan.yaml\" },\n\
+         { name = \"eno2\", role = \"camera\", mtu_bytes = 1500 },\n]\n",
+    )
+    .unwrap();
+    path
+}
+
+fn run_in_site(lab: &Lab, args: &[&str], config: &std::path::Path) -> (Output, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-site", lab.prefix())])
+        .arg(backhaul())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--probe-timeout-ms", "300"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+pub fn diagnose_names_the_black_hole_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = site_config(&dir);
+    let lab = lab(1500, IcmpPolicy::Block);
+    let (out, text) = run_in_site(&lab, &["check"], &config);
+    assert_eq!(out.status.code(), Some(0), "healthy site: {text}");
+    assert!(text.starts_with("BACKHAUL OK - "), "{text}");
+
+    lab.set_mtu(Node::Site, "eno1", 9000).unwrap();
+    let (out, text) = run_in_site(&lab, &["diagnose"], &config);
+    assert!(out.status.code().is_some_and(|c| c >= 1), "{text}");
+    assert!(
+        text.contains("verdict: pmtu_blackhole")
+            && text.contains("eno1 MTU 9000; declared 1500; path MTU to gateway 1500; large packets dropped without ICMP"),
+        "{text}"
+    );
+    assert!(text.contains("fix: ip link set eno1 mtu 1500"), "{text}");
+    assert!(
+        text.contains("fix: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"),
+        "{text}"
+    );
+    let (out, text) = run_in_site(&lab, &["check"], &config);
+    assert!(out.status.code().is_some_and(|c| c >= 1), "{text}");
+    assert!(
+        text.contains("pmtu_blackhole") && text.contains("large_probe_gateway_ok=0"),
+        "{text}"
+    );
+
+    lab.set_mtu(Node::Site, "eno1", 1500).unwrap();
+    let (out, text) = run_in_site(&lab, &["diagnose"], &config);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("verdict: healthy"), "{text}");
+    lab.down().unwrap();
+}
+
+pub fn diagnose_tells_pmtud_working_from_a_black_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = site_config(&dir);
+    let lab = lab(9000, IcmpPolicy::Allow);
+    lab.set_mtu(Node::Site, "eno1", 9000).unwrap();
+    let (_, text) = run_in_site(&lab, &["diagnose"], &config);
+    assert!(!text.contains("verdict: pmtu_blackhole"), "{text}");
+    assert!(text.contains("next-hop MTU 1500 (PMTUD works)"), "{text}");
+    lab.down().unwrap();
+}
