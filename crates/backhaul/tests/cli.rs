@@ -8,5 +8,6 @@ mod cli {
     pub mod daemon;
     pub mod demo;
     pub mod kill;
+    pub mod netplan;
     pub mod support;
 }
