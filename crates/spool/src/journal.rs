@@ -502,12 +502,21 @@ impl Journal {
             .map_err(Error::journal("parts"))
     }
 
-    /// Drops a chunk's upload id and parts (the server no longer has the upload).
+    /// Drops a chunk's upload id and parts (the server lost or refuses the upload) and queues the
+    /// old upload for abort.
     pub fn forget_upload(&self, id: i64) -> Result<(), Error> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
             .map_err(Error::journal("forget upload"))?;
+        // The store may still hold parts of the old upload; abort it so they do not linger.
+        tx.execute(
+            "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
+             SELECT upload_id, object_key, 'upload lost or refused', ?2 FROM chunks
+             WHERE id = ?1 AND upload_id IS NOT NULL",
+            params![id, crate::now_millis()],
+        )
+        .map_err(Error::journal("forget upload"))?;
         tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [id])
             .map_err(Error::journal("forget upload"))?;
         tx.execute(

@@ -284,6 +284,7 @@ impl ChunkUploader {
         done.extend(uploaded);
         done.sort_by_key(|p| p.number);
         self.still_same(file, path, chunk)?;
+        let mut upload_lost = false;
         match self
             .retrying(&chunk.key, || self.client.complete(&chunk.key, &uid, &done))
             .await
@@ -292,10 +293,25 @@ impl ChunkUploader {
             Err(e) if e.is_no_such_upload() => {
                 // Completed by an attempt whose answer we never saw? Verification decides.
                 tracing::debug!(chunk = %chunk.name, "upload unknown at completion; verifying object");
+                upload_lost = true;
+            }
+            // s3s-fs drops the upload id before assembling; a crash mid-completion leaves part
+            // files that ListParts still shows but an id it refuses with AccessDenied.
+            Err(e) if resumed_from_journal && e.class() == "auth" => {
+                tracing::warn!(chunk = %chunk.name, error = %e, "journaled upload refused at completion; starting a new one");
+                self.spool.journal().forget_upload(chunk.id)?;
+                return Err(e);
             }
             Err(e) => return Err(e),
         }
-        let v = self.verify(chunk, &done, n_parts).await?;
+        let v = match self.verify(chunk, &done, n_parts).await {
+            Ok(v) => v,
+            Err(e) if upload_lost => {
+                self.spool.journal().forget_upload(chunk.id)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Verified {
             bytes_sent,
             parts_resumed,
