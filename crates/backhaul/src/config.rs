@@ -41,6 +41,76 @@ pub struct FileConfig {
     /// `[diagnose]`: thresholds of the diagnosis rules.
     #[serde(default)]
     pub diagnose: backhaul_diagnose::Settings,
+    /// `[monitor]`: how the daemon watches the path and where alerts go.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+}
+
+/// Default seconds between path probes.
+pub const DEFAULT_PROBE_INTERVAL_SECONDS: u64 = 10;
+/// Default wait for each probe's answer.
+pub const DEFAULT_PROBE_TIMEOUT_MILLISECONDS: u64 = 500;
+/// Default interval of the interface poll.
+pub const DEFAULT_LINK_POLL_MILLISECONDS: u64 = 500;
+
+/// Alert payload shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookFormat {
+    /// backhaul's JSON (kind, severity, root_cause, evidence, fix, runbook, status).
+    #[default]
+    Json,
+    /// Slack incoming-webhook shape (`text` + `blocks`).
+    Slack,
+}
+
+/// `[monitor]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Seconds between DF probes toward gateway and endpoint (also right after a link change).
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_seconds: u64,
+    /// Wait for each probe's answer.
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout_milliseconds: u64,
+    /// Interface MTU/state poll interval.
+    #[serde(default = "default_link_poll")]
+    pub link_poll_milliseconds: u64,
+    /// POST alerts here (JSON or Slack shape); none: alerts go to the log only.
+    pub webhook_url: Option<String>,
+    /// `json` or `slack`.
+    #[serde(default)]
+    pub webhook_format: WebhookFormat,
+    /// Repeat a still-open incident's alert after this long.
+    #[serde(default = "default_renotify")]
+    pub renotify_seconds: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval_seconds: DEFAULT_PROBE_INTERVAL_SECONDS,
+            probe_timeout_milliseconds: DEFAULT_PROBE_TIMEOUT_MILLISECONDS,
+            link_poll_milliseconds: DEFAULT_LINK_POLL_MILLISECONDS,
+            webhook_url: None,
+            webhook_format: WebhookFormat::Json,
+            renotify_seconds: backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS,
+        }
+    }
+}
+
+fn default_probe_interval() -> u64 {
+    DEFAULT_PROBE_INTERVAL_SECONDS
+}
+fn default_probe_timeout() -> u64 {
+    DEFAULT_PROBE_TIMEOUT_MILLISECONDS
+}
+fn default_link_poll() -> u64 {
+    DEFAULT_LINK_POLL_MILLISECONDS
+}
+fn default_renotify() -> u64 {
+    backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS
 }
 
 /// `[site]`.
@@ -141,6 +211,8 @@ pub struct Config {
     pub inventory: Option<backhaul_diagnose::Inventory>,
     /// Diagnosis thresholds.
     pub diagnose: backhaul_diagnose::Settings,
+    /// Path monitoring and alerts.
+    pub monitor: MonitorConfig,
 }
 
 impl Config {
@@ -310,7 +382,33 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             "remove the key to use its default",
         )
     })?;
+    let m = &raw.monitor;
+    for (key, v) in [
+        ("probe_interval_seconds", m.probe_interval_seconds),
+        ("probe_timeout_milliseconds", m.probe_timeout_milliseconds),
+        ("link_poll_milliseconds", m.link_poll_milliseconds),
+    ] {
+        if v == 0 {
+            return Err(invalid(
+                path,
+                locate(text, "monitor", key),
+                &format!("monitor.{key} must be at least 1"),
+                "remove the key to use its default",
+            ));
+        }
+    }
+    if let Some(url) = &m.webhook_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            path,
+            locate(text, "monitor", "webhook_url"),
+            &format!("monitor.webhook_url `{url}` is not an http(s) URL"),
+            "e.g. https://hooks.example.net/backhaul",
+        ));
+    }
     Ok(Config {
+        monitor: raw.monitor.clone(),
         inventory,
         diagnose: raw.diagnose,
         site,

@@ -9,6 +9,8 @@ mod env;
 mod exit;
 mod logging;
 mod metrics_server;
+mod monitor;
+mod probe;
 
 use std::process::ExitCode;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::cli::{self, RunArgs, S3Server, Uploader};
 use crate::report::{self, AppliedEvent, Sample, Summary};
 use crate::scenario::{self, Action, Scenario};
-use crate::topology::{CLOUD_ADDR, Invocation, Lab, LabOptions, Node, require_root};
+use crate::topology::{CLOUD_ADDR, GW_LAN_ADDR, Invocation, Lab, LabOptions, Node, require_root};
 use crate::{Error, cmd, compare, probe};
 
 /// Access key the lab's S3 servers and uploaders use (the embedded server's fixed key; moto
@@ -209,8 +209,14 @@ fn backhaul_config(path: &Path, spool: &Path, scale: f64) -> Result<(), Error> {
          [upload]\nendpoint = \"http://{CLOUD_ADDR}:{S3_PORT}\"\nbucket = \"{BUCKET}\"\n\
          region = \"us-east-1\"\nurl_style = \"path\"\ncredentials = \"static\"\n\
          access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n\
-         create_bucket = true\n{timers}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[log]\nformat = \"json\"\n",
-        spool.display()
+         create_bucket = true\n{timers}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[log]\nformat = \"json\"\n\n\
+         [inventory]\ngateway = \"{GW_LAN_ADDR}\"\nendpoint_host = \"{CLOUD_ADDR}\"\ninterfaces = [\n\
+         {{ name = \"eno1\", role = \"wan\", mtu_bytes = 1500 }},\n\
+         {{ name = \"eno2\", role = \"camera\", mtu_bytes = 1500 }},\n]\n\n\
+         [monitor]\nwebhook_url = \"http://{CLOUD_ADDR}:{WEBHOOK_PORT}/alerts\"\n\
+         probe_interval_seconds = {}\nprobe_timeout_milliseconds = 300\n",
+        spool.display(),
+        scaled_timer(10.0, scale, 1.0).round(),
     );
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
 }

@@ -60,6 +60,10 @@ fn main() {
             lab::diagnose::diagnose_tells_pmtud_working_from_a_black_hole,
         ),
         (
+            "daemon_alerts_on_the_black_hole_and_resolves_after_the_revert",
+            lab::diagnose::daemon_alerts_on_the_black_hole_and_resolves_after_the_revert,
+        ),
+        (
             "killed_lab_is_removed_by_the_next_up",
             lab::cleanup::killed_lab_is_removed_by_the_next_up,
         ),

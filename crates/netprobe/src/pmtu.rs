@@ -166,12 +166,15 @@ impl Prober {
     }
 
     /// Finds the largest packet size in `floor..=ceiling` that crosses the path, by binary
-    /// search on probe loss; a frag-needed answer with a usable next-hop MTU narrows it at once.
+    /// search on probe loss. A frag-needed answer's next-hop MTU, or else `hint` (the path MTU
+    /// the site expects), is tried first: when it passes and one byte more fails, the search is
+    /// over in two probes instead of a dozen timeouts.
     pub fn search(
         &mut self,
         floor: usize,
         ceiling: usize,
         tries: u32,
+        hint: Option<usize>,
     ) -> Result<SearchResult, Error> {
         let floor = floor.max(MIN_IPV4_MTU).max(IP_HEADER + ICMP_HEADER);
         let mut result = SearchResult {
@@ -189,7 +192,12 @@ impl Prober {
             return Ok(result);
         }
         let (mut lo, mut hi) = (floor, ceiling);
-        if let Some(mtu) = result.frag_needed.map(|f| usize::from(f.next_hop_mtu))
+        let candidate = result
+            .frag_needed
+            .map(|f| usize::from(f.next_hop_mtu))
+            .filter(|m| *m > 0)
+            .or(hint);
+        if let Some(mtu) = candidate
             && mtu > lo
             && mtu < hi
             && self.passes(mtu, tries, &mut result)?

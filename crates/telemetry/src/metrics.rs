@@ -106,6 +106,8 @@ pub struct Metrics {
     pub disk_full_projected_seconds: Gauge,
     /// Acknowledged upload bytes over sliding windows.
     pub goodput: Goodput,
+    /// Open incidents as `(kind, severity)`; exported as `backhaul_incident_active`.
+    pub incidents: Mutex<Vec<(String, String)>>,
 }
 
 /// Whether a sample is a counter or a gauge.
@@ -261,6 +263,20 @@ impl Metrics {
         for (name, help, g) in gauges {
             push(name, help, G, Vec::new(), g.value());
         }
+        let incidents = self
+            .incidents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (kind, severity) in incidents {
+            push(
+                "backhaul_incident_active",
+                "Open incidents by kind and severity (1 while open).",
+                G,
+                vec![("kind", kind), ("severity", severity)],
+                1.0,
+            );
+        }
         Snapshot { samples }
     }
 }
@@ -293,5 +309,15 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(m.errors.total(), 3);
+        assert_eq!(s.value("backhaul_incident_active", &[]), None);
+        *m.incidents.lock().unwrap() = vec![("pmtu_blackhole".into(), "critical".into())];
+        let s = m.snapshot(Instant::now());
+        assert_eq!(
+            s.value(
+                "backhaul_incident_active",
+                &[("kind", "pmtu_blackhole"), ("severity", "critical")]
+            ),
+            Some(1.0)
+        );
     }
 }

@@ -40,7 +40,7 @@ pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
 pub use s3::{Completed, ObjectHead, S3Client, ServerPart};
-pub use transport::{DEFAULT_NOTSENT_LOWAT_BYTES, Transport, TransportConfig};
+pub use transport::{DEFAULT_NOTSENT_LOWAT_BYTES, SimpleRequest, Transport, TransportConfig};
 
 use std::sync::Arc;
 

@@ -5,45 +5,19 @@
 //! plugins' exit codes and perfdata.
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use backhaul_diagnose::{
     Engine, Finding, Inventory, Observation, Severity, Signal, Target, TimeBase,
 };
-use backhaul_netprobe::{ProbeOutcome, Prober};
 
 use crate::cli::ProbeArgs;
 use crate::config::{self, Config};
 use crate::exit::ConfigInvalid;
-
-/// Small probes: a ping's size, which passed all through the 2025-11-12 black hole.
-const SMALL_PROBE_BYTES: usize = 84;
-/// Full-size probes per target; the rules want repeated loss, not one dropped packet.
-const LARGE_PROBES: u32 = 3;
-/// The path-MTU search never goes below this (IPv6-safe minimum; IPv4 paths below it are broken).
-const SEARCH_FLOOR_BYTES: usize = 1280;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// What one target's probes found, for the human report and the perfdata.
-struct TargetReport {
-    name: &'static str,
-    addr: Option<Ipv4Addr>,
-    small_ok: Option<bool>,
-    large_size: usize,
-    large_ok: Option<bool>,
-    path_mtu: Option<usize>,
-    frag_needed: Option<(Ipv4Addr, u16)>,
-    note: Option<String>,
-}
+use crate::probe::{SMALL_PROBE_BYTES, TargetReport, now_ms, probe_target, read_sys};
 
 struct Survey {
     lines: Vec<String>,
@@ -64,113 +38,6 @@ fn load(path: &Path) -> anyhow::Result<(Config, Inventory)> {
         )))
     })?;
     Ok((cfg, inv))
-}
-
-fn read_sys(ifname: &str, file: &str) -> Option<String> {
-    // Interface names come from the config; refuse anything that could walk out of sysfs.
-    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
-        return None;
-    }
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/{file}"))
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-fn probe_target(
-    name: &'static str,
-    target: Target,
-    addr: Option<Ipv4Addr>,
-    large_size: usize,
-    timeout: Duration,
-    obs: &mut Vec<Observation>,
-) -> TargetReport {
-    let mut r = TargetReport {
-        name,
-        addr,
-        small_ok: None,
-        large_size,
-        large_ok: None,
-        path_mtu: None,
-        frag_needed: None,
-        note: None,
-    };
-    let Some(ip) = addr else {
-        r.note = Some("no IPv4 address to probe".into());
-        return r;
-    };
-    let mut prober = match Prober::new(ip, timeout) {
-        Ok(p) => p,
-        Err(e) => {
-            r.note = Some(format!("{e}"));
-            return r;
-        }
-    };
-    let record = |size: usize, outcome: &ProbeOutcome, obs: &mut Vec<Observation>| {
-        let (ok, rtt_ms) = match outcome {
-            ProbeOutcome::Passed { rtt_us } => (true, Some(*rtt_us as f64 / 1000.0)),
-            _ => (false, None),
-        };
-        obs.push(Observation::new(
-            now_ms(),
-            Signal::Probe {
-                target,
-                size_bytes: size as u32,
-                df: true,
-                ok,
-                rtt_ms,
-            },
-        ));
-        if let ProbeOutcome::FragNeeded(f) = outcome {
-            obs.push(Observation::new(
-                now_ms(),
-                Signal::FragNeeded {
-                    from: IpAddr::V4(f.from),
-                    next_hop_mtu: u32::from(f.next_hop_mtu),
-                },
-            ));
-        }
-        ok
-    };
-    match prober.probe(SMALL_PROBE_BYTES) {
-        Ok(o) => r.small_ok = Some(record(SMALL_PROBE_BYTES, &o, obs)),
-        Err(e) => r.note = Some(e.to_string()),
-    }
-    let mut large_ok = true;
-    for _ in 0..LARGE_PROBES {
-        match prober.probe(large_size) {
-            Ok(o) => {
-                if let ProbeOutcome::FragNeeded(f) = o {
-                    r.frag_needed = Some((f.from, f.next_hop_mtu));
-                }
-                large_ok &= record(large_size, &o, obs);
-            }
-            Err(e) => r.note = Some(e.to_string()),
-        }
-    }
-    r.large_ok = Some(large_ok);
-    if !large_ok {
-        match prober.search(SEARCH_FLOOR_BYTES, large_size, 2) {
-            Ok(s) => {
-                r.path_mtu = s.largest_passing;
-                if let Some(f) = s.frag_needed {
-                    r.frag_needed.get_or_insert((f.from, f.next_hop_mtu));
-                }
-                if let Some(bytes) = s.largest_passing {
-                    obs.push(Observation::new(
-                        now_ms(),
-                        Signal::PathMtu {
-                            target,
-                            bytes: bytes as u32,
-                        },
-                    ));
-                }
-            }
-            Err(e) => r.note = Some(e.to_string()),
-        }
-    } else {
-        r.path_mtu = Some(large_size);
-    }
-    r
 }
 
 fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
@@ -240,12 +107,14 @@ fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
                 IpAddr::V6(_) => None,
             })
         });
+    let hint = Some(inv.path_mtu_bytes() as usize);
     let targets = vec![
         probe_target(
             "gateway",
             Target::Gateway,
             gateway,
             large,
+            hint,
             timeout,
             &mut obs,
         ),
@@ -254,6 +123,7 @@ fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
             Target::Endpoint,
             endpoint,
             large,
+            hint,
             timeout,
             &mut obs,
         ),

@@ -130,6 +130,23 @@ pub async fn agent(
         chunks.client.transport().clone(),
         shutdown.clone(),
     );
+    match cfg.inventory.clone() {
+        Some(inventory) => {
+            tokio::spawn(crate::monitor::run(
+                crate::monitor::Monitor {
+                    cfg: cfg.monitor.clone(),
+                    inventory,
+                    settings: cfg.diagnose.clone(),
+                    site: cfg.site.clone(),
+                    stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
+                },
+                metrics.clone(),
+                chunks.client.transport().clone(),
+                shutdown.clone(),
+            ));
+        }
+        None => tracing::info!("no [inventory] in the config: path monitoring and alerts are off"),
+    }
     tracing::info!(spool = %cfg.spool.dir.display(), bucket = %cfg.upload.bucket, mode = ?mode, "agent started");
     let report = uploader.run(mode, shutdown).await?;
     Ok(report)

@@ -94,3 +94,65 @@ pub fn diagnose_tells_pmtud_working_from_a_black_hole() {
     assert!(text.contains("next-hop MTU 1500 (PMTUD works)"), "{text}");
     lab.down().unwrap();
 }
+
+/// The daemon end to end: during a short black hole the agent loses nothing, POSTs a
+/// `pmtu_blackhole` alert naming eno1 and the fix, resolves it after the revert, and resumes.
+pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/blackhole-short.toml");
+    let out = Command::new(backhaul())
+        .args(["lab", "run"])
+        .arg(&scenario)
+        .args([
+            "--uploader",
+            "backhaul",
+            "--time-scale",
+            "0.02",
+            "--out-dir",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("blackhole-short-backhaul")
+        })
+        .unwrap()
+        .path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let alerts: Vec<serde_json::Value> = summary["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| serde_json::from_str(a["body"].as_str().unwrap()).unwrap())
+        .collect();
+    let blackhole: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "pmtu_blackhole")
+        .collect();
+    assert!(
+        blackhole.iter().any(|a| a["status"] == "firing"
+            && a["root_cause"]
+                .as_str()
+                .unwrap()
+                .starts_with("eno1 MTU changed 1500 → 9000")
+            && a["fix"][0] == "ip link set eno1 mtu 1500"),
+        "{alerts:#?}"
+    );
+    assert!(
+        blackhole.iter().any(|a| a["status"] == "resolved"),
+        "{alerts:#?}"
+    );
+}

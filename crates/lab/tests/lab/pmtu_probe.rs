@@ -36,7 +36,7 @@ pub fn probes_see_the_black_hole_and_find_the_path_mtu_by_loss() {
         (
             p.probe(84).unwrap(),
             p.probe(9000).unwrap(),
-            p.search(1200, 9000, 2).unwrap(),
+            p.search(1200, 9000, 2, None).unwrap(),
         )
     });
     assert!(
@@ -73,7 +73,10 @@ pub fn frag_needed_reaches_the_prober_when_icmp_is_allowed() {
     let cloud: Ipv4Addr = CLOUD_ADDR.parse().unwrap();
     let (large, search) = in_site(&lab, move || {
         let mut p = Prober::new(cloud, Duration::from_millis(300)).unwrap();
-        (p.probe(9000).unwrap(), p.search(1200, 9000, 2).unwrap())
+        (
+            p.probe(9000).unwrap(),
+            p.search(1200, 9000, 2, None).unwrap(),
+        )
     });
     let ProbeOutcome::FragNeeded(f) = large else {
         panic!("expected frag-needed, got {large:?}");
