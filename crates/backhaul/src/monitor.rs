@@ -7,7 +7,6 @@
 //! poll interval (issue #5 asks for it; the poll is its fallback).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use backhaul_upload::Transport;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{MonitorConfig, WebhookFormat};
-use crate::probe::{now_ms, probe_target, read_sys};
+use crate::probe::{endpoint_v4, gateway_v4, now_ms, probe_target, read_sys};
 
 /// Upload error classes fed to the rules.
 const ERROR_CLASSES: &[&str] = &[
@@ -178,10 +177,7 @@ pub async fn run(
             let hint = Some(inv.path_mtu_bytes() as usize);
             tokio::task::spawn_blocking(move || {
                 let mut found = Vec::new();
-                let gateway = match inv.gateway() {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                };
+                let gateway = gateway_v4(&inv);
                 let g = probe_target(
                     "gateway",
                     Target::Gateway,
@@ -196,16 +192,7 @@ pub async fn run(
                 }
                 // The gateway's verdict goes out before the endpoint is probed.
                 tx.send((born, false, std::mem::take(&mut found))).ok();
-                let endpoint =
-                    (inv.endpoint_host(), 443)
-                        .to_socket_addrs()
-                        .ok()
-                        .and_then(|mut a| {
-                            a.find_map(|s| match s.ip() {
-                                IpAddr::V4(v4) => Some(v4),
-                                IpAddr::V6(_) => None,
-                            })
-                        });
+                let endpoint = endpoint_v4(&inv);
                 probe_target(
                     "endpoint",
                     Target::Endpoint,

@@ -23,6 +23,26 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The inventory's gateway, if it is IPv4 (the probes are ICMPv4).
+pub fn gateway_v4(inv: &backhaul_diagnose::Inventory) -> Option<Ipv4Addr> {
+    match inv.gateway() {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// The first IPv4 address the upload endpoint's name resolves to.
+pub fn endpoint_v4(inv: &backhaul_diagnose::Inventory) -> Option<Ipv4Addr> {
+    use std::net::ToSocketAddrs as _;
+    (inv.endpoint_host(), 443)
+        .to_socket_addrs()
+        .ok()?
+        .find_map(|s| match s.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+}
+
 /// A sysfs attribute of an interface, trimmed.
 pub fn read_sys(ifname: &str, file: &str) -> Option<String> {
     // Interface names come from the config; refuse anything that could walk out of sysfs.

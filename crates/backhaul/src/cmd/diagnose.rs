@@ -5,7 +5,6 @@
 //! plugins' exit codes and perfdata.
 
 use std::io::Write as _;
-use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +16,9 @@ use backhaul_diagnose::{
 use crate::cli::ProbeArgs;
 use crate::config::{self, Config};
 use crate::exit::ConfigInvalid;
-use crate::probe::{SMALL_PROBE_BYTES, TargetReport, now_ms, probe_target, read_sys};
+use crate::probe::{
+    SMALL_PROBE_BYTES, TargetReport, endpoint_v4, gateway_v4, now_ms, probe_target, read_sys,
+};
 
 struct Survey {
     lines: Vec<String>,
@@ -94,19 +95,8 @@ fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
         })
         .unwrap_or(inv.path_mtu_bytes());
     let large = (wan_mtu as usize).max(inv.path_mtu_bytes() as usize);
-    let gateway = match inv.gateway() {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(_) => None,
-    };
-    let endpoint = (inv.endpoint_host(), 443)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| {
-            a.find_map(|s| match s.ip() {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-        });
+    let gateway = gateway_v4(inv);
+    let endpoint = endpoint_v4(inv);
     let hint = Some(inv.path_mtu_bytes() as usize);
     let targets = vec![
         probe_target(
