@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Context, attributed_fix, attribution_suffix, disk_escalation, evidence_epoch, large_failing,
+    Context, attributed_fix, attribution_suffix, disk_escalation, large_failing_anywhere,
     last_flowing, small_ok,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target, UploadErrorClass};
@@ -27,12 +27,8 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     if recent < ctx.settings.endpoint_errors as usize {
         return None;
     }
-    let epoch = evidence_epoch(store, ctx);
-    if [Target::Gateway, Target::Endpoint]
-        .into_iter()
-        .any(|t| large_failing(store, ctx, t, epoch).is_some())
-    {
-        // Large packets are lost on our side: a PMTU cause, not the endpoint.
+    if large_failing_anywhere(store, ctx) {
+        // Large packets are lost on our side: a PMTU cause, not this one.
         return None;
     }
     let &(onset, _) = errors.first()?;

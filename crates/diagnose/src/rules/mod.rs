@@ -265,6 +265,15 @@ pub(crate) fn large_failing(
     (run.failures >= ctx.settings.large_probe_failures || confirmed).then_some(run)
 }
 
+/// Whether large packets are proven dropped toward the gateway or the endpoint since the last
+/// WAN change: then the cause is on our side of the path, whatever else looks wrong.
+pub(crate) fn large_failing_anywhere(store: &Store, ctx: &Context<'_>) -> bool {
+    let epoch = evidence_epoch(store, ctx);
+    [Target::Gateway, Target::Endpoint]
+        .into_iter()
+        .any(|t| large_failing(store, ctx, t, epoch).is_some())
+}
+
 /// When the latest small probe toward `target` answered, if it did and is not stale.
 pub(crate) fn small_ok(store: &Store, ctx: &Context<'_>, target: Target) -> Option<u64> {
     let small_max = ctx.settings.small_probe_max_bytes;

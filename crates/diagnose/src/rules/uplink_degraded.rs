@@ -2,11 +2,9 @@
 //! with no stalls and no large-packet loss (those are other causes). A link that is merely
 //! slower than hoped, or one that dips for a minute, is not an incident.
 
-use super::{
-    Context, attributed_fix, attribution_suffix, evidence_epoch, goodput, large_failing, stalls,
-};
+use super::{Context, attributed_fix, attribution_suffix, goodput, large_failing_anywhere, stalls};
 use crate::settings::Settings;
-use crate::{Evidence, Finding, Kind, Severity, Store, Target};
+use crate::{Evidence, Finding, Kind, Severity, Store};
 
 /// Samples needed before a mean means anything.
 const MIN_SAMPLES: usize = 3;
@@ -33,11 +31,8 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     if mean >= threshold || mean <= 0.0 || !stalls(store, from).is_empty() {
         return None;
     }
-    let epoch = evidence_epoch(store, ctx);
-    if [Target::Gateway, Target::Endpoint]
-        .into_iter()
-        .any(|t| large_failing(store, ctx, t, epoch).is_some())
-    {
+    if large_failing_anywhere(store, ctx) {
+        // Large packets are lost on our side: a PMTU cause, not this one.
         return None;
     }
     let subject = ctx.wan_name().to_string();
