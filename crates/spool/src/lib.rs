@@ -51,7 +51,7 @@ pub use key::KeyTemplate;
 pub use pattern::Pattern;
 pub use ready::Readiness;
 pub use remove::Removal;
-pub use scan::ScanEntry;
+pub use scan::{ScanEntry, identity_of};
 pub use watch::{ScanReport, Spool, now_millis};
 
 /// Milliseconds since the Unix epoch; the journal's timestamps.

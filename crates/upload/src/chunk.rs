@@ -2,12 +2,12 @@
 //! resumes from the parts the journal and the server agree on, then verification.
 
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use backhaul_spool::{Chunk, FileIdentity, PartRecord, Spool};
+use backhaul_spool::{Chunk, PartRecord, Spool, identity_of};
 use backhaul_telemetry::Metrics;
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -121,7 +121,7 @@ impl ChunkUploader {
             path: path.clone(),
             source: e,
         })?;
-        if identity(&meta) != chunk.identity {
+        if identity_of(&meta) != chunk.identity {
             return Err(Error::Changed { path });
         }
         Ok((Arc::new(file), path))
@@ -129,8 +129,10 @@ impl ChunkUploader {
 
     /// The file must still be the discovered version, both by descriptor and by name.
     fn still_same(&self, file: &File, path: &Path, chunk: &Chunk) -> Result<(), Error> {
-        let by_fd = file.metadata().map(|m| identity(&m)).ok();
-        let by_name = std::fs::symlink_metadata(path).map(|m| identity(&m)).ok();
+        let by_fd = file.metadata().map(|m| identity_of(&m)).ok();
+        let by_name = std::fs::symlink_metadata(path)
+            .map(|m| identity_of(&m))
+            .ok();
         if by_fd == Some(chunk.identity) && by_name == Some(chunk.identity) {
             Ok(())
         } else {
@@ -581,14 +583,6 @@ impl ChunkUploader {
         tracing::warn!(key = %key, part, attempt, class = e.class(), error = %e,
             retry_in_ms = delay.as_millis() as u64, "upload request failed; retrying");
         tokio::time::sleep(delay).await;
-    }
-}
-
-fn identity(meta: &std::fs::Metadata) -> FileIdentity {
-    FileIdentity {
-        size: meta.len(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        inode: meta.ino(),
     }
 }
 
