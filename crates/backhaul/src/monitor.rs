@@ -19,7 +19,7 @@ use backhaul_upload::Transport;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{MonitorConfig, WebhookFormat};
-use crate::probe::{endpoint_v4, gateway_v4, now_ms, probe_target, read_sys};
+use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target, read_sys};
 
 /// Upload error classes fed to the rules.
 const ERROR_CLASSES: &[&str] = &[
@@ -168,11 +168,7 @@ pub async fn run(
             next_probe = Instant::now() + probe_every;
             let inv = inventory.clone();
             let tx = probe_tx.clone();
-            let large = mtus
-                .get(inv.wan().map_or("", |w| w.name.as_str()))
-                .copied()
-                .unwrap_or(inv.path_mtu_bytes())
-                .max(inv.path_mtu_bytes()) as usize;
+            let large = full_size(&inv, inv.wan().and_then(|w| mtus.get(&w.name).copied()));
             let born = generation;
             let hint = Some(inv.path_mtu_bytes() as usize);
             tokio::task::spawn_blocking(move || {

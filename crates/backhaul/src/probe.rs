@@ -23,6 +23,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The size of a full-size probe: what the WAN interface sends now (`wan_mtu`, when known),
+/// and never less than the path MTU the site declares.
+pub fn full_size(inv: &backhaul_diagnose::Inventory, wan_mtu: Option<u32>) -> usize {
+    wan_mtu
+        .unwrap_or(inv.path_mtu_bytes())
+        .max(inv.path_mtu_bytes()) as usize
+}
+
 /// The inventory's gateway, if it is IPv4 (the probes are ICMPv4).
 pub fn gateway_v4(inv: &backhaul_diagnose::Inventory) -> Option<Ipv4Addr> {
     match inv.gateway() {

@@ -17,7 +17,8 @@ use crate::cli::ProbeArgs;
 use crate::config::{self, Config};
 use crate::exit::ConfigInvalid;
 use crate::probe::{
-    SMALL_PROBE_BYTES, TargetReport, endpoint_v4, gateway_v4, now_ms, probe_target, read_sys,
+    SMALL_PROBE_BYTES, TargetReport, endpoint_v4, full_size, gateway_v4, now_ms, probe_target,
+    read_sys,
 };
 
 struct Survey {
@@ -84,17 +85,13 @@ fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
         }
         interfaces.push((i.name.clone(), mtu, i.mtu_bytes));
     }
-    // Full-size for what the WAN interface will actually send; at least the declared path MTU.
-    let wan_mtu = inv
-        .wan()
-        .and_then(|w| {
-            interfaces
-                .iter()
-                .find(|(n, ..)| *n == w.name)
-                .and_then(|(_, m, _)| *m)
-        })
-        .unwrap_or(inv.path_mtu_bytes());
-    let large = (wan_mtu as usize).max(inv.path_mtu_bytes() as usize);
+    let wan_mtu = inv.wan().and_then(|w| {
+        interfaces
+            .iter()
+            .find(|(n, ..)| *n == w.name)
+            .and_then(|(_, m, _)| *m)
+    });
+    let large = full_size(inv, wan_mtu);
     let gateway = gateway_v4(inv);
     let endpoint = endpoint_v4(inv);
     let hint = Some(inv.path_mtu_bytes() as usize);
