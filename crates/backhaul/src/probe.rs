@@ -129,20 +129,22 @@ pub fn probe_target(
         Ok(o) => r.small_ok = Some(record(SMALL_PROBE_BYTES, &o, obs)),
         Err(e) => r.note = Some(e.to_string()),
     }
-    let mut large_ok = true;
+    // `None` until a probe actually went out: a send error is not a pass.
+    let mut large_ok: Option<bool> = None;
     for _ in 0..LARGE_PROBES {
         match prober.probe(large_size) {
             Ok(o) => {
                 if let ProbeOutcome::FragNeeded(f) = o {
                     r.frag_needed = Some((f.from, f.next_hop_mtu));
                 }
-                large_ok &= record(large_size, &o, obs);
+                let ok = record(large_size, &o, obs);
+                large_ok = Some(large_ok.unwrap_or(true) && ok);
             }
             Err(e) => r.note = Some(e.to_string()),
         }
     }
-    r.large_ok = Some(large_ok);
-    if !large_ok {
+    r.large_ok = large_ok;
+    if large_ok == Some(false) {
         match prober.search(SEARCH_FLOOR_BYTES, large_size, 2, hint) {
             Ok(s) => {
                 r.path_mtu = s.largest_passing;
@@ -161,7 +163,7 @@ pub fn probe_target(
             }
             Err(e) => r.note = Some(e.to_string()),
         }
-    } else {
+    } else if large_ok == Some(true) {
         r.path_mtu = Some(large_size);
     }
     r

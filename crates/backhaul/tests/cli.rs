@@ -6,6 +6,7 @@
 mod cli {
     pub mod config;
     pub mod daemon;
+    pub mod degraded;
     pub mod demo;
     pub mod kill;
     pub mod netplan;

@@ -15,6 +15,8 @@ pub const DEFAULT_PATH_MTU_BYTES: u32 = 1500;
 const MIN_MTU_BYTES: u32 = 68;
 /// Largest MTU an IPv4 packet can use.
 const MAX_MTU_BYTES: u32 = 65535;
+/// Largest interface MTU Linux sets: loopback's default, one more than an IPv4 packet.
+const MAX_LINK_MTU_BYTES: u32 = 65536;
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
 const MAX_IFNAME_BYTES: usize = 15;
 
@@ -134,11 +136,11 @@ impl InventoryConfig {
                     format!("`{}` is listed twice; list each interface once", ifc.name),
                 ));
             }
-            if !(MIN_MTU_BYTES..=MAX_MTU_BYTES).contains(&ifc.mtu_bytes) {
+            if !(MIN_MTU_BYTES..=MAX_LINK_MTU_BYTES).contains(&ifc.mtu_bytes) {
                 return Err(invalid(
                     key("mtu_bytes"),
                     format!(
-                        "{} is not a valid MTU; use {MIN_MTU_BYTES}-{MAX_MTU_BYTES} (1500 for \
+                        "{} is not a valid MTU; use {MIN_MTU_BYTES}-{MAX_LINK_MTU_BYTES} (1500 for \
                          plain Ethernet, 9000 for jumbo frames)",
                         ifc.mtu_bytes
                     ),

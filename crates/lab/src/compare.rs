@@ -27,6 +27,11 @@ fn whole(v: f64) -> String {
     format!("{v:.0}")
 }
 
+/// Alert latencies are compared against targets of a few seconds at real time.
+fn tenths(v: f64) -> String {
+    format!("{v:.1}")
+}
+
 fn megabytes(v: f64) -> String {
     format!("{:.1}", v / 1e6)
 }
@@ -74,14 +79,35 @@ const FIGURES: &[Figure] = &[
         label: "fault → first alert (s)",
         unit: "seconds",
         value: |s| s.fault_to_first_alert_seconds,
-        show: whole,
+        show: tenths,
     },
     Figure {
         key: "fault_to_cause_alert_seconds",
         label: "fault → alert naming the right cause (s)",
         unit: "seconds",
         value: |s| s.fault_to_cause_alert_seconds,
+        show: tenths,
+    },
+    Figure {
+        key: "alerts_fired",
+        label: "alerts fired",
+        unit: "alerts",
+        value: |s| Some(s.alerts_fired as f64),
         show: whole,
+    },
+    Figure {
+        key: "wrong_cause_alerts",
+        label: "alerts naming a wrong cause",
+        unit: "alerts",
+        value: |s| Some(s.wrong_cause_alerts as f64),
+        show: whole,
+    },
+    Figure {
+        key: "revert_to_resolve_seconds",
+        label: "revert → incidents resolved (s)",
+        unit: "seconds",
+        value: |s| s.revert_to_resolve_seconds,
+        show: tenths,
     },
     Figure {
         key: "revert_to_resume_seconds",
@@ -410,6 +436,9 @@ mod tests {
             fault_to_first_alert_seconds: alert,
             fault_to_cause_alert_seconds: alert.map(|a| a + 60.0),
             revert_to_resume_seconds: Some(45.0),
+            revert_to_resolve_seconds: alert.map(|_| 5.0),
+            alerts_fired: u64::from(alert.is_some()) * 3,
+            wrong_cause_alerts: 0,
             peak_backlog_chunks: 23,
             peak_disk_used_percent: 91.6,
             frag_needed_sent: 0,
@@ -493,7 +522,7 @@ mod tests {
         assert_eq!(cells("assertions"), ["ok", "FAILED"], "{table}");
         // rclone raises no alert: its cell is blank, and backhaul's value sits in its own
         // column (right-aligned under "backhaul"), not under rclone's.
-        assert_eq!(cells("fault → first alert (s)"), ["180"], "{table}");
+        assert_eq!(cells("fault → first alert (s)"), ["180.0"], "{table}");
         let end_of_backhaul = header.find("backhaul").unwrap() + "backhaul".len();
         assert_eq!(
             line("fault → first alert (s)").chars().count(),

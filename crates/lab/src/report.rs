@@ -107,6 +107,13 @@ pub struct Summary {
     pub fault_to_cause_alert_seconds: Option<f64>,
     /// From the revert to the first chunk delivered after it.
     pub revert_to_resume_seconds: Option<f64>,
+    /// From the revert until every incident alerted since the fault was resolved; `None`
+    /// without a revert, without such alerts, or when one never resolved.
+    pub revert_to_resolve_seconds: Option<f64>,
+    /// Firing alerts received (escalations count; resolve messages do not).
+    pub alerts_fired: u64,
+    /// Firing alerts naming one of the scenario's `wrong_cause_keywords`.
+    pub wrong_cause_alerts: u64,
     /// Largest backlog in chunks.
     pub peak_backlog_chunks: u64,
     /// Highest spool disk use.
@@ -241,6 +248,22 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             })
             .map(|a| a.at_seconds - f)
     });
+    let lowered = |words: &[String]| -> Vec<String> {
+        words
+            .iter()
+            .map(|k| k.to_lowercase())
+            .filter(|k| !k.is_empty())
+            .collect()
+    };
+    let wrong = lowered(&i.scenario.wrong_cause_keywords);
+    let firing: Vec<&AlertAt> = alerts.iter().filter(|a| !is_resolve(&a.body)).collect();
+    let wrong_cause_alerts = firing
+        .iter()
+        .filter(|a| {
+            let body = a.body.to_lowercase();
+            wrong.iter().any(|k| body.contains(k.as_str()))
+        })
+        .count() as u64;
     let mut summary = Summary {
         scenario: i.scenario.name.clone(),
         uploader: i.uploader,
@@ -257,6 +280,11 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         fault_to_first_alert_seconds: fault_to_first_alert,
         fault_to_cause_alert_seconds: fault_to_cause_alert,
         revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
+        revert_to_resolve_seconds: fault
+            .zip(revert)
+            .and_then(|(f, r)| all_resolved_after(&alerts, f, r)),
+        alerts_fired: firing.len() as u64,
+        wrong_cause_alerts,
         peak_backlog_chunks: i
             .samples
             .iter()
@@ -295,6 +323,52 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
     summary
 }
 
+/// An alert body's `status` and incident `id` (backhaul's JSON shape); bodies of another shape
+/// count as firing, each its own incident.
+fn status_and_id(body: &str) -> (bool, String) {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let resolved = v["status"] == "resolved";
+    let id = v["id"]
+        .as_str()
+        .or_else(|| v["kind"].as_str())
+        .map_or_else(|| body.to_owned(), str::to_owned);
+    (resolved, id)
+}
+
+fn is_resolve(body: &str) -> bool {
+    status_and_id(body).0
+}
+
+/// Seconds from `revert` until no incident that fired at or after `fault` is still open; `None`
+/// when none fired before the revert or one never resolved.
+fn all_resolved_after(alerts: &[AlertAt], fault: f64, revert: f64) -> Option<f64> {
+    fn apply(a: &AlertAt, open: &mut std::collections::BTreeSet<String>) -> bool {
+        let (resolved, id) = status_and_id(&a.body);
+        if resolved {
+            open.remove(&id);
+        } else {
+            open.insert(id);
+        }
+        !resolved
+    }
+    let mut open = std::collections::BTreeSet::new();
+    let mut any = false;
+    let mut after = alerts.iter().filter(|a| a.at_seconds >= fault).peekable();
+    while let Some(a) = after.next_if(|a| a.at_seconds <= revert) {
+        any |= apply(a, &mut open);
+    }
+    if open.is_empty() {
+        return any.then_some(0.0);
+    }
+    for a in after {
+        apply(a, &mut open);
+        if open.is_empty() {
+            return Some(a.at_seconds - revert);
+        }
+    }
+    None
+}
+
 /// The value of a summary figure.
 pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
     match m {
@@ -305,6 +379,9 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::FaultToCauseAlertSeconds => s.fault_to_cause_alert_seconds,
         Metric::RevertToResumeSeconds => s.revert_to_resume_seconds,
         Metric::PeakBacklogChunks => Some(s.peak_backlog_chunks as f64),
+        Metric::AlertsFired => Some(s.alerts_fired as f64),
+        Metric::WrongCauseAlerts => Some(s.wrong_cause_alerts as f64),
+        Metric::RevertToResolveSeconds => s.revert_to_resolve_seconds,
     }
 }
 
@@ -314,7 +391,8 @@ pub fn text(s: &Summary) -> String {
     let mut t = format!(
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {}\n  fault → first alert {}\n  \
-         fault → alert naming the cause {}\n  revert → uploads resume {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
+         fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {})\n  \
+         revert → uploads resume {}\n  revert → incidents resolved {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
         s.scenario,
         s.uploader,
@@ -329,7 +407,10 @@ pub fn text(s: &Summary) -> String {
         opt(s.longest_outage_seconds),
         opt(s.fault_to_first_alert_seconds),
         opt(s.fault_to_cause_alert_seconds),
+        s.alerts_fired,
+        s.wrong_cause_alerts,
         opt(s.revert_to_resume_seconds),
+        opt(s.revert_to_resolve_seconds),
         s.peak_backlog_chunks,
         s.peak_disk_used_percent,
         s.frag_needed_sent,
@@ -511,4 +592,58 @@ pub fn plot(s: &Summary, path: &Path) -> Result<(), Error> {
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(at_seconds: f64, id: &str, status: &str) -> AlertAt {
+        AlertAt {
+            at_seconds,
+            path: "/alerts".into(),
+            body: format!(r#"{{"id":"{id}","kind":"{id}","status":"{status}"}}"#),
+        }
+    }
+
+    #[test]
+    fn resolve_time_waits_for_the_last_open_incident() {
+        let alerts = [
+            alert(905.0, "mtu_drift", "firing"),
+            alert(1016.0, "pmtu_blackhole", "firing"),
+            alert(1205.0, "pmtu_blackhole", "firing"),
+            alert(3604.0, "mtu_drift", "resolved"),
+            alert(3607.0, "pmtu_blackhole", "resolved"),
+        ];
+        assert_eq!(all_resolved_after(&alerts, 900.0, 3600.0), Some(7.0));
+    }
+
+    #[test]
+    fn resolve_time_is_blank_when_nothing_fired_or_something_never_resolved() {
+        assert_eq!(all_resolved_after(&[], 900.0, 3600.0), None);
+        let stuck = [
+            alert(905.0, "mtu_drift", "firing"),
+            alert(1016.0, "pmtu_blackhole", "firing"),
+            alert(3604.0, "mtu_drift", "resolved"),
+        ];
+        assert_eq!(all_resolved_after(&stuck, 900.0, 3600.0), None);
+        // Alerts before the fault belong to something else.
+        let before = [alert(10.0, "disk_pressure", "firing")];
+        assert_eq!(all_resolved_after(&before, 900.0, 3600.0), None);
+    }
+
+    #[test]
+    fn incidents_resolved_before_the_revert_count_as_zero() {
+        let alerts = [
+            alert(905.0, "uplink_degraded", "firing"),
+            alert(1500.0, "uplink_degraded", "resolved"),
+        ];
+        assert_eq!(all_resolved_after(&alerts, 900.0, 3600.0), Some(0.0));
+    }
+
+    #[test]
+    fn bodies_of_another_shape_are_firing() {
+        assert!(!is_resolve("uploads failing"));
+        assert!(is_resolve(r#"{"status":"resolved"}"#));
+    }
 }

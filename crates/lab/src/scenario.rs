@@ -6,12 +6,15 @@
 //! sample_interval_seconds = 15     # how often the runner samples (scenario time)
 //! drain_seconds = 1800             # after the timeline, wait this long for the backlog to empty
 //! cause_keywords = ["MTU", "fragmentation"]  # an alert naming any of these names the cause
+//! wrong_cause_keywords = []        # a firing alert naming any of these names a wrong cause
 //!
 //! [network]
 //! rate_mbit = 50                   # tbf on the gateway's uplink; omit for unshaped
 //! rtt_ms = 40                      # delay on the wan wire, half each way
 //! lan_wire_mtu_bytes = 1500        # the hop that silently drops bigger frames
 //! icmp = "block"                   # gateway's ICMP frag-needed: "block" or "allow"
+//! loss_percent = 0                 # random loss on the wan wire, each direction
+//! jitter_ms = 0                    # extra random delay 0..jitter on the wan wire
 //!
 //! [camera]
 //! cameras = 1
@@ -50,6 +53,8 @@
 //! only says uploads are failing: the alert's body must contain one of the words (ignoring case).
 //! Alerts have no agreed schema yet, so a substring match is the one test that works for every
 //! agent; omit the key and "fault → alert naming the right cause" stays blank.
+//! `wrong_cause_keywords` is its opposite: with ICMP allowed the right answer is
+//! `path_mtu_reduced`, and an alert saying `pmtu_blackhole` is a misdiagnosis to count.
 //!
 //! Assertion metrics are the report's summary figures ([`Metric`]); each takes `min` and/or
 //! `max`. A figure the run could not measure fails its assertion.
@@ -84,6 +89,12 @@ pub struct NetworkConfig {
     /// The gateway's ICMP frag-needed policy.
     #[serde(default)]
     pub icmp: IcmpPolicy,
+    /// Random loss on the wan wire, percent each direction (a healthy but imperfect uplink).
+    #[serde(default)]
+    pub loss_percent: f64,
+    /// Extra random delay of 0..jitter milliseconds on the wan wire.
+    #[serde(default)]
+    pub jitter_ms: u32,
 }
 
 fn default_lan_mtu() -> u32 {
@@ -97,6 +108,8 @@ impl Default for NetworkConfig {
             rtt_ms: 0,
             lan_wire_mtu_bytes: default_lan_mtu(),
             icmp: IcmpPolicy::Block,
+            loss_percent: 0.0,
+            jitter_ms: 0,
         }
     }
 }
@@ -278,6 +291,12 @@ pub enum Metric {
     RevertToResumeSeconds,
     /// Largest backlog in chunks.
     PeakBacklogChunks,
+    /// Firing alerts received (resolve messages not counted).
+    AlertsFired,
+    /// Firing alerts naming any of `wrong_cause_keywords`.
+    WrongCauseAlerts,
+    /// From the revert until every incident alerted since the fault was resolved.
+    RevertToResolveSeconds,
 }
 
 /// `[[assert]]`.
@@ -306,6 +325,8 @@ struct RawScenario {
     drain_seconds: f64,
     #[serde(default)]
     cause_keywords: Vec<String>,
+    #[serde(default)]
+    wrong_cause_keywords: Vec<String>,
     #[serde(default)]
     network: NetworkConfig,
     #[serde(default)]
@@ -341,6 +362,8 @@ pub struct Scenario {
     pub drain_seconds: f64,
     /// Words of which an alert must name one to name the fault's real cause (any case).
     pub cause_keywords: Vec<String>,
+    /// Words a firing alert must not name: each such alert is a misdiagnosis (any case).
+    pub wrong_cause_keywords: Vec<String>,
     /// Network shape.
     pub network: NetworkConfig,
     /// Camera simulator.
@@ -423,6 +446,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
             0,
             "sample_interval_seconds and camera.interval_seconds must be > 0",
             "use seconds of scenario time, e.g. 15",
+        ));
+    }
+    if !(0.0..100.0).contains(&raw.network.loss_percent) {
+        return Err(located(
+            file,
+            text,
+            0,
+            &format!(
+                "network.loss_percent = {} is outside 0 ..< 100",
+                raw.network.loss_percent
+            ),
+            "a healthy lossy uplink is around 1; cut the link with a `link` event instead",
         ));
     }
     let mut events = Vec::new();
@@ -538,6 +573,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         sample_interval_seconds: raw.sample_interval_seconds,
         drain_seconds: raw.drain_seconds,
         cause_keywords: raw.cause_keywords,
+        wrong_cause_keywords: raw.wrong_cause_keywords,
         network: raw.network,
         camera: raw.camera,
         disk: raw.disk,

@@ -17,6 +17,9 @@ pub const DEFAULT_KEY_TEMPLATE: &str = "{site}/{camera}/{date}/{name}";
 pub const DEFAULT_DISK_WARNING_PERCENT: f64 = 85.0;
 /// Default disk usage (percent) that raises critical.
 pub const DEFAULT_DISK_CRITICAL_PERCENT: f64 = 95.0;
+/// Default seconds of disk history behind the fill rate: a few 2-minute camera chunks, so one
+/// chunk landing before its upload does not read as the disk filling.
+pub const DEFAULT_FILL_RATE_WINDOW_SECONDS: u64 = 300;
 
 /// What happens to a chunk file once its object is verified in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -93,6 +96,9 @@ pub struct SpoolConfig {
     /// `keep` (default) or `drop-oldest`.
     #[serde(default)]
     pub disk_full_policy: DiskFullPolicy,
+    /// Seconds of disk history the fill rate (and time-to-full) is computed over.
+    #[serde(default = "default_fill_window")]
+    pub fill_rate_window_seconds: u64,
 }
 
 fn default_settle() -> u64 {
@@ -116,6 +122,9 @@ fn default_warning() -> f64 {
 fn default_critical() -> f64 {
     DEFAULT_DISK_CRITICAL_PERCENT
 }
+fn default_fill_window() -> u64 {
+    DEFAULT_FILL_RATE_WINDOW_SECONDS
+}
 
 impl SpoolConfig {
     /// A config with every default, for `dir`.
@@ -134,6 +143,7 @@ impl SpoolConfig {
             disk_warning_percent: DEFAULT_DISK_WARNING_PERCENT,
             disk_critical_percent: DEFAULT_DISK_CRITICAL_PERCENT,
             disk_full_policy: DiskFullPolicy::Keep,
+            fill_rate_window_seconds: DEFAULT_FILL_RATE_WINDOW_SECONDS,
         }
     }
 
@@ -160,6 +170,16 @@ impl SpoolConfig {
                 format!(
                     "warning ({}) must not exceed critical ({})",
                     self.disk_warning_percent, self.disk_critical_percent
+                ),
+            ));
+        }
+        if !(10..=86_400).contains(&self.fill_rate_window_seconds) {
+            return Err((
+                "fill_rate_window_seconds",
+                format!(
+                    "{} is outside 10-86400; a few camera chunk intervals (default {}) keeps \
+                     bursts of chunk writes from reading as a fast fill",
+                    self.fill_rate_window_seconds, DEFAULT_FILL_RATE_WINDOW_SECONDS
                 ),
             ));
         }
@@ -202,6 +222,7 @@ impl SpoolConfig {
             disk_warning_percent: self.disk_warning_percent,
             disk_critical_percent: self.disk_critical_percent,
             disk_full_policy: self.disk_full_policy,
+            fill_rate_window: Duration::from_secs(self.fill_rate_window_seconds),
         })
     }
 }
@@ -241,6 +262,8 @@ pub struct SpoolSettings {
     pub disk_critical_percent: f64,
     /// Disk-full policy.
     pub disk_full_policy: DiskFullPolicy,
+    /// History the fill rate is computed over.
+    pub fill_rate_window: Duration,
 }
 
 #[cfg(test)]

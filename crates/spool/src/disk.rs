@@ -4,9 +4,6 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
-/// How long a history the fill rate is computed over.
-const FILL_WINDOW: Duration = Duration::from_secs(60);
-
 /// Watermark level of the spool filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DiskLevel {
@@ -27,7 +24,8 @@ pub struct DiskStatus {
     pub available_bytes: u64,
     /// Usage in percent, as `df` computes it (used / (used + available)).
     pub used_percent: f64,
-    /// Growth in bytes per second over the last minute (negative when draining).
+    /// Growth in bytes per second of the spool's low-water mark over the fill-rate window
+    /// (negative when draining; 0 until the window is half full).
     pub fill_bytes_per_second: f64,
     /// Seconds until full at that rate; +Inf when not filling.
     pub seconds_to_full: f64,
@@ -36,19 +34,26 @@ pub struct DiskStatus {
 }
 
 /// Samples the spool filesystem and projects when it fills.
+///
+/// Cameras write in bursts: a whole chunk lands, then its upload removes it. The projection
+/// therefore follows the low-water mark — the least usage at the start of the window against
+/// the least usage at its end — so a healthy spool that empties between chunks projects
+/// nothing, while one whose uploads stopped rises a chunk per camera interval.
 #[derive(Debug)]
 pub struct DiskWatch {
     warning_percent: f64,
     critical_percent: f64,
+    window: Duration,
     history: VecDeque<(Instant, f64)>,
 }
 
 impl DiskWatch {
-    /// A watch with the given watermarks.
-    pub fn new(warning_percent: f64, critical_percent: f64) -> Self {
+    /// A watch with the given watermarks and fill-rate window.
+    pub fn new(warning_percent: f64, critical_percent: f64, window: Duration) -> Self {
         Self {
             warning_percent,
             critical_percent,
+            window,
             history: VecDeque::new(),
         }
     }
@@ -66,6 +71,39 @@ impl DiskWatch {
         Ok(self.observe(total, total.saturating_sub(free), avail, now))
     }
 
+    /// Bytes per second the low-water mark moved from the first fifth of the window to the
+    /// last; 0 until the history spans half the window.
+    fn low_water_rate(&self, now: Instant) -> f64 {
+        let Some(&(start, _)) = self.history.front() else {
+            return 0.0;
+        };
+        if now.saturating_duration_since(start) < self.window / 2 {
+            return 0.0;
+        }
+        let edge = self.window / 5;
+        let trough = |range: &mut dyn Iterator<Item = &(Instant, f64)>| {
+            range.copied().min_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let old = trough(
+            &mut self
+                .history
+                .iter()
+                .take_while(|(t, _)| t.saturating_duration_since(start) <= edge),
+        );
+        let new = trough(
+            &mut self
+                .history
+                .iter()
+                .filter(|(t, _)| now.saturating_duration_since(*t) <= edge),
+        );
+        match (old, new) {
+            (Some((t0, u0)), Some((t1, u1))) if t1 > t0 => {
+                (u1 - u0) / t1.saturating_duration_since(t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
     /// Updates the projection from raw numbers (unit-testable without a filesystem).
     pub fn observe(&mut self, total: u64, used: u64, avail: u64, now: Instant) -> DiskStatus {
         let denom = (used + avail).max(1) as f64;
@@ -74,16 +112,11 @@ impl DiskWatch {
         while self
             .history
             .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > FILL_WINDOW)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > self.window)
         {
             self.history.pop_front();
         }
-        let rate = match (self.history.front(), self.history.back()) {
-            (Some((t0, u0)), Some((t1, u1))) if t1 > t0 => {
-                (u1 - u0) / t1.saturating_duration_since(*t0).as_secs_f64()
-            }
-            _ => 0.0,
-        };
+        let rate = self.low_water_rate(now);
         let seconds_to_full = if rate > 0.0 {
             avail as f64 / rate
         } else {
@@ -111,38 +144,95 @@ impl DiskWatch {
 mod tests {
     use super::*;
 
+    const GB: u64 = 1_000_000_000;
+    const WINDOW: Duration = Duration::from_secs(300);
+
     #[test]
     fn projects_time_to_full_from_fill_rate() {
-        let mut w = DiskWatch::new(85.0, 95.0);
+        let mut w = DiskWatch::new(85.0, 95.0, WINDOW);
         let t0 = Instant::now();
-        // 100 GB disk at 52 %, filling 2.5 % per minute as on 2025-11-12.
-        let gb = 1_000_000_000u64;
-        let s0 = w.observe(100 * gb, 52 * gb, 48 * gb, t0);
+        // 100 GB disk from 52 %, filling 2.5 % per minute as on 2025-11-12, sampled every 10 s.
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let used = |secs: u64| 52 * GB + secs * 2_500_000_000 / 60;
+        let s0 = w.observe(100 * GB, used(0), 100 * GB - used(0), at(0));
         assert_eq!(s0.level, DiskLevel::Ok);
         assert!(s0.seconds_to_full.is_infinite());
-        let s1 = w.observe(
-            100 * gb,
-            54_500_000_000,
-            45_500_000_000,
-            t0 + Duration::from_secs(60),
-        );
-        assert!((s1.fill_bytes_per_second - 2.5 * gb as f64 / 60.0).abs() < 1.0);
-        // 45.5 % left at 2.5 %/min is 18.2 minutes.
+        let mut last = s0;
+        for secs in (10..=300).step_by(10) {
+            last = w.observe(100 * GB, used(secs), 100 * GB - used(secs), at(secs));
+            if secs < 150 {
+                assert!(
+                    last.seconds_to_full.is_infinite(),
+                    "{secs} s: too little history"
+                );
+            }
+        }
         assert!(
-            (s1.seconds_to_full - 18.2 * 60.0).abs() < 1.0,
-            "{}",
-            s1.seconds_to_full
+            (last.fill_bytes_per_second - 2.5 * GB as f64 / 60.0).abs() < 1.0,
+            "{last:?}"
         );
-        let s2 = w.observe(100 * gb, 91 * gb, 9 * gb, t0 + Duration::from_secs(90));
+        // 64.5 % used after 5 min; 35.5 % left at 2.5 %/min is 14.2 minutes.
+        assert!(
+            (last.seconds_to_full - 14.2 * 60.0).abs() < 1.0,
+            "{}",
+            last.seconds_to_full
+        );
+        let s2 = w.observe(100 * GB, 91 * GB, 9 * GB, at(310));
         assert_eq!(s2.level, DiskLevel::Warning);
-        let s3 = w.observe(100 * gb, 96 * gb, 4 * gb, t0 + Duration::from_secs(100));
+        let s3 = w.observe(100 * GB, 96 * GB, 4 * GB, at(320));
         assert_eq!(s3.level, DiskLevel::Critical);
+    }
+
+    /// An 82 MB chunk every 2 minutes, uploaded within 15 s: the disk goes up and down but does
+    /// not fill, whenever in the cycle it is sampled.
+    #[test]
+    fn chunk_bursts_that_uploads_remove_project_nothing() {
+        let mut w = DiskWatch::new(85.0, 95.0, WINDOW);
+        let t0 = Instant::now();
+        let base = 2_400_000_000u64;
+        for secs in 0..=1200u64 {
+            let in_flight = if secs % 120 < 15 { 82_000_000 } else { 0 };
+            let used = base + in_flight;
+            let s = w.observe(
+                4_600_000_000,
+                used,
+                4_600_000_000 - used,
+                t0 + Duration::from_secs(secs),
+            );
+            assert!(
+                s.seconds_to_full.is_infinite() || s.seconds_to_full > 86_400.0,
+                "{secs} s: {s:?}"
+            );
+        }
+    }
+
+    /// The same camera with uploads stopped: the low-water mark rises a chunk per interval.
+    #[test]
+    fn chunks_that_stay_project_the_camera_rate() {
+        let mut w = DiskWatch::new(85.0, 95.0, WINDOW);
+        let t0 = Instant::now();
+        let mut last = None;
+        for secs in 0..=600u64 {
+            let used = 2_400_000_000 + (secs / 120 + 1) * 82_000_000;
+            last = Some(w.observe(
+                4_600_000_000,
+                used,
+                4_600_000_000 - used,
+                t0 + Duration::from_secs(secs),
+            ));
+        }
+        let rate = last.unwrap().fill_bytes_per_second;
+        let camera = 82_000_000.0 / 120.0;
+        assert!(
+            (rate - camera).abs() < camera * 0.35,
+            "rate {rate} vs camera {camera}"
+        );
     }
 
     #[test]
     fn samples_a_real_filesystem() {
         let d = tempfile::tempdir().unwrap();
-        let s = DiskWatch::new(85.0, 95.0)
+        let s = DiskWatch::new(85.0, 95.0, WINDOW)
             .sample(d.path(), Instant::now())
             .unwrap();
         assert!(s.total_bytes > 0);

@@ -446,7 +446,7 @@ mod tests {
         let spool = full_spool(DiskFullPolicy::Keep);
         let status = spool
             .spool
-            .housekeeping(&mut DiskWatch::new(0.0, 0.0), &[])
+            .housekeeping(&mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)), &[])
             .unwrap();
         assert_eq!(status.level, crate::DiskLevel::Critical);
         assert_eq!(spool.spool.journal().backlog().unwrap().chunks, 3);
@@ -467,7 +467,10 @@ mod tests {
             .id;
         spool
             .spool
-            .housekeeping(&mut DiskWatch::new(0.0, 0.0), &[busy])
+            .housekeeping(
+                &mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)),
+                &[busy],
+            )
             .unwrap();
         assert_eq!(spool.metrics.dropped_chunks.value(), 2);
         assert!(

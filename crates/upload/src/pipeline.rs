@@ -152,6 +152,7 @@ impl Uploader {
         let mut disk = DiskWatch::new(
             settings.disk_warning_percent,
             settings.disk_critical_percent,
+            settings.fill_rate_window,
         );
         let mut tasks: JoinSet<(Chunk, Result<Verified, Error>)> = JoinSet::new();
         let mut in_flight: Vec<i64> = Vec::new();

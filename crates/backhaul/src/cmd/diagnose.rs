@@ -194,8 +194,10 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     }
     match worst(&s.findings) {
         None => {
-            writeln!(out, "verdict: healthy — no incident")?;
-            Ok(ExitCode::SUCCESS)
+            let (code, summary) = check_verdict(&s);
+            let word = ["healthy", "warning", "critical", "unknown"][usize::from(code)];
+            writeln!(out, "verdict: {word} — no incident; {summary}")?;
+            Ok(ExitCode::from(code))
         }
         Some(_) => {
             for f in &s.findings {
@@ -229,6 +231,68 @@ fn severity_code(s: Option<Severity>) -> u8 {
     }
 }
 
+/// The exit code and one-line summary of `backhaul check`. A finding wins; without one, "OK"
+/// is only said of what was measured: interfaces the inventory names but this host lacks are a
+/// WARNING, and when no full-size probe could run at all the path is UNKNOWN, never healthy.
+fn check_verdict(s: &Survey) -> (u8, String) {
+    let code = severity_code(worst(&s.findings).map(|f| f.severity));
+    if let Some(f) = worst(&s.findings).filter(|_| code > 0) {
+        return (code, format!("{}: {}", f.kind.as_str(), f.root_cause));
+    }
+    let missing: Vec<&str> = s
+        .interfaces
+        .iter()
+        .filter(|(_, mtu, _)| mtu.is_none())
+        .map(|(name, ..)| name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return (
+            1,
+            format!(
+                "inventory interface(s) {} not found on this host; fix the names in [inventory]",
+                missing.join(", ")
+            ),
+        );
+    }
+    if s.targets.iter().all(|t| t.large_ok.is_none()) {
+        let why = s
+            .targets
+            .iter()
+            .find_map(|t| t.note.as_deref())
+            .unwrap_or("no target to probe");
+        return (
+            3,
+            format!("interfaces match the inventory; full-size probes not run: {why}"),
+        );
+    }
+    let passing: Vec<&str> = s
+        .targets
+        .iter()
+        .filter(|t| t.large_ok == Some(true))
+        .map(|t| t.name)
+        .collect();
+    if passing.is_empty() {
+        return (
+            3,
+            "interfaces match the inventory; no probe target answers at all, so the path \
+             cannot be judged (ICMP echo filtered?)"
+                .to_owned(),
+        );
+    }
+    let mut summary = format!(
+        "interfaces match the inventory; full-size probes pass toward {}",
+        passing.join(" and ")
+    );
+    for t in s.targets.iter().filter(|t| t.small_ok == Some(false)) {
+        let addr = t.addr.map_or("-".to_owned(), |a| a.to_string());
+        summary.push_str(&format!(
+            "; {} {addr} answers no ping (not judged: many drop ICMP by policy)",
+            t.name
+        ));
+    }
+    (0, summary)
+}
+
 /// `backhaul check`: one line, perfdata, monitoring-plugins exit codes; never fails loudly.
 pub fn check(args: ProbeArgs) -> ExitCode {
     let (cfg, inv) = match load(&args.config) {
@@ -242,12 +306,8 @@ pub fn check(args: ProbeArgs) -> ExitCode {
         }
     };
     let s = survey(&cfg, &inv, Duration::from_millis(args.probe_timeout_ms));
-    let code = severity_code(worst(&s.findings).map(|f| f.severity));
-    let state = ["OK", "WARNING", "CRITICAL"][usize::from(code)];
-    let summary = match worst(&s.findings) {
-        Some(f) if code > 0 => format!("{}: {}", f.kind.as_str(), f.root_cause),
-        _ => "interfaces match the inventory; full-size probes pass".to_owned(),
-    };
+    let (code, summary) = check_verdict(&s);
+    let state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][usize::from(code)];
     let mut perf = Vec::new();
     for (name, mtu, declared) in &s.interfaces {
         if let Some(m) = mtu {

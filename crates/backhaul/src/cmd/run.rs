@@ -132,6 +132,7 @@ pub async fn agent(
     );
     match cfg.inventory.clone() {
         Some(inventory) => {
+            warn_about_degraded_monitoring(&inventory);
             tokio::spawn(crate::monitor::run(
                 crate::monitor::Monitor {
                     cfg: cfg.monitor.clone(),
@@ -209,4 +210,25 @@ fn spawn_publishers(
             }
         }
     });
+}
+
+/// Says once, at start, what the monitor will not be able to see, so a misnamed interface or a
+/// missing capability shows up in the first log lines instead of as a silent gap at 08:30.
+fn warn_about_degraded_monitoring(inventory: &backhaul_diagnose::Inventory) {
+    for i in inventory.interfaces() {
+        if crate::probe::read_sys(&i.name, "mtu").is_none() {
+            tracing::warn!(
+                interface = %i.name,
+                role = i.role.as_str(),
+                "inventory interface not found on this host: its MTU and state are not watched; \
+                 fix the name in [inventory] interfaces (see `ip -br link`)"
+            );
+        }
+    }
+    if let Err(e) = backhaul_netprobe::Prober::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        std::time::Duration::from_millis(100),
+    ) {
+        tracing::warn!(error = %e, "degraded mode: path-MTU probes are off; uploads, link watching and alerts continue");
+    }
 }
