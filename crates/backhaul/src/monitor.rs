@@ -125,12 +125,16 @@ pub async fn run(
         }
         if Instant::now() >= next_upload_sample {
             next_upload_sample = Instant::now() + Duration::from_secs(2);
-            obs.push(Observation::new(
-                now,
-                Signal::UploadGoodput {
-                    mbps_10s: metrics.goodput.mbps(Instant::now(), 10),
-                },
-            ));
+            // Goodput means something only while there is work: an idle uploader behind a
+            // camera that records less than the link carries is not a degraded link.
+            if metrics.backlog_chunks.value() > 0.0 {
+                obs.push(Observation::new(
+                    now,
+                    Signal::UploadGoodput {
+                        mbps_10s: metrics.goodput.mbps(Instant::now(), 10),
+                    },
+                ));
+            }
             let stalls = metrics.stalls.value();
             if stalls > stalls_seen {
                 obs.push(Observation::new(

@@ -388,6 +388,8 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
 /// A few lines for the terminal.
 pub fn text(s: &Summary) -> String {
     let opt = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.0} s"));
+    // Alert latencies have real-time targets of a few seconds.
+    let tenths = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.1} s"));
     let mut t = format!(
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {}\n  fault → first alert {}\n  \
@@ -405,12 +407,12 @@ pub fn text(s: &Summary) -> String {
         s.chunks_lost,
         s.bytes_delivered,
         opt(s.longest_outage_seconds),
-        opt(s.fault_to_first_alert_seconds),
-        opt(s.fault_to_cause_alert_seconds),
+        tenths(s.fault_to_first_alert_seconds),
+        tenths(s.fault_to_cause_alert_seconds),
         s.alerts_fired,
         s.wrong_cause_alerts,
         opt(s.revert_to_resume_seconds),
-        opt(s.revert_to_resolve_seconds),
+        tenths(s.revert_to_resolve_seconds),
         s.peak_backlog_chunks,
         s.peak_disk_used_percent,
         s.frag_needed_sent,

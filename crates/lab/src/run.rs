@@ -211,7 +211,8 @@ fn backhaul_config(path: &Path, spool: &Path, scale: f64) -> Result<(), Error> {
          region = \"us-east-1\"\nurl_style = \"path\"\ncredentials = \"static\"\n\
          access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n\
          create_bucket = true\n{timers}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[log]\nformat = \"json\"\n\n\
-         [inventory]\ngateway = \"{GW_LAN_ADDR}\"\nendpoint_host = \"{CLOUD_ADDR}\"\ninterfaces = [\n\
+         [inventory]\ngateway = \"{GW_LAN_ADDR}\"\nendpoint_host = \"{CLOUD_ADDR}\"\n\
+         # The report's healthy rate on the 50 Mbit/s uplink.\nexpected_upload_mbps = 43\ninterfaces = [\n\
          {{ name = \"eno1\", role = \"wan\", mtu_bytes = 1500 }},\n\
          {{ name = \"eno2\", role = \"camera\", mtu_bytes = 1500 }},\n]\n\n\
          [monitor]\nwebhook_url = \"http://{CLOUD_ADDR}:{WEBHOOK_PORT}/alerts\"\n\

@@ -64,6 +64,18 @@ fn main() {
             lab::diagnose::daemon_alerts_on_the_black_hole_and_resolves_after_the_revert,
         ),
         (
+            "daemon_classifies_pmtud_working_as_path_mtu_reduced",
+            lab::diagnose::daemon_classifies_pmtud_working_as_path_mtu_reduced,
+        ),
+        (
+            "daemon_stays_quiet_on_a_healthy_lossy_uplink",
+            lab::diagnose::daemon_stays_quiet_on_a_healthy_lossy_uplink,
+        ),
+        (
+            "diagnose_copes_with_a_gateway_that_answers_no_ping",
+            lab::diagnose::diagnose_copes_with_a_gateway_that_answers_no_ping,
+        ),
+        (
             "killed_lab_is_removed_by_the_next_up",
             lab::cleanup::killed_lab_is_removed_by_the_next_up,
         ),

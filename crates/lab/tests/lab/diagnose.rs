@@ -95,11 +95,14 @@ pub fn diagnose_tells_pmtud_working_from_a_black_hole() {
     lab.down().unwrap();
 }
 
-/// The daemon end to end: during a short black hole the agent loses nothing, POSTs a
-/// `pmtu_blackhole` alert naming eno1 and the fix, resolves it after the revert, and resumes.
-pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
+/// Runs `scenarios/<name>.toml` with backhaul as the uploader at `time_scale`, asserts that
+/// `lab run` passed the scenario's own assertions, and returns its `summary.json` with each
+/// alert body parsed.
+fn run_scenario(name: &str, time_scale: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
     let out_dir = tempfile::tempdir().unwrap();
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/blackhole-short.toml");
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"));
     let out = Command::new(backhaul())
         .args(["lab", "run"])
         .arg(&scenario)
@@ -107,7 +110,7 @@ pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
             "--uploader",
             "backhaul",
             "--time-scale",
-            "0.02",
+            time_scale,
             "--out-dir",
         ])
         .arg(out_dir.path())
@@ -125,19 +128,26 @@ pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
         .find(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with("blackhole-short-backhaul")
+                .starts_with(&format!("{name}-backhaul"))
         })
         .unwrap()
         .path();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
             .unwrap();
-    let alerts: Vec<serde_json::Value> = summary["alerts"]
+    let alerts = summary["alerts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| serde_json::from_str(a["body"].as_str().unwrap()).unwrap())
         .collect();
+    (summary, alerts)
+}
+
+/// The daemon end to end: during a short black hole the agent loses nothing, POSTs a
+/// `pmtu_blackhole` alert naming eno1 and the fix, resolves it after the revert, and resumes.
+pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
+    let (_, alerts) = run_scenario("blackhole-short", "0.02");
     let blackhole: Vec<&serde_json::Value> = alerts
         .iter()
         .filter(|a| a["kind"] == "pmtu_blackhole")
@@ -155,4 +165,74 @@ pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
         blackhole.iter().any(|a| a["status"] == "resolved"),
         "{alerts:#?}"
     );
+}
+
+/// The same change where ICMP "fragmentation needed" gets back: the daemon says
+/// `path_mtu_reduced` (and `mtu_drift`), never `pmtu_blackhole`; the scenario asserts the
+/// timing and that no wrong-cause alert fired.
+pub fn daemon_classifies_pmtud_working_as_path_mtu_reduced() {
+    let (summary, alerts) = run_scenario("pmtud-working", "0.05");
+    assert_eq!(summary["wrong_cause_alerts"], 0, "{alerts:#?}");
+    let reduced = alerts
+        .iter()
+        .find(|a| a["kind"] == "path_mtu_reduced" && a["status"] == "firing")
+        .unwrap_or_else(|| panic!("no path_mtu_reduced alert: {alerts:#?}"));
+    assert!(
+        reduced["root_cause"].as_str().unwrap().contains("eno1"),
+        "{reduced:#}"
+    );
+    assert!(
+        alerts.iter().all(|a| a["kind"] != "pmtu_blackhole"),
+        "{alerts:#?}"
+    );
+}
+
+/// Ten scenario minutes of 1 % loss and jitter with no fault: not one alert (the scenario
+/// asserts `alerts_fired` = 0 and nothing lost).
+pub fn daemon_stays_quiet_on_a_healthy_lossy_uplink() {
+    let (summary, alerts) = run_scenario("healthy-loss", "0.1");
+    assert_eq!(summary["alerts_fired"], 0, "{alerts:#?}");
+    assert_eq!(summary["chunks_lost"], 0);
+    // The wire really was lossy: the run tested what it claims to.
+    let dropped: u64 = summary["wire"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|link| link.as_object().unwrap().values())
+        .map(|direction| direction["dropped_loss"].as_u64().unwrap())
+        .sum();
+    assert!(dropped > 0, "{:#}", summary["wire"]);
+}
+
+/// A gateway that answers no ping at all (ICMP echo dropped by policy) is not judged: the
+/// check stays OK on the endpoint's probes and says so, and the black hole is still found
+/// through the endpoint.
+pub fn diagnose_copes_with_a_gateway_that_answers_no_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = site_config(&dir);
+    let lab = lab(1500, IcmpPolicy::Block);
+    lab.exec(
+        Node::Gw,
+        "nft",
+        &["add table inet bhtest; \
+           add chain inet bhtest in { type filter hook input priority 0; }; \
+           add rule inet bhtest in icmp type echo-request drop"],
+    )
+    .unwrap();
+    let (out, text) = run_in_site(&lab, &["check"], &config);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("full-size probes pass toward endpoint")
+            && text.contains("gateway 192.0.2.1 answers no ping"),
+        "{text}"
+    );
+
+    lab.set_mtu(Node::Site, "eno1", 9000).unwrap();
+    let (out, text) = run_in_site(&lab, &["diagnose"], &config);
+    assert!(out.status.code().is_some_and(|c| c >= 1), "{text}");
+    assert!(
+        text.contains("verdict: pmtu_blackhole") && text.contains("path MTU to endpoint 1500"),
+        "{text}"
+    );
+    lab.down().unwrap();
 }
