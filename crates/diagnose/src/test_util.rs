@@ -15,7 +15,12 @@ pub fn t(hms: &str) -> u64 {
 
 /// The incident site: eno1 WAN 1500, eno2 camera 9000, 45 Mbit/s expected.
 pub fn inventory() -> Inventory {
-    serde_json::from_str(
+    inventory_expecting(Some(45.0))
+}
+
+/// The incident site with `expected` Mbit/s configured, or none (the rate is then learned).
+pub fn inventory_expecting(expected: Option<f64>) -> Inventory {
+    let mut v: serde_json::Value = serde_json::from_str(
         r#"{
             "interfaces": [
                 {"name": "eno1", "role": "wan", "mtu_bytes": 1500,
@@ -23,24 +28,36 @@ pub fn inventory() -> Inventory {
                 {"name": "eno2", "role": "camera", "mtu_bytes": 9000}
             ],
             "gateway": "192.0.2.1",
-            "endpoint_host": "s3.eu-west-1.amazonaws.com",
-            "expected_upload_mbps": 45
+            "endpoint_host": "s3.eu-west-1.amazonaws.com"
         }"#,
     )
-    .unwrap()
+    .unwrap();
+    if let Some(mbps) = expected {
+        v["expected_upload_mbps"] = mbps.into();
+    }
+    serde_json::from_value(v).unwrap()
 }
 
 /// Runs one rule over the observations up to `now`, with the default settings.
 pub fn run_rule<R>(obs: &[Observation], now: &str, rule: impl Fn(&Store, &Context<'_>) -> R) -> R {
+    run_rule_with(&inventory(), obs, now, rule)
+}
+
+/// [`run_rule`] with another inventory.
+pub fn run_rule_with<R>(
+    inventory: &Inventory,
+    obs: &[Observation],
+    now: &str,
+    rule: impl Fn(&Store, &Context<'_>) -> R,
+) -> R {
     let now_ms = t(now);
     let settings = Settings::default();
-    let inventory = inventory();
     let mut store = Store::new(Settings::ms(settings.retention_seconds));
     for o in obs.iter().filter(|o| o.at_ms <= now_ms) {
         store.push(o.clone());
     }
     let ctx = Context {
-        inventory: &inventory,
+        inventory,
         settings: &settings,
         time: TimeBase::UNIX,
         now_ms,

@@ -335,6 +335,51 @@ pub(crate) fn goodput(store: &Store, since_ms: u64) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// Busy goodput samples needed before a learned baseline counts (two minutes of uploads at
+/// the monitor's 2 s cadence).
+const MIN_BASELINE_SAMPLES: usize = 60;
+
+/// Where the expected upload rate came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Expected {
+    /// `inventory.expected_upload_mbps`.
+    Configured(f64),
+    /// The 90th percentile of goodput while uploading, before the window under judgement.
+    Learned(f64),
+}
+
+impl Expected {
+    pub(crate) fn mbps(self) -> f64 {
+        match self {
+            Expected::Configured(m) | Expected::Learned(m) => m,
+        }
+    }
+}
+
+/// The rate uploads should reach: configured, or learned from the goodput the store holds
+/// from before `before_ms` (so a current dip does not lower its own yardstick). Goodput is
+/// only sampled while there is something to upload, so idle time does not drag it down; a
+/// link that was slow for the whole retention period learns slow, and says so as "learned".
+pub(crate) fn expected_upload(
+    store: &Store,
+    ctx: &Context<'_>,
+    before_ms: u64,
+) -> Option<Expected> {
+    if let Some(m) = ctx.inventory.expected_upload_mbps() {
+        return Some(Expected::Configured(m));
+    }
+    let mut busy: Vec<f64> = goodput(store, 0)
+        .into_iter()
+        .filter(|&(at, m)| at < before_ms && m >= FLOWING_MBPS)
+        .map(|(_, m)| m)
+        .collect();
+    if busy.len() < MIN_BASELINE_SAMPLES {
+        return None;
+    }
+    busy.sort_by(f64::total_cmp);
+    Some(Expected::Learned(busy[busy.len() * 9 / 10]))
+}
+
 /// When uploads last flowed (goodput above a trickle), if they did within the store.
 pub(crate) fn last_flowing(store: &Store) -> Option<u64> {
     store.iter().rev().find_map(|o| match o.signal {

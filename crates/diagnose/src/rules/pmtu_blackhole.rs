@@ -147,10 +147,8 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         .find(|(_, mbps)| *mbps < 1.0)
         .or(samples.last());
     if let Some(&(at, mbps)) = dropped {
-        let expected = ctx
-            .inventory
-            .expected_upload_mbps()
-            .map_or(String::new(), |e| format!(" (expected {e})"));
+        let expected = super::expected_upload(store, ctx, onset)
+            .map_or(String::new(), |e| format!(" (expected {:.1})", e.mbps()));
         evidence.push(Evidence::new(
             at,
             format!("upload goodput {mbps:.1} Mbit/s{expected}"),

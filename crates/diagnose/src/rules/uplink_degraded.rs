@@ -2,7 +2,10 @@
 //! with no stalls and no large-packet loss (those are other causes). A link that is merely
 //! slower than hoped, or one that dips for a minute, is not an incident.
 
-use super::{Context, attributed_fix, attribution_suffix, goodput, large_failing_anywhere, stalls};
+use super::{
+    Context, Expected, attributed_fix, attribution_suffix, expected_upload, goodput,
+    large_failing_anywhere, stalls,
+};
 use crate::settings::Settings;
 use crate::{Evidence, Finding, Kind, Severity, Store};
 
@@ -11,9 +14,10 @@ const MIN_SAMPLES: usize = 3;
 
 /// Finds sustained low goodput on an otherwise healthy path.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
-    let expected = ctx.inventory.expected_upload_mbps()?;
     let sustain = Settings::ms(ctx.settings.degraded_sustain_seconds);
     let from = ctx.now_ms.checked_sub(sustain)?;
+    let yardstick = expected_upload(store, ctx, from)?;
+    let expected = yardstick.mbps();
     // The window must be covered from its start, or a fresh dip would count as sustained.
     let covered = goodput(
         store,
@@ -47,10 +51,14 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         severity: Severity::Warning,
         started_at_ms: from,
         root_cause: format!(
-            "upload goodput {mean:.1} Mbit/s over the last {} min, {:.0}% of the expected \
-             {expected} Mbit/s; no stalls, probes pass{}",
+            "upload goodput {mean:.1} Mbit/s over the last {} min, {:.0}% of the {}; no \
+             stalls, probes pass{}",
             sustain / 60_000,
             mean / expected * 100.0,
+            match yardstick {
+                Expected::Configured(m) => format!("expected {m} Mbit/s"),
+                Expected::Learned(m) => format!("{m:.1} Mbit/s learned while healthy"),
+            },
             attribution_suffix(store, ctx, from)
         ),
         evidence: samples
@@ -88,5 +96,30 @@ mod tests {
         );
         // But not before it has lasted the sustain period.
         assert!(run_rule(&steady(4.0, 20), "10:04:00", evaluate).is_none());
+    }
+
+    /// Without a configured rate the yardstick is what the link did before: an hour at about
+    /// 40 Mbit/s, then 4 Mbit/s for ten minutes, is degraded against the learned rate.
+    #[test]
+    fn learns_the_expected_rate_from_healthy_uploads() {
+        let inv = inventory_expecting(None);
+        let mut tl = Timeline::new();
+        healthy(&mut tl, "09:00:00", 60, |step| 38.0 + (step % 5) as f64);
+        healthy(&mut tl, "10:00:00", 10, |_| 4.0);
+        let f = run_rule_with(&inv, &tl.obs, "10:10:00", evaluate).unwrap();
+        assert!(
+            f.root_cause
+                .contains("of the 42.0 Mbit/s learned while healthy"),
+            "{}",
+            f.root_cause
+        );
+        // A steady 4 Mbit/s from the start is the link's normal: nothing to compare against
+        // but itself, so nothing is degraded.
+        assert!(run_rule_with(&inv, &steady(4.0, 70), "10:10:00", evaluate).is_none());
+        // Too little history: no yardstick, no verdict.
+        let mut short = Timeline::new();
+        healthy(&mut short, "09:58:00", 1, |_| 40.0);
+        healthy(&mut short, "09:59:00", 11, |_| 4.0);
+        assert!(run_rule_with(&inv, &short.obs, "10:10:00", evaluate).is_none());
     }
 }
