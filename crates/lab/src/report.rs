@@ -107,8 +107,10 @@ pub struct Summary {
     pub fault_to_cause_alert_seconds: Option<f64>,
     /// From the revert to the first chunk delivered after it.
     pub revert_to_resume_seconds: Option<f64>,
-    /// From the revert until every incident alerted since the fault was resolved; `None`
-    /// without a revert, without such alerts, or when one never resolved.
+    /// From the revert until every incident alerted since the fault whose alert named the cause
+    /// (`cause_keywords`; every incident without keywords) was resolved; `None` without a
+    /// revert, without such alerts, or when one never resolved. Consequences that outlive the
+    /// cause — the disk warning while the backlog drains — are not the fault's resolution.
     pub revert_to_resolve_seconds: Option<f64>,
     /// Firing alerts received (escalations count; resolve messages do not).
     pub alerts_fired: u64,
@@ -280,9 +282,17 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         fault_to_first_alert_seconds: fault_to_first_alert,
         fault_to_cause_alert_seconds: fault_to_cause_alert,
         revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
-        revert_to_resolve_seconds: fault
-            .zip(revert)
-            .and_then(|(f, r)| all_resolved_after(&alerts, f, r)),
+        revert_to_resolve_seconds: fault.zip(revert).and_then(|(f, r)| {
+            let naming: Vec<AlertAt> = alerts
+                .iter()
+                .filter(|a| {
+                    let body = a.body.to_lowercase();
+                    keywords.is_empty() || keywords.iter().any(|k| body.contains(k.as_str()))
+                })
+                .cloned()
+                .collect();
+            all_resolved_after(&naming, f, r)
+        }),
         alerts_fired: firing.len() as u64,
         wrong_cause_alerts,
         peak_backlog_chunks: i

@@ -295,7 +295,7 @@ pub enum Metric {
     AlertsFired,
     /// Firing alerts naming any of `wrong_cause_keywords`.
     WrongCauseAlerts,
-    /// From the revert until every incident alerted since the fault was resolved.
+    /// From the revert until every incident naming the cause (`cause_keywords`) resolved.
     RevertToResolveSeconds,
 }
 
