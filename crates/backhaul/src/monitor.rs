@@ -1,10 +1,9 @@
-//! The daemon's path monitor: polls the inventory's interfaces, probes the path with DF set
-//! every `probe_interval_seconds` (at once after a link change), feeds those and the uploader's
-//! own signals (goodput, stalls, error classes, disk) to the diagnosis engine, and turns its
-//! transitions into structured log lines, `backhaul_incident_active`, and webhook alerts.
-//!
-//! The link watcher polls sysfs; an rtnetlink subscription would see changes sooner than the
-//! poll interval (issue #5 asks for it; the poll is its fallback).
+//! The daemon's path monitor: watches the inventory's interfaces over rtnetlink (polling sysfs
+//! every `link_poll_milliseconds` only when the subscription fails), probes the path with DF
+//! set every `probe_interval_seconds` (at once after a link change), feeds those and the
+//! uploader's own signals (goodput, stalls, error classes, disk) to the diagnosis engine, and
+//! turns its transitions into structured log lines, `backhaul_incident_active`, and webhook
+//! alerts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,12 +13,13 @@ use backhaul_diagnose::{
     Alert, AlertPolicy, Engine, Inventory, Observation, Settings, Signal, Target, TimeBase,
     Transition, UploadErrorClass,
 };
+use backhaul_netprobe::{Link, LinkEvent, LinkTable, LinkWatcher};
 use backhaul_telemetry::Metrics;
 use backhaul_upload::Transport;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{MonitorConfig, WebhookFormat};
-use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target, read_sys};
+use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
 
 /// Upload error classes fed to the rules.
 const ERROR_CLASSES: &[&str] = &[
@@ -66,6 +66,10 @@ pub async fn run(
     let mut engine = Engine::new(inventory.clone(), settings, time);
     let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
     let mut mtus: HashMap<String, u32> = HashMap::new();
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel::<(u64, LinkEvent)>();
+    let mut watching = watch_links(link_tx);
+    // The polling fallback's view of the inventory's interfaces.
+    let mut polled = LinkTable::default();
     let mut errors_seen: HashMap<&'static str, u64> = HashMap::new();
     let mut stalls_seen = metrics.stalls.value();
     // Each probe cycle carries the link generation it started in; a cycle that straddles an
@@ -80,6 +84,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.link_poll_milliseconds));
     loop {
         let mut obs = Vec::new();
+        let mut link_events = Vec::new();
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tick.tick() => {}
@@ -91,36 +96,35 @@ pub async fn run(
                     obs.extend(found);
                 }
             }
+            event = link_rx.recv(), if watching => match event {
+                Some(e) => {
+                    link_events.push(e);
+                    // Take whatever else the same change produced in one batch.
+                    while let Ok(e) = link_rx.try_recv() {
+                        link_events.push(e);
+                    }
+                }
+                None => {
+                    // The watcher thread logged why; the poll takes over from its last state.
+                    watching = false;
+                }
+            },
+        }
+        if !watching {
+            let now = now_ms();
+            let current = inventory
+                .interfaces()
+                .iter()
+                .filter_map(|i| Link::from_sysfs(&i.name))
+                .collect();
+            link_events.extend(polled.resync(current).into_iter().map(|e| (now, e)));
         }
         let now = now_ms();
-        for i in inventory.interfaces() {
-            let Some(mtu) = read_sys(&i.name, "mtu").and_then(|m| m.parse::<u32>().ok()) else {
-                continue;
-            };
-            match mtus.insert(i.name.clone(), mtu) {
-                None => obs.push(Observation::new(
-                    now,
-                    Signal::LinkMtu {
-                        ifname: i.name.clone(),
-                        mtu_bytes: mtu,
-                    },
-                )),
-                Some(old) if old != mtu => {
-                    tracing::warn!(interface = %i.name, old_mtu = old, new_mtu = mtu, declared = i.mtu_bytes,
-                        "interface MTU changed");
-                    obs.push(Observation::new(
-                        now,
-                        Signal::LinkMtuChanged {
-                            ifname: i.name.clone(),
-                            old_bytes: old,
-                            new_bytes: mtu,
-                        },
-                    ));
-                    // A change is when a black hole begins: look now, not at the next interval.
-                    next_probe = Instant::now();
-                    generation += 1;
-                }
-                Some(_) => {}
+        for (at, event) in link_events {
+            if link_observation(&inventory, &mut mtus, at, event, &mut obs) {
+                // A change is when a black hole begins: look now, not at the next interval.
+                next_probe = Instant::now();
+                generation += 1;
             }
         }
         if Instant::now() >= next_upload_sample {
@@ -224,6 +228,111 @@ pub async fn run(
                 tokio::spawn(async move { post(&transport, &url, body, &a).await });
             }
         }
+    }
+}
+
+/// Subscribes to rtnetlink link changes on a thread of its own that forwards them, stamped
+/// with the time they arrived; the interfaces' current state comes first. Returns false
+/// (after one warning) when the subscription fails, so the caller polls sysfs instead. When
+/// the subscription breaks later, the thread logs once and drops the sender.
+fn watch_links(tx: mpsc::UnboundedSender<(u64, LinkEvent)>) -> bool {
+    let mut watcher = match LinkWatcher::subscribe() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"),
+                "cannot subscribe to rtnetlink link changes; polling /sys/class/net instead");
+            return false;
+        }
+    };
+    let now = now_ms();
+    for link in watcher.table().links() {
+        tx.send((now, LinkEvent::Appeared(link.clone()))).ok();
+    }
+    let spawned = std::thread::Builder::new()
+        .name("link-watch".into())
+        .spawn(move || {
+            while !tx.is_closed() {
+                match watcher.next_events() {
+                    Ok(events) => {
+                        let now = now_ms();
+                        for e in events {
+                            tx.send((now, e)).ok();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"),
+                            "rtnetlink link watch failed; polling /sys/class/net instead");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the link watcher thread; polling /sys/class/net instead");
+        return false;
+    }
+    true
+}
+
+/// Turns a link event on an inventory interface into observations; true when a known MTU
+/// changed (the moment a black hole begins). `mtus` is the monitor's view of current MTUs.
+fn link_observation(
+    inventory: &Inventory,
+    mtus: &mut HashMap<String, u32>,
+    at: u64,
+    event: LinkEvent,
+    obs: &mut Vec<Observation>,
+) -> bool {
+    let (ifname, mtu, up) = match event {
+        LinkEvent::Appeared(l) => (l.name, Some(l.mtu_bytes), Some(l.up)),
+        LinkEvent::MtuChanged {
+            ifname, new_bytes, ..
+        } => (ifname, Some(new_bytes), None),
+        LinkEvent::StateChanged { ifname, up } => (ifname, None, Some(up)),
+        // A vanished interface carries nothing: to the rules that is a link down.
+        LinkEvent::Removed { ifname } => (ifname, None, Some(false)),
+    };
+    let Some(declared) = inventory.interface(&ifname) else {
+        return false;
+    };
+    if let Some(up) = up {
+        tracing::info!(interface = %ifname, up, "interface state");
+        obs.push(Observation::new(
+            at,
+            Signal::LinkState {
+                ifname: ifname.clone(),
+                up,
+            },
+        ));
+    }
+    let Some(mtu) = mtu else {
+        return false;
+    };
+    match mtus.insert(ifname.clone(), mtu) {
+        None => {
+            obs.push(Observation::new(
+                at,
+                Signal::LinkMtu {
+                    ifname,
+                    mtu_bytes: mtu,
+                },
+            ));
+            false
+        }
+        Some(old) if old != mtu => {
+            tracing::warn!(interface = %ifname, old_mtu = old, new_mtu = mtu,
+                declared = declared.mtu_bytes, "interface MTU changed");
+            obs.push(Observation::new(
+                at,
+                Signal::LinkMtuChanged {
+                    ifname,
+                    old_bytes: old,
+                    new_bytes: mtu,
+                },
+            ));
+            true
+        }
+        Some(_) => false,
     }
 }
 

@@ -15,6 +15,7 @@ mod lab {
     pub mod cleanup;
     pub mod diagnose;
     pub mod ground_truth;
+    pub mod link_watch;
     pub mod pmtu_probe;
     pub mod support;
 }
@@ -50,6 +51,10 @@ fn main() {
         (
             "netprobe_reports_frag_needed_when_icmp_is_allowed",
             lab::pmtu_probe::frag_needed_reaches_the_prober_when_icmp_is_allowed,
+        ),
+        (
+            "netprobe_link_watch_reports_mtu_and_state_changes_within_a_second",
+            lab::link_watch::rtnetlink_reports_mtu_and_state_changes_with_old_values_within_a_second,
         ),
         (
             "diagnose_names_the_black_hole_its_interface_and_the_fix",

@@ -30,4 +30,13 @@ pub enum Error {
     /// The target is not an IPv4 address.
     #[error("probe target {0} is not usable (IPv4 unicast needed)")]
     Target(Ipv4Addr),
+    /// The rtnetlink link subscription failed (callers fall back to polling sysfs).
+    #[error("rtnetlink link watch: {op} failed")]
+    Netlink {
+        /// Operation.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
