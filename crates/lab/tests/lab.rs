@@ -14,6 +14,7 @@
 mod lab {
     pub mod cleanup;
     pub mod diagnose;
+    pub mod frag_listener;
     pub mod ground_truth;
     pub mod link_watch;
     pub mod pmtu_probe;
@@ -55,6 +56,14 @@ fn main() {
         (
             "netprobe_link_watch_reports_mtu_and_state_changes_within_a_second",
             lab::link_watch::rtnetlink_reports_mtu_and_state_changes_with_old_values_within_a_second,
+        ),
+        (
+            "netprobe_frag_needed_listener_sees_any_sockets_frag_needed",
+            lab::frag_listener::listener_counts_frag_needed_for_any_socket_when_icmp_is_allowed,
+        ),
+        (
+            "netprobe_frag_needed_listener_sees_nothing_when_icmp_is_blocked",
+            lab::frag_listener::listener_sees_nothing_when_icmp_is_blocked,
         ),
         (
             "diagnose_names_the_black_hole_its_interface_and_the_fix",

@@ -39,4 +39,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A kernel counter file could not be read.
+    #[error("cannot read kernel counters from {path}")]
+    Counters {
+        /// The file.
+        path: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -7,7 +7,7 @@
 //! interface MTU and state changes from an rtnetlink `RTNLGRP_LINK` subscription, with old and
 //! new values ([`LinkWatcher`]; [`Link::from_sysfs`] is the polling fallback); the host-wide
 //! frag-needed listener for every socket's packets ([`FragNeededListener`]); the kernel's
-//! PMTU-related counters ([`KernelCounters`]).
+//! PMTU-related counters ([`KernelCounters`]); `TCP_INFO` of a connection ([`TcpInfo`]).
 //!
 //! Does not own: deciding what a signal means (`backhaul-diagnose`), when to probe or watch
 //! (the agent), or metric names (`backhaul-telemetry`).
@@ -18,13 +18,19 @@
 //! without them. The rtnetlink subscription needs no privilege. The one module with `unsafe`
 //! is `sys.rs`: the socket options neither socket2 nor rustix expose.
 
+mod counters;
 mod error;
+mod frag;
 mod icmp;
 mod link;
 mod pmtu;
 mod sys;
+mod tcp;
 
+pub use counters::KernelCounters;
 pub use error::Error;
-pub use icmp::{FragNeeded, ProbeOutcome};
+pub use frag::FragNeededListener;
+pub use icmp::{FragNeeded, FragNeededSeen, ProbeOutcome};
 pub use link::{Link, LinkEvent, LinkTable, LinkWatcher};
 pub use pmtu::{MIN_IPV4_MTU, Prober, SearchResult};
+pub use tcp::TcpInfo;
