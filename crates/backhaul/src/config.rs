@@ -74,7 +74,8 @@ pub struct MonitorConfig {
     /// Wait for each probe's answer.
     #[serde(default = "default_probe_timeout")]
     pub probe_timeout_milliseconds: u64,
-    /// Interface MTU/state poll interval.
+    /// Monitor tick: re-evaluation, and the sysfs poll of interfaces when the rtnetlink
+    /// subscription is unavailable.
     #[serde(default = "default_link_poll")]
     pub link_poll_milliseconds: u64,
     /// POST alerts here (JSON or Slack shape); none: alerts go to the log only.

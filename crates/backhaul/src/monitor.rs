@@ -1,8 +1,10 @@
 //! The daemon's path monitor: watches the inventory's interfaces over rtnetlink (polling sysfs
 //! every `link_poll_milliseconds` only when the subscription fails), probes the path with DF
 //! set every `probe_interval_seconds` (at once after a link change), feeds those and the
-//! uploader's own signals (goodput, stalls, error classes, disk) to the diagnosis engine, and
-//! turns its transitions into structured log lines, `backhaul_incident_active`, and webhook
+//! uploader's own signals (goodput, stalls, error classes, disk, `TCP_INFO` of its
+//! connections) and every ICMP "fragmentation needed" the host receives to the diagnosis
+//! engine, exports those signals and the kernel's PMTU counters as metrics, and turns the
+//! engine's transitions into structured log lines, `backhaul_incident_active`, and webhook
 //! alerts.
 
 use std::collections::HashMap;
@@ -13,13 +15,16 @@ use backhaul_diagnose::{
     Alert, AlertPolicy, Engine, Inventory, Observation, Settings, Signal, Target, TimeBase,
     Transition, UploadErrorClass,
 };
-use backhaul_netprobe::{Link, LinkEvent, LinkTable, LinkWatcher};
+use backhaul_netprobe::{
+    FragNeededListener, KernelCounters, Link, LinkEvent, LinkTable, LinkWatcher, TcpInfo,
+};
 use backhaul_telemetry::Metrics;
 use backhaul_upload::Transport;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{MonitorConfig, WebhookFormat};
 use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
+use crate::status::{IncidentStatus, InterfaceStatus, ProbeStatus, StatusBoard};
 
 /// Upload error classes fed to the rules.
 const ERROR_CLASSES: &[&str] = &[
@@ -52,6 +57,7 @@ pub struct Monitor {
 pub async fn run(
     monitor: Monitor,
     metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
     transport: Arc<Transport>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -67,9 +73,20 @@ pub async fn run(
     let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
     let mut mtus: HashMap<String, u32> = HashMap::new();
     let (link_tx, mut link_rx) = mpsc::unbounded_channel::<(u64, LinkEvent)>();
+    let mut ups: HashMap<String, bool> = HashMap::new();
     let mut watching = watch_links(link_tx);
+    board.update(|v| {
+        v.monitoring = true;
+        v.link_watch = if watching { "rtnetlink" } else { "sysfs poll" };
+    });
     // The polling fallback's view of the inventory's interfaces.
     let mut polled = LinkTable::default();
+    let (frag_tx, mut frag_rx) = mpsc::unbounded_channel::<Observation>();
+    listen_frag_needed(frag_tx, metrics.clone());
+    let mut kernel_seen = KernelCounters::read()
+        .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "kernel counters unavailable"))
+        .ok();
+    let mut tcp_seen: HashMap<u64, TcpInfo> = HashMap::new();
     let mut errors_seen: HashMap<&'static str, u64> = HashMap::new();
     let mut stalls_seen = metrics.stalls.value();
     // Each probe cycle carries the link generation it started in; a cycle that straddles an
@@ -96,6 +113,7 @@ pub async fn run(
                     obs.extend(found);
                 }
             }
+            Some(o) = frag_rx.recv() => obs.push(o),
             event = link_rx.recv(), if watching => match event {
                 Some(e) => {
                     link_events.push(e);
@@ -107,6 +125,7 @@ pub async fn run(
                 None => {
                     // The watcher thread logged why; the poll takes over from its last state.
                     watching = false;
+                    board.update(|v| v.link_watch = "sysfs poll");
                 }
             },
         }
@@ -121,7 +140,7 @@ pub async fn run(
         }
         let now = now_ms();
         for (at, event) in link_events {
-            if link_observation(&inventory, &mut mtus, at, event, &mut obs) {
+            if link_observation(&inventory, (&mut mtus, &mut ups), at, event, &mut obs) {
                 // A change is when a black hole begins: look now, not at the next interval.
                 next_probe = Instant::now();
                 generation += 1;
@@ -158,6 +177,19 @@ pub async fn run(
                 }
                 *seen = n;
             }
+            if let Some(seen) = &mut kernel_seen
+                && let Ok(now_counters) = KernelCounters::read()
+            {
+                let d = now_counters.since(seen);
+                metrics
+                    .kernel_icmp_in_dest_unreachs
+                    .add(d.icmp_in_dest_unreachs);
+                metrics.kernel_ip_frag_fails.add(d.ip_frag_fails);
+                metrics.kernel_tcp_mtup_fail.add(d.tcp_mtup_fail);
+                metrics.kernel_tcp_mtup_success.add(d.tcp_mtup_success);
+                *seen = now_counters;
+            }
+            obs.extend(sample_tcp(&transport, &metrics, &mut tcp_seen, now));
             let full = metrics.disk_full_projected_seconds.value();
             obs.push(Observation::new(
                 now,
@@ -175,6 +207,7 @@ pub async fn run(
             let large = full_size(&inv, inv.wan().and_then(|w| mtus.get(&w.name).copied()));
             let born = generation;
             let hint = Some(inv.path_mtu_bytes() as usize);
+            let board = board.clone();
             tokio::task::spawn_blocking(move || {
                 let mut found = Vec::new();
                 let gateway = gateway_v4(&inv);
@@ -187,13 +220,16 @@ pub async fn run(
                     probe_timeout,
                     &mut found,
                 );
-                if let Some(note) = g.note {
+                if let Some(note) = &g.note {
                     tracing::debug!(note = %note, "gateway probe");
                 }
+                board.update(|v| {
+                    v.probes.insert(g.name, ProbeStatus::from(&g));
+                });
                 // The gateway's verdict goes out before the endpoint is probed.
                 tx.send((born, false, std::mem::take(&mut found))).ok();
                 let endpoint = endpoint_v4(&inv);
-                probe_target(
+                let e = probe_target(
                     "endpoint",
                     Target::Endpoint,
                     endpoint,
@@ -202,6 +238,9 @@ pub async fn run(
                     probe_timeout,
                     &mut found,
                 );
+                board.update(|v| {
+                    v.probes.insert(e.name, ProbeStatus::from(&e));
+                });
                 tx.send((born, true, found)).ok();
             });
         }
@@ -218,6 +257,25 @@ pub async fn run(
             .filter(|i| i.resolved_at_ms.is_none())
             .map(|i| (i.kind.as_str().to_owned(), i.severity.as_str().to_owned()))
             .collect();
+        board.update(|v| {
+            v.incidents = engine
+                .incidents()
+                .into_iter()
+                .filter(|i| i.resolved_at_ms.is_none())
+                .map(IncidentStatus::from)
+                .collect();
+            v.interfaces = inventory
+                .interfaces()
+                .iter()
+                .map(|i| InterfaceStatus {
+                    name: i.name.clone(),
+                    role: i.role.as_str().to_owned(),
+                    declared_mtu_bytes: i.mtu_bytes,
+                    mtu_bytes: mtus.get(&i.name).copied(),
+                    up: ups.get(&i.name).copied(),
+                })
+                .collect();
+        });
         for a in alerts {
             if let Some(url) = cfg.webhook_url.clone() {
                 let transport = transport.clone();
@@ -274,11 +332,108 @@ fn watch_links(tx: mpsc::UnboundedSender<(u64, LinkEvent)>) -> bool {
     true
 }
 
+/// Listens for ICMP "fragmentation needed" about any socket's packets on a thread of its own:
+/// counts them, keeps the latest next-hop MTU, and forwards each as an observation. Without
+/// `CAP_NET_RAW` it says so once and the counter stays 0.
+fn listen_frag_needed(tx: mpsc::UnboundedSender<Observation>, metrics: Arc<Metrics>) {
+    let mut listener = match FragNeededListener::open() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"),
+                "ICMP fragmentation-needed listener off: backhaul_icmp_frag_needed_total stays 0");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("frag-needed".into())
+        .spawn(move || {
+            let mut last_mtu = None;
+            while !tx.is_closed() {
+                match listener.recv() {
+                    Ok(None) => {}
+                    Ok(Some(seen)) => {
+                        let mtu = seen.frag.next_hop_mtu;
+                        metrics.icmp_frag_needed.inc();
+                        metrics.icmp_frag_needed_last_mtu_bytes.set(f64::from(mtu));
+                        // One line per new next-hop MTU, not one per packet.
+                        if last_mtu.replace(mtu) != Some(mtu) {
+                            tracing::warn!(from = %seen.frag.from, next_hop_mtu = mtu,
+                                destination = %seen.destination, protocol = seen.protocol,
+                                "ICMP fragmentation needed");
+                        }
+                        tx.send(Observation::new(
+                            now_ms(),
+                            Signal::FragNeeded {
+                                from: std::net::IpAddr::V4(seen.frag.from),
+                                next_hop_mtu: u32::from(mtu),
+                            },
+                        ))
+                        .ok();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"),
+                            "ICMP fragmentation-needed listener stopped");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the fragmentation-needed listener thread");
+    }
+}
+
+/// Reads `TCP_INFO` of the uploader's open connections: sets the gauges, adds retransmissions
+/// to their counter, and returns an observation for each connection with data in flight
+/// (idle pooled connections say nothing about the path). `seen` holds each connection's
+/// previous sample, for the deltas.
+fn sample_tcp(
+    transport: &Transport,
+    metrics: &Metrics,
+    seen: &mut HashMap<u64, TcpInfo>,
+    now: u64,
+) -> Vec<Observation> {
+    let current = transport.tcp_info();
+    let max = |f: fn(&TcpInfo) -> u32| current.iter().map(|(_, i)| f(i)).max().unwrap_or(0);
+    metrics
+        .upload_tcp_snd_mss_bytes
+        .set(f64::from(max(|i| i.snd_mss)));
+    metrics
+        .upload_tcp_rtt_seconds
+        .set(f64::from(max(|i| i.rtt_us)) / 1e6);
+    metrics.upload_tcp_pmtu_bytes.set(f64::from(
+        current.iter().map(|(_, i)| i.pmtu).min().unwrap_or(0),
+    ));
+    let mut obs = Vec::new();
+    let mut next = HashMap::new();
+    for (id, info) in current {
+        let before = seen.get(&id).copied().unwrap_or_default();
+        metrics.upload_tcp_retransmits.add(u64::from(
+            info.total_retrans.saturating_sub(before.total_retrans),
+        ));
+        if info.unacked > 0 {
+            obs.push(Observation::new(
+                now,
+                Signal::TcpInfo {
+                    snd_mss: info.snd_mss,
+                    pmtu: info.pmtu,
+                    retransmits: info.retransmits,
+                    bytes_acked_delta: info.bytes_acked.saturating_sub(before.bytes_acked),
+                },
+            ));
+        }
+        next.insert(id, info);
+    }
+    *seen = next;
+    obs
+}
+
 /// Turns a link event on an inventory interface into observations; true when a known MTU
-/// changed (the moment a black hole begins). `mtus` is the monitor's view of current MTUs.
+/// changed (the moment a black hole begins). `mtus` and `ups` are the monitor's view of the
+/// interfaces now.
 fn link_observation(
     inventory: &Inventory,
-    mtus: &mut HashMap<String, u32>,
+    (mtus, ups): (&mut HashMap<String, u32>, &mut HashMap<String, bool>),
     at: u64,
     event: LinkEvent,
     obs: &mut Vec<Observation>,
@@ -296,6 +451,7 @@ fn link_observation(
         return false;
     };
     if let Some(up) = up {
+        ups.insert(ifname.clone(), up);
         tracing::info!(interface = %ifname, up, "interface state");
         obs.push(Observation::new(
             at,

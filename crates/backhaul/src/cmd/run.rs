@@ -16,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::config::{self, Config};
 use crate::env::ProcessEnv;
 use crate::exit::ConfigInvalid;
+use crate::status::StatusBoard;
 use crate::{logging, metrics_server};
 
 /// Entry point.
@@ -111,9 +112,10 @@ pub async fn agent(
         spool.clone(),
         metrics.clone(),
     )?;
+    let board = Arc::new(StatusBoard::new(cfg.site.clone()));
     let bound = match cfg.metrics_listen {
         Some(addr) => Some(
-            metrics_server::serve(addr, metrics.clone(), shutdown.clone())
+            metrics_server::serve(addr, metrics.clone(), board.clone(), shutdown.clone())
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr} (metrics.listen)"))?,
         ),
@@ -141,6 +143,7 @@ pub async fn agent(
                     stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
                 },
                 metrics.clone(),
+                board,
                 chunks.client.transport().clone(),
                 shutdown.clone(),
             ));

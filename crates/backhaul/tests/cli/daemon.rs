@@ -135,3 +135,85 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
         "secrets must never be logged"
     );
 }
+
+/// `backhaul status` against a real daemon: the summary names the open incident, its cause and
+/// fix, the interface against its declared MTU, how links are watched and the upload figures;
+/// `--json` is the same document; and once the daemon is gone it fails with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    // Loopback declared as a 1500-byte WAN: its real 65536 is MTU drift the agent must report.
+    let extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
+         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+    );
+    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
+    let mut child = Command::new(exe())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
+    let status = |args: &[&str]| {
+        Command::new(exe())
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = status(&["--config", cfg.to_str().unwrap()]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success()
+            && text.contains("incident mtu_drift")
+            && text.contains("1 chunks uploaded")
+        {
+            break;
+        }
+    }
+    assert!(
+        text.starts_with("backhaul on SITE-TEST: WARNING mtu_drift, up "),
+        "{text}"
+    );
+    assert!(text.contains("  fix: ip link set lo mtu 1500\n"), "{text}");
+    assert!(
+        text.contains(
+            "interface lo (wan): MTU 65536, declared 1500, up  <- differs from declared\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("link watch: rtnetlink\n"), "{text}");
+    assert!(text.contains("1 chunks uploaded"), "{text}");
+    assert!(text.contains("backlog: 0 chunks"), "{text}");
+    assert!(text.contains("vpn: not monitored\n"), "{text}");
+
+    let out = status(&["--url", &format!("http://127.0.0.1:{port}"), "--json"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["site"], "SITE-TEST");
+    assert_eq!(doc["incidents"][0]["kind"], "mtu_drift");
+    assert_eq!(doc["interfaces"][0]["mtu_bytes"], 65536);
+    assert_eq!(doc["upload"]["uploaded_chunks_total"], 1);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = status(&["--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: the agent is not answering at http://127.0.0.1:{port}/status"
+        )) && err.contains("help: is `backhaul run` running?"),
+        "{err}"
+    );
+}
