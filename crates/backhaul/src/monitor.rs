@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backhaul_diagnose::{
@@ -87,6 +88,8 @@ pub async fn run(
         .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "kernel counters unavailable"))
         .ok();
     let mut tcp_seen: HashMap<u64, TcpInfo> = HashMap::new();
+    // Set once the missing-permission warning for probes has been logged.
+    let probes_degraded = Arc::new(AtomicBool::new(false));
     let mut errors_seen: HashMap<&'static str, u64> = HashMap::new();
     let mut stalls_seen = metrics.stalls.value();
     // Each probe cycle carries the link generation it started in; a cycle that straddles an
@@ -208,6 +211,7 @@ pub async fn run(
             let born = generation;
             let hint = Some(inv.path_mtu_bytes() as usize);
             let board = board.clone();
+            let degraded = probes_degraded.clone();
             tokio::task::spawn_blocking(move || {
                 let mut found = Vec::new();
                 let gateway = gateway_v4(&inv);
@@ -221,6 +225,10 @@ pub async fn run(
                     &mut found,
                 );
                 if let Some(note) = &g.note {
+                    if g.no_permission && !degraded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %note,
+                            "path probes off: the agent keeps uploading and watching links");
+                    }
                     tracing::debug!(note = %note, "gateway probe");
                 }
                 board.update(|v| {

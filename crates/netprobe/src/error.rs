@@ -5,9 +5,15 @@ use std::net::Ipv4Addr;
 pub enum Error {
     /// No permission for raw sockets.
     #[error(
-        "cannot open a raw ICMP socket for path-MTU probes: needs root or CAP_NET_RAW (the agent keeps uploading without probes)"
+        "cannot open a raw ICMP socket for {purpose}: needs root or CAP_NET_RAW (the agent keeps uploading without them)"
     )]
-    Permission(#[source] std::io::Error),
+    Permission {
+        /// What the socket was for: `path-MTU probes` or `the fragmentation-needed listener`.
+        purpose: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A socket operation failed.
     #[error("path-MTU probe socket: {op} failed")]
     Socket {

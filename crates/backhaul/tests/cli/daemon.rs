@@ -217,3 +217,78 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
         "{err}"
     );
 }
+
+/// Without CAP_NET_RAW (dropped from the bounding set when the test runs as root) the daemon
+/// says once that probes and the frag-needed listener are off, and still uploads and watches
+/// links (rtnetlink needs no privilege).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    let extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[monitor]\nprobe_interval_seconds = 1\n\
+         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
+         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+    );
+    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"])
+            .arg(exe());
+        c
+    } else {
+        Command::new(exe())
+    };
+    let mut child = cmd
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
+    let mut text = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(t) = std::panic::catch_unwind(|| scrape(port)) {
+            text = t;
+            if value(&text, "backhaul_uploaded_chunks_total") >= 1.0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        value(&text, "backhaul_uploaded_chunks_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "backhaul_icmp_frag_needed_total"), 0.0);
+    // Several probe cycles (one per second) must not repeat the warning.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let listener_off = "cannot open a raw ICMP socket for the fragmentation-needed listener: \
+                        needs root or CAP_NET_RAW";
+    let probes_off = "cannot open a raw ICMP socket for path-MTU probes: needs root or CAP_NET_RAW";
+    assert_eq!(logs.matches(listener_off).count(), 1, "{logs}");
+    assert_eq!(logs.matches(probes_off).count(), 1, "{logs}");
+    assert!(
+        !logs.contains("polling /sys/class/net"),
+        "rtnetlink works unprivileged: {logs}"
+    );
+}
