@@ -193,14 +193,15 @@ pub async fn run(
                 *seen = now_counters;
             }
             obs.extend(sample_tcp(&transport, &metrics, &mut tcp_seen, now));
-            let full = metrics.disk_full_projected_seconds.value();
-            obs.push(Observation::new(
-                now,
-                Signal::Disk {
-                    used_percent: metrics.disk_used_percent.value(),
-                    seconds_to_full: full.is_finite().then_some(full as u64),
-                },
-            ));
+            if let Some((used_percent, seconds_to_full)) = disk_sampled(&metrics) {
+                obs.push(Observation::new(
+                    now,
+                    Signal::Disk {
+                        used_percent,
+                        seconds_to_full,
+                    },
+                ));
+            }
         }
         if !probing && Instant::now() >= next_probe {
             probing = true;
@@ -338,6 +339,20 @@ fn watch_links(tx: mpsc::UnboundedSender<(u64, LinkEvent)>) -> bool {
         return false;
     }
     true
+}
+
+/// The spool's latest disk sample: used percent and seconds to full (`None`: not filling).
+/// `None` until the spool has sampled the disk at all: the gauges start at 0, which would
+/// read as "full in 0 s" and open a critical `disk_pressure` while the bucket is still
+/// unreachable (the spool samples in its housekeeping, not before). A real filesystem is never
+/// 0 % used and full in 0 s at once.
+pub(crate) fn disk_sampled(metrics: &Metrics) -> Option<(f64, Option<u64>)> {
+    let used = metrics.disk_used_percent.value();
+    let full = metrics.disk_full_projected_seconds.value();
+    if used == 0.0 && full == 0.0 {
+        return None;
+    }
+    Some((used, full.is_finite().then_some(full as u64)))
 }
 
 /// Listens for ICMP "fragmentation needed" about any socket's packets on a thread of its own:

@@ -110,7 +110,7 @@ pub struct UploadStatus {
     pub oldest_chunk_age_seconds: f64,
     /// Spool filesystem usage.
     pub disk_used_percent: f64,
-    /// Projected seconds until full (`None` when not filling).
+    /// Projected seconds until full (`None` when not filling, or not sampled yet).
     pub disk_full_projected_seconds: Option<f64>,
 }
 
@@ -163,7 +163,6 @@ impl StatusBoard {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let now = Instant::now();
-        let full = metrics.disk_full_projected_seconds.value();
         let frag_total = metrics.icmp_frag_needed.value();
         Status {
             site: self.site.clone(),
@@ -181,7 +180,9 @@ impl StatusBoard {
                 backlog_bytes: metrics.backlog_bytes.value() as u64,
                 oldest_chunk_age_seconds: metrics.oldest_chunk_age_seconds.value(),
                 disk_used_percent: metrics.disk_used_percent.value(),
-                disk_full_projected_seconds: full.is_finite().then_some(full),
+                disk_full_projected_seconds: crate::monitor::disk_sampled(metrics)
+                    .and_then(|(_, full)| full)
+                    .map(|s| s as f64),
             },
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)

@@ -7,6 +7,17 @@ use backhaul_upload::test_util::{S3Peer, free_port};
 
 use super::support::{BUCKET, exe, site_config};
 
+/// A daemon killed if the test fails before it stops it (a leaked daemon would hold the test
+/// harness's output pipe open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::io::Write::write_all(
@@ -153,11 +164,13 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
          interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
     );
     let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
-    let mut child = Command::new(exe())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
     let status = |args: &[&str]| {
         Command::new(exe())
@@ -167,7 +180,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
             .unwrap()
     };
     let mut text = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let out = status(&["--config", cfg.to_str().unwrap()]);
         text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -203,10 +216,10 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
     assert_eq!(doc["upload"]["uploaded_chunks_total"], 1);
 
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     let out = status(&["--config", cfg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -246,14 +259,15 @@ async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
     } else {
         Command::new(exe())
     };
-    let mut child = cmd
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        cmd.args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
     let mut text = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Ok(t) = std::panic::catch_unwind(|| scrape(port)) {
             text = t;
@@ -271,12 +285,13 @@ async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
     // Several probe cycles (one per second) must not repeat the warning.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     let mut logs = String::new();
     child
+        .0
         .stderr
         .take()
         .unwrap()
