@@ -34,7 +34,8 @@ pub struct Status {
     pub frag_needed_total: u64,
     /// Next-hop MTU of the latest frag-needed (none yet: `None`).
     pub frag_needed_last_mtu_bytes: Option<u32>,
-    /// VPN: strongSwan is not watched yet, so this is always `not monitored`, never healthy.
+    /// VPN: strongSwan is not watched yet, so this always starts with `not monitored` (and
+    /// says whether its VICI socket exists), never healthy.
     pub vpn: String,
 }
 
@@ -187,8 +188,27 @@ impl StatusBoard {
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)
                 .then(|| metrics.icmp_frag_needed_last_mtu_bytes.value() as u32),
-            vpn: "not monitored".into(),
+            vpn: vpn_status(std::path::Path::new(VICI_SOCKET)),
         }
+    }
+}
+
+/// strongSwan's VICI socket.
+const VICI_SOCKET: &str = "/var/run/charon.vici";
+
+/// The VPN line: never "healthy" while nothing reads the tunnel's state.
+fn vpn_status(vici: &std::path::Path) -> String {
+    if vici.exists() {
+        format!(
+            "not monitored: strongSwan's VICI socket {} exists, but backhaul does not read tunnel \
+             state yet (swanctl --list-sas)",
+            vici.display()
+        )
+    } else {
+        format!(
+            "not monitored: no strongSwan VICI socket at {}",
+            vici.display()
+        )
     }
 }
 
@@ -320,5 +340,29 @@ fn duration(seconds: u64) -> String {
         s if s < 120 => format!("{s} s"),
         s if s < 7200 => format!("{} min", s / 60),
         s => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vpn_is_never_reported_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("charon.vici");
+        assert_eq!(
+            vpn_status(&socket),
+            format!(
+                "not monitored: no strongSwan VICI socket at {}",
+                socket.display()
+            )
+        );
+        std::fs::write(&socket, b"").unwrap();
+        assert!(
+            vpn_status(&socket).starts_with("not monitored: strongSwan's VICI socket"),
+            "{}",
+            vpn_status(&socket)
+        );
     }
 }

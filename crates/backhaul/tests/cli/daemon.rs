@@ -205,7 +205,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
     assert!(text.contains("link watch: rtnetlink\n"), "{text}");
     assert!(text.contains("1 chunks uploaded"), "{text}");
     assert!(text.contains("backlog: 0 chunks"), "{text}");
-    assert!(text.contains("vpn: not monitored\n"), "{text}");
+    assert!(text.contains("vpn: not monitored: "), "{text}");
 
     let out = status(&["--url", &format!("http://127.0.0.1:{port}"), "--json"]);
     assert!(out.status.success());
