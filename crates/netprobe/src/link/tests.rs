@@ -135,3 +135,22 @@ fn several_messages_error_and_garbage() {
     no_mtu[..4].copy_from_slice(&((NLMSG_HEADER + IFINFOMSG + 8) as u32).to_ne_bytes());
     assert!(parse(&no_mtu).is_err());
 }
+
+#[test]
+fn sysfs_fallback_reads_loopback_and_refuses_paths() {
+    // Every namespace has lo; its MTU is 65536 and it reports operstate "unknown" when up.
+    let lo = Link::from_sysfs("lo").unwrap();
+    assert_eq!((lo.name.as_str(), lo.mtu_bytes), ("lo", 65536), "{lo:?}");
+    assert_eq!(lo.index, 1);
+    assert!(lo.up, "{lo:?}");
+    assert_eq!(Link::from_sysfs("no-such-if0"), None);
+    assert_eq!(Link::from_sysfs("../../etc"), None);
+    assert_eq!(Link::from_sysfs(""), None);
+}
+
+#[test]
+fn subscription_starts_with_the_kernels_interfaces() {
+    // rtnetlink needs no privilege; the dump must agree with sysfs about lo.
+    let w = LinkWatcher::subscribe().unwrap();
+    assert_eq!(w.table().get("lo"), Link::from_sysfs("lo").as_ref());
+}
