@@ -54,4 +54,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// strongSwan's VICI socket could not be asked (absent: no VPN to monitor).
+    #[error("strongSwan VICI: {op} failed")]
+    Vici {
+        /// Operation (`connect`, or the VICI command).
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -7,7 +7,8 @@
 //! interface MTU and state changes from an rtnetlink `RTNLGRP_LINK` subscription, with old and
 //! new values ([`LinkWatcher`]; [`Link::from_sysfs`] is the polling fallback); the host-wide
 //! frag-needed listener for every socket's packets ([`FragNeededListener`]); the kernel's
-//! PMTU-related counters ([`KernelCounters`]); `TCP_INFO` of a connection ([`TcpInfo`]).
+//! PMTU-related counters ([`KernelCounters`]); `TCP_INFO` of a connection ([`TcpInfo`]);
+//! strongSwan's tunnels over its VICI socket ([`Vici`]).
 //!
 //! Does not own: deciding what a signal means (`backhaul-diagnose`), when to probe or watch
 //! (the agent), or metric names (`backhaul-telemetry`).
@@ -26,6 +27,7 @@ mod link;
 mod pmtu;
 mod sys;
 mod tcp;
+mod vici;
 
 pub use counters::KernelCounters;
 pub use error::Error;
@@ -34,3 +36,4 @@ pub use icmp::{FragNeeded, FragNeededSeen, ProbeOutcome};
 pub use link::{Link, LinkEvent, LinkTable, LinkWatcher};
 pub use pmtu::{MIN_IPV4_MTU, Prober, SearchResult};
 pub use tcp::TcpInfo;
+pub use vici::{VICI_SOCKET, Vici, VpnTunnels};
