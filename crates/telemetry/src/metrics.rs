@@ -126,6 +126,10 @@ pub struct Metrics {
     pub upload_tcp_rtt_seconds: Gauge,
     /// TCP retransmissions on upload connections (`tcpi_total_retrans` growth).
     pub upload_tcp_retransmits: Counter,
+    /// 1 while strongSwan has an established IKE SA, 0 otherwise (also when not monitored).
+    pub vpn_up: Gauge,
+    /// Established tunnels that dropped since the agent started.
+    pub vpn_flaps: Counter,
     /// Open incidents as `(kind, severity)`; exported as `backhaul_incident_active`.
     pub incidents: Mutex<Vec<(String, String)>>,
 }
@@ -199,7 +203,7 @@ impl Metrics {
                 self.goodput.mbps(now, secs),
             );
         }
-        let counters: [(&'static str, &'static str, &Counter); 14] = [
+        let counters: [(&'static str, &'static str, &Counter); 15] = [
             (
                 "backhaul_uploaded_bytes_total",
                 "Bytes acknowledged by the object store.",
@@ -266,6 +270,11 @@ impl Metrics {
                 &self.kernel_tcp_mtup_success,
             ),
             (
+                "backhaul_vpn_flaps_total",
+                "Established VPN tunnels (strongSwan IKE SAs) that dropped.",
+                &self.vpn_flaps,
+            ),
+            (
                 "backhaul_upload_tcp_retransmits_total",
                 "TCP retransmissions on upload connections (TCP_INFO total_retrans).",
                 &self.upload_tcp_retransmits,
@@ -283,7 +292,7 @@ impl Metrics {
                 n as f64,
             );
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 9] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 10] = [
             (
                 "backhaul_backlog_chunks",
                 "Chunks waiting to be uploaded.",
@@ -323,6 +332,11 @@ impl Metrics {
                 "backhaul_upload_tcp_pmtu_bytes",
                 "Smallest path MTU among open upload connections (TCP_INFO pmtu).",
                 &self.upload_tcp_pmtu_bytes,
+            ),
+            (
+                "backhaul_vpn_up",
+                "1 while strongSwan has an established IKE SA (0 also when not monitored).",
+                &self.vpn_up,
             ),
             (
                 "backhaul_upload_tcp_rtt_seconds",
