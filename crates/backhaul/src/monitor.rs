@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use backhaul_diagnose::{
     Alert, AlertPolicy, Engine, Inventory, Observation, Settings, Signal, Target, TimeBase,
-    Transition, UploadErrorClass,
+    Transition, UploadErrorClass, VpnState,
 };
 use backhaul_netprobe::{
-    FragNeededListener, KernelCounters, Link, LinkEvent, LinkTable, LinkWatcher, TcpInfo,
+    FragNeededListener, KernelCounters, Link, LinkEvent, LinkTable, LinkWatcher, TcpInfo, Vici,
 };
 use backhaul_telemetry::Metrics;
 use backhaul_upload::Transport;
@@ -82,8 +82,14 @@ pub async fn run(
     });
     // The polling fallback's view of the inventory's interfaces.
     let mut polled = LinkTable::default();
-    let (frag_tx, mut frag_rx) = mpsc::unbounded_channel::<Observation>();
-    listen_frag_needed(frag_tx, metrics.clone());
+    let (signal_tx, mut signal_rx) = mpsc::unbounded_channel::<Observation>();
+    watch_vpn(
+        cfg.vici_socket.clone(),
+        signal_tx.clone(),
+        metrics.clone(),
+        board.clone(),
+    );
+    listen_frag_needed(signal_tx, metrics.clone());
     let mut kernel_seen = KernelCounters::read()
         .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "kernel counters unavailable"))
         .ok();
@@ -116,7 +122,7 @@ pub async fn run(
                     obs.extend(found);
                 }
             }
-            Some(o) = frag_rx.recv() => obs.push(o),
+            Some(o) = signal_rx.recv() => obs.push(o),
             event = link_rx.recv(), if watching => match event {
                 Some(e) => {
                     link_events.push(e);
@@ -353,6 +359,82 @@ pub(crate) fn disk_sampled(metrics: &Metrics) -> Option<(f64, Option<u64>)> {
         return None;
     }
     Some((used, full.is_finite().then_some(full as u64)))
+}
+
+/// How often strongSwan is asked for its tunnels.
+const VPN_POLL: Duration = Duration::from_secs(2);
+
+/// Asks strongSwan over VICI every [`VPN_POLL`] for its loaded connections and established
+/// IKE SAs, on a thread of its own: an established tunnel that drops is a flap. Sends a `Vpn`
+/// observation whenever the state changes, keeps `backhaul_vpn_up`/`_flaps_total` and the
+/// status line current. No socket or no loaded connection is `absent`: "not monitored".
+fn watch_vpn(
+    socket: std::path::PathBuf,
+    tx: mpsc::UnboundedSender<Observation>,
+    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("vpn-watch".into())
+        .spawn(move || {
+            let (mut last, mut flaps, mut was_up) = (None, 0u32, false);
+            while !tx.is_closed() {
+                let (state, text) =
+                    match Vici::connect(&socket, VPN_POLL).and_then(|mut v| v.tunnels()) {
+                        Err(_) if !socket.exists() => (
+                            VpnState::Absent,
+                            format!(
+                                "not monitored: no strongSwan VICI socket at {}",
+                                socket.display()
+                            ),
+                        ),
+                        Err(e) => (
+                            VpnState::Absent,
+                            format!(
+                                "not monitored: {}",
+                                format_args!("{e}: {}", error_source(&e))
+                            ),
+                        ),
+                        Ok(t) if t.configured.is_empty() => (
+                            VpnState::Absent,
+                            "not monitored: strongSwan has no connection loaded".to_owned(),
+                        ),
+                        Ok(t) if !t.established.is_empty() => {
+                            (VpnState::Up, format!("up: {}", t.established.join(", ")))
+                        }
+                        Ok(t) => (
+                            VpnState::Down,
+                            format!("down: {} loaded, none established", t.configured.join(", ")),
+                        ),
+                    };
+                if was_up && state != VpnState::Up {
+                    flaps += 1;
+                    metrics.vpn_flaps.inc();
+                }
+                was_up = state == VpnState::Up;
+                metrics.vpn_up.set(if was_up { 1.0 } else { 0.0 });
+                if last != Some(state) {
+                    tracing::info!(vpn = %text, flaps, "VPN state");
+                    tx.send(Observation::new(now_ms(), Signal::Vpn { state, flaps }))
+                        .ok();
+                    last = Some(state);
+                }
+                let line = if state == VpnState::Absent {
+                    text
+                } else {
+                    format!("{text}; {flaps} flaps since start")
+                };
+                board.update(|v| v.vpn = line);
+                std::thread::sleep(VPN_POLL);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the VPN watcher thread; VPN not monitored");
+    }
+}
+
+fn error_source(e: &backhaul_netprobe::Error) -> String {
+    std::error::Error::source(e).map_or(String::new(), |s| s.to_string())
 }
 
 /// Listens for ICMP "fragmentation needed" about any socket's packets on a thread of its own:

@@ -34,8 +34,8 @@ pub struct Status {
     pub frag_needed_total: u64,
     /// Next-hop MTU of the latest frag-needed (none yet: `None`).
     pub frag_needed_last_mtu_bytes: Option<u32>,
-    /// VPN: strongSwan is not watched yet, so this always starts with `not monitored` (and
-    /// says whether its VICI socket exists), never healthy.
+    /// VPN: `up: <tunnels>`, `down: …`, or `not monitored: <why>` (no socket, no connection
+    /// loaded, no `[inventory]`), with the flap count while monitored; never "healthy".
     pub vpn: String,
 }
 
@@ -136,6 +136,8 @@ pub struct MonitorView {
     pub interfaces: Vec<InterfaceStatus>,
     /// By target name.
     pub probes: BTreeMap<&'static str, ProbeStatus>,
+    /// The VPN line while the monitor watches strongSwan (empty until its first look).
+    pub vpn: String,
 }
 
 impl StatusBoard {
@@ -188,20 +190,22 @@ impl StatusBoard {
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)
                 .then(|| metrics.icmp_frag_needed_last_mtu_bytes.value() as u32),
-            vpn: vpn_status(std::path::Path::new(VICI_SOCKET)),
+            vpn: if m.vpn.is_empty() {
+                vpn_status(std::path::Path::new(backhaul_netprobe::VICI_SOCKET))
+            } else {
+                m.vpn
+            },
         }
     }
 }
 
-/// strongSwan's VICI socket.
-const VICI_SOCKET: &str = "/var/run/charon.vici";
-
-/// The VPN line: never "healthy" while nothing reads the tunnel's state.
+/// The VPN line without the monitor (no `[inventory]`): never "healthy" while nothing reads
+/// the tunnel's state.
 fn vpn_status(vici: &std::path::Path) -> String {
     if vici.exists() {
         format!(
-            "not monitored: strongSwan's VICI socket {} exists, but backhaul does not read tunnel \
-             state yet (swanctl --list-sas)",
+            "not monitored: strongSwan's VICI socket {} exists, but the path monitor is off \
+             (no [inventory])",
             vici.display()
         )
     } else {
