@@ -19,6 +19,7 @@ mod lab {
     pub mod link_watch;
     pub mod pmtu_probe;
     pub mod support;
+    pub mod vpn;
 }
 
 use libtest_mimic::{Arguments, Trial};
@@ -76,6 +77,10 @@ fn main() {
         (
             "daemon_alerts_on_the_black_hole_and_resolves_after_the_revert",
             lab::diagnose::daemon_alerts_on_the_black_hole_and_resolves_after_the_revert,
+        ),
+        (
+            "vpn_vici_sees_strongswan_and_the_daemon_counts_a_flap",
+            lab::vpn::vici_sees_strongswan_tunnels_and_the_daemon_counts_a_flap,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",
