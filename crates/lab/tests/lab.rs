@@ -1,5 +1,7 @@
-//! The lab's root suite: ground truth of the lab itself (the black hole behaves like the
-//! incident; revert and PMTUD restore it) and cleanup after a killed lab. One target with
+//! The lab's root suite, every test that needs root: ground truth of the lab itself (the black
+//! hole behaves like the incident; revert and PMTUD restore it), netprobe's probes, link watcher
+//! and frag-needed listener inside the lab, `diagnose`/`check` and the daemon end to end, the
+//! VPN signal against real strongSwan, and cleanup after a killed lab. One target with
 //! `harness = false` (libtest-mimic): without root or the ability to create a namespace it
 //! prints one SKIP line and reports every trial as ignored, never as passed.
 
@@ -13,6 +15,7 @@
 
 mod lab {
     pub mod cleanup;
+    pub mod daemon_signals;
     pub mod diagnose;
     pub mod frag_listener;
     pub mod ground_truth;
@@ -77,6 +80,10 @@ fn main() {
         (
             "daemon_alerts_on_the_black_hole_and_resolves_after_the_revert",
             lab::diagnose::daemon_alerts_on_the_black_hole_and_resolves_after_the_revert,
+        ),
+        (
+            "daemon_signals_drift_at_once_frag_needed_counted_in_status",
+            lab::daemon_signals::daemon_reports_drift_at_once_and_counts_frag_needed,
         ),
         (
             "vpn_vici_sees_strongswan_and_the_daemon_counts_a_flap",
