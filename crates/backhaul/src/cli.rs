@@ -26,6 +26,10 @@ pub enum Command {
     /// One-shot health check for monitoring (replaces healthcheck.sh): the MTU check and a
     /// large-payload probe; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with perfdata.
     Check(ProbeArgs),
+    /// Summary of the running agent: open incidents with cause and fix, interfaces against
+    /// their declared MTU, the latest probes and path MTUs, goodput, backlog, disk, uptime
+    /// (reads the agent's `/status`; exits 1 when it is not running).
+    Status(StatusArgs),
     /// Netplan change guard: check a proposed config against the change's intent and policy.
     Netplan {
         /// Netplan action.
@@ -124,6 +128,25 @@ pub struct ProbeArgs {
     /// Milliseconds to wait for each probe's answer.
     #[arg(long, env = "BACKHAUL_PROBE_TIMEOUT_MS", default_value_t = 500)]
     pub probe_timeout_ms: u64,
+}
+
+/// `backhaul status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Site configuration file: the agent is asked at its `metrics.listen` address.
+    #[arg(
+        long,
+        short,
+        env = "BACKHAUL_CONFIG",
+        default_value = "/etc/backhaul/site.toml"
+    )]
+    pub config: PathBuf,
+    /// Ask the agent at this URL instead (`http://127.0.0.1:9464`); the config is not read.
+    #[arg(long, env = "BACKHAUL_STATUS_URL")]
+    pub url: Option<String>,
+    /// Print the agent's JSON document instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `backhaul s3-server`.

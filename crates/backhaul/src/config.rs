@@ -74,7 +74,8 @@ pub struct MonitorConfig {
     /// Wait for each probe's answer.
     #[serde(default = "default_probe_timeout")]
     pub probe_timeout_milliseconds: u64,
-    /// Interface MTU/state poll interval.
+    /// Monitor tick: re-evaluation, and the sysfs poll of interfaces when the rtnetlink
+    /// subscription is unavailable.
     #[serde(default = "default_link_poll")]
     pub link_poll_milliseconds: u64,
     /// POST alerts here (JSON or Slack shape); none: alerts go to the log only.
@@ -85,6 +86,9 @@ pub struct MonitorConfig {
     /// Repeat a still-open incident's alert after this long.
     #[serde(default = "default_renotify")]
     pub renotify_seconds: u64,
+    /// strongSwan's VICI socket; absent socket or no loaded connection: VPN "not monitored".
+    #[serde(default = "default_vici_socket")]
+    pub vici_socket: std::path::PathBuf,
 }
 
 impl Default for MonitorConfig {
@@ -96,6 +100,7 @@ impl Default for MonitorConfig {
             webhook_url: None,
             webhook_format: WebhookFormat::Json,
             renotify_seconds: backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS,
+            vici_socket: default_vici_socket(),
         }
     }
 }
@@ -108,6 +113,9 @@ fn default_probe_timeout() -> u64 {
 }
 fn default_link_poll() -> u64 {
     DEFAULT_LINK_POLL_MILLISECONDS
+}
+fn default_vici_socket() -> std::path::PathBuf {
+    backhaul_netprobe::VICI_SOCKET.into()
 }
 fn default_renotify() -> u64 {
     backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS

@@ -11,6 +11,7 @@ mod logging;
 mod metrics_server;
 mod monitor;
 mod probe;
+mod status;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         cli::Command::Netplan { command } => cmd::netplan::main(command),
         cli::Command::Diagnose(args) => cmd::diagnose::diagnose(args),
         cli::Command::Check(args) => Ok(cmd::diagnose::check(args)),
+        cli::Command::Status(args) => cmd::status::main(args),
         cli::Command::Config { command } => cmd::config::main(command, process),
     };
     exit::report(result)

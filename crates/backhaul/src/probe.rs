@@ -82,6 +82,7 @@ pub fn probe_target(
         path_mtu: None,
         frag_needed: None,
         note: None,
+        no_permission: false,
     };
     let Some(ip) = addr else {
         r.note = Some("no IPv4 address to probe".into());
@@ -90,6 +91,7 @@ pub fn probe_target(
     let mut prober = match Prober::new(ip, timeout) {
         Ok(p) => p,
         Err(e) => {
+            r.no_permission = matches!(e, backhaul_netprobe::Error::Permission { .. });
             r.note = Some(format!("{e}"));
             return r;
         }
@@ -187,4 +189,6 @@ pub struct TargetReport {
     pub frag_needed: Option<(Ipv4Addr, u16)>,
     /// See `backhaul diagnose`.
     pub note: Option<String>,
+    /// The probe socket could not be opened for lack of CAP_NET_RAW.
+    pub no_permission: bool,
 }

@@ -1,5 +1,7 @@
-//! The lab's root suite: ground truth of the lab itself (the black hole behaves like the
-//! incident; revert and PMTUD restore it) and cleanup after a killed lab. One target with
+//! The lab's root suite, every test that needs root: ground truth of the lab itself (the black
+//! hole behaves like the incident; revert and PMTUD restore it), netprobe's probes, link watcher
+//! and frag-needed listener inside the lab, `diagnose`/`check` and the daemon end to end, the
+//! VPN signal against real strongSwan, and cleanup after a killed lab. One target with
 //! `harness = false` (libtest-mimic): without root or the ability to create a namespace it
 //! prints one SKIP line and reports every trial as ignored, never as passed.
 
@@ -13,10 +15,14 @@
 
 mod lab {
     pub mod cleanup;
+    pub mod daemon_signals;
     pub mod diagnose;
+    pub mod frag_listener;
     pub mod ground_truth;
+    pub mod link_watch;
     pub mod pmtu_probe;
     pub mod support;
+    pub mod vpn;
 }
 
 use libtest_mimic::{Arguments, Trial};
@@ -52,6 +58,18 @@ fn main() {
             lab::pmtu_probe::frag_needed_reaches_the_prober_when_icmp_is_allowed,
         ),
         (
+            "netprobe_link_watch_reports_mtu_and_state_changes_within_a_second",
+            lab::link_watch::rtnetlink_reports_mtu_and_state_changes_with_old_values_within_a_second,
+        ),
+        (
+            "netprobe_frag_needed_listener_sees_any_sockets_frag_needed",
+            lab::frag_listener::listener_counts_frag_needed_for_any_socket_when_icmp_is_allowed,
+        ),
+        (
+            "netprobe_frag_needed_listener_sees_nothing_when_icmp_is_blocked",
+            lab::frag_listener::listener_sees_nothing_when_icmp_is_blocked,
+        ),
+        (
             "diagnose_names_the_black_hole_its_interface_and_the_fix",
             lab::diagnose::diagnose_names_the_black_hole_and_the_fix,
         ),
@@ -74,6 +92,14 @@ fn main() {
         (
             "diagnose_copes_with_a_gateway_that_answers_no_ping",
             lab::diagnose::diagnose_copes_with_a_gateway_that_answers_no_ping,
+        ),
+        (
+            "daemon_signals_drift_at_once_frag_needed_counted_in_status",
+            lab::daemon_signals::daemon_reports_drift_at_once_and_counts_frag_needed,
+        ),
+        (
+            "vpn_vici_sees_strongswan_and_the_daemon_counts_a_flap",
+            lab::vpn::vici_sees_strongswan_tunnels_and_the_daemon_counts_a_flap,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",

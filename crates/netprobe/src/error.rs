@@ -5,9 +5,15 @@ use std::net::Ipv4Addr;
 pub enum Error {
     /// No permission for raw sockets.
     #[error(
-        "cannot open a raw ICMP socket for path-MTU probes: needs root or CAP_NET_RAW (the agent keeps uploading without probes)"
+        "cannot open a raw ICMP socket for {purpose}: needs root or CAP_NET_RAW (the agent keeps uploading without them)"
     )]
-    Permission(#[source] std::io::Error),
+    Permission {
+        /// What the socket was for: `path-MTU probes` or `the fragmentation-needed listener`.
+        purpose: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A socket operation failed.
     #[error("path-MTU probe socket: {op} failed")]
     Socket {
@@ -30,4 +36,31 @@ pub enum Error {
     /// The target is not an IPv4 address.
     #[error("probe target {0} is not usable (IPv4 unicast needed)")]
     Target(Ipv4Addr),
+    /// The rtnetlink link subscription failed (callers fall back to polling sysfs).
+    #[error("rtnetlink link watch: {op} failed")]
+    Netlink {
+        /// Operation.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A kernel counter file could not be read.
+    #[error("cannot read kernel counters from {path}")]
+    Counters {
+        /// The file.
+        path: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// strongSwan's VICI socket could not be asked (absent: no VPN to monitor).
+    #[error("strongSwan VICI: {op} failed")]
+    Vici {
+        /// Operation (`connect`, or the VICI command).
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -20,6 +20,17 @@ pub struct FragNeeded {
     pub next_hop_mtu: u16,
 }
 
+/// An ICMP "fragmentation needed" seen by the host-wide listener, about any socket's packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragNeededSeen {
+    /// The router and the next-hop MTU it reported.
+    pub frag: FragNeeded,
+    /// Destination of the packet that was too big (from the quoted IP header).
+    pub destination: Ipv4Addr,
+    /// IP protocol of that packet (6 TCP, 17 UDP, 1 ICMP, 50 ESP).
+    pub protocol: u8,
+}
+
 /// What came back for one probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeOutcome {
@@ -113,6 +124,24 @@ pub(crate) fn classify(
     }
 }
 
+/// Any ICMP "fragmentation needed" in a datagram from a raw ICMP socket (IPv4 header +
+/// ICMP); `None` for every other message.
+pub(crate) fn frag_needed_any(packet: &[u8]) -> Option<FragNeededSeen> {
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    let from = Ipv4Addr::from(<[u8; 4]>::try_from(packet.get(12..16)?).ok()?);
+    let icmp = packet.get(ihl..)?;
+    if (icmp.first()?, icmp.get(1)?) != (&DEST_UNREACHABLE, &FRAG_NEEDED) {
+        return None;
+    }
+    let next_hop_mtu = u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]);
+    let inner = icmp.get(ICMP_HEADER..)?;
+    Some(FragNeededSeen {
+        frag: FragNeeded { from, next_hop_mtu },
+        destination: Ipv4Addr::from(<[u8; 4]>::try_from(inner.get(16..20)?).ok()?),
+        protocol: *inner.get(9)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +203,34 @@ mod tests {
             "about another probe"
         );
         assert_eq!(classify(&[0x45, 0], 9, 1, target), None, "truncated");
+    }
+
+    #[test]
+    fn host_wide_listener_reads_any_frag_needed() {
+        let (gw, me, s3) = (
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(203, 0, 113, 10),
+        );
+        // A TCP segment's header quoted by the gateway (protocol 6 at byte 9).
+        let mut quoted = ip(me, s3, &[0x9c, 0x40, 0x23, 0x28, 0, 0, 0, 1]);
+        quoted[9] = 6;
+        let mut err = vec![DEST_UNREACHABLE, FRAG_NEEDED, 0, 0, 0, 0, 0x05, 0xdc];
+        err.extend(&quoted);
+        assert_eq!(
+            frag_needed_any(&ip(gw, me, &err)),
+            Some(FragNeededSeen {
+                frag: FragNeeded {
+                    from: gw,
+                    next_hop_mtu: 1500
+                },
+                destination: s3,
+                protocol: 6
+            })
+        );
+        let mut port_unreachable = err.clone();
+        port_unreachable[1] = 3;
+        assert_eq!(frag_needed_any(&ip(gw, me, &port_unreachable)), None);
+        assert_eq!(frag_needed_any(&ip(gw, me, &err[..12])), None, "truncated");
     }
 }

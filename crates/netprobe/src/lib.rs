@@ -1,21 +1,39 @@
-//! Network signals that see what small health checks miss.
+//! Kernel network signals that see what small health checks miss.
 //!
 //! Owns: full-size ICMP echo probes with the DF bit set regardless of the local MTU
 //! (`IP_PMTUDISC_PROBE`), the PLPMTUD-style search for the largest size that passes (RFC 8899:
 //! loss of probes is the signal; ICMP "fragmentation needed" is only a bonus, an L2 mismatch
-//! sends none), and the frag-needed messages seen on the probe socket with their next-hop MTU.
+//! sends none), and the frag-needed messages seen on the probe socket with their next-hop MTU;
+//! interface MTU and state changes from an rtnetlink `RTNLGRP_LINK` subscription, with old and
+//! new values ([`LinkWatcher`]; [`Link::from_sysfs`] is the polling fallback); the host-wide
+//! frag-needed listener for every socket's packets ([`FragNeededListener`]); the kernel's
+//! PMTU-related counters ([`KernelCounters`]); `TCP_INFO` of a connection ([`TcpInfo`]);
+//! strongSwan's tunnels over its VICI socket ([`Vici`]).
 //!
-//! Does not own: deciding what a failed probe means (`backhaul-diagnose`), when to probe (the
-//! agent), or metric names (`backhaul-telemetry`).
+//! Does not own: deciding what a signal means (`backhaul-diagnose`), when to probe or watch
+//! (the agent), or metric names (`backhaul-telemetry`).
 //!
-//! Probes use a raw ICMP socket, so they need root or `CAP_NET_RAW`; [`Prober::new`] says so
-//! clearly when it cannot open one, and the rest of the agent keeps working without probes.
+//! Probes and the frag-needed listener use raw ICMP sockets, so they need root or
+//! `CAP_NET_RAW`; [`Prober::new`] and [`FragNeededListener::open`] say so clearly
+//! ([`Error::Permission`]) when they cannot open one, and the rest of the agent keeps working
+//! without them. The rtnetlink subscription needs no privilege. The one module with `unsafe`
+//! is `sys.rs`: the socket options neither socket2 nor rustix expose.
 
+mod counters;
 mod error;
+mod frag;
 mod icmp;
+mod link;
 mod pmtu;
 mod sys;
+mod tcp;
+mod vici;
 
+pub use counters::KernelCounters;
 pub use error::Error;
-pub use icmp::{FragNeeded, ProbeOutcome};
+pub use frag::FragNeededListener;
+pub use icmp::{FragNeeded, FragNeededSeen, ProbeOutcome};
+pub use link::{Link, LinkEvent, LinkTable, LinkWatcher};
 pub use pmtu::{MIN_IPV4_MTU, Prober, SearchResult};
+pub use tcp::TcpInfo;
+pub use vici::{VICI_SOCKET, Vici, VpnTunnels};

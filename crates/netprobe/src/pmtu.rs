@@ -44,7 +44,10 @@ impl Prober {
         }
         let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| {
             match e.kind() {
-                std::io::ErrorKind::PermissionDenied => Error::Permission(e),
+                std::io::ErrorKind::PermissionDenied => Error::Permission {
+                    purpose: "path-MTU probes",
+                    source: e,
+                },
                 _ => Error::Socket {
                     op: "socket(AF_INET, SOCK_RAW, ICMP)",
                     source: e,

@@ -106,6 +106,30 @@ pub struct Metrics {
     pub disk_full_projected_seconds: Gauge,
     /// Acknowledged upload bytes over sliding windows.
     pub goodput: Goodput,
+    /// ICMP "fragmentation needed" messages the host received (any socket's packets).
+    pub icmp_frag_needed: Counter,
+    /// Next-hop MTU of the latest frag-needed (0 until one arrives).
+    pub icmp_frag_needed_last_mtu_bytes: Gauge,
+    /// Growth of the kernel's `Icmp: InDestUnreachs` since the agent started.
+    pub kernel_icmp_in_dest_unreachs: Counter,
+    /// Growth of the kernel's `Ip: FragFails` since the agent started.
+    pub kernel_ip_frag_fails: Counter,
+    /// Growth of the kernel's `TcpExt: TCPMTUPFail` since the agent started.
+    pub kernel_tcp_mtup_fail: Counter,
+    /// Growth of the kernel's `TcpExt: TCPMTUPSuccess` since the agent started.
+    pub kernel_tcp_mtup_success: Counter,
+    /// Largest `tcpi_snd_mss` among open upload connections (0 when none is open).
+    pub upload_tcp_snd_mss_bytes: Gauge,
+    /// Smallest `tcpi_pmtu` among open upload connections (0 when none is open).
+    pub upload_tcp_pmtu_bytes: Gauge,
+    /// Largest smoothed RTT among open upload connections.
+    pub upload_tcp_rtt_seconds: Gauge,
+    /// TCP retransmissions on upload connections (`tcpi_total_retrans` growth).
+    pub upload_tcp_retransmits: Counter,
+    /// 1 while strongSwan has an established IKE SA, 0 otherwise (also when not monitored).
+    pub vpn_up: Gauge,
+    /// Established tunnels that dropped since the agent started.
+    pub vpn_flaps: Counter,
     /// Open incidents as `(kind, severity)`; exported as `backhaul_incident_active`.
     pub incidents: Mutex<Vec<(String, String)>>,
 }
@@ -179,7 +203,7 @@ impl Metrics {
                 self.goodput.mbps(now, secs),
             );
         }
-        let counters: [(&'static str, &'static str, &Counter); 8] = [
+        let counters: [(&'static str, &'static str, &Counter); 15] = [
             (
                 "backhaul_uploaded_bytes_total",
                 "Bytes acknowledged by the object store.",
@@ -220,6 +244,41 @@ impl Metrics {
                 "Chunks that changed or vanished while uploading.",
                 &self.changed_chunks,
             ),
+            (
+                "backhaul_icmp_frag_needed_total",
+                "ICMP fragmentation-needed messages received by the host (any socket).",
+                &self.icmp_frag_needed,
+            ),
+            (
+                "backhaul_kernel_icmp_in_dest_unreachs_total",
+                "Kernel Icmp InDestUnreachs growth since the agent started.",
+                &self.kernel_icmp_in_dest_unreachs,
+            ),
+            (
+                "backhaul_kernel_ip_frag_fails_total",
+                "Kernel Ip FragFails growth since the agent started (DF packets too big to send).",
+                &self.kernel_ip_frag_fails,
+            ),
+            (
+                "backhaul_kernel_tcp_mtup_fail_total",
+                "Kernel TcpExt TCPMTUPFail growth since the agent started.",
+                &self.kernel_tcp_mtup_fail,
+            ),
+            (
+                "backhaul_kernel_tcp_mtup_success_total",
+                "Kernel TcpExt TCPMTUPSuccess growth since the agent started.",
+                &self.kernel_tcp_mtup_success,
+            ),
+            (
+                "backhaul_vpn_flaps_total",
+                "Established VPN tunnels (strongSwan IKE SAs) that dropped.",
+                &self.vpn_flaps,
+            ),
+            (
+                "backhaul_upload_tcp_retransmits_total",
+                "TCP retransmissions on upload connections (TCP_INFO total_retrans).",
+                &self.upload_tcp_retransmits,
+            ),
         ];
         for (name, help, c) in counters {
             push(name, help, C, Vec::new(), c.value() as f64);
@@ -233,7 +292,7 @@ impl Metrics {
                 n as f64,
             );
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 5] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 10] = [
             (
                 "backhaul_backlog_chunks",
                 "Chunks waiting to be uploaded.",
@@ -258,6 +317,31 @@ impl Metrics {
                 "backhaul_spool_disk_full_projected_seconds",
                 "Projected seconds until the spool filesystem is full.",
                 &self.disk_full_projected_seconds,
+            ),
+            (
+                "backhaul_icmp_frag_needed_last_mtu_bytes",
+                "Next-hop MTU reported by the latest ICMP fragmentation-needed.",
+                &self.icmp_frag_needed_last_mtu_bytes,
+            ),
+            (
+                "backhaul_upload_tcp_snd_mss_bytes",
+                "Largest send MSS among open upload connections (TCP_INFO snd_mss).",
+                &self.upload_tcp_snd_mss_bytes,
+            ),
+            (
+                "backhaul_upload_tcp_pmtu_bytes",
+                "Smallest path MTU among open upload connections (TCP_INFO pmtu).",
+                &self.upload_tcp_pmtu_bytes,
+            ),
+            (
+                "backhaul_vpn_up",
+                "1 while strongSwan has an established IKE SA (0 also when not monitored).",
+                &self.vpn_up,
+            ),
+            (
+                "backhaul_upload_tcp_rtt_seconds",
+                "Largest smoothed RTT among open upload connections (TCP_INFO rtt).",
+                &self.upload_tcp_rtt_seconds,
             ),
         ];
         for (name, help, g) in gauges {
@@ -304,6 +388,23 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(s.value("backhaul_spool_disk_used_percent", &[]), Some(42.5));
+        m.icmp_frag_needed.inc();
+        m.icmp_frag_needed_last_mtu_bytes.set(1500.0);
+        m.upload_tcp_snd_mss_bytes.set(8948.0);
+        let s = m.snapshot(Instant::now());
+        assert_eq!(s.value("backhaul_icmp_frag_needed_total", &[]), Some(1.0));
+        assert_eq!(
+            s.value("backhaul_icmp_frag_needed_last_mtu_bytes", &[]),
+            Some(1500.0)
+        );
+        assert_eq!(
+            s.value("backhaul_upload_tcp_snd_mss_bytes", &[]),
+            Some(8948.0)
+        );
+        assert_eq!(
+            s.value("backhaul_kernel_ip_frag_fails_total", &[]),
+            Some(0.0)
+        );
         assert_eq!(
             s.value("backhaul_upload_goodput_mbps", &[("window", "60s")]),
             Some(0.0)

@@ -1,6 +1,7 @@
 //! Uploads: turns ready chunks in the spool into verified objects in an S3-compatible bucket.
 //!
-//! Owns: the HTTP transport (our sockets, so per-socket options and `TCP_INFO` are ours), TLS,
+//! Owns: the HTTP transport (our sockets, so per-socket options are ours, and
+//! `Transport::tcp_info` reads `TCP_INFO` of every open connection through netprobe), TLS,
 //! SigV4 signing, the S3 operations, resumable multipart uploads with per-part CRC32C,
 //! verification of the finished object, retries with full-jitter backoff, the stall watchdog,
 //! the bandwidth timetable, the AWS credential chain, CloudWatch `PutMetricData`, and the

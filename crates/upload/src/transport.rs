@@ -3,12 +3,13 @@
 //!
 //! Why not hyper-util's pooled client: we want each part upload to own its connection while it
 //! runs, drop it on any error or stall (retries always use a fresh connection), and set
-//! `TCP_NOTSENT_LOWAT` and `TCP_USER_TIMEOUT` before `connect()`. Later work sets
-//! `TCP_MAXSEG`/`IP_MTU_DISCOVER` and reads `TCP_INFO` here.
+//! `TCP_NOTSENT_LOWAT` and `TCP_USER_TIMEOUT` before `connect()`, and read `TCP_INFO` of
+//! every open connection ([`Transport::tcp_info`]) for the path monitor.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use backhaul_netprobe::TcpInfo;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -222,6 +224,7 @@ pub struct Transport {
     tls: tokio::sync::OnceCell<Arc<rustls::ClientConfig>>,
     idle: Mutex<HashMap<Target, Vec<SendRequest<ReqBody>>>>,
     connections: AtomicU64,
+    live: Arc<Mutex<HashMap<u64, OwnedFd>>>,
 }
 
 enum Stream {
@@ -291,7 +294,17 @@ impl Transport {
             tls: tokio::sync::OnceCell::new(),
             idle: Mutex::new(HashMap::new()),
             connections: AtomicU64::new(0),
+            live: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// `TCP_INFO` of every open connection (in use or idle), keyed by a connection number
+    /// that is never reused, so a caller can follow one connection's counters.
+    pub fn tcp_info(&self) -> Vec<(u64, TcpInfo)> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter()
+            .filter_map(|(id, fd)| Some((*id, TcpInfo::of(fd.as_fd()).ok()?)))
+            .collect()
     }
 
     /// Connections opened so far (a fresh one per retry shows here).
@@ -391,7 +404,11 @@ impl Transport {
         op: &'static str,
     ) -> Result<SendRequest<ReqBody>, Error> {
         let tcp = self.connect_tcp(target, op).await?;
-        self.connections.fetch_add(1, Ordering::Relaxed);
+        let id = self.connections.fetch_add(1, Ordering::Relaxed);
+        // A second descriptor of the socket, for TCP_INFO while hyper owns the stream. It is
+        // dropped right after the connection task ends, so it never holds a connection open,
+        // and a descriptor number can never be reused under it.
+        let info_fd = tcp.as_fd().try_clone_to_owned().ok();
         let endpoint = target.authority();
         let stream = if target.https {
             let cfg = self.tls_config(&endpoint).await?;
@@ -420,10 +437,17 @@ impl Transport {
                 endpoint: endpoint.clone(),
                 source: e,
             })?;
+        let live = self.live.clone();
+        if let Some(fd) = info_fd {
+            live.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, fd);
+        }
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upload connection closed with error");
             }
+            live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
         Ok(sender)
     }
@@ -605,5 +629,80 @@ mod tests {
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://user:pw@host").is_err());
         assert!(parse_url("http://host:port").is_err());
+    }
+
+    /// A one-connection HTTP peer: reads one request with its body, answers 200, then closes
+    /// when told to.
+    async fn one_shot_server(
+        close: tokio::sync::oneshot::Receiver<()>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 65536];
+            let body_len = loop {
+                let n = sock.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+                if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&req[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    break end + 4 + len;
+                }
+            };
+            while req.len() < body_len {
+                let n = sock.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            close.await.ok();
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn reports_tcp_info_of_open_connections_until_they_close() {
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let (addr, server) = one_shot_server(close_rx).await;
+        let transport = Transport::new(TransportConfig::default());
+        assert!(transport.tcp_info().is_empty());
+        let url = format!("http://{addr}/alerts");
+        let body = transport
+            .simple(SimpleRequest {
+                method: "POST",
+                url: &url,
+                headers: &[],
+                body: vec![1u8; 200_000],
+                timeout: Duration::from_secs(10),
+            })
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"ok");
+        // The connection idles in the pool: still open, everything sent acknowledged.
+        let infos = transport.tcp_info();
+        assert_eq!(infos.len(), 1, "{infos:?}");
+        let (_, info) = infos[0];
+        assert!(info.bytes_acked >= 200_000, "{info:?}");
+        assert!(info.snd_mss > 0 && info.pmtu > 0, "{info:?}");
+        close_tx.send(()).unwrap();
+        server.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !transport.tcp_info().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            transport.tcp_info().is_empty(),
+            "a closed connection is no longer sampled"
+        );
     }
 }

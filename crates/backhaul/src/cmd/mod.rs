@@ -7,3 +7,4 @@ pub mod lab;
 pub mod netplan;
 pub mod run;
 pub mod s3_server;
+pub mod status;

@@ -16,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::config::{self, Config};
 use crate::env::ProcessEnv;
 use crate::exit::ConfigInvalid;
+use crate::status::StatusBoard;
 use crate::{logging, metrics_server};
 
 /// Entry point.
@@ -111,9 +112,10 @@ pub async fn agent(
         spool.clone(),
         metrics.clone(),
     )?;
+    let board = Arc::new(StatusBoard::new(cfg.site.clone()));
     let bound = match cfg.metrics_listen {
         Some(addr) => Some(
-            metrics_server::serve(addr, metrics.clone(), shutdown.clone())
+            metrics_server::serve(addr, metrics.clone(), board.clone(), shutdown.clone())
                 .await
                 .with_context(|| format!("cannot listen for metrics on {addr} (metrics.listen)"))?,
         ),
@@ -142,6 +144,7 @@ pub async fn agent(
                     stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
                 },
                 metrics.clone(),
+                board,
                 chunks.client.transport().clone(),
                 shutdown.clone(),
             ));
@@ -212,8 +215,9 @@ fn spawn_publishers(
     });
 }
 
-/// Says once, at start, what the monitor will not be able to see, so a misnamed interface or a
-/// missing capability shows up in the first log lines instead of as a silent gap at 08:30.
+/// Says once, at start, which inventory interfaces this host lacks, so a misnamed interface
+/// shows up in the first log lines instead of as a silent gap at 08:30. (A missing
+/// CAP_NET_RAW is reported by the monitor when its first probe cannot open a socket.)
 fn warn_about_degraded_monitoring(inventory: &backhaul_diagnose::Inventory) {
     for i in inventory.interfaces() {
         if crate::probe::read_sys(&i.name, "mtu").is_none() {
@@ -224,11 +228,5 @@ fn warn_about_degraded_monitoring(inventory: &backhaul_diagnose::Inventory) {
                  fix the name in [inventory] interfaces (see `ip -br link`)"
             );
         }
-    }
-    if let Err(e) = backhaul_netprobe::Prober::new(
-        std::net::Ipv4Addr::LOCALHOST,
-        std::time::Duration::from_millis(100),
-    ) {
-        tracing::warn!(error = %e, "degraded mode: path-MTU probes are off; uploads, link watching and alerts continue");
     }
 }

@@ -7,6 +7,17 @@ use backhaul_upload::test_util::{S3Peer, free_port};
 
 use super::support::{BUCKET, exe, site_config};
 
+/// A daemon killed if the test fails before it stops it (a leaked daemon would hold the test
+/// harness's output pipe open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::io::Write::write_all(
@@ -133,5 +144,166 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
     assert!(
         !logs.contains("backhaul-demo-secret-key"),
         "secrets must never be logged"
+    );
+}
+
+/// `backhaul status` against a real daemon: the summary names the open incident, its cause and
+/// fix, the interface against its declared MTU, how links are watched and the upload figures;
+/// `--json` is the same document; and once the daemon is gone it fails with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    // Loopback declared as a 1500-byte WAN: its real 65536 is MTU drift the agent must report.
+    let extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
+         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+    );
+    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
+    let mut child = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
+    let status = |args: &[&str]| {
+        Command::new(exe())
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut text = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = status(&["--config", cfg.to_str().unwrap()]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success()
+            && text.contains("incident mtu_drift")
+            && text.contains("1 chunks uploaded")
+        {
+            break;
+        }
+    }
+    assert!(
+        text.starts_with("backhaul on SITE-TEST: WARNING mtu_drift, up "),
+        "{text}"
+    );
+    assert!(text.contains("  fix: ip link set lo mtu 1500\n"), "{text}");
+    assert!(
+        text.contains(
+            "interface lo (wan): MTU 65536, declared 1500, up  <- differs from declared\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("link watch: rtnetlink\n"), "{text}");
+    assert!(text.contains("1 chunks uploaded"), "{text}");
+    assert!(text.contains("backlog: 0 chunks"), "{text}");
+    assert!(text.contains("vpn: not monitored: "), "{text}");
+
+    let out = status(&["--url", &format!("http://127.0.0.1:{port}"), "--json"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["site"], "SITE-TEST");
+    assert_eq!(doc["incidents"][0]["kind"], "mtu_drift");
+    assert_eq!(doc["interfaces"][0]["mtu_bytes"], 65536);
+    assert_eq!(doc["upload"]["uploaded_chunks_total"], 1);
+
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.0.wait().unwrap().success());
+    let out = status(&["--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: the agent is not answering at http://127.0.0.1:{port}/status"
+        )) && err.contains("help: is `backhaul run` running?"),
+        "{err}"
+    );
+}
+
+/// Without CAP_NET_RAW (dropped from the bounding set when the test runs as root) the daemon
+/// says once that probes and the frag-needed listener are off, and still uploads and watches
+/// links (rtnetlink needs no privilege).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    let extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[monitor]\nprobe_interval_seconds = 1\n\
+         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
+         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+    );
+    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"])
+            .arg(exe());
+        c
+    } else {
+        Command::new(exe())
+    };
+    let mut child = KillOnDrop(
+        cmd.args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
+    let mut text = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(t) = std::panic::catch_unwind(|| scrape(port)) {
+            text = t;
+            if value(&text, "backhaul_uploaded_chunks_total") >= 1.0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        value(&text, "backhaul_uploaded_chunks_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "backhaul_icmp_frag_needed_total"), 0.0);
+    // Several probe cycles (one per second) must not repeat the warning.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.0.wait().unwrap().success());
+    let mut logs = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let listener_off = "cannot open a raw ICMP socket for the fragmentation-needed listener: \
+                        needs root or CAP_NET_RAW";
+    let probes_off = "cannot open a raw ICMP socket for path-MTU probes: needs root or CAP_NET_RAW";
+    assert_eq!(logs.matches(listener_off).count(), 1, "{logs}");
+    assert_eq!(logs.matches(probes_off).count(), 1, "{logs}");
+    assert!(
+        !logs.contains("polling /sys/class/net"),
+        "rtnetlink works unprivileged: {logs}"
     );
 }

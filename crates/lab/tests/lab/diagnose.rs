@@ -10,7 +10,7 @@ use backhaul_lab::{IcmpPolicy, Lab, Node};
 use super::support::lab;
 
 /// The agent binary, built beside this package's binary by `cargo test --workspace`.
-fn backhaul() -> PathBuf {
+pub fn backhaul() -> PathBuf {
     let lab_exe = PathBuf::from(env!("CARGO_BIN_EXE_backhaul-lab"));
     let exe = lab_exe.with_file_name("backhaul");
     assert!(

@@ -1,31 +1,14 @@
 //! backhaul-netprobe's probes inside the lab: they must see the black hole that small pings
 //! miss, find the path MTU by probe loss alone, and report frag-needed when a router sends it.
-#![allow(unsafe_code)] // setns(2) on a dedicated thread, below
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use backhaul_lab::topology::{CLOUD_ADDR, GW_LAN_ADDR};
-use backhaul_lab::{IcmpPolicy, Lab, Node};
+use backhaul_lab::{IcmpPolicy, Node};
 use backhaul_netprobe::{ProbeOutcome, Prober};
 
-use super::support::lab;
-
-/// Runs `f` on a fresh thread that has joined the lab's site namespace, so sockets it opens
-/// live there; the test's own threads never leave the host namespace.
-fn in_site<T: Send + 'static>(lab: &Lab, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = std::fs::File::open(format!("/run/netns/{}-site", lab.prefix())).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: `ns` is an open namespace file; CLONE_NEWNET only changes this thread's
-        // network namespace, and the thread ends with the closure.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
+use super::support::{in_site, lab};
 
 pub fn probes_see_the_black_hole_and_find_the_path_mtu_by_loss() {
     let lab = lab(1500, IcmpPolicy::Block);

@@ -1,6 +1,7 @@
 //! Helpers for the root suite: the lab executable, labs with unique names, processes that are
 //! killed when the test ends, and bounded waiting.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,4 +161,20 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
         found.push(format!("state dir of {prefix}"));
     }
     found
+}
+
+/// Runs `f` on a fresh thread that has joined the lab's site namespace, so sockets it opens
+/// live there; the test's own threads never leave the host namespace.
+#[allow(unsafe_code)] // setns(2) on a dedicated thread
+pub fn in_site<T: Send + 'static>(lab: &Lab, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(format!("/run/netns/{}-site", lab.prefix())).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: `ns` is an open namespace file; CLONE_NEWNET only changes this thread's
+        // network namespace, and the thread ends with the closure.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
 }

@@ -1,0 +1,372 @@
+//! The running agent's own summary: what `/status` serves and `backhaul status` prints. The
+//! monitor writes what it knows (incidents, interfaces, probes) into a [`StatusBoard`]; the
+//! upload figures are read from the metrics at request time, so nothing is copied twice.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use backhaul_telemetry::Metrics;
+use serde::{Deserialize, Serialize};
+
+use crate::probe::{TargetReport, now_ms};
+
+/// The `/status` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// `site.name`.
+    pub site: String,
+    /// Seconds since the agent started.
+    pub uptime_seconds: u64,
+    /// Whether the path monitor runs (the config has an `[inventory]`).
+    pub monitoring: bool,
+    /// How interface changes are seen: `rtnetlink`, `sysfs poll`, or `off`.
+    pub link_watch: String,
+    /// Open incidents, most severe first.
+    pub incidents: Vec<IncidentStatus>,
+    /// The inventory's interfaces, declared against current.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// The latest probe cycle per target (`gateway`, `endpoint`).
+    pub probes: Vec<ProbeStatus>,
+    /// Upload, backlog and disk figures.
+    pub upload: UploadStatus,
+    /// ICMP fragmentation-needed messages received, and the latest next-hop MTU.
+    pub frag_needed_total: u64,
+    /// Next-hop MTU of the latest frag-needed (none yet: `None`).
+    pub frag_needed_last_mtu_bytes: Option<u32>,
+    /// VPN: `up: <tunnels>`, `down: …`, or `not monitored: <why>` (no socket, no connection
+    /// loaded, no `[inventory]`), with the flap count while monitored; never "healthy".
+    pub vpn: String,
+}
+
+/// One open incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentStatus {
+    /// `pmtu_blackhole`, `mtu_drift`, ….
+    pub kind: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// What it is about (an interface, `gateway`, …).
+    pub subject: String,
+    /// Unix milliseconds of its onset.
+    pub started_at_ms: u64,
+    /// The root-cause sentence.
+    pub root_cause: String,
+    /// Fix commands.
+    pub fix: Vec<String>,
+    /// Runbook link.
+    pub runbook: String,
+}
+
+/// One inventory interface.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// Name.
+    pub name: String,
+    /// Declared role.
+    pub role: String,
+    /// Declared MTU.
+    pub declared_mtu_bytes: u32,
+    /// Current MTU (`None` until seen, or when the interface does not exist).
+    pub mtu_bytes: Option<u32>,
+    /// Whether it is up (`None` until seen).
+    pub up: Option<bool>,
+}
+
+/// The latest probe cycle toward one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// `gateway` or `endpoint`.
+    pub target: String,
+    /// Address probed.
+    pub address: Option<String>,
+    /// Unix milliseconds of the cycle.
+    pub at_ms: u64,
+    /// Whether the small probe was answered.
+    pub small_ok: Option<bool>,
+    /// Size of the full-size probes.
+    pub large_size_bytes: u32,
+    /// Whether the full-size probes were answered.
+    pub large_ok: Option<bool>,
+    /// Largest size that passed.
+    pub path_mtu_bytes: Option<u32>,
+    /// Why the probe could not run, if it could not.
+    pub note: Option<String>,
+}
+
+/// Upload, backlog and disk figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// Goodput over the last 10 s, Mbit/s.
+    pub goodput_mbps_10s: f64,
+    /// Goodput over the last 60 s, Mbit/s.
+    pub goodput_mbps_60s: f64,
+    /// Chunks uploaded and verified since start.
+    pub uploaded_chunks_total: u64,
+    /// Chunks waiting.
+    pub backlog_chunks: u64,
+    /// Bytes waiting.
+    pub backlog_bytes: u64,
+    /// Age of the oldest waiting chunk.
+    pub oldest_chunk_age_seconds: f64,
+    /// Spool filesystem usage.
+    pub disk_used_percent: f64,
+    /// Projected seconds until full (`None` when not filling, or not sampled yet).
+    pub disk_full_projected_seconds: Option<f64>,
+}
+
+/// What the monitor reports, shared with the metrics server.
+#[derive(Debug)]
+pub struct StatusBoard {
+    started: Instant,
+    site: String,
+    monitor: Mutex<MonitorView>,
+}
+
+/// The monitor's part of the status.
+#[derive(Debug, Default, Clone)]
+pub struct MonitorView {
+    /// See [`Status::monitoring`].
+    pub monitoring: bool,
+    /// See [`Status::link_watch`].
+    pub link_watch: &'static str,
+    /// See [`Status::incidents`].
+    pub incidents: Vec<IncidentStatus>,
+    /// See [`Status::interfaces`].
+    pub interfaces: Vec<InterfaceStatus>,
+    /// By target name.
+    pub probes: BTreeMap<&'static str, ProbeStatus>,
+    /// The VPN line while the monitor watches strongSwan (empty until its first look).
+    pub vpn: String,
+}
+
+impl StatusBoard {
+    /// A board for `site`, started now.
+    pub fn new(site: String) -> Self {
+        Self {
+            started: Instant::now(),
+            site,
+            monitor: Mutex::new(MonitorView {
+                link_watch: "off",
+                ..MonitorView::default()
+            }),
+        }
+    }
+
+    /// Changes the monitor's part.
+    pub fn update(&self, f: impl FnOnce(&mut MonitorView)) {
+        f(&mut self.monitor.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The document now.
+    pub fn status(&self, metrics: &Metrics) -> Status {
+        let m = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let now = Instant::now();
+        let frag_total = metrics.icmp_frag_needed.value();
+        Status {
+            site: self.site.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            monitoring: m.monitoring,
+            link_watch: m.link_watch.to_owned(),
+            incidents: m.incidents,
+            interfaces: m.interfaces,
+            probes: m.probes.into_values().collect(),
+            upload: UploadStatus {
+                goodput_mbps_10s: metrics.goodput.mbps(now, 10),
+                goodput_mbps_60s: metrics.goodput.mbps(now, 60),
+                uploaded_chunks_total: metrics.uploaded_chunks.value(),
+                backlog_chunks: metrics.backlog_chunks.value() as u64,
+                backlog_bytes: metrics.backlog_bytes.value() as u64,
+                oldest_chunk_age_seconds: metrics.oldest_chunk_age_seconds.value(),
+                disk_used_percent: metrics.disk_used_percent.value(),
+                disk_full_projected_seconds: crate::monitor::disk_sampled(metrics)
+                    .and_then(|(_, full)| full)
+                    .map(|s| s as f64),
+            },
+            frag_needed_total: frag_total,
+            frag_needed_last_mtu_bytes: (frag_total > 0)
+                .then(|| metrics.icmp_frag_needed_last_mtu_bytes.value() as u32),
+            vpn: if m.vpn.is_empty() {
+                vpn_status(std::path::Path::new(backhaul_netprobe::VICI_SOCKET))
+            } else {
+                m.vpn
+            },
+        }
+    }
+}
+
+/// The VPN line without the monitor (no `[inventory]`): never "healthy" while nothing reads
+/// the tunnel's state.
+fn vpn_status(vici: &std::path::Path) -> String {
+    if vici.exists() {
+        format!(
+            "not monitored: strongSwan's VICI socket {} exists, but the path monitor is off \
+             (no [inventory])",
+            vici.display()
+        )
+    } else {
+        format!(
+            "not monitored: no strongSwan VICI socket at {}",
+            vici.display()
+        )
+    }
+}
+
+impl From<&backhaul_diagnose::Incident> for IncidentStatus {
+    fn from(i: &backhaul_diagnose::Incident) -> Self {
+        Self {
+            kind: i.kind.as_str().to_owned(),
+            severity: i.severity.as_str().to_owned(),
+            subject: i.subject.clone(),
+            started_at_ms: i.started_at_ms,
+            root_cause: i.root_cause.clone(),
+            fix: i.fix.clone(),
+            runbook: i.runbook.to_owned(),
+        }
+    }
+}
+
+impl From<&TargetReport> for ProbeStatus {
+    fn from(r: &TargetReport) -> Self {
+        Self {
+            target: r.name.to_owned(),
+            address: r.addr.map(|a| a.to_string()),
+            at_ms: now_ms(),
+            small_ok: r.small_ok,
+            large_size_bytes: r.large_size as u32,
+            large_ok: r.large_ok,
+            path_mtu_bytes: r.path_mtu.map(|m| m as u32),
+            note: r.note.clone(),
+        }
+    }
+}
+
+impl Status {
+    /// The human summary `backhaul status` prints.
+    pub fn human(&self) -> String {
+        let mut out = Vec::new();
+        let verdict = match self.incidents.first() {
+            None if self.monitoring => "healthy".to_owned(),
+            None => "uploading (path monitoring off: no [inventory])".to_owned(),
+            Some(i) => format!("{} {}", i.severity.to_uppercase(), i.kind),
+        };
+        out.push(format!(
+            "backhaul on {}: {verdict}, up {}",
+            self.site,
+            duration(self.uptime_seconds)
+        ));
+        for i in &self.incidents {
+            out.push(format!(
+                "incident {} ({}): {}",
+                i.kind, i.severity, i.root_cause
+            ));
+            for f in &i.fix {
+                out.push(format!("  fix: {f}"));
+            }
+            out.push(format!("  runbook: {}", i.runbook));
+        }
+        for i in &self.interfaces {
+            let mtu = i.mtu_bytes.map_or("absent".to_owned(), |m| m.to_string());
+            let state = match i.up {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "unknown",
+            };
+            let drift = match i.mtu_bytes {
+                Some(m) if m != i.declared_mtu_bytes => "  <- differs from declared",
+                _ => "",
+            };
+            out.push(format!(
+                "interface {} ({}): MTU {mtu}, declared {}, {state}{drift}",
+                i.name, i.role, i.declared_mtu_bytes
+            ));
+        }
+        if self.monitoring {
+            out.push(format!("link watch: {}", self.link_watch));
+        }
+        for p in &self.probes {
+            let addr = p.address.as_deref().unwrap_or("-");
+            let yes_no = |b: Option<bool>| match b {
+                Some(true) => "answered",
+                Some(false) => "lost",
+                None => "not sent",
+            };
+            let pmtu = p
+                .path_mtu_bytes
+                .map_or("unknown".to_owned(), |b| format!("{b} bytes"));
+            let mut line = format!(
+                "probe {} {addr}: small {}, {} bytes DF {}, path MTU {pmtu}",
+                p.target,
+                yes_no(p.small_ok),
+                p.large_size_bytes,
+                yes_no(p.large_ok)
+            );
+            if let Some(note) = &p.note {
+                line.push_str(&format!(" ({note})"));
+            }
+            out.push(line);
+        }
+        let u = &self.upload;
+        out.push(format!(
+            "upload: {:.1} Mbit/s (10 s), {:.1} Mbit/s (60 s), {} chunks uploaded",
+            u.goodput_mbps_10s, u.goodput_mbps_60s, u.uploaded_chunks_total
+        ));
+        let full = u
+            .disk_full_projected_seconds
+            .map_or("not filling".to_owned(), |s| {
+                format!("full in {}", duration(s as u64))
+            });
+        out.push(format!(
+            "backlog: {} chunks, {} bytes, oldest {}; disk {:.0}% used, {full}",
+            u.backlog_chunks,
+            u.backlog_bytes,
+            duration(u.oldest_chunk_age_seconds as u64),
+            u.disk_used_percent
+        ));
+        let last = self
+            .frag_needed_last_mtu_bytes
+            .map_or(String::new(), |m| format!(", latest next-hop MTU {m}"));
+        out.push(format!(
+            "ICMP fragmentation needed: {}{last}",
+            self.frag_needed_total
+        ));
+        out.push(format!("vpn: {}", self.vpn));
+        out.join("\n") + "\n"
+    }
+}
+
+fn duration(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vpn_is_never_reported_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("charon.vici");
+        assert_eq!(
+            vpn_status(&socket),
+            format!(
+                "not monitored: no strongSwan VICI socket at {}",
+                socket.display()
+            )
+        );
+        std::fs::write(&socket, b"").unwrap();
+        assert!(
+            vpn_status(&socket).starts_with("not monitored: strongSwan's VICI socket"),
+            "{}",
+            vpn_status(&socket)
+        );
+    }
+}
