@@ -26,7 +26,8 @@ pub enum Command {
     /// One-shot health check for monitoring (replaces healthcheck.sh): the MTU check and a
     /// large-payload probe; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with perfdata.
     Check(ProbeArgs),
-    /// Netplan change guard: check a proposed config against the change's intent and policy.
+    /// Netplan change guard: check a proposed config against the change's intent and policy,
+    /// or apply it with a post-change connectivity test and automatic, proven rollback.
     Netplan {
         /// Netplan action.
         #[command(subcommand)]
