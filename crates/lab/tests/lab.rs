@@ -1,5 +1,6 @@
 //! The lab's root suite: ground truth of the lab itself (the black hole behaves like the
-//! incident; revert and PMTUD restore it) and cleanup after a killed lab. One target with
+//! incident; revert and PMTUD restore it), the agent's probes, diagnosis and guarded netplan
+//! apply inside the site, and cleanup after a killed lab. One target with
 //! `harness = false` (libtest-mimic): without root or the ability to create a namespace it
 //! prints one SKIP line and reports every trial as ignored, never as passed.
 
@@ -15,6 +16,7 @@ mod lab {
     pub mod cleanup;
     pub mod diagnose;
     pub mod ground_truth;
+    pub mod netplan_apply;
     pub mod pmtu_probe;
     pub mod support;
 }
@@ -62,6 +64,18 @@ fn main() {
         (
             "daemon_alerts_on_the_black_hole_and_resolves_after_the_revert",
             lab::diagnose::daemon_alerts_on_the_black_hole_and_resolves_after_the_revert,
+        ),
+        (
+            "netplan_apply_rolls_back_a_wan_mtu_9000_that_slips_past_the_check",
+            lab::netplan_apply::bad_change_that_slips_past_the_check_is_rolled_back_and_proven,
+        ),
+        (
+            "netplan_apply_keeps_the_intended_camera_jumbo_change",
+            lab::netplan_apply::intended_camera_jumbo_change_is_verified_and_kept,
+        ),
+        (
+            "netplan_apply_rollback_survives_a_killed_session_and_blocks_a_second_apply",
+            lab::netplan_apply::killed_session_does_not_stop_the_rollback_and_blocks_a_second_apply,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",
