@@ -810,6 +810,7 @@ fn verify(plan: &Plan, target: &Resolved, report: &mut ApplyReport, env: &mut En
 fn rollback(plan: &Plan, previous: &Resolved, report: &mut ApplyReport, env: &mut Env<'_>) {
     env.say("rolling back");
     let mut errors = restore_files(plan);
+    let files_restored = errors.is_empty();
     if let Err(e) = env.applier.apply(previous) {
         errors.push(format!("applying the previous config: {e}"));
     }
@@ -869,8 +870,7 @@ fn rollback(plan: &Plan, previous: &Resolved, report: &mut ApplyReport, env: &mu
     if !probes_ok {
         errors.push("probes are still worse than the baseline after the rollback".into());
     }
-    let proven =
-        mismatched.is_empty() && probes_ok && !errors.iter().any(|e| e.starts_with("files"));
+    let proven = mismatched.is_empty() && probes_ok && files_restored;
     report.outcome = if proven {
         Outcome::RolledBack
     } else {
@@ -976,7 +976,7 @@ fn on_disk_target(plan: &Plan) -> Result<(Resolved, Vec<String>), Error> {
 }
 
 /// Puts `etc/netplan` back as the backup has it and proves it by comparing; returns errors
-/// (prefixed `files`) instead of stopping, so the kernel rollback still runs.
+/// instead of stopping, so the kernel rollback still runs.
 fn restore_files(plan: &Plan) -> Vec<String> {
     let etc = plan.etc_dir();
     let aside = plan.displaced_dir();
