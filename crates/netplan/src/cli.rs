@@ -11,12 +11,14 @@ use crate::apply::ApplierKind;
 use crate::check::{CheckInput, Verdict, check};
 use crate::connectivity::{Connectivity, ProbeTarget};
 use crate::error::Error;
-use crate::guard::{self, ApplyReport, Env, Plan, PlanOptions, SystemClock, VerifyPolicy};
+use crate::guard::{self, Env, SystemClock};
 use crate::intent::Intent;
 use crate::inventory::SiteInventory;
 use crate::link::run as run_command;
 use crate::lock::{Lock, Pending, start_time};
 use crate::oracle::DEFAULT_NETPLAN_BINARY;
+use crate::plan::{self, Plan, PlanOptions, VerifyPolicy};
+use crate::report::ApplyReport;
 use crate::resolve::SystemInterfaces;
 use crate::source::ConfigFiles;
 
@@ -112,7 +114,7 @@ pub struct ApplyArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration, env = "BACKHAUL_NETPLAN_VERIFY_INTERVAL")]
     pub verify_interval: Duration,
     /// Rounds worse than the baseline in a row that roll the change back.
-    #[arg(long, default_value_t = guard::DEFAULT_FAIL_AFTER_ROUNDS, env = "BACKHAUL_NETPLAN_FAIL_AFTER")]
+    #[arg(long, default_value_t = plan::DEFAULT_FAIL_AFTER_ROUNDS, env = "BACKHAUL_NETPLAN_FAIL_AFTER")]
     pub fail_after: u32,
     /// Wait after applying (and after rolling back) before reading the kernel and probing.
     #[arg(long, default_value = "2s", value_parser = parse_duration, env = "BACKHAUL_NETPLAN_SETTLE")]
@@ -138,7 +140,7 @@ pub struct ApplyArgs {
     #[arg(long, default_value = "ip", env = "BACKHAUL_NETPLAN_IP")]
     pub ip: PathBuf,
     /// Where runs (plan, progress, backup, report) and the pending lock are kept.
-    #[arg(long, default_value = guard::DEFAULT_STATE_DIR, env = "BACKHAUL_NETPLAN_STATE_DIR")]
+    #[arg(long, default_value = plan::DEFAULT_STATE_DIR, env = "BACKHAUL_NETPLAN_STATE_DIR")]
     pub state_dir: PathBuf,
     /// Print every step it would take and change nothing.
     #[arg(long, env = "BACKHAUL_NETPLAN_DRY_RUN")]
@@ -352,7 +354,7 @@ fn run_apply(args: &ApplyArgs, rt: &Runtime) -> Result<ExitCode, Error> {
     };
     let ticket = input.intent.as_ref().and_then(|i| i.ticket.clone());
     let options = PlanOptions {
-        id: format!("{}-{}", guard::utc_stamp(unix_now()), std::process::id()),
+        id: format!("{}-{}", plan::utc_stamp(unix_now()), std::process::id()),
         root: args.input.root.clone(),
         proposed_path: args.input.proposed.clone(),
         state_dir: args.state_dir.clone(),

@@ -8,11 +8,12 @@
 //! (`policy.rs`: WAN MTU = upstream path MTU, VLAN MTU ≤ parent, nothing removed from the WAN
 //! link), the verdict, and consulting the real `netplan generate` as a second opinion.
 //!
-//! It also owns the guarded apply (`guard.rs`, issue 6 part 2): the [`Plan`], the pending-apply
+//! It also owns the guarded apply (issue 6 part 2): the [`Plan`] (`plan.rs`), the pending-apply
 //! [`Lock`], backing up and restoring `etc/netplan`, the appliers (`netplan apply`, or `ip link`
 //! in the current namespace), recording and explicitly restoring kernel link state, and the
-//! state machine back up → write → apply → verify → keep or roll back and prove it, with its
-//! [`ApplyReport`]. The detached verifier is this crate's hidden `apply-run` subcommand.
+//! state machine back up → write → apply → verify → keep or roll back and prove it
+//! (`guard.rs`), with its [`ApplyReport`] (`report.rs`). The detached verifier is this crate's
+//! hidden `apply-run` subcommand.
 //!
 //! Does not own: the probes of the connectivity test (the binary implements [`Connectivity`]
 //! with `backhaul-netprobe`, so this crate stays free of raw sockets), diagnosing incidents
@@ -43,7 +44,9 @@ mod link;
 mod lock;
 mod oracle;
 mod parse;
+mod plan;
 pub mod policy;
+mod report;
 mod resolve;
 mod source;
 
@@ -52,10 +55,7 @@ pub use check::{CheckInput, Report, Verdict, check};
 pub use connectivity::{Connectivity, Measurement, ProbeKind, ProbeResult, ProbeTarget};
 pub use diff::{Change, DEFINITION_KEY, diff};
 pub use error::{Error, Location};
-pub use guard::{
-    ApplyReport, Clock, DEFAULT_STATE_DIR, DISPLACED_DIR, Env, Outcome, Plan, PlanOptions,
-    PlannedFile, Round, SystemClock, VerifyPolicy, execute,
-};
+pub use guard::{Clock, Env, SystemClock, execute};
 pub use intent::{ANY_KEY, Intent, IntentItem};
 pub use inventory::{InventoryInterface, Role, SiteInventory};
 pub use link::{LinkState, Links, SysfsLinks};
@@ -64,6 +64,10 @@ pub use oracle::{DEFAULT_NETPLAN_BINARY, NetplanOutcome, netplan_generate};
 pub use parse::{
     Definition, Kind, MAX_FILE_BYTES, Match, Nameservers, Network, Renderer, Route, parse_files,
 };
+pub use plan::{
+    DEFAULT_STATE_DIR, DISPLACED_DIR, Plan, PlanOptions, PlannedFile, Settings, VerifyPolicy,
+};
 pub use policy::{DEFAULT_MTU_BYTES, Finding, Rule, Severity};
+pub use report::{ApplyReport, Outcome, Round};
 pub use resolve::{Interface, Resolved, SystemInterface, SystemInterfaces, glob_match, resolve};
 pub use source::{ConfigFiles, ETC_DIR, SEARCH_DIRS, SourceFile};

@@ -6,8 +6,14 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
+use std::path::PathBuf;
+
 use super::*;
-use crate::connectivity::{ProbeKind, ProbeResult};
+use crate::apply::ApplierKind;
+use crate::connectivity::{ProbeKind, ProbeResult, ProbeTarget};
+use crate::inventory::SiteInventory;
+use crate::link::LinkState;
+use crate::plan::{PlanOptions, VerifyPolicy, utc_stamp};
 use crate::{SystemInterface, SystemInterfaces};
 
 type Kernel = Rc<RefCell<BTreeMap<String, u32>>>;
