@@ -30,7 +30,8 @@ pub enum Command {
     /// their declared MTU, the latest probes and path MTUs, goodput, backlog, disk, uptime
     /// (reads the agent's `/status`; exits 1 when it is not running).
     Status(StatusArgs),
-    /// Netplan change guard: check a proposed config against the change's intent and policy.
+    /// Netplan change guard: check a proposed config against the change's intent and policy,
+    /// or apply it with a post-change connectivity test and automatic, proven rollback.
     Netplan {
         /// Netplan action.
         #[command(subcommand)]

@@ -12,6 +12,8 @@ pub struct ProcessEnv {
     pub aws: AwsEnv,
     /// The local UTC offset at start (bandwidth timetables use local time).
     pub utc_offset: time::UtcOffset,
+    /// This executable, to start helper processes (the netplan apply's detached verifier).
+    pub exe: PathBuf,
 }
 
 impl ProcessEnv {
@@ -21,6 +23,7 @@ impl ProcessEnv {
         Self {
             aws: AwsEnv::from_lookup(|k| std::env::var(k).ok(), home),
             utc_offset: time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("backhaul")),
         }
     }
 }

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => cmd::demo::main(args, process),
         cli::Command::S3Server(args) => cmd::s3_server::main(args),
         cli::Command::Lab { command } => cmd::lab::main(command),
-        cli::Command::Netplan { command } => cmd::netplan::main(command),
+        cli::Command::Netplan { command } => cmd::netplan::main(command, &process),
         cli::Command::Diagnose(args) => cmd::diagnose::diagnose(args),
         cli::Command::Check(args) => Ok(cmd::diagnose::check(args)),
         cli::Command::Status(args) => cmd::status::main(args),

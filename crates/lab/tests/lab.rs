@@ -1,7 +1,8 @@
 //! The lab's root suite, every test that needs root: ground truth of the lab itself (the black
 //! hole behaves like the incident; revert and PMTUD restore it), netprobe's probes, link watcher
 //! and frag-needed listener inside the lab, `diagnose`/`check` and the daemon end to end, the
-//! VPN signal against real strongSwan, and cleanup after a killed lab. One target with
+//! VPN signal against real strongSwan, guarded netplan apply inside the site, and cleanup after
+//! a killed lab. One target with
 //! `harness = false` (libtest-mimic): without root or the ability to create a namespace it
 //! prints one SKIP line and reports every trial as ignored, never as passed.
 
@@ -20,6 +21,7 @@ mod lab {
     pub mod frag_listener;
     pub mod ground_truth;
     pub mod link_watch;
+    pub mod netplan_apply;
     pub mod pmtu_probe;
     pub mod support;
     pub mod vpn;
@@ -100,6 +102,18 @@ fn main() {
         (
             "vpn_vici_sees_strongswan_and_the_daemon_counts_a_flap",
             lab::vpn::vici_sees_strongswan_tunnels_and_the_daemon_counts_a_flap,
+        ),
+        (
+            "netplan_apply_rolls_back_a_wan_mtu_9000_that_slips_past_the_check",
+            lab::netplan_apply::bad_change_that_slips_past_the_check_is_rolled_back_and_proven,
+        ),
+        (
+            "netplan_apply_keeps_the_intended_camera_jumbo_change",
+            lab::netplan_apply::intended_camera_jumbo_change_is_verified_and_kept,
+        ),
+        (
+            "netplan_apply_rollback_survives_a_killed_session_and_blocks_a_second_apply",
+            lab::netplan_apply::killed_session_does_not_stop_the_rollback_and_blocks_a_second_apply,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",

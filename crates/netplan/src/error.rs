@@ -121,6 +121,93 @@ pub enum Error {
     /// The report could not be written.
     #[error("cannot write the report")]
     Output(#[source] std::io::Error),
+    /// A file operation of a guarded apply failed.
+    #[error("cannot {op} {path}\n  help: {help}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What to do about it.
+        help: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file (plan, lock, report) is not what this version writes.
+    #[error(
+        "cannot read {path}: not a state file of this backhaul version\n  help: look at it; a run directory is safe to archive once its apply finished"
+    )]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another guarded apply is still running.
+    #[error(
+        "guarded apply {id} is pending (pid {pid}{}); only one change at a time\n  help: wait for it to finish (follow {}/progress.log); the lock is {}",
+        ticket.as_ref().map(|t| format!(", ticket {t}")).unwrap_or_default(),
+        run_dir.display(),
+        path.display()
+    )]
+    Pending {
+        /// The lock file.
+        path: PathBuf,
+        /// Its run id.
+        id: String,
+        /// Its process.
+        pid: u32,
+        /// Its ticket.
+        ticket: Option<String>,
+        /// Its run directory.
+        run_dir: PathBuf,
+    },
+    /// A guarded apply ended without finishing (its process is gone, the lock remains).
+    #[error(
+        "guarded apply {id} (pid {pid}) stopped without finishing; the links may still carry its change\n  help: compare `ip link` with {}/report.txt or plan.json (backup in {}/backup), fix the links if needed, then rerun with --clear-stale (lock: {})",
+        run_dir.display(),
+        run_dir.display(),
+        path.display()
+    )]
+    StalePending {
+        /// The lock file.
+        path: PathBuf,
+        /// Its run id.
+        id: String,
+        /// Its process.
+        pid: u32,
+        /// Its run directory.
+        run_dir: PathBuf,
+    },
+    /// The command line asks for something the guard cannot do safely.
+    #[error("{message}\n  help: {help}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        help: String,
+    },
+    /// A command (`ip`, `netplan apply`) could not be started.
+    #[error("cannot run `{command}`\n  help: check that it is installed and on PATH")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command exited non-zero.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// Its stderr.
+        stderr: String,
+    },
 }
 
 impl Error {
@@ -129,8 +216,17 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            Error::Invalid { .. } | Error::AmbiguousMatch { .. } | Error::Intent { .. }
+            Error::Invalid { .. }
+                | Error::AmbiguousMatch { .. }
+                | Error::Intent { .. }
+                | Error::Usage { .. }
         )
+    }
+
+    /// True when another guarded apply holds the lock (live or stale): nothing was changed,
+    /// try again later.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Error::Pending { .. } | Error::StalePending { .. })
     }
 
     pub(crate) fn invalid(

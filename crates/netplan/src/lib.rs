@@ -8,11 +8,19 @@
 //! (`policy.rs`: WAN MTU = upstream path MTU, VLAN MTU ≤ parent, nothing removed from the WAN
 //! link), the verdict, and consulting the real `netplan generate` as a second opinion.
 //!
-//! Does not own: applying, verifying or rolling back a change (issue 6 part 2; only the
-//! [`Applier`] seam exists, nothing implements it yet), probing the network (`netprobe`),
-//! diagnosing incidents (`diagnose`), or the binary's exit-code mapping (`backhaul`).
+//! It also owns the guarded apply (issue 6 part 2): the [`Plan`] (`plan.rs`), the pending-apply
+//! [`Lock`], backing up and restoring `etc/netplan`, the appliers (`netplan apply`, or `ip link`
+//! in the current namespace), recording and explicitly restoring kernel link state, and the
+//! state machine back up → write → apply → verify → keep or roll back and prove it
+//! (`guard.rs`), with its [`ApplyReport`] (`report.rs`). The detached verifier is this crate's
+//! hidden `apply-run` subcommand.
 //!
-//! Talks to: nothing at run time except the filesystem and, when installed, `netplan`.
+//! Does not own: the probes of the connectivity test (the binary implements [`Connectivity`]
+//! with `backhaul-netprobe`, so this crate stays free of raw sockets), diagnosing incidents
+//! (`diagnose`), or the binary's exit-code mapping (`backhaul`).
+//!
+//! Talks to: the filesystem, `netplan` (generate, apply) and `ip` when installed, and the
+//! [`Connectivity`] the binary hands in.
 //!
 //! # Deliberately stricter than netplan
 //!
@@ -26,26 +34,40 @@
 mod apply;
 mod check;
 pub mod cli;
+mod connectivity;
 mod diff;
 mod error;
+mod guard;
 mod intent;
 mod inventory;
+mod link;
+mod lock;
 mod oracle;
 mod parse;
+mod plan;
 pub mod policy;
+mod report;
 mod resolve;
 mod source;
 
-pub use apply::Applier;
+pub use apply::{Applier, ApplierKind, IpLinkApplier, NetplanApplier};
 pub use check::{CheckInput, Report, Verdict, check};
+pub use connectivity::{Connectivity, Measurement, ProbeKind, ProbeResult, ProbeTarget};
 pub use diff::{Change, DEFINITION_KEY, diff};
 pub use error::{Error, Location};
+pub use guard::{Clock, Env, SystemClock, execute};
 pub use intent::{ANY_KEY, Intent, IntentItem};
 pub use inventory::{InventoryInterface, Role, SiteInventory};
+pub use link::{LinkState, Links, SysfsLinks};
+pub use lock::{LOCK_FILE, Lock, Pending};
 pub use oracle::{DEFAULT_NETPLAN_BINARY, NetplanOutcome, netplan_generate};
 pub use parse::{
     Definition, Kind, MAX_FILE_BYTES, Match, Nameservers, Network, Renderer, Route, parse_files,
 };
+pub use plan::{
+    DEFAULT_STATE_DIR, DISPLACED_DIR, Plan, PlanOptions, PlannedFile, Settings, VerifyPolicy,
+};
 pub use policy::{DEFAULT_MTU_BYTES, Finding, Rule, Severity};
+pub use report::{ApplyReport, Outcome, Round};
 pub use resolve::{Interface, Resolved, SystemInterface, SystemInterfaces, glob_match, resolve};
 pub use source::{ConfigFiles, ETC_DIR, SEARCH_DIRS, SourceFile};

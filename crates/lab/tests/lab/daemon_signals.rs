@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use backhaul_lab::{IcmpPolicy, Lab, Node};
 
-use super::diagnose::backhaul;
+use super::support::backhaul;
 use super::support::{Guard, lab, start_transfer};
 
 fn config(dir: &Path) -> std::path::PathBuf {

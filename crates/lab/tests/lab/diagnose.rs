@@ -7,19 +7,7 @@ use std::process::{Command, Output};
 
 use backhaul_lab::{IcmpPolicy, Lab, Node};
 
-use super::support::lab;
-
-/// The agent binary, built beside this package's binary by `cargo test --workspace`.
-pub fn backhaul() -> PathBuf {
-    let lab_exe = PathBuf::from(env!("CARGO_BIN_EXE_backhaul-lab"));
-    let exe = lab_exe.with_file_name("backhaul");
-    assert!(
-        exe.exists(),
-        "{} missing: run `cargo test --workspace` (it builds the agent)",
-        exe.display()
-    );
-    exe
-}
+use super::support::{backhaul, lab};
 
 fn site_config(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("site.toml");

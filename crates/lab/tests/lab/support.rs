@@ -13,6 +13,18 @@ pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_backhaul-lab"))
 }
 
+/// The agent binary, built beside this package's binary by `cargo test --workspace`.
+pub fn backhaul() -> PathBuf {
+    let lab_exe = exe();
+    let agent = lab_exe.with_file_name("backhaul");
+    assert!(
+        agent.exists(),
+        "{} missing: run `cargo test --workspace` (it builds the agent)",
+        agent.display()
+    );
+    agent
+}
+
 pub fn invocation() -> Invocation {
     Invocation {
         program: exe(),

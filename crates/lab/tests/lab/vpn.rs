@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backhaul_netprobe::{Vici, VpnTunnels};
 
-use super::diagnose::backhaul;
+use super::support::backhaul;
 use super::support::{Guard, assert_eventually};
 
 const CHARON: &str = "/usr/lib/ipsec/charon";

@@ -113,6 +113,14 @@ fn reads_interfaces_from_a_sysfs_tree() {
     assert_eq!(found.by_name("lo").unwrap().driver, None);
 }
 
+/// A runtime for commands that never probe (`check`, refused applies).
+fn no_probes() -> backhaul_netplan::cli::Runtime {
+    backhaul_netplan::cli::Runtime {
+        self_command: Vec::new(),
+        connectivity: |_, _| panic!("this test must not probe"),
+    }
+}
+
 #[derive(Parser)]
 struct TestCli {
     #[command(subcommand)]
@@ -161,7 +169,7 @@ fn cli_check_exit_codes() {
             "--no-netplan".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        backhaul_netplan::cli::run(TestCli::try_parse_from(args).unwrap().cmd)
+        backhaul_netplan::cli::run(TestCli::try_parse_from(args).unwrap().cmd, &no_probes())
     };
     let code = |c: std::process::ExitCode| format!("{c:?}");
     let ticket = d.join("ticket.toml").display().to_string();
