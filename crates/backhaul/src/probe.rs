@@ -24,11 +24,13 @@ pub fn now_ms() -> u64 {
 }
 
 /// The size of a full-size probe: what the WAN interface sends now (`wan_mtu`, when known),
-/// and never less than the path MTU the site declares.
+/// never less than the path MTU the site declares, and never more than IPv4 allows.
 pub fn full_size(inv: &backhaul_diagnose::Inventory, wan_mtu: Option<u32>) -> usize {
+    // Loopback's 65536 is one more than an IPv4 packet can be.
     wan_mtu
         .unwrap_or(inv.path_mtu_bytes())
-        .max(inv.path_mtu_bytes()) as usize
+        .max(inv.path_mtu_bytes())
+        .min(u32::from(u16::MAX)) as usize
 }
 
 /// The inventory's gateway, if it is IPv4 (the probes are ICMPv4).

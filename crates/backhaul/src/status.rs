@@ -56,6 +56,10 @@ pub struct IncidentStatus {
     pub fix: Vec<String>,
     /// Runbook link.
     pub runbook: String,
+    /// The evidence timeline (`HH:MM:SS what`), oldest first: link changes, probe results,
+    /// stalls, as the rules saw them.
+    #[serde(default)]
+    pub evidence: Vec<String>,
 }
 
 /// One inventory interface.
@@ -226,6 +230,17 @@ impl From<&backhaul_diagnose::Incident> for IncidentStatus {
             root_cause: i.root_cause.clone(),
             fix: i.fix.clone(),
             runbook: i.runbook.to_owned(),
+            evidence: i
+                .evidence
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        backhaul_diagnose::TimeBase::UNIX.hms(e.at_ms),
+                        e.text
+                    )
+                })
+                .collect(),
         }
     }
 }

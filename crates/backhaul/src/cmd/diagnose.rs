@@ -142,6 +142,50 @@ fn show(b: Option<bool>) -> &'static str {
     }
 }
 
+/// Evidence lines per open incident shown from the agent; the rest is in `backhaul status`.
+const AGENT_EVIDENCE_LINES: usize = 6;
+
+/// What the running agent has seen that a one-shot run cannot: its open incidents with their
+/// evidence timelines (link changes, stalls), and its upload figures.
+fn agent_lines(cfg: &Config) -> Vec<String> {
+    let Some(url) = crate::cmd::status::url_of(cfg) else {
+        return vec!["metrics.listen is \"off\": the agent serves no /status to ask".into()];
+    };
+    let status = crate::cmd::status::fetch(&url, Duration::from_secs(2)).and_then(|body| {
+        serde_json::from_slice::<crate::status::Status>(&body).map_err(anyhow::Error::new)
+    });
+    let st = match status {
+        Ok(st) => st,
+        Err(_) => {
+            return vec![format!(
+                "not answering at {url} (is `backhaul run` running?): the verdict rests on this \
+                 run's probes alone"
+            )];
+        }
+    };
+    let mut lines = vec![format!(
+        "{url}: link watch {}; {} ICMP frag-needed since start",
+        st.link_watch, st.frag_needed_total
+    )];
+    if st.incidents.is_empty() {
+        lines.push("no open incident".into());
+    }
+    for i in &st.incidents {
+        lines.push(format!(
+            "open: {} ({}) — {}",
+            i.kind, i.severity, i.root_cause
+        ));
+        let skip = i.evidence.len().saturating_sub(AGENT_EVIDENCE_LINES);
+        lines.extend(i.evidence.iter().skip(skip).map(|e| format!("  {e}")));
+    }
+    let u = &st.upload;
+    lines.push(format!(
+        "uploads: {:.1} Mbit/s over 60 s, {} chunks waiting (oldest {:.0} s), disk {:.0} % used",
+        u.goodput_mbps_60s, u.backlog_chunks, u.oldest_chunk_age_seconds, u.disk_used_percent
+    ));
+    lines
+}
+
 /// `backhaul diagnose`.
 pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let (cfg, inv) = load(&args.config)?;
@@ -191,6 +235,22 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             out,
             "  toward {name}: from {from}, next-hop MTU {mtu} (PMTUD works)"
         )?;
+    }
+    match backhaul_netprobe::KernelCounters::read() {
+        Ok(k) => writeln!(
+            out,
+            "  kernel, since boot: InDestUnreachs {}, FragFails {}, TCPMTUPFail {}, \
+             TCPMTUPSuccess {}",
+            k.icmp_in_dest_unreachs, k.ip_frag_fails, k.tcp_mtup_fail, k.tcp_mtup_success
+        )?,
+        Err(e) => writeln!(out, "  kernel counters unavailable: {e}")?,
+    }
+    writeln!(
+        out,
+        "4. the running agent (recent link events, stalls, uploads):"
+    )?;
+    for line in agent_lines(&cfg) {
+        writeln!(out, "  {line}")?;
     }
     match worst(&s.findings) {
         None => {

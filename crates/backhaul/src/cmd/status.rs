@@ -23,32 +23,7 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Some(u) => format!("{}/status", u.trim_end_matches('/')),
         None => status_url(&args.config)?,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let body = rt
-        .block_on(async {
-            let transport = Transport::new(TransportConfig {
-                connect_timeout: TIMEOUT,
-                ..TransportConfig::default()
-            });
-            transport
-                .simple(SimpleRequest {
-                    method: "GET",
-                    url: &url,
-                    headers: &[],
-                    body: Vec::new(),
-                    timeout: TIMEOUT,
-                })
-                .await
-        })
-        .with_context(|| {
-            format!(
-                "the agent is not answering at {url}\n  help: is `backhaul run` running? \
-                 (systemctl status backhaul); --url must point at its metrics.listen address"
-            )
-        })?;
+    let body = fetch(&url, TIMEOUT)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         out.write_all(&body)?;
@@ -61,16 +36,51 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// GETs the agent's `/status` document at `url`.
+pub fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let transport = Transport::new(TransportConfig {
+            connect_timeout: timeout,
+            ..TransportConfig::default()
+        });
+        transport
+            .simple(SimpleRequest {
+                method: "GET",
+                url,
+                headers: &[],
+                body: Vec::new(),
+                timeout,
+            })
+            .await
+    })
+    .with_context(|| {
+        format!(
+            "the agent is not answering at {url}\n  help: is `backhaul run` running? \
+             (systemctl status backhaul); --url must point at its metrics.listen address"
+        )
+    })
+    .map(|b| b.to_vec())
+}
+
 /// `http://<metrics.listen>/status` of the config, with a wildcard address asked on loopback.
 fn status_url(path: &std::path::Path) -> anyhow::Result<String> {
     let cfg = config::load(path)?;
-    let Some(listen) = cfg.metrics_listen else {
-        return Err(anyhow::Error::new(ConfigInvalid(format!(
+    url_of(&cfg).ok_or_else(|| {
+        anyhow::Error::new(ConfigInvalid(format!(
             "{}: metrics.listen is \"off\", so the agent serves no /status\n  help: set \
              metrics.listen = \"127.0.0.1:9464\" and restart the agent, or pass --url",
             path.display()
-        ))));
-    };
+        )))
+    })
+}
+
+/// The agent's `/status` URL from its config (`None` with `metrics.listen = "off"`).
+pub fn url_of(cfg: &config::Config) -> Option<String> {
+    let listen = cfg.metrics_listen?;
     let addr = if listen.ip().is_unspecified() {
         let loopback = match listen {
             SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -80,5 +90,5 @@ fn status_url(path: &std::path::Path) -> anyhow::Result<String> {
     } else {
         listen
     };
-    Ok(format!("http://{addr}/status"))
+    Some(format!("http://{addr}/status"))
 }

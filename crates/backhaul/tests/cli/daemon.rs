@@ -187,6 +187,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
         if out.status.success()
             && text.contains("incident mtu_drift")
             && text.contains("1 chunks uploaded")
+            && text.contains("backlog: 0 chunks")
         {
             break;
         }
@@ -214,12 +215,45 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
     assert_eq!(doc["incidents"][0]["kind"], "mtu_drift");
     assert_eq!(doc["interfaces"][0]["mtu_bytes"], 65536);
     assert_eq!(doc["upload"]["uploaded_chunks_total"], 1);
+    assert!(
+        !doc["incidents"][0]["evidence"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{doc:#}"
+    );
+
+    // `diagnose` adds what the running agent has seen to its one-shot survey.
+    let diagnose = || {
+        let out = Command::new(exe())
+            .args(["diagnose", "--probe-timeout-ms", "200", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = diagnose();
+    assert!(text.contains("4. the running agent"), "{text}");
+    assert!(text.contains("link watch rtnetlink"), "{text}");
+    assert!(text.contains("  open: mtu_drift (warning) — "), "{text}");
+    assert!(text.contains("  uploads: "), "{text}");
+    assert!(
+        text.contains("kernel, since boot: InDestUnreachs "),
+        "{text}"
+    );
 
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(child.0.wait().unwrap().success());
+    let text = diagnose();
+    assert!(
+        text.contains(&format!(
+            "not answering at http://127.0.0.1:{port}/status (is `backhaul run` running?)"
+        )),
+        "{text}"
+    );
     let out = status(&["--config", cfg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
