@@ -27,6 +27,9 @@ use crate::config::{MonitorConfig, WebhookFormat};
 use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
 use crate::status::{IncidentStatus, InterfaceStatus, ProbeStatus, StatusBoard};
 
+/// Seconds of the goodput window fed to the rules (`Signal::UploadGoodput::mbps_10s`).
+const GOODPUT_WINDOW_SECONDS: u64 = 10;
+
 /// Upload error classes fed to the rules.
 const ERROR_CLASSES: &[&str] = &[
     "auth",
@@ -105,6 +108,7 @@ pub async fn run(
     let mut probing = false;
     let mut next_probe = Instant::now();
     let mut next_upload_sample = Instant::now();
+    let mut busy_since: Option<Instant> = None;
     let probe_every = Duration::from_secs(cfg.probe_interval_seconds);
     let probe_timeout = Duration::from_millis(cfg.probe_timeout_milliseconds);
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.link_poll_milliseconds));
@@ -158,14 +162,22 @@ pub async fn run(
         if Instant::now() >= next_upload_sample {
             next_upload_sample = Instant::now() + Duration::from_secs(2);
             // Goodput means something only while there is work: an idle uploader behind a
-            // camera that records less than the link carries is not a degraded link.
+            // camera that records less than the link carries is not a degraded link. And only
+            // once the work has lasted the whole goodput window, or the idle part of the window
+            // before a chunk arrived would read as a slow link.
+            let sampled = Instant::now();
             if metrics.backlog_chunks.value() > 0.0 {
-                obs.push(Observation::new(
-                    now,
-                    Signal::UploadGoodput {
-                        mbps_10s: metrics.goodput.mbps(Instant::now(), 10),
-                    },
-                ));
+                let since = *busy_since.get_or_insert(sampled);
+                if sampled.duration_since(since) >= Duration::from_secs(GOODPUT_WINDOW_SECONDS) {
+                    obs.push(Observation::new(
+                        now,
+                        Signal::UploadGoodput {
+                            mbps_10s: metrics.goodput.mbps(sampled, GOODPUT_WINDOW_SECONDS),
+                        },
+                    ));
+                }
+            } else {
+                busy_since = None;
             }
             let stalls = metrics.stalls.value();
             if stalls > stalls_seen {
