@@ -94,8 +94,12 @@ impl Uploader {
     /// daemon: chunks stay in the spool and are retried.
     pub async fn preflight(&self) -> Result<(), Error> {
         let client = &self.chunks.client;
-        if self.chunks.settings.create_bucket {
-            client.create_bucket().await?;
+        // A bucket just created or already ours needs no second round trip; every extra
+        // request at start is one more chance for a flaky link to delay the first upload.
+        if self.chunks.settings.create_bucket
+            && client.create_bucket().await? == crate::s3::Owned::Yes
+        {
+            return Ok(());
         }
         client.head_bucket().await
     }

@@ -46,6 +46,15 @@ pub struct Completed {
     pub crc32c: Option<String>,
 }
 
+/// What CreateBucket proved about the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    /// Created now, or already ours: usable without asking again.
+    Yes,
+    /// It exists (`BucketAlreadyExists`), but whether these credentials may use it is open.
+    Unknown,
+}
+
 /// An S3 bucket client.
 #[derive(Debug)]
 pub struct S3Client {
@@ -216,7 +225,7 @@ impl S3Client {
     }
 
     /// CreateBucket (already existing and owned by us is fine).
-    pub async fn create_bucket(&self) -> Result<(), Error> {
+    pub async fn create_bucket(&self) -> Result<Owned, Error> {
         let body = if self.region == "us-east-1" {
             Bytes::new()
         } else {
@@ -238,12 +247,9 @@ impl S3Client {
             )
             .await
         {
-            Err(Error::Status { code, .. })
-                if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" =>
-            {
-                Ok(())
-            }
-            other => other.map(|_| ()),
+            Err(Error::Status { code, .. }) if code == "BucketAlreadyOwnedByYou" => Ok(Owned::Yes),
+            Err(Error::Status { code, .. }) if code == "BucketAlreadyExists" => Ok(Owned::Unknown),
+            other => other.map(|_| Owned::Yes),
         }
     }
 
