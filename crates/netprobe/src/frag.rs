@@ -7,7 +7,7 @@
 use std::io::Read as _;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 use crate::icmp::{self, FragNeededSeen};
 use crate::{Error, sys};
@@ -27,18 +27,7 @@ impl FragNeededListener {
     /// Opens the listener in the current network namespace. Needs root or `CAP_NET_RAW`
     /// ([`Error::Permission`] otherwise; the rest of the agent keeps working).
     pub fn open() -> Result<Self, Error> {
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| {
-            match e.kind() {
-                std::io::ErrorKind::PermissionDenied => Error::Permission {
-                    purpose: "the fragmentation-needed listener",
-                    source: e,
-                },
-                _ => Error::Socket {
-                    op: "socket(AF_INET, SOCK_RAW, ICMP)",
-                    source: e,
-                },
-            }
-        })?;
+        let socket = crate::icmp::raw_socket("the fragmentation-needed listener")?;
         sys::set_icmp_filter(&socket, !(1u32 << DEST_UNREACHABLE)).map_err(|e| Error::Socket {
             op: "setsockopt(ICMP_FILTER)",
             source: e,

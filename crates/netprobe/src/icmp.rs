@@ -48,6 +48,19 @@ pub enum ProbeOutcome {
     LocalTooBig,
 }
 
+/// A raw ICMPv4 socket; `purpose` names what it is for in the permission error, the one a
+/// host without `CAP_NET_RAW` will see.
+pub(crate) fn raw_socket(purpose: &'static str) -> Result<socket2::Socket, crate::Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => crate::Error::Permission { purpose, source: e },
+        _ => crate::Error::Socket {
+            op: "socket(AF_INET, SOCK_RAW, ICMP)",
+            source: e,
+        },
+    })
+}
+
 fn checksum(data: &[u8]) -> u16 {
     let mut sum = 0u32;
     for pair in data.chunks(2) {

@@ -4,7 +4,7 @@ use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 
 use crate::icmp::{self, FragNeeded, ICMP_HEADER, IP_HEADER, ProbeOutcome};
 use crate::{Error, sys};
@@ -42,18 +42,7 @@ impl Prober {
         if target.is_unspecified() || target.is_broadcast() || target.is_multicast() {
             return Err(Error::Target(target));
         }
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| {
-            match e.kind() {
-                std::io::ErrorKind::PermissionDenied => Error::Permission {
-                    purpose: "path-MTU probes",
-                    source: e,
-                },
-                _ => Error::Socket {
-                    op: "socket(AF_INET, SOCK_RAW, ICMP)",
-                    source: e,
-                },
-            }
-        })?;
+        let socket = crate::icmp::raw_socket("path-MTU probes")?;
         sys::set_pmtudisc_probe(&socket).map_err(|e| Error::Socket {
             op: "setsockopt(IP_MTU_DISCOVER)",
             source: e,
