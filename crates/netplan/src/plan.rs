@@ -434,24 +434,13 @@ pub(crate) fn yaml_names(dir: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// `YYYYMMDDTHHMMSSZ` of Unix seconds (UTC), for run ids that sort by time.
+/// `YYYYMMDDTHHMMSSZ` of Unix seconds (UTC), for run ids that sort by time; the seconds
+/// themselves past year 9999.
 pub fn utc_stamp(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let rem = unix_secs % 86_400;
-    // Civil-from-days (H. Hinnant), valid for every date after 1970.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| unix_secs.to_string())
 }
