@@ -5,7 +5,7 @@ use std::time::Duration;
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, exe, site_config};
+use super::support::{BUCKET, exe, site_config, without_net_raw};
 
 /// A daemon killed if the test fails before it stops it (a leaked daemon would hold the test
 /// harness's output pipe open).
@@ -281,18 +281,7 @@ async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
          interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
     );
     let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let mut cmd = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"])
-            .arg(exe());
-        c
-    } else {
-        Command::new(exe())
-    };
+    let mut cmd = without_net_raw();
     let mut child = KillOnDrop(
         cmd.args(["run", "--config", cfg.to_str().unwrap()])
             .stderr(Stdio::piped())

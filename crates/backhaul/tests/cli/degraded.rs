@@ -8,33 +8,11 @@ use std::process::{Command, Output};
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::S3Peer;
 
-use super::support::{BUCKET, exe, site_config};
+use super::support::{BUCKET, exe, site_config, without_net_raw};
 
 /// Loopback as gateway and endpoint: probes stay on this machine.
 const INVENTORY: &str = "[inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
      interfaces = [\n  { name = \"lo\", role = \"mgmt\", mtu_bytes = 65536 },\n";
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().next().map(|uid| uid == "0"))
-        .unwrap()
-}
-
-/// The binary without CAP_NET_RAW: as root, dropped from the bounding set with util-linux's
-/// `setpriv` (root keeps its file access, loses raw sockets); as anyone else it never had it.
-fn without_net_raw() -> Command {
-    if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"])
-            .arg(exe());
-        c
-    } else {
-        Command::new(exe())
-    }
-}
 
 fn probe_config(dir: &tempfile::TempDir, extra_interfaces: &str) -> String {
     let path = dir.path().join("site.toml");

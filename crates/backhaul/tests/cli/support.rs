@@ -42,3 +42,25 @@ pub fn site_config(
     std::fs::write(&path, text).unwrap();
     path
 }
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next().map(|uid| uid == "0"))
+        .unwrap()
+}
+
+/// The binary without CAP_NET_RAW: as root, dropped from the bounding set with util-linux's
+/// `setpriv` (root keeps its file access, loses raw sockets); as anyone else it never had it.
+pub fn without_net_raw() -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"])
+            .arg(exe());
+        c
+    } else {
+        Command::new(exe())
+    }
+}
