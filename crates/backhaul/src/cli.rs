@@ -45,6 +45,13 @@ pub enum Command {
     },
     /// Serve the embedded S3-compatible store (s3s-fs) for labs and benchmarks.
     S3Server(S3ServerArgs),
+    /// Journal maintenance: `recover` moves a corrupt journal aside and rebuilds it from the
+    /// spool (nothing is deleted; chunks already in the bucket are recognised, not re-sent).
+    Journal {
+        /// Journal action.
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
     /// Check or print configuration.
     Config {
         /// Config action.
@@ -69,7 +76,7 @@ pub struct LogArgs {
     #[arg(long, env = "BACKHAUL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Log filter, e.g. `info` or `backhaul_upload=debug` (overrides `[log] level`).
-    #[arg(long, env = "BACKHAUL_LOG")]
+    #[arg(long, env = "BACKHAUL_LOG", value_parser = crate::logging::parse_filter)]
     pub log_level: Option<String>,
 }
 
@@ -165,6 +172,26 @@ pub struct S3ServerArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `backhaul journal …`.
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Move the journal aside as `<journal>.corrupt-<ms>` and rebuild it from the spool. Run
+    /// it with the agent stopped.
+    Recover {
+        /// Site configuration file (TOML).
+        #[arg(
+            long,
+            short,
+            env = "BACKHAUL_CONFIG",
+            default_value = "/etc/backhaul/site.toml"
+        )]
+        config: PathBuf,
+        /// Rebuild even when the journal opens fine.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `backhaul config …`.

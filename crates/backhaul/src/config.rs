@@ -146,6 +146,10 @@ pub struct MetricsConfig {
     pub namespace: String,
     /// Direct PutMetricData publishing.
     pub cloudwatch: Option<CloudWatchConfig>,
+    /// Serve `/metrics` and `/status` on an address other than loopback. They name the
+    /// site's interfaces, addresses and incidents, so this must be asked for.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 impl Default for MetricsConfig {
@@ -156,6 +160,7 @@ impl Default for MetricsConfig {
             publish_interval_seconds: default_interval(),
             namespace: default_namespace(),
             cloudwatch: None,
+            allow_remote: false,
         }
     }
 }
@@ -342,6 +347,29 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             )
         })?),
     };
+    if let Some(a) = metrics_listen
+        && !a.ip().is_loopback()
+        && !raw.metrics.allow_remote
+    {
+        return Err(invalid(
+            path,
+            locate(text, "metrics", "listen"),
+            &format!(
+                "metrics.listen = \"{a}\" is reachable from other hosts; /metrics and /status describe the site's network and incidents"
+            ),
+            "keep 127.0.0.1:9464 and scrape through a tunnel, or set metrics.allow_remote = true to serve it on purpose",
+        ));
+    }
+    if let Some(level) = raw.log.level.as_deref()
+        && let Err(e) = crate::logging::parse_filter(level)
+    {
+        return Err(invalid(
+            path,
+            locate(text, "log", "level"),
+            &format!("log.level: {e}"),
+            "e.g. level = \"info\" or \"info,backhaul_upload=debug\"",
+        ));
+    }
     if raw.metrics.publish_interval_seconds == 0 {
         return Err(invalid(
             path,

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => Ok(cmd::diagnose::check(args)),
         cli::Command::Status(args) => cmd::status::main(args),
         cli::Command::Config { command } => cmd::config::main(command, process),
+        cli::Command::Journal { command } => cmd::journal::main(command),
     };
     exit::report(result)
 }

@@ -117,6 +117,10 @@ pub struct UploadStatus {
     pub disk_used_percent: f64,
     /// Projected seconds until full (`None` when not filling, or not sampled yet).
     pub disk_full_projected_seconds: Option<f64>,
+    /// What the store validates by itself and how in-transit corruption is caught, from the
+    /// start-up probe (`None` until the store has answered it).
+    #[serde(default)]
+    pub store_integrity: Option<backhaul_upload::StoreProfile>,
 }
 
 /// What the monitor reports, shared with the metrics server.
@@ -125,6 +129,7 @@ pub struct StatusBoard {
     started: Instant,
     site: String,
     monitor: Mutex<MonitorView>,
+    integrity: Mutex<Option<std::sync::Arc<backhaul_upload::Integrity>>>,
 }
 
 /// The monitor's part of the status.
@@ -154,7 +159,13 @@ impl StatusBoard {
                 link_watch: "off",
                 ..MonitorView::default()
             }),
+            integrity: Mutex::new(None),
         }
+    }
+
+    /// Where the uploader keeps what the store validates, read at request time.
+    pub fn set_integrity(&self, integrity: std::sync::Arc<backhaul_upload::Integrity>) {
+        *self.integrity.lock().unwrap_or_else(|p| p.into_inner()) = Some(integrity);
     }
 
     /// Changes the monitor's part.
@@ -190,6 +201,12 @@ impl StatusBoard {
                 disk_full_projected_seconds: crate::monitor::disk_sampled(metrics)
                     .and_then(|(_, full)| full)
                     .map(|s| s as f64),
+                store_integrity: self
+                    .integrity
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .and_then(|i| i.probed()),
             },
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)
@@ -341,6 +358,13 @@ impl Status {
             u.backlog_bytes,
             duration(u.oldest_chunk_age_seconds as u64),
             u.disk_used_percent
+        ));
+        out.push(format!(
+            "store: {}",
+            u.store_integrity.map_or(
+                "not probed yet (the bucket has not answered)".to_owned(),
+                |p| p.describe()
+            )
         ));
         let last = self
             .frag_needed_last_mtu_bytes

@@ -8,6 +8,7 @@ mod cli {
     pub mod daemon;
     pub mod degraded;
     pub mod demo;
+    pub mod journal;
     pub mod kill;
     pub mod netplan;
     pub mod support;

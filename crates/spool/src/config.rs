@@ -12,7 +12,9 @@ pub const DEFAULT_RESCAN_INTERVAL_SECONDS: u64 = 30;
 /// Default file-name patterns that are never uploaded.
 pub const DEFAULT_IGNORE: &[&str] = &["*.part", "*.tmp", ".*"];
 /// Default object key template.
-pub const DEFAULT_KEY_TEMPLATE: &str = "{site}/{camera}/{date}/{name}";
+/// `{path}` keeps the directories below the camera, so `cam5/a/x.mp4` and `cam5/b/x.mp4` never
+/// share a key.
+pub const DEFAULT_KEY_TEMPLATE: &str = "{site}/{camera}/{date}/{path}";
 /// Default disk usage (percent) that raises a warning.
 pub const DEFAULT_DISK_WARNING_PERCENT: f64 = 85.0;
 /// Default disk usage (percent) that raises critical.
@@ -81,7 +83,8 @@ pub struct SpoolConfig {
     /// `freshness` or `fifo`.
     #[serde(default)]
     pub order: Order,
-    /// Object key template; placeholders `{site}`, `{camera}`, `{date}`, `{hour}`, `{name}`.
+    /// Object key template; placeholders `{site}`, `{camera}`, `{date}`, `{hour}`,
+    /// `{path}` (below the camera directory), `{name}` (file name only).
     #[serde(default = "default_key_template")]
     pub key_template: String,
     /// Camera name for chunks written at the top of the spool rather than in a subdirectory.
@@ -195,10 +198,14 @@ impl SpoolConfig {
             }
             (_, d) => d.clone(),
         };
-        if self.default_camera.is_empty() || self.default_camera.contains('/') {
+        if self.default_camera.is_empty()
+            || self.default_camera.contains('/')
+            || self.default_camera == "."
+            || self.default_camera == ".."
+        {
             return Err((
                 "default_camera",
-                "must be a non-empty name without '/'".into(),
+                "must be a non-empty name without '/', and not '.' or '..'".into(),
             ));
         }
         let key = KeyTemplate::parse(&self.key_template, site).map_err(|e| match e {
@@ -293,5 +300,24 @@ mod tests {
         assert_eq!(c.validate("x").unwrap_err().0, "retain_dir");
         c.retain_dir = Some("/s/kept".into());
         assert_eq!(c.validate("x").unwrap_err().0, "retain_dir");
+    }
+
+    #[test]
+    fn rejects_templates_and_cameras_that_give_unsafe_keys() {
+        for (template, camera) in [
+            ("{site}//{name}", "default"),
+            ("{site}/{camera}/{name}/", "default"),
+            ("{site}/{camera}/{path}", ".."),
+            ("{site}/{camera}/{path}", "."),
+        ] {
+            let mut c = SpoolConfig::with_dir("/s");
+            c.key_template = template.into();
+            c.default_camera = camera.into();
+            let key = c.validate("x").unwrap_err().0;
+            assert!(
+                key == "key_template" || key == "default_camera",
+                "{template} {camera}: {key}"
+            );
+        }
     }
 }

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
+/// Less room than this is a full disk: no camera chunk fits any more, so time-to-full is 0.
+pub const FULL_BELOW_BYTES: u64 = 16 * 1024 * 1024;
 /// Watermark level of the spool filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DiskLevel {
@@ -117,7 +119,10 @@ impl DiskWatch {
             self.history.pop_front();
         }
         let rate = self.low_water_rate(now);
-        let seconds_to_full = if rate > 0.0 {
+        let seconds_to_full = if avail < FULL_BELOW_BYTES {
+            // Already full for a camera, whatever the trend says.
+            0.0
+        } else if rate > 0.0 {
             avail as f64 / rate
         } else {
             f64::INFINITY
@@ -237,5 +242,14 @@ mod tests {
             .unwrap();
         assert!(s.total_bytes > 0);
         assert!((0.0..=100.0).contains(&s.used_percent));
+    }
+
+    #[test]
+    fn a_full_disk_is_zero_seconds_from_full() {
+        let mut w = DiskWatch::new(85.0, 95.0, Duration::from_secs(300));
+        // 99.99 % used and steady: no fill rate, but no room either.
+        let s = w.observe(1 << 40, (1 << 40) - (1 << 20), 1 << 20, Instant::now());
+        assert_eq!(s.seconds_to_full, 0.0);
+        assert_eq!(s.level, DiskLevel::Critical);
     }
 }

@@ -12,6 +12,30 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The journal file is not a SQLite database any more (a torn or overwritten header).
+    #[error(
+        "the journal at {path} is corrupt\n  help: stop the agent and run `backhaul journal recover --config <site.toml>`: it moves the journal aside (nothing is deleted) and rebuilds it from the spool; chunks still in the spool are uploaded again, and an object already in the bucket is recognised, not overwritten"
+    )]
+    JournalCorrupt {
+        /// Journal file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A chunk's state changed under a step that assumed the earlier state (its file changed,
+    /// or it was finished meanwhile); the step was not applied.
+    #[error(
+        "journal refused `{op}` for chunk {name}: it is `{state}` now (changed or finished meanwhile)"
+    )]
+    Transition {
+        /// Chunk path relative to the spool.
+        name: String,
+        /// The refused step.
+        op: &'static str,
+        /// Its state now.
+        state: String,
+    },
     /// A journal statement failed.
     #[error("journal operation `{op}` failed")]
     Journal {

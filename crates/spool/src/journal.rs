@@ -46,8 +46,19 @@ CREATE TABLE IF NOT EXISTS aborts (
     reason          TEXT    NOT NULL,
     queued_at       INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
 ";
+
+/// Version 2: no two live chunks (discovered, uploading, verified) share an object key.
+const LIVE_KEY_INDEX: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS chunks_live_key ON chunks (object_key)
+    WHERE state IN ('discovered','uploading','verified')";
+const SCHEMA_VERSION: i64 = 2;
+
+/// States in which a chunk still waits for upload.
+const PENDING: &str = "('discovered','uploading')";
+/// The row still describes the version that was claimed: key ?2, size ?3, mtime ?4, inode ?5.
+const SAME_VERSION: &str =
+    "AND object_key = ?2 AND size_bytes = ?3 AND mtime_ns = ?4 AND inode = ?5";
 
 /// A chunk's journal state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +112,10 @@ impl ChunkState {
 }
 
 /// What identifies one version of a file: if any of these change, it is a different chunk.
+///
+/// This is the spool's one rule for "is this still the file that was uploaded": equality of
+/// all three. An mtime that moved with size and inode unchanged is a rewrite in place as far
+/// as anyone can tell, so it is a new version (uploaded again, never deleted unseen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileIdentity {
     /// Size in bytes.
@@ -173,18 +188,111 @@ pub struct Backlog {
 
 /// The outcome of recording a ready file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upsert {
-    /// First time seen.
-    New(i64),
+pub(crate) enum Upsert {
+    /// First time seen; `Some(key)` when its rendered key was taken and it got another.
+    New(i64, Option<String>),
     /// Already journaled with the same identity.
     Known(i64),
     /// Journaled with another identity: the row now describes the new file and starts over.
-    Replaced(i64),
+    Replaced(i64, Option<String>),
+}
+
+/// The rendered key if no other live chunk holds it, else its first free disambiguation;
+/// the second value is `Some` when the key had to change.
+fn free_key(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    own: Option<i64>,
+) -> rusqlite::Result<(String, Option<String>)> {
+    let taken = |k: &str| -> rusqlite::Result<bool> {
+        tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id IS NOT ?2
+               AND state IN ('discovered','uploading','verified'))",
+            params![k, own],
+            |r| r.get(0),
+        )
+    };
+    if !taken(key)? {
+        return Ok((key.to_owned(), None));
+    }
+    let mut n = 1;
+    loop {
+        let alt = crate::key::disambiguate(key, n);
+        if !taken(&alt)? {
+            return Ok((alt.clone(), Some(alt)));
+        }
+        n += 1;
+    }
+}
+
+/// Brings an older journal to [`SCHEMA_VERSION`]. A version-1 journal may hold live chunks
+/// that share a key (the collision this version prevents): all but the first get a
+/// disambiguated key before the unique index is built.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let dupes: Vec<(i64, String)> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, object_key FROM chunks c WHERE state IN ('discovered','uploading','verified')
+               AND EXISTS (SELECT 1 FROM chunks o WHERE o.object_key = c.object_key AND o.id < c.id
+                 AND o.state IN ('discovered','uploading','verified'))",
+        )?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (id, key) in dupes {
+        let mut n = 1;
+        loop {
+            let alt = crate::key::disambiguate(&key, n);
+            let taken: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1)",
+                [&alt],
+                |r| r.get(0),
+            )?;
+            if !taken {
+                conn.execute(
+                    "UPDATE chunks SET object_key = ?2 WHERE id = ?1",
+                    params![id, alt],
+                )?;
+                break;
+            }
+            n += 1;
+        }
+    }
+    conn.execute_batch(LIVE_KEY_INDEX)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
+/// Creates `dir` (and parents) and makes it `0700` if this agent created it.
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::SpoolDir {
+        path: dir.to_owned(),
+        source: e,
+    })?;
+    restrict(dir, 0o700)
+}
+
+/// Sets `mode` on an existing file; a missing one (no WAL yet) is fine.
+fn restrict(path: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::ChunkIo {
+            path: path.to_owned(),
+            action: "restrict permissions of",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The journal handle. Statements are short; one connection behind a mutex is enough.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -218,17 +326,23 @@ fn ns(v: i128) -> i64 {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path`.
+    /// Opens (creating if needed) the journal at `path`: the file `0600` in a `0700` directory
+    /// (it names every recording of the site).
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let open_err = |source| Error::JournalOpen {
-            path: path.to_owned(),
-            source,
+        let open_err = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                Error::JournalCorrupt {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+            _ => Error::JournalOpen {
+                path: path.to_owned(),
+                source,
+            },
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::SpoolDir {
-                path: parent.to_owned(),
-                source: e,
-            })?;
+            create_private_dir(parent)?;
         }
         let conn = Connection::open(path).map_err(open_err)?;
         // WAL keeps readers (sqlite3 CLI, `backhaul status`) from blocking the agent;
@@ -242,6 +356,12 @@ impl Journal {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        migrate(&conn).map_err(open_err)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            restrict(Path::new(&p), 0o600)?;
+        }
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -259,7 +379,8 @@ impl Journal {
 
     /// Records a ready file. A known name with a different identity that was still pending has
     /// its multipart upload queued for abort and starts over; a finished one (removed, gone…)
-    /// is a new chunk that reuses the name.
+    /// is a new chunk that reuses the name. A key another live chunk holds is disambiguated
+    /// ([`crate::key::disambiguate`]); `Upsert` says which key was given.
     pub fn upsert_ready(
         &self,
         name: &str,
@@ -280,16 +401,14 @@ impl Journal {
             )
             .optional()
             .map_err(Error::journal("upsert: select"))?;
+        if let Some(c) = &existing
+            && c.identity == id
+        {
+            return Ok(Upsert::Known(c.id));
+        }
+        let own = existing.as_ref().map(|c| c.id);
+        let key = free_key(&tx, key, own).map_err(Error::journal("upsert: free key"))?;
         let outcome = match existing {
-            Some(c) if c.identity == id => Upsert::Known(c.id),
-            Some(c)
-                if c.state == ChunkState::Verified
-                    && c.identity.size == id.size
-                    && c.identity.inode == id.inode =>
-            {
-                // Only the mtime moved (touch, backup restore): the bytes were verified.
-                Upsert::Known(c.id)
-            }
             Some(c) => {
                 if let Some(upload_id) = &c.upload_id {
                     tx.execute(
@@ -307,10 +426,10 @@ impl Journal {
                        attempts = 0, last_error = NULL, discovered_at = ?7, started_at = NULL,
                        verified_at = NULL, finished_at = NULL
                      WHERE id = ?1",
-                    params![c.id, camera, key, id.size as i64, ns(id.mtime_ns), id.inode as i64, now],
+                    params![c.id, camera, key.0, id.size as i64, ns(id.mtime_ns), id.inode as i64, now],
                 )
                 .map_err(Error::journal("upsert: replace"))?;
-                Upsert::Replaced(c.id)
+                Upsert::Replaced(c.id, key.1)
             }
             None => {
                 tx.execute(
@@ -320,7 +439,7 @@ impl Journal {
                     params![
                         name,
                         camera,
-                        key,
+                        key.0,
                         id.size as i64,
                         ns(id.mtime_ns),
                         id.inode as i64,
@@ -328,7 +447,7 @@ impl Journal {
                     ],
                 )
                 .map_err(Error::journal("upsert: insert"))?;
-                Upsert::New(tx.last_insert_rowid())
+                Upsert::New(tx.last_insert_rowid(), key.1)
             }
         };
         tx.commit().map_err(Error::journal("upsert: commit"))?;
@@ -430,52 +549,96 @@ impl Journal {
         }
     }
 
-    /// Marks that an upload attempt of a chunk begins (counts attempts, stamps `started_at`).
-    pub fn start_attempt(&self, id: i64, now: UnixMillis) -> Result<(), Error> {
+    /// Takes the next pending chunk (see [`Self::next_pending`]) and counts the attempt.
+    pub fn claim(
+        &self,
+        order: Order,
+        skip: &[i64],
+        now: UnixMillis,
+    ) -> Result<Option<Chunk>, Error> {
+        let Some(mut chunk) = self.next_pending(order, skip)? else {
+            return Ok(None);
+        };
         self.conn()
             .execute(
                 "UPDATE chunks SET attempts = attempts + 1, started_at = COALESCE(started_at, ?2)
                  WHERE id = ?1",
-                params![id, now],
+                params![chunk.id, now],
             )
-            .map_err(Error::journal("start attempt"))?;
-        Ok(())
+            .map_err(Error::journal("claim"))?;
+        chunk.attempts += 1;
+        Ok(Some(chunk))
     }
 
-    /// Records the multipart upload id of a chunk (state `uploading`).
-    pub fn begin_multipart(&self, id: i64, upload_id: &str) -> Result<(), Error> {
+    /// Records the multipart upload id of a chunk (state `uploading`). Refused unless the row
+    /// still describes this version of the file, under this key, with no upload open.
+    pub fn begin_multipart(&self, chunk: &Chunk, upload_id: &str) -> Result<(), Error> {
         let n = self
             .conn()
             .execute(
-                "UPDATE chunks SET state = 'uploading', upload_id = ?2 WHERE id = ?1",
-                params![id, upload_id],
+                &format!(
+                    "UPDATE chunks SET state = 'uploading', upload_id = ?6
+                     WHERE id = ?1 AND state IN {PENDING} AND upload_id IS NULL {SAME_VERSION}"
+                ),
+                params![
+                    chunk.id,
+                    chunk.key,
+                    chunk.identity.size as i64,
+                    ns(chunk.identity.mtime_ns),
+                    chunk.identity.inode as i64,
+                    upload_id
+                ],
             )
             .map_err(Error::journal("begin multipart"))?;
-        if n == 0 {
-            return Err(Error::UnknownChunk { id });
-        }
-        Ok(())
+        self.transitioned(n, chunk, "begin multipart")
     }
 
-    /// Records one completed part.
-    pub fn record_part(&self, id: i64, part: &PartRecord, now: UnixMillis) -> Result<(), Error> {
-        self.conn()
+    /// Records one completed part of upload `upload_id`; refused if the chunk no longer has
+    /// that upload open (it changed, or the upload was forgotten meanwhile).
+    pub fn record_part(
+        &self,
+        chunk: &Chunk,
+        upload_id: &str,
+        part: &PartRecord,
+        now: UnixMillis,
+    ) -> Result<(), Error> {
+        let n = self
+            .conn()
             .execute(
                 "INSERT OR REPLACE INTO parts
                    (chunk_id, part_number, offset_bytes, size_bytes, etag, crc32c, completed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?1 AND state = 'uploading'
+                                 AND upload_id = ?8)",
                 params![
-                    id,
+                    chunk.id,
                     part.number,
                     part.offset as i64,
                     part.size as i64,
                     part.etag,
                     part.crc32c,
-                    now
+                    now,
+                    upload_id
                 ],
             )
             .map_err(Error::journal("record part"))?;
-        Ok(())
+        self.transitioned(n, chunk, "record part")
+    }
+
+    /// Turns "no row changed" into a refused transition naming the state the chunk is in now.
+    fn transitioned(&self, changed: usize, chunk: &Chunk, op: &'static str) -> Result<(), Error> {
+        if changed > 0 {
+            return Ok(());
+        }
+        let now = self
+            .chunk(chunk.id)
+            .map(|c| c.state.as_str())
+            .unwrap_or("missing");
+        Err(Error::Transition {
+            name: chunk.name.clone(),
+            op,
+            state: now.to_owned(),
+        })
     }
 
     /// Completed parts of a chunk, by part number.
@@ -502,29 +665,92 @@ impl Journal {
             .map_err(Error::journal("parts"))
     }
 
-    /// Drops a chunk's upload id and parts (the server lost or refuses the upload) and queues the
-    /// old upload for abort.
-    pub fn forget_upload(&self, id: i64) -> Result<(), Error> {
+    /// Drops a pending chunk's upload id and parts (the server lost or refuses the upload) and
+    /// queues the old upload for abort.
+    pub fn forget_upload(&self, chunk: &Chunk) -> Result<(), Error> {
+        self.transition_dropping_parts(chunk, "forget upload", |tx| {
+            // The store may still hold parts of the old upload; abort it so they do not linger.
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
+                     SELECT upload_id, object_key, 'upload lost or refused', ?2 FROM chunks
+                     WHERE id = ?1 AND upload_id IS NOT NULL AND state IN {PENDING}"
+                ),
+                params![chunk.id, crate::now_millis()],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE chunks SET state = 'discovered', upload_id = NULL
+                     WHERE id = ?1 AND state IN {PENDING}"
+                ),
+                [chunk.id],
+            )
+        })
+    }
+
+    /// One transition in one transaction: `step` returns the rows it changed; when it changed
+    /// the chunk, the chunk's journaled parts go with it (they belonged to the upload that
+    /// ended). No row changed is a refused transition.
+    fn transition_dropping_parts(
+        &self,
+        chunk: &Chunk,
+        op: &'static str,
+        step: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<(), Error> {
         let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(Error::journal("forget upload"))?;
-        // The store may still hold parts of the old upload; abort it so they do not linger.
-        tx.execute(
-            "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
-             SELECT upload_id, object_key, 'upload lost or refused', ?2 FROM chunks
-             WHERE id = ?1 AND upload_id IS NOT NULL",
-            params![id, crate::now_millis()],
-        )
-        .map_err(Error::journal("forget upload"))?;
-        tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [id])
-            .map_err(Error::journal("forget upload"))?;
-        tx.execute(
-            "UPDATE chunks SET state = 'discovered', upload_id = NULL WHERE id = ?1",
-            [id],
-        )
-        .map_err(Error::journal("forget upload"))?;
-        tx.commit().map_err(Error::journal("forget upload"))
+        let tx = conn.transaction().map_err(Error::journal(op))?;
+        let n = step(&tx).map_err(Error::journal(op))?;
+        if n > 0 {
+            tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [chunk.id])
+                .map_err(Error::journal(op))?;
+        }
+        tx.commit().map_err(Error::journal(op))?;
+        drop(conn);
+        self.transitioned(n, chunk, op)
+    }
+
+    /// Gives a pending chunk with no open upload another object key (its own was taken in the
+    /// bucket). The unique index refuses a key another live chunk holds.
+    pub fn rekey(&self, chunk: &Chunk, key: &str) -> Result<(), Error> {
+        let n = self
+            .conn()
+            .execute(
+                &format!(
+                    "UPDATE chunks SET object_key = ?2 WHERE id = ?1 AND state IN {PENDING}
+                       AND upload_id IS NULL"
+                ),
+                params![chunk.id, key],
+            )
+            .map_err(Error::journal("rekey"))?;
+        self.transitioned(n, chunk, "rekey")
+    }
+
+    /// Whether any live chunk other than `chunk` holds `key`.
+    pub fn key_taken(&self, key: &str, chunk: &Chunk) -> Result<bool, Error> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id != ?2
+                   AND state IN ('discovered','uploading','verified'))",
+                params![key, chunk.id],
+                |r| r.get(0),
+            )
+            .map_err(Error::journal("key taken"))
+    }
+
+    /// Every multipart upload id the journal knows: open on a chunk, or queued for abort.
+    pub fn upload_ids(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT upload_id FROM chunks WHERE upload_id IS NOT NULL
+                 UNION SELECT upload_id FROM aborts",
+            )
+            .map_err(Error::journal("upload ids"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(Error::journal("upload ids"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(Error::journal("upload ids"))
     }
 
     /// Stores the last error seen for a chunk (for `backhaul status` and sqlite3 readers).
@@ -538,44 +764,59 @@ impl Journal {
         Ok(())
     }
 
-    /// Marks a chunk verified in the bucket with the given object checksum.
-    pub fn mark_verified(&self, id: i64, checksum: &str, now: UnixMillis) -> Result<(), Error> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(Error::journal("mark verified"))?;
-        tx.execute(
-            "UPDATE chunks SET state = 'verified', checksum = ?2, verified_at = ?3,
-               upload_id = NULL, last_error = NULL
-             WHERE id = ?1",
-            params![id, checksum, now],
-        )
-        .map_err(Error::journal("mark verified"))?;
-        tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [id])
-            .map_err(Error::journal("mark verified"))?;
-        tx.commit().map_err(Error::journal("mark verified"))
+    /// Marks a chunk verified in the bucket with the given object checksum. Refused unless the
+    /// row is still pending and describes the version of the file that was uploaded, under the
+    /// key it was uploaded to: a file that changed meanwhile is never marked verified.
+    pub fn mark_verified(
+        &self,
+        chunk: &Chunk,
+        checksum: &str,
+        now: UnixMillis,
+    ) -> Result<(), Error> {
+        self.transition_dropping_parts(chunk, "mark verified", |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE chunks SET state = 'verified', checksum = ?6, verified_at = ?7,
+                       upload_id = NULL, last_error = NULL
+                     WHERE id = ?1 AND state IN {PENDING} {SAME_VERSION}"
+                ),
+                params![
+                    chunk.id,
+                    chunk.key,
+                    chunk.identity.size as i64,
+                    ns(chunk.identity.mtime_ns),
+                    chunk.identity.inode as i64,
+                    checksum,
+                    now
+                ],
+            )
+        })
     }
 
-    /// Moves a chunk to a final state (`removed`, `retained`, `gone`, `dropped`), queueing its
-    /// open multipart upload, if any, for abort.
-    pub fn finish(&self, id: i64, state: ChunkState, now: UnixMillis) -> Result<(), Error> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(Error::journal("finish"))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
-             SELECT upload_id, object_key, ?2, ?3 FROM chunks
-             WHERE id = ?1 AND upload_id IS NOT NULL",
-            params![id, format!("chunk {}", state.as_str()), now],
-        )
-        .map_err(Error::journal("finish"))?;
-        tx.execute(
-            "UPDATE chunks SET state = ?2, finished_at = ?3, upload_id = NULL WHERE id = ?1",
-            params![id, state.as_str(), now],
-        )
-        .map_err(Error::journal("finish"))?;
-        tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [id])
-            .map_err(Error::journal("finish"))?;
-        tx.commit().map_err(Error::journal("finish"))
+    /// Moves a chunk to a final state, queueing its open multipart upload, if any, for abort.
+    /// `removed`/`retained` need `verified`; `gone`/`dropped` need a pending state.
+    pub fn finish(&self, chunk: &Chunk, state: ChunkState, now: UnixMillis) -> Result<(), Error> {
+        let from = match state {
+            ChunkState::Removed | ChunkState::Retained => "('verified')",
+            _ => PENDING,
+        };
+        self.transition_dropping_parts(chunk, "finish", |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
+                     SELECT upload_id, object_key, ?2, ?3 FROM chunks
+                     WHERE id = ?1 AND upload_id IS NOT NULL AND state IN {from}"
+                ),
+                params![chunk.id, format!("chunk {}", state.as_str()), now],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE chunks SET state = ?2, finished_at = ?3, upload_id = NULL
+                     WHERE id = ?1 AND state IN {from}"
+                ),
+                params![chunk.id, state.as_str(), now],
+            )
+        })
     }
 
     /// Multipart uploads waiting to be aborted.
@@ -656,27 +897,32 @@ mod tests {
         (dir, j)
     }
 
+    fn new(j: &Journal, name: &str, key: &str, id: FileIdentity) -> Chunk {
+        let Upsert::New(row, _) = j.upsert_ready(name, "c", key, id, 0).unwrap() else {
+            panic!("{name}: expected new");
+        };
+        j.chunk(row).unwrap()
+    }
+
+    fn part(n: u32) -> PartRecord {
+        PartRecord {
+            number: n,
+            offset: 0,
+            size: 5,
+            etag: "\"e\"".into(),
+            crc32c: "c".into(),
+        }
+    }
+
     #[test]
     fn state_survives_reopen_with_parts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
         {
             let j = Journal::open(&path).unwrap();
-            let Upsert::New(id) = j
-                .upsert_ready("cam1/a.mp4", "cam1", "k/a", ident(10, 1), 5)
-                .unwrap()
-            else {
-                panic!("expected new");
-            };
-            j.begin_multipart(id, "up-1").unwrap();
-            let p = PartRecord {
-                number: 1,
-                offset: 0,
-                size: 5,
-                etag: "\"e\"".into(),
-                crc32c: "c".into(),
-            };
-            j.record_part(id, &p, 6).unwrap();
+            let c = new(&j, "cam1/a.mp4", "k/a", ident(10, 1));
+            j.begin_multipart(&c, "up-1").unwrap();
+            j.record_part(&c, "up-1", &part(1), 6).unwrap();
         }
         let j = Journal::open(&path).unwrap();
         let c = j.chunk_by_name("cam1/a.mp4").unwrap().unwrap();
@@ -687,23 +933,45 @@ mod tests {
     }
 
     #[test]
+    fn journal_is_private_to_the_agent() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/j.sqlite");
+        let _j = Journal::open(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+    }
+
+    #[test]
+    fn corrupt_header_is_named_as_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let err = Journal::open(&path).unwrap_err();
+        assert!(matches!(err, Error::JournalCorrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("backhaul journal recover"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn changed_file_restarts_and_queues_abort() {
         let (_d, j) = journal();
-        let Upsert::New(id) = j.upsert_ready("a", "c", "k", ident(10, 1), 0).unwrap() else {
-            panic!()
-        };
-        j.begin_multipart(id, "up-1").unwrap();
+        let c = new(&j, "a", "k", ident(10, 1));
+        j.begin_multipart(&c, "up-1").unwrap();
         assert_eq!(
             j.upsert_ready("a", "c", "k", ident(10, 1), 1).unwrap(),
-            Upsert::Known(id)
+            Upsert::Known(c.id)
         );
         assert_eq!(
             j.upsert_ready("a", "c", "k", ident(11, 2), 2).unwrap(),
-            Upsert::Replaced(id)
+            Upsert::Replaced(c.id, None)
         );
-        let c = j.chunk(id).unwrap();
-        assert_eq!(c.state, ChunkState::Discovered);
-        assert_eq!(c.upload_id, None);
+        let now = j.chunk(c.id).unwrap();
+        assert_eq!(now.state, ChunkState::Discovered);
+        assert_eq!(now.upload_id, None);
         assert_eq!(
             j.pending_aborts().unwrap(),
             vec![PendingAbort {
@@ -716,6 +984,76 @@ mod tests {
     }
 
     #[test]
+    fn steps_on_a_version_that_changed_are_refused() {
+        let (_d, j) = journal();
+        let old = new(&j, "a", "k", ident(10, 1));
+        j.begin_multipart(&old, "up-1").unwrap();
+        j.upsert_ready("a", "c", "k", ident(20, 2), 2).unwrap();
+        // The upload of the old version must not land on the new one.
+        let refused = j.record_part(&old, "up-1", &part(1), 3).unwrap_err();
+        assert!(matches!(refused, Error::Transition { .. }), "{refused:?}");
+        assert!(j.parts(old.id).unwrap().is_empty());
+        let refused = j.mark_verified(&old, "crc32c:x", 3).unwrap_err();
+        assert!(matches!(refused, Error::Transition { .. }), "{refused:?}");
+        assert_eq!(j.chunk(old.id).unwrap().state, ChunkState::Discovered);
+        // Nothing unverified may be marked removed.
+        let fresh = j.chunk(old.id).unwrap();
+        assert!(j.finish(&fresh, ChunkState::Removed, 4).is_err());
+        j.mark_verified(&fresh, "crc32c:y", 5).unwrap();
+        j.finish(&fresh, ChunkState::Removed, 6).unwrap();
+        assert!(j.finish(&fresh, ChunkState::Gone, 7).is_err());
+    }
+
+    #[test]
+    fn live_chunks_never_share_a_key() {
+        let (_d, j) = journal();
+        let a = new(&j, "cam5/a/same.mp4", "S/cam5/same.mp4", ident(1, 1));
+        let Upsert::New(b, Some(alt)) = j
+            .upsert_ready("cam5/b/same.mp4", "c", "S/cam5/same.mp4", ident(2, 2), 0)
+            .unwrap()
+        else {
+            panic!("expected a disambiguated key");
+        };
+        assert_eq!(alt, "S/cam5/same~1.mp4");
+        assert_eq!(j.chunk(b).unwrap().key, alt);
+        // A rekey onto a live chunk's key is refused by the index.
+        let b = j.chunk(b).unwrap();
+        assert!(j.rekey(&b, &a.key).is_err());
+        // Once the first is finished its key is free for a new recording again (the bucket
+        // check decides whether the object may be written there).
+        j.mark_verified(&a, "x", 1).unwrap();
+        j.finish(&j.chunk(a.id).unwrap(), ChunkState::Removed, 2)
+            .unwrap();
+        assert_eq!(
+            j.upsert_ready("cam5/c/same.mp4", "c", "S/cam5/same.mp4", ident(3, 3), 3)
+                .unwrap(),
+            Upsert::New(b.id + 1, None)
+        );
+    }
+
+    #[test]
+    fn version_1_journal_with_shared_keys_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode, state, discovered_at)
+                 VALUES ('c/a/x', 'c', 'S/c/x', 1, 1, 1, 'discovered', 0),
+                        ('c/b/x', 'c', 'S/c/x', 1, 1, 2, 'discovered', 0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let a = j.chunk_by_name("c/a/x").unwrap().unwrap();
+        let b = j.chunk_by_name("c/b/x").unwrap().unwrap();
+        assert_eq!(a.key, "S/c/x");
+        assert_eq!(b.key, "S/c/x~1");
+    }
+
+    #[test]
     fn freshness_takes_live_chunk_then_drains_oldest() {
         let (_d, j) = journal();
         for (i, name) in ["old1", "old2", "old3"].iter().enumerate() {
@@ -723,14 +1061,13 @@ mod tests {
                 .unwrap();
         }
         // Nothing started yet: the newest is live.
-        let first = j.next_pending(Order::Freshness, &[]).unwrap().unwrap();
+        let first = j.claim(Order::Freshness, &[], 1).unwrap().unwrap();
         assert_eq!(first.name, "old3");
-        j.start_attempt(first.id, 1).unwrap();
-        j.mark_verified(first.id, "x", 2).unwrap();
+        assert_eq!(first.attempts, 1);
+        j.mark_verified(&first, "x", 2).unwrap();
         // Backlog drains oldest first behind it.
-        let next = j.next_pending(Order::Freshness, &[]).unwrap().unwrap();
+        let next = j.claim(Order::Freshness, &[], 3).unwrap().unwrap();
         assert_eq!(next.name, "old1");
-        j.start_attempt(next.id, 3).unwrap();
         // A new recording jumps the queue.
         j.upsert_ready("live", "c", "live", ident(1, 10), 4)
             .unwrap();
@@ -751,13 +1088,12 @@ mod tests {
     #[test]
     fn finish_queues_abort_of_open_upload() {
         let (_d, j) = journal();
-        let Upsert::New(id) = j.upsert_ready("a", "c", "k", ident(1, 1), 0).unwrap() else {
-            panic!()
-        };
-        j.begin_multipart(id, "u").unwrap();
-        j.finish(id, ChunkState::Gone, 1).unwrap();
-        assert_eq!(j.chunk(id).unwrap().state, ChunkState::Gone);
+        let c = new(&j, "a", "k", ident(1, 1));
+        j.begin_multipart(&c, "u").unwrap();
+        j.finish(&c, ChunkState::Gone, 1).unwrap();
+        assert_eq!(j.chunk(c.id).unwrap().state, ChunkState::Gone);
         assert_eq!(j.pending_aborts().unwrap().len(), 1);
         assert_eq!(j.backlog().unwrap().chunks, 0);
+        assert!(j.upload_ids().unwrap().contains("u"));
     }
 }

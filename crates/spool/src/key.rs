@@ -2,10 +2,11 @@ use time::OffsetDateTime;
 
 use crate::Error;
 
-/// A parsed object key template such as `{site}/{camera}/{date}/{name}`.
+/// A parsed object key template such as `{site}/{camera}/{date}/{path}`.
 ///
-/// Rendering cannot escape the template's prefix: placeholder values never contain `/`, and a
-/// rendered key with an empty, `.` or `..` segment is refused.
+/// Rendering cannot escape the template's prefix: only `{path}` may contain `/` (the chunk's
+/// directories below its camera), and a rendered key with an empty, `.` or `..` segment is
+/// refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
     template: String,
@@ -21,7 +22,11 @@ enum Piece {
     Date,
     Hour,
     Name,
+    Path,
 }
+
+/// S3's limit on the length of an object key.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 impl KeyTemplate {
     /// Parses a template for a site.
@@ -41,6 +46,16 @@ impl KeyTemplate {
         let mut pieces = Vec::new();
         let mut rest = template;
         let mut has_name = false;
+        if template.ends_with('/') {
+            return Err(bad(
+                "must not end with '/' (the key would end in an empty segment)",
+            ));
+        }
+        if template.contains("//") {
+            return Err(bad(
+                "must not contain '//' (the key would have an empty segment)",
+            ));
+        }
         while let Some(open) = rest.find('{') {
             if open > 0 {
                 pieces.push(Piece::Literal(rest[..open].to_owned()));
@@ -55,9 +70,13 @@ impl KeyTemplate {
                     has_name = true;
                     Piece::Name
                 }
+                "path" => {
+                    has_name = true;
+                    Piece::Path
+                }
                 other => {
                     return Err(bad(&format!(
-                        "unknown placeholder {{{other}}}; use site, camera, date, hour or name"
+                        "unknown placeholder {{{other}}}; use site, camera, date, hour, path or name"
                     )));
                 }
             };
@@ -75,8 +94,23 @@ impl KeyTemplate {
         }
         if !has_name {
             return Err(bad(
-                "must contain {name}, or two chunks would share one key",
+                "must contain {path} or {name}, or two chunks would share one key",
             ));
+        }
+        let literal_bytes: usize = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(l) => l.len(),
+                Piece::Site => site.len(),
+                Piece::Date => 10,
+                Piece::Hour => 2,
+                _ => 1,
+            })
+            .sum();
+        if literal_bytes > MAX_KEY_BYTES {
+            return Err(bad(&format!(
+                "renders keys of at least {literal_bytes} bytes; S3 allows {MAX_KEY_BYTES}"
+            )));
         }
         for seg in template.split('/') {
             if seg == "." || seg == ".." {
@@ -95,8 +129,28 @@ impl KeyTemplate {
         &self.template
     }
 
-    /// Renders the key of a chunk `name` from `camera`, recorded at `mtime` (Unix nanoseconds).
-    pub fn render(&self, camera: &str, name: &str, mtime_ns: i128) -> Result<String, Error> {
+    /// The fixed start of every key this template renders, up to its last `/` before the first
+    /// placeholder other than `{site}` (`SITE-2847/` for the default). Listing this prefix
+    /// finds the site's objects and multipart uploads and nothing of other sites'.
+    pub fn site_prefix(&self) -> String {
+        let mut prefix = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Literal(l) => prefix.push_str(l),
+                Piece::Site => prefix.push_str(&self.site),
+                _ => break,
+            }
+        }
+        match prefix.rfind('/') {
+            Some(i) => prefix[..=i].to_owned(),
+            None => String::new(),
+        }
+    }
+
+    /// Renders the key of a chunk at `path` below its `camera` directory, recorded at `mtime`
+    /// (Unix nanoseconds). `{path}` is `path` itself; `{name}` its last segment.
+    pub fn render(&self, camera: &str, path: &str, mtime_ns: i128) -> Result<String, Error> {
+        let name = path.rsplit('/').next().unwrap_or(path);
         let at = OffsetDateTime::from_unix_timestamp_nanos(mtime_ns)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let mut key = String::new();
@@ -113,6 +167,7 @@ impl KeyTemplate {
                 )),
                 Piece::Hour => key.push_str(&format!("{:02}", at.hour())),
                 Piece::Name => key.push_str(name),
+                Piece::Path => key.push_str(path),
             }
         }
         let unsafe_key = |reason| Error::UnsafeKey {
@@ -120,10 +175,18 @@ impl KeyTemplate {
             key: key.clone(),
             reason,
         };
-        if camera.contains('/') || name.contains('/') || name.contains('\0') {
+        if camera.contains('/') || path.contains('\0') {
             return Err(unsafe_key("a placeholder value contains '/' or NUL"));
         }
-        if key.len() > 1024 {
+        if path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(unsafe_key(
+                "the chunk's path has an empty, '.' or '..' segment",
+            ));
+        }
+        if key.len() > MAX_KEY_BYTES {
             return Err(unsafe_key("longer than S3's 1024-byte key limit"));
         }
         if key
@@ -133,6 +196,20 @@ impl KeyTemplate {
             return Err(unsafe_key("it has an empty, '.' or '..' segment"));
         }
         Ok(key)
+    }
+}
+
+/// The `n`-th alternative of `key` for a chunk whose key is taken: `~n` before the last
+/// segment's extension (`cam1/2025-11-12/0815.mp4` → `cam1/2025-11-12/0815~1.mp4`), or at the
+/// end when it has none. Documented in `docs/specs/spool.md`.
+pub fn disambiguate(key: &str, n: u32) -> String {
+    let seg_start = key.rfind('/').map_or(0, |i| i + 1);
+    match key[seg_start..].rfind('.') {
+        Some(dot) if dot > 0 => {
+            let at = seg_start + dot;
+            format!("{}~{n}{}", &key[..at], &key[at..])
+        }
+        _ => format!("{key}~{n}"),
     }
 }
 
@@ -163,6 +240,8 @@ mod tests {
         assert!(t.render("..", "x", T).is_err());
         assert!(t.render("c", "..", T).is_err());
         assert!(t.render("c", "a/../../b", T).is_err());
+        assert!(t.render("c/d", "x", T).is_err());
+        assert!(t.render("c", "a//b", T).is_err());
         assert!(t.render("", "x", T).is_err());
         assert!(t.render("c", "a..b.mp4", T).is_ok());
     }
@@ -176,9 +255,45 @@ mod tests {
             "{site}",
             "{name",
             "a}{name}",
+            "{site}//{name}",
+            "{site}/{name}/",
+            "{site}/{date}",
         ] {
             assert!(KeyTemplate::parse(bad, "s").is_err(), "{bad}");
         }
         assert!(KeyTemplate::parse("{name}", "a/b").is_err());
+    }
+
+    #[test]
+    fn path_keeps_subdirectories_below_the_camera_apart() {
+        let t = KeyTemplate::parse(crate::DEFAULT_KEY_TEMPLATE, "S").unwrap();
+        let a = t.render("cam5", "a/same.mp4", T).unwrap();
+        let b = t.render("cam5", "b/same.mp4", T).unwrap();
+        assert_eq!(a, "S/cam5/2025-11-12/a/same.mp4");
+        assert_ne!(a, b);
+        let n = KeyTemplate::parse("{site}/{camera}/{name}", "S").unwrap();
+        assert_eq!(
+            n.render("cam5", "a/same.mp4", T).unwrap(),
+            "S/cam5/same.mp4"
+        );
+    }
+
+    #[test]
+    fn overlong_templates_and_keys_are_refused() {
+        let long = format!("{}/{{name}}", "x".repeat(1100));
+        assert!(KeyTemplate::parse(&long, "s").is_err());
+        let t = KeyTemplate::parse("{site}/{path}", "s").unwrap();
+        assert!(t.render("c", &"y".repeat(1100), T).is_err());
+    }
+
+    #[test]
+    fn site_prefix_and_disambiguation() {
+        let t = KeyTemplate::parse(crate::DEFAULT_KEY_TEMPLATE, "SITE-2847").unwrap();
+        assert_eq!(t.site_prefix(), "SITE-2847/");
+        let t = KeyTemplate::parse("video/{site}-{camera}/{name}", "S").unwrap();
+        assert_eq!(t.site_prefix(), "video/");
+        assert_eq!(disambiguate("a/2025/0815.mp4", 1), "a/2025/0815~1.mp4");
+        assert_eq!(disambiguate("a.b/0815", 2), "a.b/0815~2");
+        assert_eq!(disambiguate("a/.hidden", 3), "a/.hidden~3");
     }
 }

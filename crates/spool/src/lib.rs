@@ -1,20 +1,26 @@
-//! The spool: where chunks wait on local disk until they are safely in the bucket.
+//! The spool: where chunks wait on local disk until they are safely in the bucket, and the
+//! owner of every chunk's lifecycle.
 //!
-//! Owns: finding chunks in the spool directory (inotify plus a periodic rescan), deciding when a
-//! chunk is ready (renamed in, or unchanged for the settle time), the durable SQLite journal of
-//! each chunk's state and completed multipart parts, the upload order, object keys, the disk
-//! watermarks, and the only code allowed to delete a chunk file.
+//! Owns: finding chunks in the spool directory (inotify plus a periodic rescan, one watcher
+//! with one readiness tracker), deciding when a chunk is ready (renamed in, or unchanged for
+//! the settle time, and in either case open for writing by nobody), the durable SQLite journal
+//! (private: uploaders go through the claim/ack methods of [`Spool`] in `claim.rs`), unique
+//! object keys, the upload order, the disk watermarks, journal recovery, and the only code
+//! allowed to delete a chunk file.
 //!
 //! Does not own: talking to S3 (`backhaul-upload`), serving metrics (the binary), or judging
 //! what a full disk means for the site (`backhaul-diagnose`).
 //!
 //! # Guarantees (see `docs/specs/spool.md`)
 //!
-//! * A chunk file is removed only by [`Spool::remove_verified`], which refuses unless the
-//!   journal says the chunk is `verified` and the file on disk is still the one that was
-//!   uploaded (same size, mtime and inode). `clippy.toml` bans `std::fs::remove_file` elsewhere.
-//! * Every state change is one SQLite transaction in WAL mode with `synchronous = FULL`, so a
-//!   state that was reported is on disk before the caller acts on it.
+//! * A chunk file is removed only after [`Spool::verified`], and only if the file on disk is
+//!   still the version that was uploaded ([`FileIdentity`] equality, the one rule for "same
+//!   file") and no process holds it open for writing. `clippy.toml` bans
+//!   `std::fs::remove_file` elsewhere.
+//! * Every state change is one SQLite transaction in WAL mode with `synchronous = FULL`, and
+//!   checks the state it starts from: a step taken on a chunk that changed meanwhile is
+//!   refused ([`Error::Transition`]).
+//! * No two live chunks share an object key.
 //! * An un-uploaded chunk is deleted only under the explicit `disk_full_policy = "drop-oldest"`
 //!   and is then counted in `backhaul_chunks_dropped_total`.
 //!
@@ -25,6 +31,7 @@
 //! `dropped` (deleted by the disk-full policy). A chunk whose file changes before it is verified
 //! goes back to `discovered` and its multipart upload is queued for abort.
 
+mod claim;
 mod config;
 mod disk;
 mod error;
@@ -32,12 +39,14 @@ mod journal;
 mod key;
 mod pattern;
 mod ready;
+mod recover;
 mod remove;
 mod scan;
 pub mod synthetic;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 mod watch;
+mod writers;
 
 pub use config::{
     AfterUpload, DEFAULT_DISK_CRITICAL_PERCENT, DEFAULT_DISK_WARNING_PERCENT, DEFAULT_IGNORE,
@@ -46,10 +55,11 @@ pub use config::{
 };
 pub use disk::{DiskLevel, DiskStatus, DiskWatch};
 pub use error::Error;
-pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, Journal, PartRecord, PendingAbort};
-pub use key::KeyTemplate;
+pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, PartRecord, PendingAbort};
+pub use key::{KeyTemplate, MAX_KEY_BYTES, disambiguate};
 pub use pattern::Pattern;
 pub use ready::Readiness;
+pub use recover::{Recovered, journal_is_healthy, recover_journal};
 pub use remove::Removal;
 pub use scan::{ScanEntry, identity_of};
 pub use watch::{ScanReport, Spool, now_millis};

@@ -60,6 +60,13 @@ impl Readiness {
         false
     }
 
+    /// Keeps `name` waiting although it looked ready: a writer still holds it open. It is
+    /// looked at again on the next settle poll.
+    pub fn still_written(&mut self, name: &str, ident: FileIdentity, now: Instant) {
+        self.renamed.remove(name);
+        self.seen.insert(name.to_owned(), (ident, now));
+    }
+
     /// Stops tracking `name` (it was journaled, ignored or removed).
     pub fn forget(&mut self, name: &str) {
         self.seen.remove(name);

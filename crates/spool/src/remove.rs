@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::scan::identity_of;
-use crate::{Chunk, ChunkState, Error, FileIdentity};
+use crate::{Chunk, ChunkState, Error};
 
 /// What happened to a chunk file after verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub enum Removal {
     /// The file on disk is no longer the version that was uploaded; it was left in place and
     /// will be picked up as a new chunk.
     Changed,
+    /// A process still holds the file open for writing: it was left in place; once the writer
+    /// is done it is removed, or, if it grew, uploaded again as a new version.
+    InUse,
 }
 
 /// Deletes or retains the file of a verified chunk.
@@ -25,6 +28,7 @@ pub(crate) fn remove_verified(
     path: &Path,
     chunk: &Chunk,
     retain_to: Option<&Path>,
+    being_written: impl FnOnce(&Path) -> bool,
 ) -> Result<Removal, Error> {
     if chunk.state != ChunkState::Verified {
         return Err(Error::NotVerified {
@@ -41,8 +45,11 @@ pub(crate) fn remove_verified(
                 source: e,
             });
         }
-        Ok(meta) if !same_bytes(identity_of(&meta), chunk.identity) => return Ok(Removal::Changed),
+        Ok(meta) if identity_of(&meta) != chunk.identity => return Ok(Removal::Changed),
         Ok(_) => {}
+    }
+    if being_written(path) {
+        return Ok(Removal::InUse);
     }
     match retain_to {
         Some(dir) => {
@@ -76,13 +83,6 @@ pub(crate) fn drop_unuploaded(path: &Path) -> Result<(), Error> {
         }
         other => other,
     }
-}
-
-fn same_bytes(now: FileIdentity, uploaded: FileIdentity) -> bool {
-    // A touched mtime alone does not change the bytes that were verified.
-    now.size == uploaded.size
-        && now.inode == uploaded.inode
-        && (now.mtime_ns == uploaded.mtime_ns || now.size == 0)
 }
 
 #[allow(clippy::disallowed_methods)] // the one sanctioned delete; callers above check the state

@@ -16,6 +16,21 @@ pub struct ScanEntry {
     pub identity: FileIdentity,
 }
 
+impl ScanEntry {
+    /// The path below the camera directory (`a/x.mp4` for `cam5/a/x.mp4`); the whole name for
+    /// a file at the top of the spool. The key template's `{path}`.
+    pub fn below_camera(&self) -> &str {
+        match &self.camera {
+            Some(c) => self
+                .name
+                .strip_prefix(c.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(&self.name),
+            None => &self.name,
+        }
+    }
+}
+
 /// What a scan skipped and why, for logging once per name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skipped {

@@ -1,5 +1,7 @@
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backhaul_telemetry::Metrics;
@@ -7,24 +9,34 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::journal::Upsert;
-use crate::remove::{drop_unuploaded, remove_verified};
+use crate::journal::{Journal, Upsert};
+use crate::remove::drop_unuploaded;
 use crate::scan::{self, Skipped, ignored};
+use crate::writers::{Writers, open_for_writing};
 use crate::{
-    AfterUpload, Chunk, ChunkState, DiskFullPolicy, DiskStatus, DiskWatch, Error, Journal,
-    Readiness, Removal, ScanEntry, SpoolSettings, UnixMillis,
+    Chunk, ChunkState, DiskFullPolicy, DiskStatus, DiskWatch, Error, Readiness, ScanEntry,
+    SpoolSettings, UnixMillis,
 };
 
 /// How often files that are not yet settled are looked at again.
 const SETTLE_POLL: Duration = Duration::from_secs(1);
 
-/// The spool: directory, journal, and the signal that new chunks are ready.
+/// The spool: directory, journal, the one readiness tracker, and the signal that new chunks
+/// are ready. It owns every chunk's lifecycle; uploaders go through its claim/ack methods
+/// (`claim.rs`).
 #[derive(Debug)]
 pub struct Spool {
-    settings: SpoolSettings,
-    journal: Journal,
-    metrics: Arc<Metrics>,
+    pub(crate) settings: SpoolSettings,
+    pub(crate) journal: Journal,
+    pub(crate) metrics: Arc<Metrics>,
     ready: Notify,
+    readiness: Mutex<Readiness>,
+    /// Names already warned about (unusable, unsafe key), so a rescan does not repeat it.
+    warned: Mutex<HashSet<String>>,
+    /// Files skipped because no safe object key can be made for them.
+    skipped: Mutex<HashSet<String>>,
+    /// Said once: the kernel will not tell whether files are open for writing.
+    writers_unknown: AtomicBool,
 }
 
 /// Wall-clock milliseconds since the epoch.
@@ -74,21 +86,64 @@ impl Spool {
         })?;
         let journal = Journal::open(&settings.journal)?;
         Ok(Self {
+            readiness: Mutex::new(Readiness::new(settings.settle)),
             settings,
             journal,
             metrics,
             ready: Notify::new(),
+            warned: Mutex::new(HashSet::new()),
+            skipped: Mutex::new(HashSet::new()),
+            writers_unknown: AtomicBool::new(false),
         })
+    }
+
+    pub(crate) fn readiness(&self) -> MutexGuard<'_, Readiness> {
+        self.readiness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True the first time `name` is seen for `why`.
+    fn first_warning(&self, why: &str, name: &str) -> bool {
+        self.warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("{why}\0{name}"))
+    }
+
+    /// Files the spool cannot upload because no safe object key can be made for them (they
+    /// stay in place; `--drain` reports them as not uploaded).
+    pub fn skipped(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether a writer still holds `path` open. When the kernel cannot say, the settle timer
+    /// decides alone (said once).
+    pub(crate) fn being_written(&self, path: &Path) -> bool {
+        match open_for_writing(path) {
+            Writers::None => false,
+            Writers::Open => true,
+            Writers::Unknown(e) => {
+                if !self.writers_unknown.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, path = ?path,
+                        "cannot ask the kernel whether chunks are still open for writing (file \
+                         leases need the files' owner or CAP_LEASE, and a local filesystem); \
+                         readiness relies on settle_seconds alone");
+                }
+                false
+            }
+        }
     }
 
     /// The validated settings.
     pub fn settings(&self) -> &SpoolSettings {
         &self.settings
-    }
-
-    /// The journal.
-    pub fn journal(&self) -> &Journal {
-        &self.journal
     }
 
     /// Signalled whenever new chunks are journaled.
@@ -101,44 +156,82 @@ impl Spool {
         self.settings.dir.join(&chunk.name)
     }
 
+    /// Journals a file the uploader found changed (no readiness wait: it was ready before).
+    pub(crate) fn journal_entry_now(&self, e: &ScanEntry) -> Result<(), Error> {
+        self.journal_entry(e).map(|_| ())
+    }
+
     fn journal_entry(&self, e: &ScanEntry) -> Result<Option<Upsert>, Error> {
         let camera = e.camera.as_deref().unwrap_or(&self.settings.default_camera);
         let key = match self
             .settings
             .key
-            .render(camera, &e.file_name, e.identity.mtime_ns)
+            .render(camera, e.below_camera(), e.identity.mtime_ns)
         {
             Ok(k) => k,
             Err(err) => {
-                tracing::error!(chunk = %e.name, error = %err, "chunk skipped: unsafe object key");
+                if self.first_warning("unsafe key", &e.name) {
+                    tracing::error!(chunk = ?e.name, error = %err,
+                        "chunk skipped: no safe object key; it stays in the spool (fix spool.key_template or the name)");
+                }
+                self.skipped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(e.name.clone());
                 return Ok(None);
             }
         };
         if e.identity.size == 0 {
-            tracing::warn!(chunk = %e.name, "zero-byte chunk; uploading it as an empty object");
+            tracing::warn!(chunk = ?e.name, "zero-byte chunk; uploading it as an empty object");
         }
         let up = self
             .journal
             .upsert_ready(&e.name, camera, &key, e.identity, now_millis())?;
-        if let Upsert::Replaced(_) = up {
-            self.metrics.changed_chunks.inc();
-            tracing::warn!(chunk = %e.name, "chunk changed after discovery; it starts over");
+        match &up {
+            Upsert::Replaced(_, _) => {
+                self.metrics.changed_chunks.inc();
+                tracing::warn!(chunk = ?e.name, "chunk changed after discovery or upload; it is uploaded again as a new version");
+            }
+            Upsert::New(_, _) | Upsert::Known(_) => {}
+        }
+        if let Upsert::New(_, Some(alt)) | Upsert::Replaced(_, Some(alt)) = &up {
+            self.metrics.key_collisions.inc();
+            tracing::warn!(chunk = ?e.name, key = ?key, stored_as = ?alt,
+                "another chunk in the spool has this object key; stored under a disambiguated key");
         }
         Ok(Some(up))
     }
 
+    /// Whether a file that looks ready may be journaled now: nobody holds it open for writing.
+    /// One still being written waits, however old its mtime.
+    fn ready_now(&self, readiness: &mut Readiness, e: &ScanEntry, now: Instant) -> bool {
+        if !readiness.check(&e.name, e.identity, mtime_age(e.identity.mtime_ns), now) {
+            return false;
+        }
+        if self.being_written(&self.settings.dir.join(&e.name)) {
+            readiness.still_written(&e.name, e.identity, now);
+            return false;
+        }
+        true
+    }
+
     /// One full scan: journals ready files, tracks unsettled ones, and marks pending chunks
     /// whose files vanished as `gone`.
-    pub fn scan_once(&self, readiness: &mut Readiness) -> Result<ScanReport, Error> {
+    pub fn scan_once(&self) -> Result<ScanReport, Error> {
         let mut skipped = Vec::new();
         let entries = scan::scan(&self.settings.dir, &self.settings.ignore, &mut skipped)?;
         for s in skipped {
             match s {
-                Skipped::Symlink(n) => tracing::debug!(name = %n, "symlink in spool not followed"),
-                Skipped::NotUtf8(n) => tracing::warn!(name = %n, "non-UTF-8 name skipped"),
-                Skipped::Special(n) => tracing::debug!(name = %n, "special file skipped"),
+                Skipped::Symlink(n) => tracing::debug!(name = ?n, "symlink in spool not followed"),
+                Skipped::NotUtf8(n) => {
+                    if self.first_warning("not utf-8", &n) {
+                        tracing::warn!(name = ?n, "file name is not UTF-8 and cannot become an object key; skipped (rename it)");
+                    }
+                }
+                Skipped::Special(n) => tracing::debug!(name = ?n, "special file skipped"),
             }
         }
+        let mut readiness = self.readiness();
         let mut report = ScanReport::default();
         let now = Instant::now();
         let mut present = std::collections::HashSet::new();
@@ -148,8 +241,8 @@ impl Spool {
                 readiness.forget(&e.name);
                 continue;
             }
-            if readiness.check(&e.name, e.identity, mtime_age(e.identity.mtime_ns), now) {
-                if let Some(Upsert::New(_) | Upsert::Replaced(_)) = self.journal_entry(e)? {
+            if self.ready_now(&mut readiness, e, now) {
+                if let Some(Upsert::New(..) | Upsert::Replaced(..)) = self.journal_entry(e)? {
                     report.new_chunks += 1;
                 }
             } else {
@@ -159,9 +252,9 @@ impl Spool {
         for state in [ChunkState::Discovered, ChunkState::Uploading] {
             for c in self.journal.chunks_in(state)? {
                 if !present.contains(c.name.as_str()) && !self.path_of(&c).exists() {
-                    tracing::error!(chunk = %c.name, "chunk vanished before upload; not ours to lose, reported");
+                    tracing::error!(chunk = ?c.name, "chunk vanished before upload; not ours to lose, reported");
                     self.metrics.changed_chunks.inc();
-                    self.journal.finish(c.id, ChunkState::Gone, now_millis())?;
+                    self.journal.finish(&c, ChunkState::Gone, now_millis())?;
                     report.gone += 1;
                 }
             }
@@ -174,21 +267,15 @@ impl Spool {
     }
 
     fn is_known(&self, e: &ScanEntry) -> Result<bool, Error> {
-        Ok(match self.journal.chunk_by_name(&e.name)? {
-            Some(c) if c.identity == e.identity => true,
-            // A verified chunk whose removal is still pending is handled by the uploader.
-            Some(c) if c.state == ChunkState::Verified => c.identity.size == e.identity.size,
-            _ => false,
-        })
+        Ok(self
+            .journal
+            .chunk_by_name(&e.name)?
+            .is_some_and(|c| c.identity == e.identity))
     }
 
     /// Looks at one path reported by inotify.
-    fn check_path(
-        &self,
-        path: &Path,
-        readiness: &mut Readiness,
-        renamed: bool,
-    ) -> Result<bool, Error> {
+    fn check_path(&self, path: &Path, renamed: bool) -> Result<bool, Error> {
+        let mut readiness = self.readiness();
         let Ok(rel) = path.strip_prefix(&self.settings.dir) else {
             return Ok(false);
         };
@@ -217,15 +304,10 @@ impl Spool {
         if renamed {
             readiness.mark_renamed(&entry.name);
         }
-        if readiness.check(
-            &entry.name,
-            entry.identity,
-            mtime_age(entry.identity.mtime_ns),
-            Instant::now(),
-        ) {
+        if self.ready_now(&mut readiness, &entry, Instant::now()) {
             return Ok(matches!(
                 self.journal_entry(&entry)?,
-                Some(Upsert::New(_) | Upsert::Replaced(_))
+                Some(Upsert::New(..) | Upsert::Replaced(..))
             ));
         }
         Ok(false)
@@ -250,21 +332,21 @@ impl Spool {
                 path: self.settings.dir.clone(),
                 source: e,
             })?;
-        let mut readiness = Readiness::new(self.settings.settle);
         let mut rescan = tokio::time::interval(self.settings.rescan_interval);
         let mut settle = tokio::time::interval(SETTLE_POLL);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 _ = rescan.tick() => {
-                    if let Err(e) = self.scan_once(&mut readiness) {
+                    if let Err(e) = self.scan_once() {
                         tracing::error!(error = %e, "spool rescan failed");
                     }
                 }
                 _ = settle.tick() => {
                     let mut any = false;
-                    for name in readiness.waiting() {
-                        any |= self.check_path(&self.settings.dir.join(&name), &mut readiness, false)?;
+                    let waiting = self.readiness().waiting();
+                    for name in waiting {
+                        any |= self.check_path(&self.settings.dir.join(&name), false)?;
                     }
                     if any {
                         self.ready.notify_one();
@@ -275,7 +357,7 @@ impl Spool {
                         Ok(ev) => ev,
                         Err(e) => {
                             tracing::warn!(error = %e, "inotify error; rescanning");
-                            self.scan_once(&mut readiness)?;
+                            self.scan_once()?;
                             continue;
                         }
                     };
@@ -286,7 +368,7 @@ impl Spool {
                     };
                     let mut any = false;
                     if let Some(p) = renamed_to {
-                        any |= self.check_path(p, &mut readiness, true)?;
+                        any |= self.check_path(p, true)?;
                     } else if matches!(
                         ev.kind,
                         EventKind::Create(_)
@@ -296,9 +378,9 @@ impl Spool {
                         for p in &ev.paths {
                             if p.is_dir() {
                                 // Files may have landed before the new directory's watch.
-                                self.scan_once(&mut readiness)?;
+                                self.scan_once()?;
                             } else {
-                                any |= self.check_path(p, &mut readiness, false)?;
+                                any |= self.check_path(p, false)?;
                             }
                         }
                     }
@@ -308,22 +390,6 @@ impl Spool {
                 }
             }
         }
-    }
-
-    /// Deletes (or retains) a verified chunk's file and records that in the journal.
-    pub fn remove_verified(&self, chunk: &Chunk) -> Result<Removal, Error> {
-        let retain = match self.settings.after_upload {
-            AfterUpload::Retain => self.settings.retain_dir.as_deref(),
-            AfterUpload::Delete => None,
-        };
-        let outcome = remove_verified(&self.path_of(chunk), chunk, retain)?;
-        let state = match outcome {
-            Removal::Retained => ChunkState::Retained,
-            Removal::Deleted | Removal::AlreadyGone => ChunkState::Removed,
-            Removal::Changed => return Ok(outcome),
-        };
-        self.journal.finish(chunk.id, state, now_millis())?;
-        Ok(outcome)
     }
 
     /// Updates the backlog gauges from the journal (cheap; called whenever a chunk changes).
@@ -360,9 +426,9 @@ impl Spool {
                 };
                 drop_unuploaded(&self.path_of(&victim))?;
                 self.journal
-                    .finish(victim.id, ChunkState::Dropped, now_millis())?;
+                    .finish(&victim, ChunkState::Dropped, now_millis())?;
                 self.metrics.dropped_chunks.inc();
-                tracing::error!(chunk = %victim.name, used_percent = status.used_percent,
+                tracing::error!(chunk = ?victim.name, used_percent = status.used_percent,
                     "disk critical: dropped un-uploaded chunk (disk_full_policy = drop-oldest)");
                 status = disk.sample(&self.settings.dir, Instant::now())?;
             }
@@ -371,57 +437,12 @@ impl Spool {
     }
 }
 
-impl Spool {
-    /// Re-reads a chunk's file after the uploader saw it change or vanish: a vanished file is
-    /// `gone` (reported), a changed one starts over as a new version.
-    pub fn recheck(&self, chunk: &Chunk) -> Result<(), Error> {
-        let path = self.path_of(chunk);
-        match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::error!(chunk = %chunk.name, "chunk vanished while uploading; reported, nothing to upload");
-                self.metrics.changed_chunks.inc();
-                self.journal
-                    .finish(chunk.id, ChunkState::Gone, now_millis())
-            }
-            Err(e) => Err(Error::ChunkIo {
-                path,
-                action: "stat",
-                source: e,
-            }),
-            Ok(meta) if meta.file_type().is_file() => {
-                let entry = ScanEntry {
-                    name: chunk.name.clone(),
-                    camera: (chunk.camera != self.settings.default_camera
-                        || chunk.name.contains('/'))
-                    .then(|| chunk.camera.clone()),
-                    file_name: chunk
-                        .name
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or(&chunk.name)
-                        .to_owned(),
-                    identity: scan::identity_of(&meta),
-                };
-                if entry.identity != chunk.identity {
-                    self.journal_entry(&entry)?;
-                }
-                Ok(())
-            }
-            Ok(_) => {
-                self.metrics.changed_chunks.inc();
-                self.journal
-                    .finish(chunk.id, ChunkState::Gone, now_millis())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use crate::test_util::TempSpool;
-    use crate::{ChunkState, DiskFullPolicy, DiskWatch, Readiness};
+    use crate::{ChunkState, DiskFullPolicy, DiskWatch};
 
     /// A critical watermark of 0 % makes any real filesystem "full", so the policy is exercised
     /// on a real statvfs without filling a disk.
@@ -434,10 +455,7 @@ mod tests {
         for i in 0..3 {
             spool.write_chunk(&format!("c{i}.mp4"), b"video");
         }
-        spool
-            .spool
-            .scan_once(&mut Readiness::new(Duration::ZERO))
-            .unwrap();
+        spool.spool.scan_once().unwrap();
         spool
     }
 
@@ -449,7 +467,7 @@ mod tests {
             .housekeeping(&mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)), &[])
             .unwrap();
         assert_eq!(status.level, crate::DiskLevel::Critical);
-        assert_eq!(spool.spool.journal().backlog().unwrap().chunks, 3);
+        assert_eq!(spool.spool.backlog().unwrap().chunks, 3);
         assert!(spool.path().join("c0.mp4").exists());
         assert_eq!(spool.metrics.dropped_chunks.value(), 0);
         assert_eq!(spool.metrics.backlog_chunks.value(), 3.0);
@@ -458,13 +476,7 @@ mod tests {
     #[test]
     fn drop_oldest_deletes_only_idle_chunks_and_counts_them() {
         let spool = full_spool(DiskFullPolicy::DropOldest);
-        let busy = spool
-            .spool
-            .journal()
-            .chunk_by_name("c1.mp4")
-            .unwrap()
-            .unwrap()
-            .id;
+        let busy = spool.spool.chunk_by_name("c1.mp4").unwrap().unwrap().id;
         spool
             .spool
             .housekeeping(
@@ -478,12 +490,7 @@ mod tests {
             "a chunk being uploaded is never dropped"
         );
         assert!(!spool.path().join("c0.mp4").exists());
-        let c0 = spool
-            .spool
-            .journal()
-            .chunk_by_name("c0.mp4")
-            .unwrap()
-            .unwrap();
+        let c0 = spool.spool.chunk_by_name("c0.mp4").unwrap().unwrap();
         assert_eq!(c0.state, ChunkState::Dropped);
     }
 }

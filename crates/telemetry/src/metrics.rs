@@ -94,6 +94,14 @@ pub struct Metrics {
     pub dropped_chunks: Counter,
     /// Chunks whose file changed or vanished while they were being uploaded.
     pub changed_chunks: Counter,
+    /// Chunks stored under a disambiguated key because their own key was taken (by another
+    /// chunk in the spool, or by a different object already in the bucket).
+    pub key_collisions: Counter,
+    /// Parts or objects the store acknowledged with an ETag that is not the MD5 of what was
+    /// sent (corrupted in transit on a store that does not validate checksums); re-sent.
+    pub corrupt_in_transit: Counter,
+    /// Multipart uploads under the site prefix that no journal row knew, aborted.
+    pub orphan_uploads_aborted: Counter,
     /// Chunks waiting to be uploaded.
     pub backlog_chunks: Gauge,
     /// Bytes waiting to be uploaded.
@@ -203,7 +211,7 @@ impl Metrics {
                 self.goodput.mbps(now, secs),
             );
         }
-        let counters: [(&'static str, &'static str, &Counter); 15] = [
+        let counters: [(&'static str, &'static str, &Counter); 18] = [
             (
                 "backhaul_uploaded_bytes_total",
                 "Bytes acknowledged by the object store.",
@@ -243,6 +251,21 @@ impl Metrics {
                 "backhaul_chunks_changed_total",
                 "Chunks that changed or vanished while uploading.",
                 &self.changed_chunks,
+            ),
+            (
+                "backhaul_key_collisions_total",
+                "Chunks stored under a disambiguated key because their own key was taken.",
+                &self.key_collisions,
+            ),
+            (
+                "backhaul_upload_corrupt_in_transit_total",
+                "Parts or objects whose store ETag was not the MD5 of what was sent; re-sent.",
+                &self.corrupt_in_transit,
+            ),
+            (
+                "backhaul_orphan_uploads_aborted_total",
+                "Multipart uploads under the site prefix unknown to the journal, aborted.",
+                &self.orphan_uploads_aborted,
             ),
             (
                 "backhaul_icmp_frag_needed_total",

@@ -14,16 +14,19 @@ use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
 use crate::Error;
-use crate::body::{FileBody, ReqBody, crc32c_range};
+use crate::body::{FileBody, ReqBody, digest_range};
 use crate::config::{MAX_PARTS, UploadSettings};
+use crate::integrity::Integrity;
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
-use crate::s3::S3Client;
+use crate::s3::{ObjectHead, S3Client};
 use crate::transport::{Deadline, Progress};
 
 /// What a successful chunk upload proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The object key it is stored under (a disambiguated one if its own was taken).
+    pub key: String,
     /// The checksum recorded in the journal (`crc32c:<base64>[-N]`).
     pub checksum: String,
     /// Bytes sent in this attempt (parts already on the server are not re-sent).
@@ -41,6 +44,9 @@ enum Request<'a> {
     Part { uid: &'a str, number: u32 },
 }
 
+/// A chunk whose key keeps being taken is not disambiguated forever.
+const MAX_DISAMBIGUATIONS: u32 = 32;
+
 /// Uploads chunks; shared by the pipeline's tasks.
 #[derive(Debug)]
 pub struct ChunkUploader {
@@ -54,6 +60,17 @@ pub struct ChunkUploader {
     pub limiter: Arc<RateLimiter>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// What the store validates by itself (shared with `/status`).
+    pub integrity: Arc<Integrity>,
+}
+
+/// A hex MD5, as stores put it in ETags.
+fn hex_md5(md5: &[u8; 16]) -> String {
+    crate::sigv4::hex(md5)
+}
+
+fn is_md5_etag(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn b64(crc: u32) -> String {
@@ -142,23 +159,38 @@ impl ChunkUploader {
         }
     }
 
-    /// Uploads and verifies one chunk. The journal records progress as it goes.
-    pub async fn upload(self: &Arc<Self>, chunk: &Chunk) -> Result<Verified, Error> {
-        let (file, path) = self.open(chunk)?;
-        let size = chunk.identity.size;
-        let result = if size <= self.settings.part_size {
-            self.single(chunk, &file, &path).await
-        } else {
-            self.multipart(chunk, &file, &path).await
-        };
-        match result {
-            // A read error is often the file being truncated or replaced under us.
-            Err(e @ (Error::Read { .. } | Error::Http { .. })) => {
-                self.still_same(&file, &path, chunk)?;
-                Err(e)
+    /// Uploads and verifies one chunk. The journal records progress as it goes. A key taken in
+    /// the bucket by different content moves the chunk to a disambiguated key; nothing that
+    /// is already in the bucket is ever overwritten.
+    pub async fn upload(self: &Arc<Self>, claimed: &Chunk) -> Result<Verified, Error> {
+        let (file, path) = self.open(claimed)?;
+        let size = claimed.identity.size;
+        let base = claimed.key.clone();
+        let mut chunk = claimed.clone();
+        let mut n = 0;
+        loop {
+            let result = if size <= self.settings.part_size {
+                self.single(&chunk, &file, &path).await
+            } else {
+                self.multipart(&chunk, &file, &path).await
+            };
+            match result {
+                Err(Error::KeyTaken { .. }) if n < MAX_DISAMBIGUATIONS => {
+                    let current = self.spool.chunk_by_name(&chunk.name)?.unwrap_or(chunk);
+                    (chunk, n) = self.spool.rekey(&current, &base, n)?;
+                }
+                // A read error is often the file being truncated or replaced under us.
+                Err(e @ (Error::Read { .. } | Error::Http { .. })) => {
+                    self.still_same(&file, &path, &chunk)?;
+                    return Err(e);
+                }
+                other => return other,
             }
-            other => other,
         }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, Error> {
+        self.retrying(key, || self.client.head_object(key)).await
     }
 
     async fn single(
@@ -168,17 +200,47 @@ impl ChunkUploader {
         path: &Path,
     ) -> Result<Verified, Error> {
         let size = chunk.identity.size;
-        let (_, crc) = self
-            .send_range(&chunk.key, Request::Put, file, path, 0, size)
-            .await?;
+        let profile = self.integrity.profile();
+        if !profile.conditional_writes
+            && let Some(head) = self.head(&chunk.key).await?
+        {
+            return self.already_there(chunk, file, path, &head, size).await;
+        }
+        let sent = self
+            .send_range(
+                &chunk.key,
+                Request::Put,
+                file,
+                path,
+                0,
+                size,
+                profile.md5_checked(),
+            )
+            .await;
+        let (_, crc, md5) = match sent {
+            Ok(v) => v,
+            Err(e) if e.class() == "precondition" => {
+                let Some(head) = self.head(&chunk.key).await? else {
+                    return Err(Error::KeyTaken {
+                        key: chunk.key.clone(),
+                    });
+                };
+                // The body went out before the store refused it.
+                return self
+                    .already_there(chunk, file, path, &head, size)
+                    .await
+                    .map(|v| Verified {
+                        bytes_sent: size,
+                        ..v
+                    });
+            }
+            Err(e) => return Err(e),
+        };
         self.still_same(file, path, chunk)?;
-        let head = self
-            .retrying(&chunk.key, || self.client.head_object(&chunk.key))
-            .await?
-            .ok_or_else(|| Error::Verify {
-                key: chunk.key.clone(),
-                detail: "object missing after PutObject".into(),
-            })?;
+        let head = self.head(&chunk.key).await?.ok_or_else(|| Error::Verify {
+            key: chunk.key.clone(),
+            detail: "object missing after PutObject".into(),
+        })?;
         if head.size != size {
             return Err(Error::Verify {
                 key: chunk.key.clone(),
@@ -195,32 +257,101 @@ impl ChunkUploader {
                 detail: format!("CRC32C {server} != {crc}"),
             });
         }
+        if let Some(m) = md5.map(|m| hex_md5(&m))
+            && is_md5_etag(&head.etag)
+            && head.etag != m
+        {
+            return Err(Error::Verify {
+                key: chunk.key.clone(),
+                detail: format!("ETag {} != MD5 {m}", head.etag),
+            });
+        }
         Ok(Verified {
+            key: chunk.key.clone(),
             checksum: format!("crc32c:{crc}"),
             bytes_sent: size,
             parts_resumed: 0,
         })
     }
 
-    async fn multipart(
-        self: &Arc<Self>,
+    /// An object already has the chunk's key. It is this chunk only if it holds exactly the
+    /// file's bytes (a retry after an answer that was lost, or the same recording seen again),
+    /// judged by size and MD5 ETag (single or multipart with our part size); otherwise the key
+    /// is taken and the chunk goes elsewhere.
+    async fn already_there(
+        &self,
         chunk: &Chunk,
         file: &Arc<File>,
         path: &Path,
+        head: &ObjectHead,
+        part_size: u64,
     ) -> Result<Verified, Error> {
         let size = chunk.identity.size;
+        let taken = || Error::KeyTaken {
+            key: chunk.key.clone(),
+        };
+        if head.size != size {
+            return Err(taken());
+        }
+        let mut crcs = Vec::new();
+        let mut md5s = Vec::new();
+        let mut offset = 0;
+        loop {
+            let len = part_size.min(size - offset);
+            let d = digest_range(file.clone(), offset, len, true)
+                .await
+                .map_err(|e| Error::Read {
+                    path: path.to_owned(),
+                    source: e,
+                })?;
+            crcs.push(b64(d.crc32c));
+            md5s.push(d.md5.map(|m| hex_md5(&m)).unwrap_or_default());
+            offset += len;
+            if offset >= size {
+                break;
+            }
+        }
+        let (expected, checksum) = if md5s.len() == 1 && !head.etag.contains('-') {
+            (md5s[0].clone(), format!("crc32c:{}", crcs[0]))
+        } else {
+            let composite = composite_crc32c(&crcs).unwrap_or_default();
+            (
+                multipart_etag(&md5s).unwrap_or_default(),
+                format!("crc32c:{composite}"),
+            )
+        };
+        if expected.is_empty() || head.etag != expected {
+            return Err(taken());
+        }
+        self.still_same(file, path, chunk)?;
+        tracing::info!(chunk = ?chunk.name, key = ?chunk.key,
+            "the object already in the bucket holds exactly this chunk's bytes; verified, nothing sent");
+        Ok(Verified {
+            key: chunk.key.clone(),
+            checksum,
+            bytes_sent: 0,
+            parts_resumed: 0,
+        })
+    }
+
+    async fn multipart(
+        self: &Arc<Self>,
+        claimed: &Chunk,
+        file: &Arc<File>,
+        path: &Path,
+    ) -> Result<Verified, Error> {
+        let size = claimed.identity.size;
         // S3 allows 10 000 parts; grow the part size for (rare) huge chunks.
         let part_size = self.settings.part_size.max(size.div_ceil(MAX_PARTS));
         let n_parts = size.div_ceil(part_size) as u32;
-        let journal = self.spool.journal();
+        let mut chunk = claimed.clone();
         let mut done: Vec<PartRecord> = Vec::new();
-        let mut upload_id = chunk.upload_id.clone();
         let mut resumed_from_journal = false;
-        if let Some(uid) = upload_id.clone() {
-            let jparts = journal.parts(chunk.id)?;
+        if let Some(uid) = chunk.upload_id.clone() {
+            let jparts = self.spool.parts(&chunk)?;
             if jparts.len() as u32 == n_parts {
                 // Killed after CompleteMultipartUpload but before the journal heard of it?
-                if let Ok(v) = self.verify(chunk, &jparts, n_parts).await {
+                if let Ok(v) = self.verify(&chunk, &jparts, n_parts).await {
                     return Ok(Verified {
                         bytes_sent: 0,
                         parts_resumed: n_parts,
@@ -244,24 +375,28 @@ impl ChunkUploader {
                         })
                         .collect();
                     resumed_from_journal = true;
-                    tracing::info!(chunk = %chunk.name, upload_id = %uid, parts_resumed = done.len(),
+                    tracing::info!(chunk = ?chunk.name, upload_id = %uid, parts_resumed = done.len(),
                         parts_total = n_parts, "resuming multipart upload");
                 }
                 Err(e) if e.is_no_such_upload() => {
-                    journal.forget_upload(chunk.id)?;
-                    upload_id = None;
+                    chunk = self.spool.forget_upload(&chunk)?;
                 }
                 Err(e) => return Err(e),
             }
         }
         let parts_resumed = done.len() as u32;
-        let uid = match upload_id {
+        let uid = match chunk.upload_id.clone() {
             Some(u) => u,
             None => {
+                if let Some(head) = self.head(&chunk.key).await? {
+                    return self
+                        .already_there(&chunk, file, path, &head, part_size)
+                        .await;
+                }
                 let u = self
                     .retrying(&chunk.key, || self.client.create_multipart(&chunk.key))
                     .await?;
-                journal.begin_multipart(chunk.id, &u)?;
+                chunk = self.spool.begin_multipart(&chunk, &u)?;
                 u
             }
         };
@@ -269,15 +404,15 @@ impl ChunkUploader {
             .filter(|n| !done.iter().any(|d| d.number == *n))
             .collect();
         let uploaded = match self
-            .upload_parts(chunk, file, path, &uid, part_size, &todo)
+            .upload_parts(&chunk, file, path, &uid, part_size, &todo)
             .await
         {
             Ok(parts) => parts,
             Err(e) if resumed_from_journal && (e.is_no_such_upload() || e.class() == "auth") => {
                 // The server lost the upload we journaled (some stores answer AccessDenied for
                 // an unknown upload id): start a fresh one next attempt, abort the old one.
-                tracing::warn!(chunk = %chunk.name, error = %e, "journaled upload unusable; starting a new one");
-                self.spool.journal().forget_upload(chunk.id)?;
+                tracing::warn!(chunk = ?chunk.name, error = %e, "journaled upload unusable; starting a new one");
+                self.spool.forget_upload(&chunk)?;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -285,7 +420,7 @@ impl ChunkUploader {
         let bytes_sent: u64 = uploaded.iter().map(|p| p.size).sum();
         done.extend(uploaded);
         done.sort_by_key(|p| p.number);
-        self.still_same(file, path, chunk)?;
+        self.still_same(file, path, &chunk)?;
         let mut upload_lost = false;
         match self
             .retrying(&chunk.key, || self.client.complete(&chunk.key, &uid, &done))
@@ -294,22 +429,37 @@ impl ChunkUploader {
             Ok(_) => {}
             Err(e) if e.is_no_such_upload() => {
                 // Completed by an attempt whose answer we never saw? Verification decides.
-                tracing::debug!(chunk = %chunk.name, "upload unknown at completion; verifying object");
+                tracing::debug!(chunk = ?chunk.name, "upload unknown at completion; verifying object");
                 upload_lost = true;
+            }
+            Err(e) if e.class() == "precondition" => {
+                // Another object took the key since the HeadObject before this upload; ours
+                // may still be it (a completion retried after a lost answer).
+                if let Ok(v) = self.verify(&chunk, &done, n_parts).await {
+                    return Ok(Verified {
+                        bytes_sent,
+                        parts_resumed,
+                        ..v
+                    });
+                }
+                self.spool.forget_upload(&chunk)?;
+                return Err(Error::KeyTaken {
+                    key: chunk.key.clone(),
+                });
             }
             // s3s-fs drops the upload id before assembling; a crash mid-completion leaves part
             // files that ListParts still shows but an id it refuses with AccessDenied.
             Err(e) if resumed_from_journal && e.class() == "auth" => {
-                tracing::warn!(chunk = %chunk.name, error = %e, "journaled upload refused at completion; starting a new one");
-                self.spool.journal().forget_upload(chunk.id)?;
+                tracing::warn!(chunk = ?chunk.name, error = %e, "journaled upload refused at completion; starting a new one");
+                self.spool.forget_upload(&chunk)?;
                 return Err(e);
             }
             Err(e) => return Err(e),
         }
-        let v = match self.verify(chunk, &done, n_parts).await {
+        let v = match self.verify(&chunk, &done, n_parts).await {
             Ok(v) => v,
             Err(e) if upload_lost => {
-                self.spool.journal().forget_upload(chunk.id)?;
+                self.spool.forget_upload(&chunk)?;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -343,17 +493,11 @@ impl ChunkUploader {
                 let offset = u64::from(n - 1) * part_size;
                 let len = part_size.min(size - offset);
                 let this = self.clone();
-                let (file, path, key, uid, id) = (
-                    file.clone(),
-                    path.to_owned(),
-                    chunk.key.clone(),
-                    uid.to_owned(),
-                    chunk.id,
+                let (file, path, chunk, uid) =
+                    (file.clone(), path.to_owned(), chunk.clone(), uid.to_owned());
+                set.spawn(
+                    async move { this.part(&chunk, &uid, &file, &path, n, offset, len).await },
                 );
-                set.spawn(async move {
-                    this.part(id, &key, &uid, &file, &path, n, offset, len)
-                        .await
-                });
             }
             match set.join_next().await {
                 None => break,
@@ -379,7 +523,11 @@ impl ChunkUploader {
 
     /// Sends `len` bytes of `file` from `offset` as a PutObject or an UploadPart, with its
     /// CRC32C, retrying like any request; a stalled attempt is abandoned with its connection.
-    /// Returns the ETag and the base64 CRC32C.
+    /// With `with_md5` the range's MD5 goes along as Content-MD5 and must come back as the
+    /// ETag; bytes the store got corrupted are sent again (a corrupted PutObject, which this
+    /// agent just created under `If-None-Match`, is deleted first).
+    /// Returns the ETag, the base64 CRC32C and the MD5 if computed.
+    #[allow(clippy::too_many_arguments)]
     async fn send_range(
         &self,
         key: &str,
@@ -388,14 +536,18 @@ impl ChunkUploader {
         path: &Path,
         offset: u64,
         len: u64,
-    ) -> Result<(String, String), Error> {
-        let crc = crc32c_range(file.clone(), offset, len)
+        with_md5: bool,
+    ) -> Result<(String, String, Option<[u8; 16]>), Error> {
+        let digest = digest_range(file.clone(), offset, len, with_md5)
             .await
             .map_err(|e| Error::Read {
                 path: path.to_owned(),
                 source: e,
             })?;
-        let crc = b64(crc);
+        let crc = b64(digest.crc32c);
+        let md5_b64 = digest
+            .md5
+            .map(|m| base64::engine::general_purpose::STANDARD.encode(m));
         let part = match request {
             Request::Put => 0,
             Request::Part { number, .. } => number,
@@ -416,24 +568,59 @@ impl ChunkUploader {
                 stall: self.settings.stall_timeout,
                 part,
             };
+            let md5 = md5_b64.as_deref();
             let sent = match request {
-                Request::Put => self.client.put_object(key, body, &crc, deadline).await,
+                Request::Put => self.client.put_object(key, body, &crc, md5, deadline).await,
                 Request::Part { uid, number } => {
                     self.client
-                        .upload_part(key, uid, number, body, &crc, deadline)
+                        .upload_part(key, uid, number, body, &crc, md5, deadline)
                         .await
                 }
+            };
+            let sent = match (sent, digest.md5) {
+                (Ok(etag), Some(m)) if is_md5_etag(&etag) && etag != hex_md5(&m) => {
+                    self.metrics.corrupt_in_transit.inc();
+                    if let Request::Put = request
+                        && let Err(e) = self.client.delete_object(key).await
+                    {
+                        tracing::error!(key = ?key, error = %e,
+                            "the store kept a corrupted copy of this chunk and it could not be deleted; the chunk goes to a disambiguated key");
+                        return Err(Error::KeyTaken {
+                            key: key.to_owned(),
+                        });
+                    }
+                    Err(Error::Corrupt {
+                        op: match request {
+                            Request::Put => "PutObject",
+                            Request::Part { .. } => "UploadPart",
+                        },
+                        key: key.to_owned(),
+                        part,
+                        sent: hex_md5(&m),
+                        got: etag,
+                    })
+                }
+                (other, _) => other,
             };
             match sent {
                 Ok(etag) => {
                     self.acknowledged(len);
-                    return Ok((etag, crc));
+                    return Ok((etag, crc, digest.md5));
                 }
                 Err(e) => {
                     attempt += 1;
                     self.count_error(&e);
                     if !e.is_retryable() || attempt >= self.settings.part_attempts {
                         return Err(e);
+                    }
+                    // A store may keep the bytes of a PutObject it refused for their checksum
+                    // (s3s-fs does). The key was free when this attempt began (If-None-Match),
+                    // so what is there now is that refused attempt.
+                    if let Request::Put = request
+                        && e.class() == "checksum"
+                        && let Err(de) = self.client.delete_object(key).await
+                    {
+                        self.count_error(&de);
                     }
                     self.pause(key, part, attempt, &e).await;
                 }
@@ -444,8 +631,7 @@ impl ChunkUploader {
     #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
-        chunk_id: i64,
-        key: &str,
+        chunk: &Chunk,
         uid: &str,
         file: &Arc<File>,
         path: &Path,
@@ -453,8 +639,17 @@ impl ChunkUploader {
         offset: u64,
         len: u64,
     ) -> Result<PartRecord, Error> {
-        let (etag, crc) = self
-            .send_range(key, Request::Part { uid, number }, file, path, offset, len)
+        let with_md5 = self.integrity.profile().md5_checked();
+        let (etag, crc, _) = self
+            .send_range(
+                &chunk.key,
+                Request::Part { uid, number },
+                file,
+                path,
+                offset,
+                len,
+                with_md5,
+            )
             .await?;
         let record = PartRecord {
             number,
@@ -464,18 +659,14 @@ impl ChunkUploader {
             crc32c: crc,
         };
         let spool = self.spool.clone();
-        let rec = record.clone();
-        tokio::task::spawn_blocking(move || {
-            spool
-                .journal()
-                .record_part(chunk_id, &rec, backhaul_spool::now_millis())
-        })
-        .await
-        .map_err(|e| Error::Protocol {
-            op: "UploadPart",
-            key: key.to_owned(),
-            detail: e.to_string(),
-        })??;
+        let (rec, c, u) = (record.clone(), chunk.clone(), uid.to_owned());
+        tokio::task::spawn_blocking(move || spool.record_part(&c, &u, &rec))
+            .await
+            .map_err(|e| Error::Protocol {
+                op: "UploadPart",
+                key: chunk.key.clone(),
+                detail: e.to_string(),
+            })??;
         Ok(record)
     }
 
@@ -488,13 +679,10 @@ impl ChunkUploader {
         n_parts: u32,
     ) -> Result<Verified, Error> {
         let key = &chunk.key;
-        let head = self
-            .retrying(key, || self.client.head_object(key))
-            .await?
-            .ok_or_else(|| Error::Verify {
-                key: key.clone(),
-                detail: "object missing after CompleteMultipartUpload".into(),
-            })?;
+        let head = self.head(key).await?.ok_or_else(|| Error::Verify {
+            key: key.clone(),
+            detail: "object missing after CompleteMultipartUpload".into(),
+        })?;
         let fail = |detail: String| Error::Verify {
             key: key.clone(),
             detail,
@@ -536,6 +724,7 @@ impl ChunkUploader {
             tracing::warn!(key = %key, "server reports neither composite CRC32C nor multipart ETag; verified by size");
         }
         Ok(Verified {
+            key: chunk.key.clone(),
             checksum: format!("crc32c:{composite}"),
             bytes_sent: 0,
             parts_resumed: 0,

@@ -28,6 +28,9 @@ pub const DEFAULT_PART_ATTEMPTS: u32 = 5;
 pub const DEFAULT_RETRY_BASE_MILLISECONDS: u64 = 500;
 /// Default longest retry pause.
 pub const DEFAULT_RETRY_MAX_SECONDS: u64 = 60;
+/// Default age after which a multipart upload under the site prefix that no journal row knows
+/// is aborted: far longer than the instant between CreateMultipartUpload and its journal write.
+pub const DEFAULT_ORPHAN_UPLOAD_AGE_SECONDS: u64 = 3600;
 
 /// How the bucket appears in request URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -98,6 +101,10 @@ pub struct UploadConfig {
     /// `TCP_NOTSENT_LOWAT` of upload sockets.
     #[serde(default = "default_lowat")]
     pub tcp_notsent_lowat_bytes: u32,
+    /// Abort multipart uploads under the site prefix that no journal row knows once they are
+    /// this old.
+    #[serde(default = "default_orphan_age")]
+    pub orphan_upload_age_seconds: u64,
 }
 
 fn default_region() -> String {
@@ -133,6 +140,9 @@ fn default_bwlimit() -> String {
 fn default_lowat() -> u32 {
     DEFAULT_NOTSENT_LOWAT_BYTES
 }
+fn default_orphan_age() -> u64 {
+    DEFAULT_ORPHAN_UPLOAD_AGE_SECONDS
+}
 
 /// Validated upload settings.
 #[derive(Debug, Clone)]
@@ -167,6 +177,8 @@ pub struct UploadSettings {
     pub create_bucket: bool,
     /// `TCP_NOTSENT_LOWAT`.
     pub notsent_lowat_bytes: u32,
+    /// Age after which an unknown multipart upload is aborted.
+    pub orphan_upload_age: Duration,
 }
 
 impl UploadConfig {
@@ -192,6 +204,7 @@ impl UploadConfig {
             bandwidth_limit: default_bwlimit(),
             create_bucket: false,
             tcp_notsent_lowat_bytes: DEFAULT_NOTSENT_LOWAT_BYTES,
+            orphan_upload_age_seconds: DEFAULT_ORPHAN_UPLOAD_AGE_SECONDS,
         }
     }
 
@@ -231,6 +244,22 @@ impl UploadConfig {
         if self.part_attempts == 0 {
             return Err(("part_attempts", "must be at least 1".into()));
         }
+        if self.retry_max_seconds.saturating_mul(1000) < self.retry_base_milliseconds {
+            return Err((
+                "retry_max_seconds",
+                format!(
+                    "{} s is below retry_base_milliseconds ({} ms); the longest backoff must be at least the first",
+                    self.retry_max_seconds, self.retry_base_milliseconds
+                ),
+            ));
+        }
+        if self.orphan_upload_age_seconds < 60 {
+            return Err((
+                "orphan_upload_age_seconds",
+                "must be at least 60, or an upload being started could be taken for an orphan"
+                    .into(),
+            ));
+        }
         if self.credentials == CredentialSource::Static
             && (self.access_key_id.is_none() || self.secret_access_key.is_none())
         {
@@ -269,6 +298,7 @@ impl UploadConfig {
             bandwidth,
             create_bucket: self.create_bucket,
             notsent_lowat_bytes: self.tcp_notsent_lowat_bytes,
+            orphan_upload_age: Duration::from_secs(self.orphan_upload_age_seconds),
         })
     }
 }

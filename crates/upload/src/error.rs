@@ -107,6 +107,30 @@ pub enum Error {
         /// What did not match.
         detail: String,
     },
+    /// The store acknowledged bytes whose MD5 is not what was sent: corrupted in transit, on a
+    /// store that does not validate checksums. Nothing is marked verified; the bytes are sent
+    /// again.
+    #[error(
+        "{op} {key} part {part}: the store's ETag {got} is not the MD5 {sent} of the bytes sent (corrupted in transit); sending again"
+    )]
+    Corrupt {
+        /// Operation.
+        op: &'static str,
+        /// Object key.
+        key: String,
+        /// Part number (0 for single-request uploads).
+        part: u32,
+        /// MD5 (hex) of what was read from the file.
+        sent: String,
+        /// ETag the store returned.
+        got: String,
+    },
+    /// A different object already has the chunk's key; it is never overwritten.
+    #[error("{key}: a different object already has this key in the bucket")]
+    KeyTaken {
+        /// Object key.
+        key: String,
+    },
     /// No credentials could be found.
     #[error("no AWS credentials: {detail}")]
     Credentials {
@@ -135,6 +159,8 @@ impl Error {
             } if code == "SlowDown" => "slow_down",
             Error::Status { code, .. } if code == "NoSuchBucket" => "no_such_bucket",
             Error::Status { code, .. } if code == "NoSuchUpload" => "no_such_upload",
+            Error::Status { status: 412, .. } => "precondition",
+            Error::Status { status: 501, .. } => "not_implemented",
             Error::Status { code, .. }
                 if matches!(
                     code.as_str(),
@@ -163,6 +189,8 @@ impl Error {
             Error::Read { .. } | Error::Spool(_) => "local_io",
             Error::Changed { .. } => "chunk_changed",
             Error::Verify { .. } => "verify",
+            Error::Corrupt { .. } => "corrupt",
+            Error::KeyTaken { .. } => "key_taken",
             Error::Credentials { .. } => "credentials",
             Error::Endpoint { .. } => "config",
         }
@@ -173,15 +201,15 @@ impl Error {
     /// Auth and missing-bucket errors are not retried per request; the chunk is retried later
     /// with a long backoff, so an operator can fix credentials without losing anything.
     pub fn is_retryable(&self) -> bool {
+        self.is_transient() || matches!(self.class(), "checksum" | "corrupt")
+    }
+
+    /// Whether the failure is the path's or a busy store's (connection, timeout, stall,
+    /// throttling, 5xx), not an answer about the request itself.
+    pub fn is_transient(&self) -> bool {
         matches!(
             self.class(),
-            "slow_down"
-                | "server_5xx"
-                | "timeout"
-                | "stall"
-                | "connection"
-                | "protocol"
-                | "checksum"
+            "slow_down" | "server_5xx" | "timeout" | "stall" | "connection" | "protocol"
         )
     }
 

@@ -8,9 +8,10 @@
 //! embedded S3 server of `backhaul demo` (feature `embedded-s3`). This is the only crate that
 //! speaks HTTP or TLS.
 //!
-//! Does not own: which files are chunks or when they may be deleted (`backhaul-spool`, whose
-//! journal this crate writes part progress into), metric definitions (`backhaul-telemetry`),
-//! or what an upload failure means for the site (`backhaul-diagnose`).
+//! Does not own: which files are chunks, their lifecycle or when they may be deleted
+//! (`backhaul-spool`: this crate claims chunks and reports on each claim through the spool's
+//! claim/ack methods), metric definitions (`backhaul-telemetry`), or what an upload failure
+//! means for the site (`backhaul-diagnose`).
 
 mod body;
 mod chunk;
@@ -20,6 +21,7 @@ mod creds;
 #[cfg(feature = "embedded-s3")]
 pub mod embedded;
 mod error;
+pub mod integrity;
 mod pipeline;
 mod ratelimit;
 mod retry;
@@ -37,10 +39,11 @@ pub use config::{
 };
 pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
 pub use error::Error;
+pub use integrity::{Integrity, StoreProfile};
 pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
-pub use s3::{Completed, ObjectHead, S3Client, ServerPart};
+pub use s3::{Completed, ObjectHead, OpenUpload, S3Client, ServerPart};
 pub use transport::{DEFAULT_NOTSENT_LOWAT_BYTES, SimpleRequest, Transport, TransportConfig};
 
 use std::sync::Arc;
@@ -84,6 +87,7 @@ pub fn build_uploader(
         settings: parts.settings,
         limiter,
         metrics,
+        integrity: Arc::new(Integrity::default()),
     });
     Ok((Uploader::new(chunks.clone()), chunks))
 }

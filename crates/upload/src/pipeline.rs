@@ -1,13 +1,14 @@
-//! The agent's upload loop: takes ready chunks from the spool in order, uploads up to
-//! `chunks_in_flight` at once, deletes each file only after its object is verified, backs
-//! failing chunks off, aborts orphaned multipart uploads, and keeps the backlog and disk
-//! metrics current.
+//! The agent's upload loop: claims ready chunks from the spool in order, uploads up to
+//! `chunks_in_flight` at once, reports each verified object to the spool (which removes the
+//! file), backs failing chunks off, aborts orphaned multipart uploads, and keeps the backlog
+//! and disk metrics current. Watching the spool directory is not its job: the binary runs
+//! [`Spool::watch`] beside it (drain mode rescans through the same spool).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backhaul_spool::{Chunk, ChunkState, DiskWatch, Readiness, Removal, Spool};
+use backhaul_spool::{Chunk, DiskWatch, Spool};
 use backhaul_telemetry::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -22,6 +23,8 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 const DRAIN_MAX_ATTEMPTS: u32 = 6;
 /// Longest idle wait between loop turns.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the site prefix is listed for multipart uploads no journal row knows.
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Daemon (watch forever) or drain (upload what is there, then exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,8 @@ pub struct RunReport {
     pub bytes_sent: u64,
     /// Parts reused from an earlier run.
     pub parts_resumed: u64,
-    /// Chunks that could not be uploaded (drain mode), with the last error.
+    /// Chunks that could not be uploaded (drain mode), with the last error; files skipped for
+    /// want of a safe object key are here too.
     pub failed: Vec<(String, String)>,
     /// Wall time.
     pub elapsed: Duration,
@@ -90,55 +94,115 @@ impl Uploader {
         }
     }
 
-    /// Checks the bucket (creating it if configured). Errors are clear but not fatal for the
+    /// Checks the bucket (creating it if configured), then, once per process, what the store
+    /// validates by itself ([`crate::integrity`]). Errors are clear but not fatal for the
     /// daemon: chunks stay in the spool and are retried.
     pub async fn preflight(&self) -> Result<(), Error> {
         let client = &self.chunks.client;
         // A bucket just created or already ours needs no second round trip; every extra
         // request at start is one more chance for a flaky link to delay the first upload.
-        if self.chunks.settings.create_bucket
-            && client.create_bucket().await? == crate::s3::Owned::Yes
+        if !(self.chunks.settings.create_bucket
+            && crate::retry::transient(&self.metrics, 2, || client.create_bucket()).await?
+                == crate::s3::Owned::Yes)
         {
-            return Ok(());
+            crate::retry::transient(&self.metrics, 2, || client.head_bucket()).await?;
         }
-        client.head_bucket().await
+        if self.chunks.integrity.probed().is_none() {
+            let prefix = self.spool.settings().key.site_prefix();
+            let profile = crate::integrity::probe(
+                client,
+                &self.chunks.integrity,
+                &self.metrics,
+                &prefix,
+                self.chunks.settings.request_timeout,
+            )
+            .await?;
+            tracing::info!(bucket = %client.bucket(), conditional_writes = profile.conditional_writes,
+                put_checksum_validated = profile.put_checksum_validated,
+                part_checksum_validated = profile.part_checksum_validated,
+                "store integrity: {}", profile.describe());
+        }
+        Ok(())
     }
 
-    async fn abort_orphans(&self) {
-        let Ok(aborts) = self.spool.journal().pending_aborts() else {
+    async fn abort_queued(&self) {
+        let Ok(aborts) = self.spool.pending_aborts() else {
             return;
         };
         for a in aborts {
             match self.chunks.client.abort(&a.key, &a.upload_id).await {
                 Ok(()) => {
-                    tracing::info!(key = %a.key, upload_id = %a.upload_id, "aborted orphaned multipart upload");
-                    if let Err(e) = self.spool.journal().abort_done(&a.upload_id) {
+                    tracing::info!(key = ?a.key, upload_id = %a.upload_id, "aborted orphaned multipart upload");
+                    if let Err(e) = self.spool.abort_done(&a.upload_id) {
                         tracing::error!(error = %e, "journal: abort bookkeeping failed");
                     }
                 }
                 // Some stores refuse an abort of an upload they already dropped.
                 Err(e) if matches!(e.class(), "auth" | "client_4xx") => {
-                    tracing::debug!(key = %a.key, error = %e, "abort refused; upload already gone");
-                    if let Err(e) = self.spool.journal().abort_done(&a.upload_id) {
+                    self.metrics.errors.inc(e.class());
+                    tracing::debug!(key = ?a.key, error = %e, "abort refused; upload already gone");
+                    if let Err(e) = self.spool.abort_done(&a.upload_id) {
                         tracing::error!(error = %e, "journal: abort bookkeeping failed");
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(key = %a.key, error = %e, "abort failed; will retry");
+                    self.metrics.errors.inc(e.class());
+                    tracing::debug!(key = ?a.key, error = %e, "abort failed; will retry");
                     return;
                 }
             }
         }
     }
 
-    fn remove(&self, chunk: &Chunk) {
-        match self.spool.remove_verified(chunk) {
-            Ok(Removal::Changed) => {
-                tracing::warn!(chunk = %chunk.name, "file changed after verification; kept, will upload the new version")
+    /// Lists the site prefix's open multipart uploads and aborts those no journal row knows
+    /// (created just before a crash, never journaled) once they are older than
+    /// `orphan_upload_age`; uploads on keys in flight are left alone, since their id may not
+    /// be journaled yet. A store that cannot list uploads is said once and skipped.
+    async fn sweep_orphans(&self, in_flight_keys: &[String], listing_unsupported: &mut bool) {
+        if *listing_unsupported {
+            return;
+        }
+        let prefix = self.spool.settings().key.site_prefix();
+        let open = match self.chunks.client.list_multipart_uploads(&prefix).await {
+            Ok(v) => v,
+            Err(e) if e.class() == "not_implemented" => {
+                self.metrics.errors.inc(e.class());
+                tracing::info!(error = %e, "the store cannot list multipart uploads; orphans are aborted only when the journal knows them");
+                *listing_unsupported = true;
+                return;
             }
-            Ok(r) => tracing::debug!(chunk = %chunk.name, outcome = ?r, "chunk file handled"),
             Err(e) => {
-                tracing::error!(chunk = %chunk.name, error = %e, "could not remove verified chunk; will retry")
+                self.metrics.errors.inc(e.class());
+                tracing::warn!(error = %e, "cannot list multipart uploads; orphan sweep skipped");
+                return;
+            }
+        };
+        let known = match self.spool.upload_ids() {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "journal: cannot read upload ids; orphan sweep skipped");
+                return;
+            }
+        };
+        let cutoff = time::OffsetDateTime::now_utc() - self.chunks.settings.orphan_upload_age;
+        for u in open {
+            if known.contains(&u.upload_id)
+                || in_flight_keys.contains(&u.key)
+                || u.key.contains("/.backhaul-probe/")
+                || u.initiated.is_some_and(|t| t > cutoff)
+            {
+                continue;
+            }
+            match self.chunks.client.abort(&u.key, &u.upload_id).await {
+                Ok(()) => {
+                    self.metrics.orphan_uploads_aborted.inc();
+                    tracing::info!(key = ?u.key, upload_id = %u.upload_id,
+                        "aborted a multipart upload no journal row knows (created before a crash)");
+                }
+                Err(e) => {
+                    self.metrics.errors.inc(e.class());
+                    tracing::warn!(key = ?u.key, error = %e, "could not abort orphaned multipart upload");
+                }
             }
         }
     }
@@ -152,7 +216,6 @@ impl Uploader {
         let started = Instant::now();
         let settings = self.spool.settings().clone();
         let mut report = RunReport::default();
-        let mut readiness = Readiness::new(settings.settle);
         let mut disk = DiskWatch::new(
             settings.disk_warning_percent,
             settings.disk_critical_percent,
@@ -160,6 +223,9 @@ impl Uploader {
         );
         let mut tasks: JoinSet<(Chunk, Result<Verified, Error>)> = JoinSet::new();
         let mut in_flight: Vec<i64> = Vec::new();
+        let mut in_flight_keys: Vec<(i64, String)> = Vec::new();
+        let mut last_sweep: Option<Instant> = None;
+        let mut listing_unsupported = false;
         let mut retries: HashMap<i64, Retry> = HashMap::new();
         let mut failed_out: Vec<i64> = Vec::new();
         let mut last_housekeeping: Option<Instant> = None;
@@ -173,22 +239,10 @@ impl Uploader {
             failures: 0,
         };
 
-        // Whatever a previous run left half-done: verified-not-removed files, orphan uploads.
-        self.spool.scan_once(&mut readiness)?;
-        for c in self.spool.journal().chunks_in(ChunkState::Verified)? {
-            self.remove(&c);
-        }
-        self.abort_orphans().await;
-
-        let watch_shutdown = shutdown.clone();
-        let watcher = async {
-            if mode == RunMode::Daemon {
-                self.spool.watch(watch_shutdown).await
-            } else {
-                std::future::pending().await
-            }
-        };
-        tokio::pin!(watcher);
+        // Whatever a previous run left half-done: verified-not-removed files, queued aborts.
+        self.spool.scan_once()?;
+        self.spool.retry_removals()?;
+        self.abort_queued().await;
 
         loop {
             if *shutdown.borrow() {
@@ -207,8 +261,11 @@ impl Uploader {
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "spool housekeeping failed"),
                 }
+                if let Err(e) = self.spool.retry_removals() {
+                    tracing::error!(error = %e, "spool: cannot retry removals");
+                }
                 if mode == RunMode::Daemon {
-                    self.abort_orphans().await;
+                    self.abort_queued().await;
                 }
             }
             if !bucket.ok && now >= bucket.next_check {
@@ -229,13 +286,7 @@ impl Uploader {
                         let give_up = bucket.failures >= DRAIN_MAX_ATTEMPTS
                             || (!e.is_retryable() && bucket.failures >= 2);
                         if mode == RunMode::Drain && give_up {
-                            for c in self
-                                .spool
-                                .journal()
-                                .chunks_in(ChunkState::Discovered)?
-                                .into_iter()
-                                .chain(self.spool.journal().chunks_in(ChunkState::Uploading)?)
-                            {
+                            for c in self.spool.pending()? {
                                 report
                                     .failed
                                     .push((c.name, format!("{e} ({})", bucket_help(&e))));
@@ -244,6 +295,11 @@ impl Uploader {
                         }
                     }
                 }
+            }
+            if bucket.ok && last_sweep.is_none_or(|t| now.duration_since(t) >= ORPHAN_SWEEP_EVERY) {
+                last_sweep = Some(now);
+                let keys: Vec<String> = in_flight_keys.iter().map(|(_, k)| k.clone()).collect();
+                self.sweep_orphans(&keys, &mut listing_unsupported).await;
             }
             while bucket.ok && tasks.len() < self.chunks.settings.chunks_in_flight {
                 let mut skip = in_flight.clone();
@@ -254,13 +310,11 @@ impl Uploader {
                         .map(|(id, _)| *id),
                 );
                 skip.extend(&failed_out);
-                let Some(chunk) = self.spool.journal().next_pending(settings.order, &skip)? else {
+                let Some(chunk) = self.spool.claim(&skip)? else {
                     break;
                 };
-                self.spool
-                    .journal()
-                    .start_attempt(chunk.id, backhaul_spool::now_millis())?;
                 in_flight.push(chunk.id);
+                in_flight_keys.push((chunk.id, chunk.key.clone()));
                 let up = self.chunks.clone();
                 tasks.spawn(async move {
                     let r = up.upload(&chunk).await;
@@ -268,7 +322,7 @@ impl Uploader {
                 });
             }
             if mode == RunMode::Drain && tasks.is_empty() && bucket.ok {
-                let scan = self.spool.scan_once(&mut readiness)?;
+                let scan = self.spool.scan_once()?;
                 let waiting_retry = retries.keys().any(|id| !failed_out.contains(id));
                 if scan.new_chunks == 0 && scan.waiting == 0 && !waiting_retry {
                     break;
@@ -287,10 +341,12 @@ impl Uploader {
                         Err(e) => {
                             tracing::error!(error = %e, "upload task panicked");
                             in_flight.clear();
+                            in_flight_keys.clear();
                             continue;
                         }
                     };
                     in_flight.retain(|id| *id != chunk.id);
+                    in_flight_keys.retain(|(id, _)| *id != chunk.id);
                     if result.as_ref().is_err_and(|e| matches!(e.class(), "auth" | "no_such_bucket" | "credentials")) {
                         bucket.ok = false;
                     }
@@ -305,10 +361,16 @@ impl Uploader {
                     }
                 }
                 _ = tokio::time::sleep(next_retry) => {}
-                r = &mut watcher => {
-                    r?;
-                }
                 _ = shutdown.changed() => {}
+            }
+        }
+        if mode == RunMode::Drain {
+            for name in self.spool.skipped() {
+                report.failed.push((
+                    name,
+                    "no safe object key can be made for it (see the log); it stays in the spool"
+                        .into(),
+                ));
             }
         }
         // Parts in flight are abandoned; what completed is journaled and resumes next start.
@@ -331,25 +393,33 @@ impl Uploader {
     ) -> Result<(), Error> {
         match result {
             Ok(v) => {
-                self.spool.journal().mark_verified(
-                    chunk.id,
-                    &v.checksum,
-                    backhaul_spool::now_millis(),
-                )?;
-                self.metrics.uploaded_chunks.inc();
-                report.chunks += 1;
-                report.bytes += chunk.identity.size;
-                report.bytes_sent += v.bytes_sent;
-                report.parts_resumed += u64::from(v.parts_resumed);
-                retries.remove(&chunk.id);
-                tracing::info!(chunk = %chunk.name, key = %chunk.key, bytes = chunk.identity.size,
-                    checksum = %v.checksum, parts_resumed = v.parts_resumed, "chunk uploaded and verified");
-                let verified = self.spool.journal().chunk(chunk.id)?;
-                self.remove(&verified);
+                let uploaded = Chunk {
+                    key: v.key.clone(),
+                    ..chunk.clone()
+                };
+                match self.spool.verified(&uploaded, &v.checksum) {
+                    Ok(removal) => {
+                        self.metrics.uploaded_chunks.inc();
+                        report.chunks += 1;
+                        report.bytes += chunk.identity.size;
+                        report.bytes_sent += v.bytes_sent;
+                        report.parts_resumed += u64::from(v.parts_resumed);
+                        retries.remove(&chunk.id);
+                        tracing::info!(chunk = ?chunk.name, key = ?v.key, bytes = chunk.identity.size,
+                            checksum = %v.checksum, parts_resumed = v.parts_resumed, removal = ?removal,
+                            "chunk uploaded and verified");
+                    }
+                    // The file changed while it was uploaded: the new version goes up next.
+                    Err(backhaul_spool::Error::Transition { .. }) => {
+                        self.spool.changed(&chunk)?;
+                        retries.remove(&chunk.id);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Err(Error::Changed { path }) => {
-                tracing::warn!(chunk = %chunk.name, path = %path.display(), "chunk changed or vanished during upload");
-                self.spool.recheck(&chunk)?;
+            Err(Error::Changed { .. } | Error::Spool(backhaul_spool::Error::Transition { .. })) => {
+                tracing::warn!(chunk = ?chunk.name, "chunk changed or vanished during upload; nothing deleted, the new version is uploaded");
+                self.spool.changed(&chunk)?;
                 retries.remove(&chunk.id);
             }
             Err(e) => {
@@ -357,7 +427,7 @@ impl Uploader {
                 if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
                     self.metrics.errors.inc(e.class());
                 }
-                if let Err(je) = self.spool.journal().note_error(chunk.id, &e.to_string()) {
+                if let Err(je) = self.spool.failed(&chunk, &e.to_string()) {
                     tracing::error!(error = %je, "journal: cannot record the chunk's last error");
                 }
                 let r = retries.entry(chunk.id).or_insert(Retry {
@@ -373,7 +443,7 @@ impl Uploader {
                 };
                 let delay = backoff.delay(r.attempts).max(floor);
                 r.not_before = Instant::now() + delay;
-                tracing::error!(chunk = %chunk.name, class = e.class(), error = %e, attempts = r.attempts,
+                tracing::error!(chunk = ?chunk.name, class = e.class(), error = %e, attempts = r.attempts,
                     retry_in_s = delay.as_secs_f64(), "chunk upload failed; nothing deleted, will retry");
                 let give_up = mode == RunMode::Drain
                     && (r.attempts >= DRAIN_MAX_ATTEMPTS || (!e.is_retryable() && r.attempts >= 2));

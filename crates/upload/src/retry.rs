@@ -24,6 +24,35 @@ impl Backoff {
     }
 }
 
+/// Runs one request of the start-up checks (bucket, integrity probe), retrying what a flaky
+/// path or a busy store causes up to `attempts` more times (each counted like any upload
+/// error); any other answer, a refusal included, is returned as it is.
+pub(crate) async fn transient<T, F, Fut>(
+    metrics: &backhaul_telemetry::Metrics,
+    attempts: u32,
+    mut f: F,
+) -> Result<T, crate::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::Error>>,
+{
+    let backoff = Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+    };
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if attempt < attempts && e.is_transient() => {
+                metrics.errors.inc(e.class());
+                attempt += 1;
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

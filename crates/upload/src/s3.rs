@@ -253,15 +253,24 @@ impl S3Client {
         }
     }
 
-    /// PutObject of a whole (small) chunk with its CRC32C; returns the ETag.
+    /// PutObject of a whole (small) chunk with its CRC32C (and Content-MD5 when given), only if
+    /// no object has the key yet (`If-None-Match: *`; a taken key answers 412
+    /// `PreconditionFailed`); returns the ETag.
     pub async fn put_object(
         &self,
         key: &str,
         body: ReqBody,
         crc32c_b64: &str,
+        md5_b64: Option<&str>,
         deadline: Deadline<'_>,
     ) -> Result<String, Error> {
-        let extra = [("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
+        let mut extra = vec![
+            ("x-amz-checksum-crc32c", crc32c_b64.to_owned()),
+            ("if-none-match", "*".to_owned()),
+        ];
+        if let Some(m) = md5_b64 {
+            extra.push(("content-md5", m.to_owned()));
+        }
         let resp = self
             .call(
                 "PUT",
@@ -311,7 +320,8 @@ impl S3Client {
             })
     }
 
-    /// UploadPart with its CRC32C; returns the ETag.
+    /// UploadPart with its CRC32C (and Content-MD5 when given); returns the ETag.
+    #[allow(clippy::too_many_arguments)]
     pub async fn upload_part(
         &self,
         key: &str,
@@ -319,13 +329,17 @@ impl S3Client {
         number: u32,
         body: ReqBody,
         crc32c_b64: &str,
+        md5_b64: Option<&str>,
         deadline: Deadline<'_>,
     ) -> Result<String, Error> {
         let q = [
             ("partNumber".to_owned(), number.to_string()),
             ("uploadId".to_owned(), upload_id.to_owned()),
         ];
-        let extra = [("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
+        let mut extra = vec![("x-amz-checksum-crc32c", crc32c_b64.to_owned())];
+        if let Some(m) = md5_b64 {
+            extra.push(("content-md5", m.to_owned()));
+        }
         let resp = self
             .call(
                 "PUT",
@@ -381,7 +395,7 @@ impl S3Client {
             } else {
                 "ListPartsResult"
             };
-            for rec in xml::records(&leaves, &format!("{root}/Part"), "PartNumber") {
+            for rec in xml::records(&leaves, &format!("{root}/Part")) {
                 let get = |n: &str| rec.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
                 let (Some(number), Some(size)) = (
                     get("PartNumber").and_then(|v| v.parse().ok()),
@@ -407,7 +421,8 @@ impl S3Client {
         Ok(out)
     }
 
-    /// CompleteMultipartUpload with every part's ETag and CRC32C.
+    /// CompleteMultipartUpload with every part's ETag and CRC32C, only if no object has the
+    /// key yet (`If-None-Match: *`).
     pub async fn complete(
         &self,
         key: &str,
@@ -431,7 +446,7 @@ impl S3Client {
                 "CompleteMultipartUpload",
                 Some(key),
                 &q,
-                &[],
+                &[("if-none-match", "*".to_owned())],
                 ReqBody::bytes(Bytes::from(body)),
                 None,
             )
@@ -468,6 +483,83 @@ impl S3Client {
             Err(e) if e.is_no_such_upload() => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    /// DeleteObject (only of objects this agent just wrote: the integrity probe's scratch
+    /// objects and a PutObject the store corrupted).
+    pub async fn delete_object(&self, key: &str) -> Result<(), Error> {
+        self.call(
+            "DELETE",
+            "DeleteObject",
+            Some(key),
+            &[],
+            &[],
+            ReqBody::empty(),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// ListMultipartUploads under `prefix`, following pagination.
+    pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, Error> {
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut q = vec![
+                ("uploads".to_owned(), String::new()),
+                ("prefix".to_owned(), prefix.to_owned()),
+            ];
+            if let Some((k, u)) = &markers {
+                q.push(("key-marker".to_owned(), k.clone()));
+                q.push(("upload-id-marker".to_owned(), u.clone()));
+            }
+            let resp = self
+                .call(
+                    "GET",
+                    "ListMultipartUploads",
+                    None,
+                    &q,
+                    &[],
+                    ReqBody::empty(),
+                    None,
+                )
+                .await?;
+            let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+                op: "ListMultipartUploads",
+                key: prefix.to_owned(),
+                detail,
+            })?;
+            let root = "ListMultipartUploadsResult";
+            for rec in xml::records(&leaves, &format!("{root}/Upload")) {
+                let get = |n: &str| rec.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+                let (Some(key), Some(upload_id)) = (get("Key"), get("UploadId")) else {
+                    continue;
+                };
+                out.push(OpenUpload {
+                    key: key.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                    initiated: get("Initiated").and_then(|t| {
+                        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                            .ok()
+                    }),
+                });
+            }
+            let truncated = xml::first(&leaves, &format!("{root}/IsTruncated")) == Some("true");
+            let next = (
+                xml::first(&leaves, &format!("{root}/NextKeyMarker")),
+                xml::first(&leaves, &format!("{root}/NextUploadIdMarker")),
+            );
+            match (truncated, next) {
+                (true, (Some(k), Some(u)))
+                    if markers.as_ref() != Some(&(k.to_owned(), u.to_owned())) =>
+                {
+                    markers = Some((k.to_owned(), u.to_owned()));
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// HeadObject with checksum mode; `None` when the object does not exist.
@@ -515,6 +607,17 @@ impl S3Client {
             .await?
             .body)
     }
+}
+
+/// A multipart upload the store holds open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    /// Object key.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// When it was created, if the store says.
+    pub initiated: Option<OffsetDateTime>,
 }
 
 #[cfg(test)]

@@ -172,7 +172,14 @@ pub struct Faults {
     pub reset: f64,
     /// Stop reading the body and never answer (until the client gives up).
     pub stall: f64,
+    /// Flip one bit in the body of each of the first this many requests that carry at least
+    /// [`CORRUPT_MIN_BODY`] bytes, headers (checksums included) left intact: corruption in
+    /// transit that only a store validating checksums, or the uploader, can notice.
+    pub corrupt_first_bodies: u64,
 }
+
+/// Bodies smaller than this (the integrity probe's) are never corrupted.
+pub const CORRUPT_MIN_BODY: u64 = 64 * 1024;
 
 /// What a [`FaultProxy`] saw.
 #[derive(Debug, Default)]
@@ -183,6 +190,9 @@ pub struct ProxyStats {
     pub forwarded_body_bytes: std::sync::atomic::AtomicU64,
     /// Faults injected.
     pub faults: std::sync::atomic::AtomicU64,
+    /// Bodies of at least [`CORRUPT_MIN_BODY`] bytes seen (the first
+    /// `Faults::corrupt_first_bodies` of them were corrupted).
+    pub large_bodies: std::sync::atomic::AtomicU64,
 }
 
 /// An HTTP proxy on loopback in front of an S3 server that injects faults and counts the body
@@ -302,14 +312,30 @@ async fn proxy_one(
     }
     let counter = stats.clone();
     let (parts, body) = req.into_parts();
+    let length = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut corrupt = length >= CORRUPT_MIN_BODY
+        && stats.large_bodies.fetch_add(1, Relaxed) < faults.corrupt_first_bodies;
     let body = body
-        .map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
+        .map_frame(move |f| match f.into_data() {
+            Ok(d) => {
                 counter
                     .forwarded_body_bytes
                     .fetch_add(d.len() as u64, Relaxed);
+                if corrupt && !d.is_empty() {
+                    corrupt = false;
+                    let mut v = d.to_vec();
+                    v[d.len() / 2] ^= 0x10;
+                    hyper::body::Frame::data(bytes::Bytes::from(v))
+                } else {
+                    hyper::body::Frame::data(d)
+                }
             }
-            f
+            Err(f) => f,
         })
         .map_err(std::io::Error::other)
         .boxed();

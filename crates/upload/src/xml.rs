@@ -89,17 +89,17 @@ pub fn error_code(body: &[u8]) -> (String, String) {
     )
 }
 
-/// Groups repeated elements: every `prefix/<child>` run that starts at `prefix/<first_child>`.
-pub fn records(
-    leaves: &[(String, String)],
-    prefix: &str,
-    first_child: &str,
-) -> Vec<Vec<(String, String)>> {
-    let start = format!("{prefix}/{first_child}");
+/// Groups repeated elements: the `prefix/<child>` leaves in order, a new record starting
+/// whenever a child repeats. Stores order children differently (moto puts `UploadId` before
+/// `Key`), so no child is assumed to come first.
+pub fn records(leaves: &[(String, String)], prefix: &str) -> Vec<Vec<(String, String)>> {
     let mut out: Vec<Vec<(String, String)>> = Vec::new();
     for (p, t) in leaves {
         if let Some(child) = p.strip_prefix(prefix).and_then(|c| c.strip_prefix('/')) {
-            if *p == start || out.is_empty() {
+            if out
+                .last()
+                .is_none_or(|rec| rec.iter().any(|(c, _)| c == child))
+            {
                 out.push(Vec::new());
             }
             if let Some(rec) = out.last_mut() {
@@ -127,7 +127,7 @@ mod tests {
             <Part><PartNumber>2</PartNumber><ETag>"bb"</ETag><Size>3</Size><ChecksumCRC32C>x==</ChecksumCRC32C></Part>
         </ListPartsResult>"#;
         let l = leaves(lp).unwrap();
-        let parts = records(&l, "ListPartsResult/Part", "PartNumber");
+        let parts = records(&l, "ListPartsResult/Part");
         assert_eq!(parts.len(), 2);
         assert_eq!(
             parts[0],
@@ -138,6 +138,20 @@ mod tests {
             ]
         );
         assert_eq!(parts[1][3], ("ChecksumCRC32C".into(), "x==".into()));
+        // moto lists an upload's id before its key.
+        let lu = br#"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>
+            <Upload><UploadId>u1</UploadId><Key>k1</Key><Owner><ID>o</ID></Owner><Initiator><ID>i</ID></Initiator></Upload>
+            <Upload><UploadId>u2</UploadId><Key>k2</Key></Upload></ListMultipartUploadsResult>"#;
+        let l = leaves(lu).unwrap();
+        let ups = records(&l, "ListMultipartUploadsResult/Upload");
+        assert_eq!(ups.len(), 2);
+        assert_eq!(
+            ups[1][..2],
+            [
+                ("UploadId".into(), "u2".into()),
+                ("Key".into(), "k2".into())
+            ]
+        );
         assert!(leaves(b"<a><b></a>").is_err());
     }
 }

@@ -8,6 +8,7 @@ mod upload {
     pub mod cloudwatch;
     pub mod drain;
     pub mod faults;
+    pub mod loss;
     pub mod resume;
     pub mod support;
 }

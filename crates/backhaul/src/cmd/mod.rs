@@ -3,6 +3,7 @@
 pub mod config;
 pub mod demo;
 pub mod diagnose;
+pub mod journal;
 pub mod lab;
 pub mod netplan;
 pub mod run;

@@ -94,12 +94,14 @@ pub async fn agent(
     metrics: Arc<Metrics>,
     on_start: impl FnOnce(Option<std::net::SocketAddr>),
 ) -> anyhow::Result<RunReport> {
-    let spool = Spool::open(cfg.spool.clone(), metrics.clone()).map_err(|e| {
-        anyhow::Error::new(ConfigInvalid(format!(
+    let spool = Spool::open(cfg.spool.clone(), metrics.clone()).map_err(|e| match e {
+        // Its message carries the recovery; the spool directory is fine.
+        backhaul_spool::Error::JournalCorrupt { .. } => anyhow::Error::new(e),
+        _ => anyhow::Error::new(ConfigInvalid(format!(
             "{e:#}\n  help: the spool directory must exist and be readable by the agent (spool.dir = {})",
             cfg.spool.dir.display()
         )))
-        .context(format!("cannot open spool {}", cfg.spool.dir.display()))
+        .context(format!("cannot open spool {}", cfg.spool.dir.display())),
     })?;
     let spool = Arc::new(spool);
     let (uploader, chunks) = build_uploader(
@@ -113,6 +115,7 @@ pub async fn agent(
         metrics.clone(),
     )?;
     let board = Arc::new(StatusBoard::new(cfg.site.clone()));
+    board.set_integrity(chunks.integrity.clone());
     let bound = match cfg.metrics_listen {
         Some(addr) => Some(
             metrics_server::serve(addr, metrics.clone(), board.clone(), shutdown.clone())
@@ -152,7 +155,27 @@ pub async fn agent(
         None => tracing::info!("no [inventory] in the config: path monitoring and alerts are off"),
     }
     tracing::info!(spool = %cfg.spool.dir.display(), bucket = %cfg.upload.bucket, mode = ?mode, "agent started");
-    let report = uploader.run(mode, shutdown).await?;
+    // One watcher, one readiness tracker: the spool's. The uploader only claims what it
+    // journals (drain mode rescans through the same spool instead).
+    let watcher = {
+        let (spool, shutdown) = (spool.clone(), shutdown.clone());
+        async move {
+            match mode {
+                RunMode::Daemon => spool.watch(shutdown).await,
+                RunMode::Drain => std::future::pending().await,
+            }
+        }
+    };
+    let run = uploader.run(mode, shutdown);
+    tokio::pin!(run);
+    let report = tokio::select! {
+        r = &mut run => r?,
+        // The watcher ends on shutdown, or with an error that stops the agent.
+        r = watcher => {
+            r.context("the spool watcher failed")?;
+            run.await?
+        }
+    };
     Ok(report)
 }
 

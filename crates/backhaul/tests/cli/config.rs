@@ -55,6 +55,39 @@ fn config_errors_exit_78_with_file_line_and_help() {
             ),
             "unknown placeholder {nme}",
         ),
+        (
+            GOOD.replace(
+                "dir = \"/tmp\"",
+                "dir = \"/tmp\"\nkey_template = \"{site}//{name}\"",
+            ),
+            ":5:1: spool.key_template: must not contain '//'",
+        ),
+        (
+            GOOD.replace(
+                "dir = \"/tmp\"",
+                "dir = \"/tmp\"\nkey_template = \"{site}/{path}/\"",
+            ),
+            ":5:1: spool.key_template",
+        ),
+        (
+            GOOD.replace("dir = \"/tmp\"", "dir = \"/tmp\"\ndefault_camera = \"..\""),
+            ":5:1: spool.default_camera",
+        ),
+        (
+            GOOD.replace(
+                "bucket = \"video\"",
+                "bucket = \"video\"\nretry_base_milliseconds = 5000\nretry_max_seconds = 2",
+            ),
+            ":9:1: upload.retry_max_seconds",
+        ),
+        (
+            format!("{GOOD}[log]\nlevel = \"verbose\"\n"),
+            ":9:1: log.level",
+        ),
+        (
+            format!("{GOOD}[metrics]\nlisten = \"0.0.0.0:9464\"\n"),
+            ":9:1: metrics.listen",
+        ),
     ];
     for (text, expected) in cases {
         let path = write(&d, &text);
@@ -67,6 +100,27 @@ fn config_errors_exit_78_with_file_line_and_help() {
         );
         assert!(err.contains("help:"), "{err}");
     }
+    // Serving metrics to the network is possible, when asked for.
+    let remote = write(
+        &d,
+        &format!("{GOOD}[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n"),
+    );
+    assert!(run(&["config", "check", &remote]).status.success());
+    // A flag is checked like the file.
+    let out = run(&[
+        "run",
+        "--drain",
+        "--log-level",
+        "verbose",
+        "--config",
+        &remote,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["config", "check", "/nonexistent/site.toml"]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/site.toml"));

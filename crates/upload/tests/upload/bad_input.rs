@@ -84,14 +84,7 @@ async fn symlinks_are_never_followed_or_deleted_through() {
         secret.exists(),
         "a symlink target outside the spool must never be deleted"
     );
-    assert!(
-        spool
-            .spool
-            .journal()
-            .chunk_by_name("link.mp4")
-            .unwrap()
-            .is_none()
-    );
+    assert!(spool.spool.chunk_by_name("link.mp4").unwrap().is_none());
 }
 
 /// Starts a slow upload, lets `mutate` change the file mid-upload, and drains to the end.
@@ -105,12 +98,8 @@ async fn mutate_while_uploading(peer: &S3Peer, mutate: impl FnOnce(&std::path::P
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move { up.run(RunMode::Daemon, rx).await });
     loop {
-        if let Some(c) = spool
-            .spool
-            .journal()
-            .chunk_by_name("cam1/moving.mp4")
-            .unwrap()
-            && !spool.spool.journal().parts(c.id).unwrap().is_empty()
+        if let Some(c) = spool.spool.chunk_by_name("cam1/moving.mp4").unwrap()
+            && !spool.spool.parts(&c).unwrap().is_empty()
         {
             break;
         }
@@ -177,13 +166,12 @@ async fn file_deleted_while_uploading_is_reported_gone_and_its_upload_aborted() 
         .await;
         let c = spool
             .spool
-            .journal()
             .chunk_by_name("cam1/moving.mp4")
             .unwrap()
             .unwrap();
         assert_eq!(c.state, ChunkState::Gone, "{}", peer.name());
         assert!(
-            spool.spool.journal().pending_aborts().unwrap().is_empty(),
+            spool.spool.pending_aborts().unwrap().is_empty(),
             "{}: abort sent",
             peer.name()
         );

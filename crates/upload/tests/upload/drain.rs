@@ -40,7 +40,7 @@ async fn drain_uploads_every_size_intact_to_both_servers() {
                 "{}: {name} differs",
                 peer.name()
             );
-            let c = spool.spool.journal().chunk_by_name(name).unwrap().unwrap();
+            let c = spool.spool.chunk_by_name(name).unwrap().unwrap();
             assert_eq!(c.state, ChunkState::Removed, "{}: {name}", peer.name());
             assert!(c.checksum.unwrap().starts_with("crc32c:"));
         }
@@ -70,11 +70,6 @@ async fn retain_mode_moves_files_only_after_verification() {
         std::fs::read(kept.join("cam1/a.mp4")).unwrap(),
         pattern_bytes(1, 6 * MIB)
     );
-    let c = spool
-        .spool
-        .journal()
-        .chunk_by_name("cam1/a.mp4")
-        .unwrap()
-        .unwrap();
+    let c = spool.spool.chunk_by_name("cam1/a.mp4").unwrap().unwrap();
     assert_eq!(c.state, ChunkState::Retained);
 }

@@ -12,6 +12,7 @@ async fn everything_arrives_intact_through_a_faulty_proxy() {
         slow_down: 0.08,
         reset: 0.06,
         stall: 0.04,
+        ..Faults::default()
     };
     let chunks: &[(&str, usize)] = &[
         ("cam1/a.mp4", 17 * MIB),

@@ -23,14 +23,10 @@ async fn resumes_multipart_from_last_completed_part_after_crash() {
         let (_tx, rx) = watch::channel(false);
         let task = tokio::spawn(async move { up.run(RunMode::Drain, rx).await });
         let id = loop {
-            if let Some(c) = spool
-                .spool
-                .journal()
-                .chunk_by_name("cam1/long.mp4")
-                .unwrap()
-                && spool.spool.journal().parts(c.id).unwrap().len() >= 3
+            if let Some(c) = spool.spool.chunk_by_name("cam1/long.mp4").unwrap()
+                && spool.spool.parts(&c).unwrap().len() >= 3
             {
-                break c.id;
+                break c;
             }
             assert!(
                 !task.is_finished(),
@@ -42,7 +38,7 @@ async fn resumes_multipart_from_last_completed_part_after_crash() {
         // The crash: the task stops wherever it is; only what the journal committed survives.
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
-        let journaled = spool.spool.journal().parts(id).unwrap().len() as u64;
+        let journaled = spool.spool.parts(&id).unwrap().len() as u64;
         assert!(journaled >= 3);
 
         cfg.bandwidth_limit = "off".into();
@@ -76,20 +72,11 @@ async fn lost_server_upload_restarts_cleanly() {
     for peer in peers().await {
         let spool = TempSpool::new();
         spool.write_chunk("a.mp4", &pattern_bytes(3, 11 * MIB));
+        spool.spool.scan_once().unwrap();
+        let c = spool.spool.chunk_by_name("a.mp4").unwrap().unwrap();
         spool
             .spool
-            .scan_once(&mut backhaul_spool::Readiness::new(Duration::ZERO))
-            .unwrap();
-        let c = spool
-            .spool
-            .journal()
-            .chunk_by_name("a.mp4")
-            .unwrap()
-            .unwrap();
-        spool
-            .spool
-            .journal()
-            .begin_multipart(c.id, "00000000-0000-0000-0000-000000000000")
+            .begin_multipart(&c, "00000000-0000-0000-0000-000000000000")
             .unwrap();
         let report = drain(&spool, &peer, &config(&peer, &peer.endpoint())).await;
         assert!(

@@ -39,6 +39,18 @@ pub async fn get(peer: &S3Peer, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// HeadObject through the S3 API of `peer`: `None` when no object has `key`.
+pub async fn head(peer: &S3Peer, key: &str) -> Option<backhaul_upload::ObjectHead> {
+    let spool = TempSpool::new();
+    let cfg = config(peer, &peer.endpoint());
+    let (_, chunks) = uploader(&spool, &cfg, peer.credentials());
+    chunks
+        .client
+        .head_object(key)
+        .await
+        .unwrap_or_else(|e| panic!("{}: head {key}: {e}", peer.name()))
+}
+
 /// Regular files left in the spool (journal excluded).
 pub fn files_left(spool: &TempSpool) -> Vec<String> {
     let mut out = Vec::new();
@@ -68,7 +80,6 @@ pub fn files_left(spool: &TempSpool) -> Vec<String> {
 pub fn key_of(spool: &TempSpool, name: &str) -> String {
     spool
         .spool
-        .journal()
         .chunk_by_name(name)
         .unwrap()
         .unwrap_or_else(|| panic!("{name} not journaled"))
