@@ -1,0 +1,328 @@
+//! The daemon's path monitor: watches the inventory's interfaces over rtnetlink (polling sysfs
+//! every `link_poll_milliseconds` only when the subscription fails), probes the path with DF
+//! set every `probe_interval_seconds` (at once after a link change), feeds those and the
+//! uploader's own signals (goodput, stalls, error classes, disk, `TCP_INFO` of its
+//! connections) and every ICMP "fragmentation needed" the host receives to the diagnosis
+//! engine, exports those signals and the kernel's PMTU counters as metrics, and turns the
+//! engine's transitions into structured log lines, `backhaul_incident_active`, and webhook
+//! alerts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use backhaul_diagnose::{
+    AlertPolicy, Engine, Inventory, Observation, Settings, Signal, Target, TimeBase,
+    UploadErrorClass,
+};
+use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, TcpInfo};
+use backhaul_telemetry::Metrics;
+use backhaul_upload::Transport;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{MonitorConfig, WebhookFormat};
+use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
+use crate::status::{IncidentStatus, InterfaceStatus, ProbeStatus, StatusBoard};
+
+mod delivery;
+mod sources;
+mod upload_signals;
+
+use delivery::{log_transition, post};
+pub(crate) use sources::disk_sampled;
+use sources::{link_observation, listen_frag_needed, watch_links, watch_vpn};
+use upload_signals::sample_tcp;
+
+/// Seconds of the goodput window fed to the rules (`Signal::UploadGoodput::mbps_10s`).
+const GOODPUT_WINDOW_SECONDS: u64 = 10;
+
+/// Upload error classes fed to the rules.
+const ERROR_CLASSES: &[&str] = &[
+    "auth",
+    "no_such_bucket",
+    "connection",
+    "timeout",
+    "stall",
+    "server_5xx",
+    "slow_down",
+    "tls",
+];
+
+/// What the monitor watches and how.
+#[derive(Debug)]
+pub struct Monitor {
+    /// `[monitor]`.
+    pub cfg: MonitorConfig,
+    /// `[inventory]`.
+    pub inventory: Inventory,
+    /// `[diagnose]`.
+    pub settings: Settings,
+    /// Site name for alerts.
+    pub site: String,
+    /// The uploader's stall timeout: each counted stall stands for this long without progress.
+    pub stall_timeout_seconds: u64,
+}
+
+/// Runs until `shutdown`.
+pub async fn run(
+    monitor: Monitor,
+    metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
+    transport: Arc<Transport>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Monitor {
+        cfg,
+        inventory,
+        settings,
+        site,
+        stall_timeout_seconds,
+    } = monitor;
+    let time = TimeBase::UNIX;
+    let mut engine = Engine::new(inventory.clone(), settings, time);
+    let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
+    let mut mtus: HashMap<String, u32> = HashMap::new();
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel::<(u64, LinkEvent)>();
+    let mut ups: HashMap<String, bool> = HashMap::new();
+    let mut watching = watch_links(link_tx);
+    board.update(|v| {
+        v.monitoring = true;
+        v.link_watch = if watching { "rtnetlink" } else { "sysfs poll" };
+    });
+    // The polling fallback's view of the inventory's interfaces.
+    let mut polled = LinkTable::default();
+    let (signal_tx, mut signal_rx) = mpsc::unbounded_channel::<Observation>();
+    watch_vpn(
+        cfg.vici_socket.clone(),
+        signal_tx.clone(),
+        metrics.clone(),
+        board.clone(),
+    );
+    listen_frag_needed(signal_tx, metrics.clone());
+    let mut kernel_seen = KernelCounters::read()
+        .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "kernel counters unavailable"))
+        .ok();
+    let mut tcp_seen: HashMap<u64, TcpInfo> = HashMap::new();
+    // Set once the missing-permission warning for probes has been logged.
+    let probes_degraded = Arc::new(AtomicBool::new(false));
+    let mut errors_seen: HashMap<&'static str, u64> = HashMap::new();
+    let mut stalls_seen = metrics.stalls.value();
+    // Each probe cycle carries the link generation it started in; a cycle that straddles an
+    // interface change measured a configuration that no longer exists and is dropped.
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<(u64, bool, Vec<Observation>)>();
+    let mut generation = 0u64;
+    let mut probing = false;
+    let mut next_probe = Instant::now();
+    let mut next_upload_sample = Instant::now();
+    let mut busy_since: Option<Instant> = None;
+    let probe_every = Duration::from_secs(cfg.probe_interval_seconds);
+    let probe_timeout = Duration::from_millis(cfg.probe_timeout_milliseconds);
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.link_poll_milliseconds));
+    loop {
+        let mut obs = Vec::new();
+        let mut link_events = Vec::new();
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+            Some((born, last, found)) = probe_rx.recv() => {
+                if last {
+                    probing = false;
+                }
+                if born == generation {
+                    obs.extend(found);
+                }
+            }
+            Some(o) = signal_rx.recv() => obs.push(o),
+            event = link_rx.recv(), if watching => match event {
+                Some(e) => {
+                    link_events.push(e);
+                    // Take whatever else the same change produced in one batch.
+                    while let Ok(e) = link_rx.try_recv() {
+                        link_events.push(e);
+                    }
+                }
+                None => {
+                    // The watcher thread logged why; the poll takes over from its last state.
+                    watching = false;
+                    board.update(|v| v.link_watch = "sysfs poll");
+                }
+            },
+        }
+        if !watching {
+            let now = now_ms();
+            let current = inventory
+                .interfaces()
+                .iter()
+                .filter_map(|i| Link::from_sysfs(&i.name))
+                .collect();
+            link_events.extend(polled.resync(current).into_iter().map(|e| (now, e)));
+        }
+        let now = now_ms();
+        for (at, event) in link_events {
+            if link_observation(&inventory, (&mut mtus, &mut ups), at, event, &mut obs) {
+                // A change is when a black hole begins: look now, not at the next interval.
+                next_probe = Instant::now();
+                generation += 1;
+            }
+        }
+        if Instant::now() >= next_upload_sample {
+            next_upload_sample = Instant::now() + Duration::from_secs(2);
+            // Goodput means something only while there is work: an idle uploader behind a
+            // camera that records less than the link carries is not a degraded link. And only
+            // once the work has lasted the whole goodput window, or the idle part of the window
+            // before a chunk arrived would read as a slow link.
+            let sampled = Instant::now();
+            if metrics.backlog_chunks.value() > 0.0 {
+                let since = *busy_since.get_or_insert(sampled);
+                if sampled.duration_since(since) >= Duration::from_secs(GOODPUT_WINDOW_SECONDS) {
+                    obs.push(Observation::new(
+                        now,
+                        Signal::UploadGoodput {
+                            mbps_10s: metrics.goodput.mbps(sampled, GOODPUT_WINDOW_SECONDS),
+                        },
+                    ));
+                }
+            } else {
+                busy_since = None;
+            }
+            let stalls = metrics.stalls.value();
+            if stalls > stalls_seen {
+                obs.push(Observation::new(
+                    now,
+                    Signal::UploadStall {
+                        stalled_seconds: stall_timeout_seconds,
+                    },
+                ));
+                stalls_seen = stalls;
+            }
+            for class in ERROR_CLASSES {
+                let n = metrics.errors.value(class);
+                let seen = errors_seen.entry(class).or_insert(n);
+                for _ in 0..(n - *seen).min(10) {
+                    obs.push(Observation::new(
+                        now,
+                        Signal::UploadError {
+                            class: UploadErrorClass::from_class(class),
+                        },
+                    ));
+                }
+                *seen = n;
+            }
+            if let Some(seen) = &mut kernel_seen
+                && let Ok(now_counters) = KernelCounters::read()
+            {
+                let d = now_counters.since(seen);
+                metrics
+                    .kernel_icmp_in_dest_unreachs
+                    .add(d.icmp_in_dest_unreachs);
+                metrics.kernel_ip_frag_fails.add(d.ip_frag_fails);
+                metrics.kernel_tcp_mtup_fail.add(d.tcp_mtup_fail);
+                metrics.kernel_tcp_mtup_success.add(d.tcp_mtup_success);
+                *seen = now_counters;
+            }
+            obs.extend(sample_tcp(&transport, &metrics, &mut tcp_seen, now));
+            if let Some((used_percent, seconds_to_full)) = disk_sampled(&metrics) {
+                obs.push(Observation::new(
+                    now,
+                    Signal::Disk {
+                        used_percent,
+                        seconds_to_full,
+                    },
+                ));
+            }
+        }
+        if !probing && Instant::now() >= next_probe {
+            probing = true;
+            next_probe = Instant::now() + probe_every;
+            let inv = inventory.clone();
+            let tx = probe_tx.clone();
+            let large = full_size(&inv, inv.wan().and_then(|w| mtus.get(&w.name).copied()));
+            let born = generation;
+            let hint = Some(inv.path_mtu_bytes() as usize);
+            let board = board.clone();
+            let degraded = probes_degraded.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut found = Vec::new();
+                let gateway = gateway_v4(&inv);
+                let g = probe_target(
+                    "gateway",
+                    Target::Gateway,
+                    gateway,
+                    large,
+                    hint,
+                    probe_timeout,
+                    &mut found,
+                );
+                if let Some(note) = &g.note {
+                    if g.no_permission && !degraded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %note,
+                            "path probes off: the agent keeps uploading and watching links");
+                    }
+                    tracing::debug!(note = %note, "gateway probe");
+                }
+                board.update(|v| {
+                    v.probes.insert(g.name, ProbeStatus::from(&g));
+                });
+                // The gateway's verdict goes out before the endpoint is probed.
+                tx.send((born, false, std::mem::take(&mut found))).ok();
+                let endpoint = endpoint_v4(&inv);
+                let e = probe_target(
+                    "endpoint",
+                    Target::Endpoint,
+                    endpoint,
+                    large,
+                    hint,
+                    probe_timeout,
+                    &mut found,
+                );
+                board.update(|v| {
+                    v.probes.insert(e.name, ProbeStatus::from(&e));
+                });
+                tx.send((born, true, found)).ok();
+            });
+        }
+        let mut transitions = engine.observe_all(obs);
+        transitions.extend(engine.tick(now));
+        for t in &transitions {
+            log_transition(t);
+        }
+        let mut alerts = policy.on_transitions(&transitions, now);
+        alerts.extend(policy.renotify(engine.incidents(), now));
+        *metrics.incidents.lock().unwrap_or_else(|p| p.into_inner()) = engine
+            .incidents()
+            .iter()
+            .filter(|i| i.resolved_at_ms.is_none())
+            .map(|i| (i.kind.as_str().to_owned(), i.severity.as_str().to_owned()))
+            .collect();
+        board.update(|v| {
+            v.incidents = engine
+                .incidents()
+                .into_iter()
+                .filter(|i| i.resolved_at_ms.is_none())
+                .map(IncidentStatus::from)
+                .collect();
+            v.interfaces = inventory
+                .interfaces()
+                .iter()
+                .map(|i| InterfaceStatus {
+                    name: i.name.clone(),
+                    role: i.role.as_str().to_owned(),
+                    declared_mtu_bytes: i.mtu_bytes,
+                    mtu_bytes: mtus.get(&i.name).copied(),
+                    up: ups.get(&i.name).copied(),
+                })
+                .collect();
+        });
+        for a in alerts {
+            if let Some(url) = cfg.webhook_url.clone() {
+                let transport = transport.clone();
+                let body = match cfg.webhook_format {
+                    WebhookFormat::Json => serde_json::to_vec(&a),
+                    WebhookFormat::Slack => serde_json::to_vec(&a.slack()),
+                };
+                tokio::spawn(async move { post(&transport, &url, body, &a).await });
+            }
+        }
+    }
+}
