@@ -31,8 +31,10 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     }
     let mean = samples.iter().map(|(_, m)| m).sum::<f64>() / samples.len() as f64;
     let threshold = expected * ctx.settings.degraded_fraction;
-    // Zero goodput is not "degraded" but stopped; the outage rules own it.
-    if mean >= threshold || mean <= 0.0 || !stalls(store, from).is_empty() {
+    // Busy and below expectation for the whole window, every sample: a zero is an outage (the
+    // outage rules own it), and a window that holds an outage and then the backlog draining at
+    // line rate has a low mean but no slow link in it.
+    if !samples.iter().all(|&(_, m)| m > 0.0 && m < threshold) || !stalls(store, from).is_empty() {
         return None;
     }
     if large_failing_anywhere(store, ctx) {
@@ -96,6 +98,25 @@ mod tests {
         );
         // But not before it has lasted the sustain period.
         assert!(run_rule(&steady(4.0, 20), "10:04:00", evaluate).is_none());
+    }
+
+    /// An S3 outage, then the backlog draining at line rate: the 5-minute mean is low, but the
+    /// link was never slow, only stopped and then full.
+    #[test]
+    fn an_outage_followed_by_a_fast_drain_is_not_degraded() {
+        let mut tl = Timeline::new();
+        healthy(&mut tl, "10:00:00", 10, |_| 42.0);
+        healthy(&mut tl, "10:10:00", 4, |_| 0.0);
+        healthy(&mut tl, "10:14:00", 2, |_| 44.0);
+        for at in ["10:15:00", "10:16:00"] {
+            assert!(run_rule(&tl.obs, at, evaluate).is_none(), "{at}");
+        }
+        // A window that is slow throughout still is.
+        let mut slow = Timeline::new();
+        healthy(&mut slow, "10:00:00", 10, |_| 42.0);
+        healthy(&mut slow, "10:10:00", 4, |_| 0.0);
+        healthy(&mut slow, "10:14:00", 7, |_| 3.0);
+        assert!(run_rule(&slow.obs, "10:21:00", evaluate).is_some());
     }
 
     /// Without a configured rate the yardstick is what the link did before: an hour at about
