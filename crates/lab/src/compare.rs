@@ -103,6 +103,13 @@ const FIGURES: &[Figure] = &[
         show: whole,
     },
     Figure {
+        key: "other_alerts",
+        label: "alerts of other kinds (fault → window after revert)",
+        unit: "alerts",
+        value: |s| Some(s.other_alerts as f64),
+        show: whole,
+    },
+    Figure {
         key: "revert_to_resolve_seconds",
         label: "revert → incidents resolved (s)",
         unit: "seconds",
@@ -439,6 +446,7 @@ mod tests {
             revert_to_resolve_seconds: alert.map(|_| 5.0),
             alerts_fired: u64::from(alert.is_some()) * 3,
             wrong_cause_alerts: 0,
+            other_alerts: 0,
             peak_backlog_chunks: 23,
             peak_disk_used_percent: 91.6,
             frag_needed_sent: 0,

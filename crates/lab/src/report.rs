@@ -102,20 +102,24 @@ pub struct Summary {
     pub longest_outage_seconds: Option<f64>,
     /// From the fault to the first alert.
     pub fault_to_first_alert_seconds: Option<f64>,
-    /// From the fault to the first alert naming the right cause (the scenario's
-    /// `cause_keywords`); `None` without keywords or without such an alert.
+    /// From the fault to the first firing alert of a cause kind (the scenario's
+    /// `cause_kinds`); `None` without cause kinds or without such an alert.
     pub fault_to_cause_alert_seconds: Option<f64>,
     /// From the revert to the first chunk delivered after it.
     pub revert_to_resume_seconds: Option<f64>,
-    /// From the revert until every incident alerted since the fault whose alert named the cause
-    /// (`cause_keywords`; every incident without keywords) was resolved; `None` without a
-    /// revert, without such alerts, or when one never resolved. Consequences that outlive the
+    /// From the revert to the resolve of the cause's incidents (`cause_kinds`; every incident
+    /// without them) after which none re-opens within `reopen_window_seconds`; `None`
+    /// without a revert, without such alerts, when one never resolved for good, or when the
+    /// run ended inside the window (unconfirmed). Consequences that outlive the
     /// cause — the disk warning while the backlog drains — are not the fault's resolution.
     pub revert_to_resolve_seconds: Option<f64>,
     /// Firing alerts received (escalations count; resolve messages do not).
     pub alerts_fired: u64,
-    /// Firing alerts naming one of the scenario's `wrong_cause_keywords`.
+    /// Firing alerts of one of the scenario's `wrong_cause_kinds`.
     pub wrong_cause_alerts: u64,
+    /// Firing alerts of other kinds than the cause's, from the fault until the reopen window
+    /// after the revert passed (the target is zero).
+    pub other_alerts: u64,
     /// Largest backlog in chunks.
     pub peak_backlog_chunks: u64,
     /// Highest spool disk use.
@@ -233,39 +237,30 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             .find(|t| *t >= f)
             .map(|t| t - f)
     });
-    let keywords: Vec<String> = i
-        .scenario
-        .cause_keywords
-        .iter()
-        .map(|k| k.to_lowercase())
-        .filter(|k| !k.is_empty())
-        .collect();
+    let run_end = i.samples.last().map_or(0.0, |s| s.t_seconds);
+    let judged: Vec<Judged> = alerts.iter().map(Judged::of).collect();
+    let causes = &i.scenario.cause_kinds;
+    let is_cause = |j: &Judged| causes.contains(&j.kind);
     let fault_to_cause_alert = fault.and_then(|f| {
-        alerts
+        judged
             .iter()
-            .filter(|a| a.at_seconds >= f)
-            .find(|a| {
-                let body = a.body.to_lowercase();
-                keywords.iter().any(|k| body.contains(k.as_str()))
-            })
-            .map(|a| a.at_seconds - f)
+            .filter(|j| j.at >= f && j.firing && is_cause(j))
+            .map(|j| j.at - f)
+            .next()
     });
-    let lowered = |words: &[String]| -> Vec<String> {
-        words
-            .iter()
-            .map(|k| k.to_lowercase())
-            .filter(|k| !k.is_empty())
-            .collect()
-    };
-    let wrong = lowered(&i.scenario.wrong_cause_keywords);
-    let firing: Vec<&AlertAt> = alerts.iter().filter(|a| !is_resolve(&a.body)).collect();
+    let firing: Vec<&Judged> = judged.iter().filter(|j| j.firing).collect();
     let wrong_cause_alerts = firing
         .iter()
-        .filter(|a| {
-            let body = a.body.to_lowercase();
-            wrong.iter().any(|k| body.contains(k.as_str()))
-        })
+        .filter(|j| i.scenario.wrong_cause_kinds.contains(&j.kind))
         .count() as u64;
+    let window = i.scenario.reopen_window_seconds;
+    let other_alerts = fault.map_or(0, |f| {
+        let until = revert.map_or(f64::INFINITY, |r| r + window);
+        firing
+            .iter()
+            .filter(|j| j.at >= f && j.at <= until && !is_cause(j))
+            .count() as u64
+    });
     let mut summary = Summary {
         scenario: i.scenario.name.clone(),
         uploader: i.uploader,
@@ -283,16 +278,13 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         fault_to_cause_alert_seconds: fault_to_cause_alert,
         revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
         revert_to_resolve_seconds: fault.zip(revert).and_then(|(f, r)| {
-            let naming: Vec<AlertAt> = alerts
+            let cause: Vec<&Judged> = judged
                 .iter()
-                .filter(|a| {
-                    let body = a.body.to_lowercase();
-                    keywords.is_empty() || keywords.iter().any(|k| body.contains(k.as_str()))
-                })
-                .cloned()
+                .filter(|j| causes.is_empty() || is_cause(j))
                 .collect();
-            all_resolved_after(&naming, f, r)
+            confirmed_resolve(&cause, f, r, window, run_end)
         }),
+        other_alerts,
         alerts_fired: firing.len() as u64,
         wrong_cause_alerts,
         peak_backlog_chunks: i
@@ -333,50 +325,73 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
     summary
 }
 
-/// An alert body's `status` and incident `id` (backhaul's JSON shape); bodies of another shape
-/// count as firing, each its own incident.
-fn status_and_id(body: &str) -> (bool, String) {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let resolved = v["status"] == "resolved";
-    let id = v["id"]
-        .as_str()
-        .or_else(|| v["kind"].as_str())
-        .map_or_else(|| body.to_owned(), str::to_owned);
-    (resolved, id)
+/// What the report reads from an alert: its structured fields (backhaul's JSON shape), never
+/// words of its body. A body of another shape is a firing alert of kind `unknown`, its own
+/// incident.
+#[derive(Debug, Clone, PartialEq)]
+struct Judged {
+    at: f64,
+    firing: bool,
+    kind: String,
+    incident: String,
 }
 
-fn is_resolve(body: &str) -> bool {
-    status_and_id(body).0
-}
-
-/// Seconds from `revert` until no incident that fired at or after `fault` is still open; `None`
-/// when none fired before the revert or one never resolved.
-fn all_resolved_after(alerts: &[AlertAt], fault: f64, revert: f64) -> Option<f64> {
-    fn apply(a: &AlertAt, open: &mut std::collections::BTreeSet<String>) -> bool {
-        let (resolved, id) = status_and_id(&a.body);
-        if resolved {
-            open.remove(&id);
-        } else {
-            open.insert(id);
+impl Judged {
+    fn of(a: &AlertAt) -> Self {
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+        Self {
+            at: a.at_seconds,
+            firing: v["status"] != "resolved",
+            kind: v["kind"].as_str().unwrap_or("unknown").to_owned(),
+            incident: v["id"]
+                .as_str()
+                .map_or_else(|| a.body.clone(), str::to_owned),
         }
-        !resolved
     }
+}
+
+/// Seconds from `revert` to the resolve that really ended the fault: a moment at or after the
+/// revert when no `cause` incident that fired since `fault` is open (the revert itself, if
+/// all had closed before), after which no `cause` alert fires again within `window`. A
+/// re-open inside the window rejects that resolve and the next one is tried. `None` when
+/// nothing fired, an incident never resolved for good, or the run ended before the window
+/// after the resolve passed (unconfirmed).
+fn confirmed_resolve(
+    cause: &[&Judged],
+    fault: f64,
+    revert: f64,
+    window: f64,
+    run_end: f64,
+) -> Option<f64> {
     let mut open = std::collections::BTreeSet::new();
-    let mut any = false;
-    let mut after = alerts.iter().filter(|a| a.at_seconds >= fault).peekable();
-    while let Some(a) = after.next_if(|a| a.at_seconds <= revert) {
-        any |= apply(a, &mut open);
-    }
-    if open.is_empty() {
-        return any.then_some(0.0);
-    }
-    for a in after {
-        apply(a, &mut open);
-        if open.is_empty() {
-            return Some(a.at_seconds - revert);
+    let (mut any, mut past_revert) = (false, false);
+    let mut candidates = Vec::new();
+    for j in cause.iter().filter(|j| j.at >= fault) {
+        if !past_revert && j.at >= revert {
+            past_revert = true;
+            if any && open.is_empty() {
+                candidates.push(revert);
+            }
+        }
+        if j.firing {
+            any = true;
+            open.insert(j.incident.as_str());
+        } else {
+            open.remove(j.incident.as_str());
+        }
+        if j.at >= revert && open.is_empty() {
+            candidates.push(j.at);
         }
     }
-    None
+    if !past_revert && any && open.is_empty() {
+        candidates.push(revert);
+    }
+    candidates.into_iter().find_map(|c| {
+        let reopened = cause
+            .iter()
+            .any(|j| j.firing && j.at > c && j.at <= c + window);
+        (!reopened && c + window <= run_end).then_some(c - revert)
+    })
 }
 
 /// The value of a summary figure.
@@ -392,6 +407,7 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::AlertsFired => Some(s.alerts_fired as f64),
         Metric::WrongCauseAlerts => Some(s.wrong_cause_alerts as f64),
         Metric::RevertToResolveSeconds => s.revert_to_resolve_seconds,
+        Metric::OtherAlerts => Some(s.other_alerts as f64),
     }
 }
 
@@ -403,7 +419,7 @@ pub fn text(s: &Summary) -> String {
     let mut t = format!(
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {}\n  fault → first alert {}\n  \
-         fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {})\n  \
+         fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {}, of other kinds: {})\n  \
          revert → uploads resume {}\n  revert → incidents resolved {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
         s.scenario,
@@ -421,6 +437,7 @@ pub fn text(s: &Summary) -> String {
         tenths(s.fault_to_cause_alert_seconds),
         s.alerts_fired,
         s.wrong_cause_alerts,
+        s.other_alerts,
         opt(s.revert_to_resume_seconds),
         tenths(s.revert_to_resolve_seconds),
         s.peak_backlog_chunks,
@@ -618,6 +635,21 @@ mod tests {
         }
     }
 
+    fn judged(alerts: &[AlertAt]) -> Vec<Judged> {
+        alerts.iter().map(Judged::of).collect()
+    }
+
+    /// revert → resolved over the cause kind `pmtu_blackhole` (plus `mtu_drift` where named),
+    /// a 600 s window, a run that lasted long enough.
+    fn resolved(alerts: &[AlertAt], kinds: &[&str]) -> Option<f64> {
+        let all = judged(alerts);
+        let cause: Vec<&Judged> = all
+            .iter()
+            .filter(|j| kinds.contains(&j.kind.as_str()))
+            .collect();
+        confirmed_resolve(&cause, 900.0, 3600.0, 600.0, 9000.0)
+    }
+
     #[test]
     fn resolve_time_waits_for_the_last_open_incident() {
         let alerts = [
@@ -627,21 +659,50 @@ mod tests {
             alert(3604.0, "mtu_drift", "resolved"),
             alert(3607.0, "pmtu_blackhole", "resolved"),
         ];
-        assert_eq!(all_resolved_after(&alerts, 900.0, 3600.0), Some(7.0));
+        assert_eq!(
+            resolved(&alerts, &["mtu_drift", "pmtu_blackhole"]),
+            Some(7.0)
+        );
+    }
+
+    /// The 2 runs of issue #11: resolved 0.1 s after the revert, re-opened 1.8 s later and
+    /// left open. That resolve is not one.
+    #[test]
+    fn a_resolve_followed_by_a_reopen_is_not_a_resolve() {
+        let reopened = [
+            alert(1016.0, "pmtu_blackhole", "firing"),
+            alert(3600.1, "pmtu_blackhole", "resolved"),
+            alert(3601.9, "pmtu_blackhole", "firing"),
+        ];
+        assert_eq!(resolved(&reopened, &["pmtu_blackhole"]), None);
+        let settled = [
+            alert(1016.0, "pmtu_blackhole", "firing"),
+            alert(3600.1, "pmtu_blackhole", "resolved"),
+            alert(3601.9, "pmtu_blackhole", "firing"),
+            alert(3720.0, "pmtu_blackhole", "resolved"),
+        ];
+        assert_eq!(resolved(&settled, &["pmtu_blackhole"]), Some(120.0));
+        // A run that ends inside the window cannot confirm the resolve.
+        let all = judged(&settled);
+        let cause: Vec<&Judged> = all.iter().collect();
+        assert_eq!(
+            confirmed_resolve(&cause, 900.0, 3600.0, 600.0, 4000.0),
+            None
+        );
     }
 
     #[test]
     fn resolve_time_is_blank_when_nothing_fired_or_something_never_resolved() {
-        assert_eq!(all_resolved_after(&[], 900.0, 3600.0), None);
+        assert_eq!(resolved(&[], &["pmtu_blackhole"]), None);
         let stuck = [
             alert(905.0, "mtu_drift", "firing"),
             alert(1016.0, "pmtu_blackhole", "firing"),
             alert(3604.0, "mtu_drift", "resolved"),
         ];
-        assert_eq!(all_resolved_after(&stuck, 900.0, 3600.0), None);
+        assert_eq!(resolved(&stuck, &["mtu_drift", "pmtu_blackhole"]), None);
         // Alerts before the fault belong to something else.
         let before = [alert(10.0, "disk_pressure", "firing")];
-        assert_eq!(all_resolved_after(&before, 900.0, 3600.0), None);
+        assert_eq!(resolved(&before, &["disk_pressure"]), None);
     }
 
     #[test]
@@ -650,12 +711,28 @@ mod tests {
             alert(905.0, "uplink_degraded", "firing"),
             alert(1500.0, "uplink_degraded", "resolved"),
         ];
-        assert_eq!(all_resolved_after(&alerts, 900.0, 3600.0), Some(0.0));
+        assert_eq!(resolved(&alerts, &["uplink_degraded"]), Some(0.0));
     }
 
+    /// Every body links `runbook-pmtud.md`: a word match on "MTU" took any alert for the
+    /// cause. Only the structured kind counts, and a resolve never names a cause.
     #[test]
-    fn bodies_of_another_shape_are_firing() {
-        assert!(!is_resolve("uploads failing"));
-        assert!(is_resolve(r#"{"status":"resolved"}"#));
+    fn the_cause_is_read_from_the_kind_not_from_words_of_the_body() {
+        let drift = AlertAt {
+            at_seconds: 905.0,
+            path: "/alerts".into(),
+            body: r#"{"id":"a","kind":"mtu_drift","status":"firing","runbook":"docs/runbook-pmtud.md","root_cause":"eno1 MTU changed 1500 -> 9000"}"#.into(),
+        };
+        let j = Judged::of(&drift);
+        assert_eq!(j.kind, "mtu_drift");
+        assert!(j.firing);
+        let other = Judged::of(&AlertAt {
+            at_seconds: 1.0,
+            path: "/".into(),
+            body: "uploads failing".into(),
+        });
+        assert_eq!(other.kind, "unknown");
+        assert!(other.firing);
+        assert!(!Judged::of(&alert(3700.0, "pmtu_blackhole", "resolved")).firing);
     }
 }

@@ -41,6 +41,10 @@ const S3_PORT: u16 = 9000;
 /// Webhook receiver port in the cloud.
 const WEBHOOK_PORT: u16 = 8080;
 
+/// The longest the agent takes, at real time, to resolve an incident after its fault ends
+/// (issue #11's target is 10 s) with room to see it re-open.
+const AGENT_RESOLVE_WALL: Duration = Duration::from_secs(30);
+
 /// Scenario clock: scenario seconds since the start.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
@@ -679,7 +683,13 @@ fn play(
     let mut last_wire = 0u64;
     let mut last_delivered = 0u64;
     let mut interrupted = false;
-    let drain_end = scenario.duration_seconds + scenario.drain_seconds;
+    // The agent's own resolve timing is real time whatever the scale, so a scaled run keeps
+    // going until a resolve after the revert can be confirmed: the reopen window in scenario
+    // time plus the agent's unscaled resolve window in wall time.
+    let settle_until = scenario.revert_at().map_or(0.0, |r| {
+        r + scenario.reopen_window_seconds + AGENT_RESOLVE_WALL.as_secs_f64() / scale
+    });
+    let drain_end = (scenario.duration_seconds + scenario.drain_seconds).max(settle_until);
     let sample_wall = clock
         .wall(scenario.sample_interval_seconds)
         .max(Duration::from_millis(100));
@@ -736,7 +746,7 @@ fn play(
             });
             last_wire = wire_up;
             last_delivered = delivered_bytes;
-            if t >= scenario.duration_seconds && present.is_empty() {
+            if t >= scenario.duration_seconds && present.is_empty() && t >= settle_until {
                 break;
             }
             if t >= drain_end {

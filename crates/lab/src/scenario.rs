@@ -5,8 +5,9 @@
 //! duration_seconds = 4500          # scenario time; --time-scale shrinks it
 //! sample_interval_seconds = 15     # how often the runner samples (scenario time)
 //! drain_seconds = 1800             # after the timeline, wait this long for the backlog to empty
-//! cause_keywords = ["MTU", "fragmentation"]  # an alert naming any of these names the cause
-//! wrong_cause_keywords = []        # a firing alert naming any of these names a wrong cause
+//! cause_kinds = ["pmtu_blackhole"] # a firing alert of one of these kinds names the cause
+//! wrong_cause_kinds = []           # a firing alert of one of these kinds is a misdiagnosis
+//! reopen_window_seconds = 600      # a resolve counts only if nothing fires this long after it
 //!
 //! [network]
 //! rate_mbit = 50                   # tbf on the gateway's uplink; omit for unshaped
@@ -49,12 +50,14 @@
 //! * `fill-disk`: `bytes` (scaled) written to a filler file beside the spool; `free-disk`
 //!   empties it.
 //!
-//! `cause_keywords` is how a run tells an alert that names the fault's real cause from one that
-//! only says uploads are failing: the alert's body must contain one of the words (ignoring case).
-//! Alerts have no agreed schema yet, so a substring match is the one test that works for every
-//! agent; omit the key and "fault → alert naming the right cause" stays blank.
-//! `wrong_cause_keywords` is its opposite: with ICMP allowed the right answer is
-//! `path_mtu_reduced`, and an alert saying `pmtu_blackhole` is a misdiagnosis to count.
+//! `cause_kinds` is how a run tells an alert that names the fault's real cause from one that
+//! only says uploads are failing: the `kind` field of the alert's structured body (backhaul's
+//! JSON shape; resolve messages never count) must be one of them. Matching words in the body
+//! overstated: every body links `runbook-pmtud.md`, so "MTU" matched every alert. Omit the key
+//! and "fault → alert naming the right cause" stays blank. `wrong_cause_kinds` is its
+//! opposite: with ICMP allowed the right answer is `path_mtu_reduced`, and a firing
+//! `pmtu_blackhole` is a misdiagnosis to count. Every other firing kind from the fault until
+//! `reopen_window_seconds` after the revert is counted in `other_alerts`.
 //!
 //! Assertion metrics are the report's summary figures ([`Metric`]); each takes `min` and/or
 //! `max`. A figure the run could not measure fails its assertion.
@@ -285,7 +288,7 @@ pub enum Metric {
     LongestOutageSeconds,
     /// From the fault to the first alert the agent sent.
     FaultToFirstAlertSeconds,
-    /// From the fault to the first alert naming the right cause (`cause_keywords`).
+    /// From the fault to the first firing alert of a `cause_kinds` kind.
     FaultToCauseAlertSeconds,
     /// From the revert to the first chunk delivered after it.
     RevertToResumeSeconds,
@@ -293,10 +296,14 @@ pub enum Metric {
     PeakBacklogChunks,
     /// Firing alerts received (resolve messages not counted).
     AlertsFired,
-    /// Firing alerts naming any of `wrong_cause_keywords`.
+    /// Firing alerts of a `wrong_cause_kinds` kind.
     WrongCauseAlerts,
-    /// From the revert until every incident naming the cause (`cause_keywords`) resolved.
+    /// From the revert to the last resolve of the cause's incidents after which nothing fires
+    /// for `reopen_window_seconds`.
     RevertToResolveSeconds,
+    /// Firing alerts of any kind not in `cause_kinds`, from the fault until the reopen window
+    /// after the revert has passed.
+    OtherAlerts,
 }
 
 /// `[[assert]]`.
@@ -324,9 +331,11 @@ struct RawScenario {
     #[serde(default = "default_drain")]
     drain_seconds: f64,
     #[serde(default)]
-    cause_keywords: Vec<String>,
+    cause_kinds: Vec<String>,
     #[serde(default)]
-    wrong_cause_keywords: Vec<String>,
+    wrong_cause_kinds: Vec<String>,
+    #[serde(default = "default_reopen_window")]
+    reopen_window_seconds: f64,
     #[serde(default)]
     network: NetworkConfig,
     #[serde(default)]
@@ -347,6 +356,14 @@ fn default_drain() -> f64 {
     DEFAULT_DRAIN_SECONDS
 }
 
+/// Default scenario seconds after a resolve in which nothing may fire for it to count: the
+/// issue's "zero alerts until 10 minutes after the fault ends".
+pub const DEFAULT_REOPEN_WINDOW_SECONDS: f64 = 600.0;
+
+fn default_reopen_window() -> f64 {
+    DEFAULT_REOPEN_WINDOW_SECONDS
+}
+
 /// A validated scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
@@ -360,10 +377,12 @@ pub struct Scenario {
     pub sample_interval_seconds: f64,
     /// Scenario seconds to wait for the backlog to drain after the timeline.
     pub drain_seconds: f64,
-    /// Words of which an alert must name one to name the fault's real cause (any case).
-    pub cause_keywords: Vec<String>,
-    /// Words a firing alert must not name: each such alert is a misdiagnosis (any case).
-    pub wrong_cause_keywords: Vec<String>,
+    /// Incident kinds that name the fault's real cause (`pmtu_blackhole`, …).
+    pub cause_kinds: Vec<String>,
+    /// Incident kinds that would be a misdiagnosis of this fault.
+    pub wrong_cause_kinds: Vec<String>,
+    /// Scenario seconds after a resolve in which nothing may fire for the resolve to count.
+    pub reopen_window_seconds: f64,
     /// Network shape.
     pub network: NetworkConfig,
     /// Camera simulator.
@@ -572,8 +591,9 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         duration_seconds: raw.duration_seconds,
         sample_interval_seconds: raw.sample_interval_seconds,
         drain_seconds: raw.drain_seconds,
-        cause_keywords: raw.cause_keywords,
-        wrong_cause_keywords: raw.wrong_cause_keywords,
+        cause_kinds: raw.cause_kinds,
+        wrong_cause_kinds: raw.wrong_cause_kinds,
+        reopen_window_seconds: raw.reopen_window_seconds,
         network: raw.network,
         camera: raw.camera,
         disk: raw.disk,
@@ -597,7 +617,7 @@ mod tests {
                 .unwrap();
         assert_eq!(s.fault_at(), Some(900.0));
         assert_eq!(s.revert_at(), Some(3600.0));
-        assert!(s.cause_keywords.iter().any(|k| k == "MTU"));
+        assert!(s.cause_kinds.iter().any(|k| k == "pmtu_blackhole"));
         assert!(matches!(
             s.events[0].action,
             Action::SetMtu {
