@@ -89,6 +89,20 @@ pub struct MonitorConfig {
     /// strongSwan's VICI socket; absent socket or no loaded connection: VPN "not monitored".
     #[serde(default = "default_vici_socket")]
     pub vici_socket: std::path::PathBuf,
+    /// Alertmanager to push alerts to (`POST <url>/api/v2/alerts`), e.g.
+    /// `http://alertmanager.example.net:9093`; none: no push.
+    pub alertmanager_url: Option<String>,
+    /// While an incident fires it is pushed again this often, with `endsAt` four intervals
+    /// ahead: an agent that dies stops renewing and Alertmanager resolves the alert itself.
+    #[serde(default = "default_alertmanager_resend")]
+    pub alertmanager_resend_seconds: u64,
+}
+
+/// Default seconds between Alertmanager re-sends of a firing alert.
+pub const DEFAULT_ALERTMANAGER_RESEND_SECONDS: u64 = 60;
+
+fn default_alertmanager_resend() -> u64 {
+    DEFAULT_ALERTMANAGER_RESEND_SECONDS
 }
 
 impl Default for MonitorConfig {
@@ -101,6 +115,8 @@ impl Default for MonitorConfig {
             webhook_format: WebhookFormat::Json,
             renotify_seconds: backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS,
             vici_socket: default_vici_socket(),
+            alertmanager_url: None,
+            alertmanager_resend_seconds: DEFAULT_ALERTMANAGER_RESEND_SECONDS,
         }
     }
 }
@@ -432,6 +448,24 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
                 "remove the key to use its default",
             ));
         }
+    }
+    if let Some(url) = &m.alertmanager_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(invalid(
+            path,
+            locate(text, "monitor", "alertmanager_url"),
+            &format!("monitor.alertmanager_url `{url}` is not an http(s) URL"),
+            "e.g. http://alertmanager.example.net:9093 (the API path is added)",
+        ));
+    }
+    if m.alertmanager_resend_seconds == 0 {
+        return Err(invalid(
+            path,
+            locate(text, "monitor", "alertmanager_resend_seconds"),
+            "monitor.alertmanager_resend_seconds must be at least 1",
+            "remove the key to use its default (60)",
+        ));
     }
     if let Some(url) = &m.webhook_url
         && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -34,6 +34,10 @@ pub struct Status {
     pub frag_needed_total: u64,
     /// Next-hop MTU of the latest frag-needed (none yet: `None`).
     pub frag_needed_last_mtu_bytes: Option<u32>,
+    /// Alerts queued in the outbox, not delivered yet (the webhook or Alertmanager is
+    /// unreachable; they are retried and arrive with their original times).
+    #[serde(default)]
+    pub alerts_undelivered: u64,
     /// VPN: `up: <tunnels>`, `down: …`, or `not monitored: <why>` (no socket, no connection
     /// loaded, no `[inventory]`), with the flap count while monitored; never "healthy".
     pub vpn: String,
@@ -211,6 +215,7 @@ impl StatusBoard {
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)
                 .then(|| metrics.icmp_frag_needed_last_mtu_bytes.value() as u32),
+            alerts_undelivered: metrics.alerts_undelivered.value() as u64,
             vpn: if m.vpn.is_empty() {
                 vpn_status(std::path::Path::new(backhaul_netprobe::VICI_SOCKET))
             } else {
@@ -374,6 +379,12 @@ impl Status {
             self.frag_needed_total
         ));
         out.push(format!("vpn: {}", self.vpn));
+        if self.alerts_undelivered > 0 {
+            out.push(format!(
+                "alerts: {} not delivered yet (kept in the journal, retried)",
+                self.alerts_undelivered
+            ));
+        }
         out.join("\n") + "\n"
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
 mod cli {
+    pub mod alerts;
     pub mod config;
     pub mod daemon;
     pub mod degraded;

@@ -40,6 +40,17 @@ CREATE TABLE IF NOT EXISTS parts (
     completed_at    INTEGER NOT NULL,
     PRIMARY KEY (chunk_id, part_number)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY,
+    destination     TEXT    NOT NULL,
+    incident        TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    body            BLOB    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT
+);
 CREATE TABLE IF NOT EXISTS aborts (
     upload_id       TEXT    PRIMARY KEY,
     object_key      TEXT    NOT NULL,

@@ -5,8 +5,9 @@
 //! with one readiness tracker), deciding when a chunk is ready (renamed in, or unchanged for
 //! the settle time, and in either case open for writing by nobody), the durable SQLite journal
 //! (private: uploaders go through the claim/ack methods of [`Spool`] in `claim.rs`), unique
-//! object keys, the upload order, the disk watermarks, journal recovery, and the only code
-//! allowed to delete a chunk file.
+//! object keys, the upload order, the disk watermarks, journal recovery, the durable outbox of
+//! alerts (in the journal's file, so an alert survives the outage and the restart it reports),
+//! and the only code allowed to delete a chunk file.
 //!
 //! Does not own: talking to S3 (`backhaul-upload`), serving metrics (the binary), or judging
 //! what a full disk means for the site (`backhaul-diagnose`).
@@ -37,6 +38,7 @@ mod disk;
 mod error;
 mod journal;
 mod key;
+mod outbox;
 mod pattern;
 mod ready;
 mod recover;
@@ -57,6 +59,7 @@ pub use disk::{DiskLevel, DiskStatus, DiskWatch};
 pub use error::Error;
 pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, PartRecord, PendingAbort};
 pub use key::{KeyTemplate, MAX_KEY_BYTES, disambiguate};
+pub use outbox::{Outbox, OutboxMessage};
 pub use pattern::Pattern;
 pub use ready::Readiness;
 pub use recover::{Recovered, journal_is_healthy, recover_journal};

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub corrupt_in_transit: Counter,
     /// Multipart uploads under the site prefix that no journal row knew, aborted.
     pub orphan_uploads_aborted: Counter,
+    /// Alerts queued in the outbox and not delivered yet.
+    pub alerts_undelivered: Gauge,
     /// Chunks waiting to be uploaded.
     pub backlog_chunks: Gauge,
     /// Bytes waiting to be uploaded.
@@ -315,7 +317,12 @@ impl Metrics {
                 n as f64,
             );
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 10] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 11] = [
+            (
+                "backhaul_alerts_undelivered",
+                "Alerts queued in the durable outbox and not delivered yet.",
+                &self.alerts_undelivered,
+            ),
             (
                 "backhaul_backlog_chunks",
                 "Chunks waiting to be uploaded.",

@@ -104,6 +104,10 @@ pub async fn agent(
         .context(format!("cannot open spool {}", cfg.spool.dir.display())),
     })?;
     let spool = Arc::new(spool);
+    let outbox = Arc::new(
+        backhaul_spool::Outbox::open(spool.journal_path())
+            .context("cannot open the alert outbox in the journal")?,
+    );
     let (uploader, chunks) = build_uploader(
         UploaderParts {
             settings: cfg.upload.clone(),
@@ -145,6 +149,7 @@ pub async fn agent(
                     settings: cfg.diagnose.clone(),
                     site: cfg.site.clone(),
                     stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
+                    outbox,
                 },
                 metrics.clone(),
                 board,

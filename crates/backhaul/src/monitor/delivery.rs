@@ -1,9 +1,24 @@
-//! What leaves the monitor: incident transitions as log lines, alerts as webhook POSTs.
+//! What leaves the monitor: incident transitions as log lines, and alerts through the durable
+//! outbox to the webhook (JSON or Slack) and to Alertmanager's v2 API. An alert is queued in
+//! the journal first and delivered by its own task, retried with backoff until it arrives, so
+//! an alert raised while the uplink is down arrives when it is back, with its original times,
+//! and a firing alert always arrives before its resolve. Alertmanager also gets every firing
+//! alert again each `alertmanager_resend_seconds` with `endsAt` ahead, so it resolves them by
+//! itself if the agent dies.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backhaul_diagnose::{Alert, Transition};
+use backhaul_spool::{Outbox, OutboxMessage};
+use backhaul_telemetry::Metrics;
 use backhaul_upload::Transport;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::config::{MonitorConfig, WebhookFormat};
+use crate::probe::now_ms;
 
 pub(super) fn log_transition(t: &Transition) {
     let i = t.incident();
@@ -19,28 +34,294 @@ pub(super) fn log_transition(t: &Transition) {
     }
 }
 
-pub(super) async fn post(
-    transport: &Transport,
-    url: &str,
-    body: serde_json::Result<Vec<u8>>,
-    alert: &Alert,
-) {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode alert");
-            return;
+const WEBHOOK: &str = "webhook";
+const ALERTMANAGER: &str = "alertmanager";
+/// How often the outbox is looked at.
+const PUMP_EVERY: Duration = Duration::from_secs(1);
+/// Longest pause between two attempts at one message.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// `alertname` of a kind: one prefix, CamelCase (`pmtu_blackhole` → `BackhaulPmtuBlackhole`).
+pub(super) fn alertname(kind: &str) -> String {
+    let mut out = String::from("Backhaul");
+    for word in kind.split('_') {
+        let mut c = word.chars();
+        if let Some(first) = c.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(c.as_str());
         }
-    };
-    let req = backhaul_upload::SimpleRequest {
-        method: "POST",
-        url,
-        headers: &[("content-type", "application/json")],
-        body,
-        timeout: Duration::from_secs(10),
-    };
-    match transport.simple(req).await {
-        Ok(_) => tracing::info!(url = %url, alert = %alert.summary(), "alert sent"),
-        Err(e) => tracing::warn!(url = %url, error = %e, "alert webhook failed"),
+    }
+    out
+}
+
+/// The Alertmanager v2 alert for `a` (`endsAt` only when resolved; a firing one gets it at
+/// each send). `interfaces` are the inventory's: the subject is an `interface` label only
+/// when it names one.
+pub(super) fn alertmanager_alert(a: &Alert, interfaces: &[String]) -> Value {
+    let kind = a.kind.as_str();
+    let mut labels = json!({
+        "alertname": alertname(kind),
+        "site": a.site,
+        "kind": kind,
+        "severity": a.severity.as_str(),
+    });
+    if interfaces.contains(&a.subject) {
+        labels["interface"] = json!(a.subject);
+    }
+    let mut alert = json!({
+        "labels": labels,
+        "annotations": {
+            "summary": a.summary(),
+            "description": a.root_cause,
+            "fix": a.fix.join("\n"),
+            "runbook_url": a.runbook,
+        },
+        "startsAt": a.started_at,
+    });
+    if let Some(end) = &a.resolved_at {
+        alert["endsAt"] = json!(end);
+    }
+    alert
+}
+
+/// Queues alerts for every configured destination and keeps Alertmanager's view of what
+/// fires, for the re-sends.
+#[derive(Debug)]
+pub(super) struct Delivery {
+    outbox: Arc<Outbox>,
+    webhook: Option<WebhookFormat>,
+    alertmanager: bool,
+    interfaces: Vec<String>,
+    /// Incident id → its firing Alertmanager alert.
+    firing: Arc<Mutex<HashMap<String, Value>>>,
+    /// Wakes the delivery task as soon as something is queued.
+    queued: Arc<tokio::sync::Notify>,
+}
+
+impl Delivery {
+    /// Starts the delivery task (until `shutdown`) and returns the queueing side.
+    pub(super) fn start(
+        cfg: &MonitorConfig,
+        outbox: Arc<Outbox>,
+        transport: Arc<Transport>,
+        metrics: Arc<Metrics>,
+        interfaces: Vec<String>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let firing = Arc::new(Mutex::new(HashMap::new()));
+        let sender = Sender {
+            transport,
+            webhook_url: cfg.webhook_url.clone(),
+            alertmanager_url: cfg
+                .alertmanager_url
+                .as_ref()
+                .map(|u| format!("{}/api/v2/alerts", u.trim_end_matches('/'))),
+            resend: Duration::from_secs(cfg.alertmanager_resend_seconds),
+        };
+        let queued = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(pump(
+            sender,
+            outbox.clone(),
+            metrics,
+            (firing.clone(), queued.clone()),
+            shutdown,
+        ));
+        Self {
+            outbox,
+            webhook: cfg.webhook_url.as_ref().map(|_| cfg.webhook_format),
+            alertmanager: cfg.alertmanager_url.is_some(),
+            interfaces,
+            firing,
+            queued,
+        }
+    }
+
+    /// Queues `a` for each destination. Nothing is sent here; a full disk or a broken journal
+    /// loses the alert only after saying so.
+    pub(super) fn send(&self, a: &Alert) {
+        let status = match a.resolved_at {
+            Some(_) => "resolved",
+            None => "firing",
+        };
+        let now = now_ms() as i64;
+        let queue = |dest: &str, body: serde_json::Result<Vec<u8>>| {
+            let queued = body.map_err(|e| e.to_string()).and_then(|b| {
+                self.outbox
+                    .enqueue(dest, &a.id, status, &b, now)
+                    .map_err(|e| format!("{e:#}"))
+            });
+            if let Err(e) = queued {
+                tracing::error!(alert = %a.summary(), destination = dest, error = %e, "cannot queue alert");
+            }
+        };
+        if let Some(format) = self.webhook {
+            queue(
+                WEBHOOK,
+                match format {
+                    WebhookFormat::Json => serde_json::to_vec(a),
+                    WebhookFormat::Slack => serde_json::to_vec(&a.slack()),
+                },
+            );
+        }
+        if self.alertmanager {
+            let alert = alertmanager_alert(a, &self.interfaces);
+            let mut firing = self.firing.lock().unwrap_or_else(|p| p.into_inner());
+            // A new severity is a new label set in Alertmanager: end the old one.
+            if let Some(old) = firing.get(&a.id)
+                && old["labels"] != alert["labels"]
+                && status == "firing"
+            {
+                let mut ended = old.clone();
+                ended["endsAt"] = json!(rfc3339(now as u64));
+                queue(ALERTMANAGER, serde_json::to_vec(&ended));
+            }
+            if status == "firing" {
+                firing.insert(a.id.clone(), alert.clone());
+            } else {
+                firing.remove(&a.id);
+            }
+            queue(ALERTMANAGER, serde_json::to_vec(&alert));
+        }
+        self.queued.notify_one();
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+struct Sender {
+    transport: Arc<Transport>,
+    webhook_url: Option<String>,
+    alertmanager_url: Option<String>,
+    resend: Duration,
+}
+
+impl Sender {
+    /// One POST; the error says why it did not arrive.
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+        let req = backhaul_upload::SimpleRequest {
+            method: "POST",
+            url,
+            headers: &[("content-type", "application/json")],
+            body,
+            timeout: Duration::from_secs(10),
+        };
+        self.transport
+            .simple(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// A firing Alertmanager alert is sent with `endsAt` four re-send intervals ahead.
+    fn alertmanager_body(&self, alert: &Value) -> Vec<u8> {
+        let mut a = alert.clone();
+        if a.get("endsAt").is_none() {
+            a["endsAt"] = json!(rfc3339(now_ms() + 4 * self.resend.as_millis() as u64));
+        }
+        serde_json::to_vec(&[a]).unwrap_or_default()
+    }
+
+    async fn deliver(&self, m: &OutboxMessage) -> Result<(), String> {
+        match (
+            m.destination.as_str(),
+            &self.webhook_url,
+            &self.alertmanager_url,
+        ) {
+            (WEBHOOK, Some(url), _) => self.post(url, m.body.clone()).await,
+            (ALERTMANAGER, _, Some(url)) => {
+                let alert: Value = serde_json::from_slice(&m.body).map_err(|e| e.to_string())?;
+                self.post(url, self.alertmanager_body(&alert)).await
+            }
+            // Queued for a destination the config no longer has: nothing to deliver to.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Delivers due messages at once when queued and every [`PUMP_EVERY`], oldest first, and
+/// re-sends firing alerts to Alertmanager; keeps `backhaul_alerts_undelivered` current.
+async fn pump(
+    sender: Sender,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+    (firing, queued): (Arc<Mutex<HashMap<String, Value>>>, Arc<tokio::sync::Notify>),
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(PUMP_EVERY);
+    let mut next_resend = tokio::time::Instant::now() + sender.resend;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+            _ = queued.notified() => {}
+        }
+        let now = now_ms() as i64;
+        match outbox.due(now) {
+            Ok(due) => {
+                for m in due {
+                    match sender.deliver(&m).await {
+                        Ok(()) => {
+                            tracing::info!(destination = %m.destination, incident = %m.incident,
+                                status = %m.status, attempts = m.attempts, "alert delivered");
+                            if let Err(e) = outbox.delivered(m.id) {
+                                tracing::error!(error = %e, "outbox: cannot record a delivery");
+                            }
+                        }
+                        Err(e) => {
+                            let pause = Duration::from_secs(1)
+                                .saturating_mul(2u32.saturating_pow(m.attempts.min(10)))
+                                .min(MAX_RETRY);
+                            tracing::warn!(destination = %m.destination, incident = %m.incident,
+                                attempts = m.attempts + 1, retry_in_s = pause.as_secs(), error = %e,
+                                "alert not delivered; kept in the outbox, will retry");
+                            if let Err(e) = outbox.failed(m.id, &e, now + pause.as_millis() as i64)
+                            {
+                                tracing::error!(error = %e, "outbox: cannot record a failure");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "outbox: cannot read"),
+        }
+        if let Some(url) = &sender.alertmanager_url
+            && tokio::time::Instant::now() >= next_resend
+        {
+            next_resend = tokio::time::Instant::now() + sender.resend;
+            let alerts: Vec<Value> = firing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for a in alerts {
+                if let Err(e) = sender.post(url, sender.alertmanager_body(&a)).await {
+                    tracing::debug!(error = %e, "Alertmanager re-send failed; the next one may pass");
+                }
+            }
+        }
+        if let Ok(n) = outbox.undelivered() {
+            metrics.alerts_undelivered.set(n as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alertnames_are_camel_case_with_one_prefix() {
+        assert_eq!(alertname("pmtu_blackhole"), "BackhaulPmtuBlackhole");
+        assert_eq!(alertname("mtu_drift"), "BackhaulMtuDrift");
+        assert_eq!(alertname("uplink_down"), "BackhaulUplinkDown");
     }
 }

@@ -21,7 +21,7 @@ use backhaul_telemetry::Metrics;
 use backhaul_upload::Transport;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{MonitorConfig, WebhookFormat};
+use crate::config::MonitorConfig;
 use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
 use crate::status::{IncidentStatus, InterfaceStatus, ProbeStatus, StatusBoard};
 
@@ -29,7 +29,7 @@ mod delivery;
 mod sources;
 mod upload_signals;
 
-use delivery::{log_transition, post};
+use delivery::{Delivery, log_transition};
 pub(crate) use sources::disk_sampled;
 use sources::{link_observation, listen_frag_needed, watch_links, watch_vpn};
 use upload_signals::sample_tcp;
@@ -40,6 +40,7 @@ const GOODPUT_WINDOW_SECONDS: u64 = 10;
 /// Upload error classes fed to the rules.
 const ERROR_CLASSES: &[&str] = &[
     "auth",
+    "credentials",
     "no_such_bucket",
     "connection",
     "timeout",
@@ -62,6 +63,8 @@ pub struct Monitor {
     pub site: String,
     /// The uploader's stall timeout: each counted stall stands for this long without progress.
     pub stall_timeout_seconds: u64,
+    /// Where alerts wait until delivered.
+    pub outbox: Arc<backhaul_spool::Outbox>,
 }
 
 /// Runs until `shutdown`.
@@ -78,7 +81,20 @@ pub async fn run(
         settings,
         site,
         stall_timeout_seconds,
+        outbox,
     } = monitor;
+    let delivery = Delivery::start(
+        &cfg,
+        outbox,
+        transport.clone(),
+        metrics.clone(),
+        inventory
+            .interfaces()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect(),
+        shutdown.clone(),
+    );
     let time = TimeBase::UNIX;
     let mut engine = Engine::new(inventory.clone(), settings, time);
     let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
@@ -315,14 +331,7 @@ pub async fn run(
                 .collect();
         });
         for a in alerts {
-            if let Some(url) = cfg.webhook_url.clone() {
-                let transport = transport.clone();
-                let body = match cfg.webhook_format {
-                    WebhookFormat::Json => serde_json::to_vec(&a),
-                    WebhookFormat::Slack => serde_json::to_vec(&a.slack()),
-                };
-                tokio::spawn(async move { post(&transport, &url, body, &a).await });
-            }
+            delivery.send(&a);
         }
     }
 }

@@ -1,0 +1,296 @@
+//! Alerts that survive the outage they report, and the push to a real Alertmanager. The
+//! incident is real: loopback declared as a 1500-byte WAN is MTU drift (`mtu_drift`).
+
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backhaul_upload::test_util::{S3Peer, free_port};
+
+use super::support::{BUCKET, exe, site_config};
+
+/// A child killed if the test fails before it stops it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn get(port: u16, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn gauge(metrics_port: u16, series: &str) -> Option<f64> {
+    get(metrics_port, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A receiver on loopback answering 200 to every POST; each body arrives on the channel.
+fn receiver(port: u16) -> std::sync::mpsc::Receiver<(Instant, serde_json::Value)> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || serve(stream, &tx));
+        }
+    });
+    rx
+}
+
+fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<(Instant, serde_json::Value)>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + len {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+        if let Ok(v) = serde_json::from_slice(&body) {
+            tx.send((Instant::now(), v)).ok();
+        }
+        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn daemon(cfg: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn stop(mut d: KillOnDrop) {
+    Command::new("kill")
+        .args(["-TERM", &d.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = d.0.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+}
+
+fn drift_config(
+    dir: &std::path::Path,
+    peer: &S3Peer,
+    site: &str,
+    metrics_port: u16,
+    monitor: &str,
+) -> std::path::PathBuf {
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[monitor]\n{monitor}\n\
+         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
+         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+    );
+    let cfg = site_config(dir, &spool, peer, &peer.endpoint(), "", &extra);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"SITE-TEST\"", &format!("name = \"{site}\""));
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// The webhook is down when the incident opens, and the agent restarts before it is back:
+/// the alert waits in the journal and arrives afterwards, with the incident's original start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_restart() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, metrics) = (free_port(), free_port());
+    let cfg = drift_config(
+        dir.path(),
+        &peer,
+        "SITE-TEST",
+        metrics,
+        &format!("webhook_url = \"http://127.0.0.1:{hook}/hook\""),
+    );
+    let first = daemon(&cfg);
+    let opened = std::time::SystemTime::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gauge(metrics, "backhaul_alerts_undelivered").unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "no alert was queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(first);
+    // Long enough that an incident the second agent opens itself starts visibly later.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let got = receiver(hook);
+    let second = daemon(&cfg);
+    let (_, alert) = got
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the queued alert is delivered after the restart");
+    assert_eq!(alert["kind"], "mtu_drift", "{alert}");
+    assert_eq!(alert["status"], "firing", "{alert}");
+    let started = time::OffsetDateTime::parse(
+        alert["started_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let opened = time::OffsetDateTime::from(opened);
+    assert!(
+        started <= opened + Duration::from_secs(3),
+        "the alert keeps its original time: started {started}, first agent up at {opened}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gauge(metrics, "backhaul_alerts_undelivered") != Some(0.0) {
+        assert!(Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(second);
+}
+
+/// Two sites push to a real Alertmanager (Debian `prometheus-alertmanager`): the alerts read
+/// back through its API carry the labels and annotations, and a route grouping by
+/// `alertname` (not `site`) sends both in one notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() {
+    let Some(am_bin) = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("Alertmanager missing: apt-get install prometheus-alertmanager (scripts/test does)");
+    };
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (am_port, hook) = (free_port(), free_port());
+    let notifications = receiver(hook);
+    let am_cfg = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_cfg,
+        format!(
+            "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 2s\n  \
+             group_interval: 2s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+             webhook_configs:\n      - url: http://127.0.0.1:{hook}/am\n"
+        ),
+    )
+    .unwrap();
+    let _am = KillOnDrop(
+        Command::new(am_bin)
+            .arg(format!("--config.file={}", am_cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut agents = Vec::new();
+    for site in ["SITE-0001", "SITE-0002"] {
+        let d = dir.path().join(site);
+        let cfg = drift_config(
+            &d,
+            &peer,
+            site,
+            free_port(),
+            &format!("alertmanager_url = \"http://127.0.0.1:{am_port}\""),
+        );
+        agents.push(daemon(&cfg));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let body = get(am_port, "/api/v2/alerts");
+        if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&body)
+            && v.len() >= 2
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "Alertmanager holds: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut sites: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["labels"]["site"].as_str().unwrap())
+        .collect();
+    sites.sort();
+    assert_eq!(sites, ["SITE-0001", "SITE-0002"]);
+    for a in &alerts {
+        assert_eq!(a["labels"]["alertname"], "BackhaulMtuDrift", "{a}");
+        assert_eq!(a["labels"]["kind"], "mtu_drift", "{a}");
+        assert_eq!(a["labels"]["interface"], "lo", "{a}");
+        assert_eq!(a["labels"]["severity"], "warning", "{a}");
+        assert!(
+            a["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap()
+                .contains("runbook"),
+            "{a}"
+        );
+        assert!(
+            a["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("lo"),
+            "{a}"
+        );
+        assert!(!a["annotations"]["fix"].as_str().unwrap().is_empty(), "{a}");
+        assert_eq!(a["status"]["state"], "active", "{a}");
+    }
+    // One notification with both sites (a first one may hold only the faster site).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, n) = notifications
+            .recv_timeout(left)
+            .expect("Alertmanager sent no notification holding both sites");
+        let in_it: Vec<&str> = n["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["labels"]["site"].as_str())
+            .collect();
+        if in_it.len() == 2 {
+            assert_eq!(n["groupLabels"]["alertname"], "BackhaulMtuDrift", "{n}");
+            break;
+        }
+    }
+    for a in agents {
+        stop(a);
+    }
+}

@@ -1,0 +1,207 @@
+//! The durable outbox: alerts the agent must deliver, kept in the journal's SQLite file so an
+//! alert raised while the uplink is down, or just before a restart, is delivered when the path
+//! is back. Rows leave only when delivered or superseded. Delivery order per incident and
+//! destination is creation order, so a firing alert always arrives before its resolve.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, params};
+
+use crate::{Error, UnixMillis};
+
+/// One undelivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Row id (creation order).
+    pub id: i64,
+    /// Where it goes (`webhook`, `alertmanager`).
+    pub destination: String,
+    /// The incident it is about.
+    pub incident: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// The payload.
+    pub body: Vec<u8>,
+    /// When it was raised, Unix ms.
+    pub created_at: UnixMillis,
+    /// Failed deliveries so far.
+    pub attempts: u32,
+}
+
+/// The outbox handle: its own connection to the journal file (WAL lets it and the chunk
+/// journal write without blocking each other for long).
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+impl Outbox {
+    /// Opens the outbox in the journal at `journal` (which [`crate::Spool::open`] created).
+    pub fn open(journal: &Path) -> Result<Self, Error> {
+        // Opening through the journal creates and migrates the schema, outbox included.
+        drop(crate::journal::Journal::open(journal)?);
+        let open_err = |source| Error::JournalOpen {
+            path: journal.to_owned(),
+            source,
+        };
+        let conn = Connection::open(journal).map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a message, due at once. A firing message supersedes the undelivered firing
+    /// messages of the same incident and destination (the newer says the same, later); a
+    /// resolve supersedes nothing, so the firing before it is still delivered first.
+    pub fn enqueue(
+        &self,
+        destination: &str,
+        incident: &str,
+        status: &str,
+        body: &[u8],
+        now: UnixMillis,
+    ) -> Result<i64, Error> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(Error::journal("outbox enqueue"))?;
+        if status == "firing" {
+            tx.execute(
+                "DELETE FROM outbox WHERE destination = ?1 AND incident = ?2 AND status = 'firing'",
+                params![destination, incident],
+            )
+            .map_err(Error::journal("outbox enqueue"))?;
+        }
+        tx.execute(
+            "INSERT INTO outbox (destination, incident, status, body, created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![destination, incident, status, body, now],
+        )
+        .map_err(Error::journal("outbox enqueue"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(Error::journal("outbox enqueue"))?;
+        Ok(id)
+    }
+
+    /// Messages due at `now`, oldest first, each only if no older message of the same
+    /// incident and destination is still undelivered.
+    pub fn due(&self, now: UnixMillis) -> Result<Vec<OutboxMessage>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, destination, incident, status, body, created_at, attempts FROM outbox o
+                 WHERE next_attempt_at <= ?1 AND NOT EXISTS (
+                   SELECT 1 FROM outbox e WHERE e.destination = o.destination
+                     AND e.incident = o.incident AND e.id < o.id)
+                 ORDER BY id",
+            )
+            .map_err(Error::journal("outbox due"))?;
+        let rows = stmt
+            .query_map([now], |r| {
+                Ok(OutboxMessage {
+                    id: r.get(0)?,
+                    destination: r.get(1)?,
+                    incident: r.get(2)?,
+                    status: r.get(3)?,
+                    body: r.get(4)?,
+                    created_at: r.get(5)?,
+                    attempts: r.get::<_, i64>(6)? as u32,
+                })
+            })
+            .map_err(Error::journal("outbox due"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(Error::journal("outbox due"))
+    }
+
+    /// The message arrived.
+    pub fn delivered(&self, id: i64) -> Result<(), Error> {
+        self.conn()
+            .execute("DELETE FROM outbox WHERE id = ?1", [id])
+            .map_err(Error::journal("outbox delivered"))?;
+        Ok(())
+    }
+
+    /// A delivery failed; the message is tried again at `retry_at`.
+    pub fn failed(&self, id: i64, error: &str, retry_at: UnixMillis) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+                 WHERE id = ?1",
+                params![id, error, retry_at],
+            )
+            .map_err(Error::journal("outbox failed"))?;
+        Ok(())
+    }
+
+    /// Messages not delivered yet.
+    pub fn undelivered(&self) -> Result<u64, Error> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(Error::journal("outbox count"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> (tempfile::TempDir, Outbox) {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("j.sqlite")).unwrap();
+        (dir, o)
+    }
+
+    #[test]
+    fn firing_is_delivered_before_its_resolve_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        {
+            let o = Outbox::open(&path).unwrap();
+            o.enqueue("webhook", "i1", "firing", b"fire", 10).unwrap();
+            o.enqueue("webhook", "i1", "resolved", b"ok", 20).unwrap();
+            o.enqueue("webhook", "i2", "firing", b"other", 30).unwrap();
+        }
+        let o = Outbox::open(&path).unwrap();
+        assert_eq!(o.undelivered().unwrap(), 3);
+        let due = o.due(100).unwrap();
+        let bodies: Vec<&[u8]> = due.iter().map(|m| m.body.as_slice()).collect();
+        // The resolve waits behind its firing; the other incident goes at once.
+        assert_eq!(bodies, [b"fire".as_slice(), b"other".as_slice()]);
+        assert_eq!(due[0].created_at, 10, "the original time is kept");
+        o.failed(due[0].id, "connection refused", 200).unwrap();
+        o.delivered(due[1].id).unwrap();
+        assert!(o.due(150).unwrap().is_empty(), "backing off");
+        let again = o.due(200).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 1);
+        o.delivered(again[0].id).unwrap();
+        assert_eq!(o.due(200).unwrap()[0].body, b"ok");
+    }
+
+    #[test]
+    fn a_newer_firing_supersedes_an_undelivered_one_but_a_resolve_does_not() {
+        let (_d, o) = outbox();
+        o.enqueue("alertmanager", "i1", "firing", b"old", 1)
+            .unwrap();
+        o.enqueue("alertmanager", "i1", "firing", b"new", 2)
+            .unwrap();
+        o.enqueue("webhook", "i1", "firing", b"hook", 2).unwrap();
+        assert_eq!(o.undelivered().unwrap(), 2);
+        o.enqueue("alertmanager", "i1", "resolved", b"done", 3)
+            .unwrap();
+        let due = o.due(10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[0].body, b"new");
+        assert_eq!(o.undelivered().unwrap(), 3);
+    }
+}
