@@ -87,8 +87,10 @@ pub enum UploadErrorClass {
 }
 
 impl UploadErrorClass {
-    /// Maps `backhaul_upload::Error::class()` strings; unknown classes become [`Self::Other`].
-    pub fn from_class(class: &str) -> Self {
+    /// The class of a metric label, for test timelines; the agent maps its typed
+    /// `backhaul_upload::ErrorClass` instead, so no caller decides by comparing strings.
+    #[cfg(test)]
+    pub(crate) fn from_class(class: &str) -> Self {
         match class {
             "auth" => Self::Auth,
             "credentials" => Self::Credentials,

@@ -13,7 +13,6 @@ use base64::Engine as _;
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
-use crate::Error;
 use crate::body::{FileBody, ReqBody, digest_range};
 use crate::config::{MAX_PARTS, UploadSettings};
 use crate::integrity::Integrity;
@@ -21,6 +20,7 @@ use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
 use crate::s3::{ObjectHead, S3Client};
 use crate::transport::{Deadline, Progress};
+use crate::{Error, ErrorClass};
 
 /// What a successful chunk upload proved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +219,7 @@ impl ChunkUploader {
             .await;
         let (_, crc, md5) = match sent {
             Ok(v) => v,
-            Err(e) if e.class() == "precondition" => {
+            Err(e) if e.class() == ErrorClass::Precondition => {
                 let Some(head) = self.head(&chunk.key).await? else {
                     return Err(Error::KeyTaken {
                         key: chunk.key.clone(),
@@ -408,7 +408,10 @@ impl ChunkUploader {
             .await
         {
             Ok(parts) => parts,
-            Err(e) if resumed_from_journal && (e.is_no_such_upload() || e.class() == "auth") => {
+            Err(e)
+                if resumed_from_journal
+                    && (e.is_no_such_upload() || e.class() == ErrorClass::Auth) =>
+            {
                 // The server lost the upload we journaled (some stores answer AccessDenied for
                 // an unknown upload id): start a fresh one next attempt, abort the old one.
                 tracing::warn!(chunk = ?chunk.name, error = %e, "journaled upload unusable; starting a new one");
@@ -432,7 +435,7 @@ impl ChunkUploader {
                 tracing::debug!(chunk = ?chunk.name, "upload unknown at completion; verifying object");
                 upload_lost = true;
             }
-            Err(e) if e.class() == "precondition" => {
+            Err(e) if e.class() == ErrorClass::Precondition => {
                 // Another object took the key since the HeadObject before this upload; ours
                 // may still be it (a completion retried after a lost answer).
                 if let Ok(v) = self.verify(&chunk, &done, n_parts).await {
@@ -449,7 +452,7 @@ impl ChunkUploader {
             }
             // s3s-fs drops the upload id before assembling; a crash mid-completion leaves part
             // files that ListParts still shows but an id it refuses with AccessDenied.
-            Err(e) if resumed_from_journal && e.class() == "auth" => {
+            Err(e) if resumed_from_journal && e.class() == ErrorClass::Auth => {
                 tracing::warn!(chunk = ?chunk.name, error = %e, "journaled upload refused at completion; starting a new one");
                 self.spool.forget_upload(&chunk)?;
                 return Err(e);
@@ -617,7 +620,7 @@ impl ChunkUploader {
                     // (s3s-fs does). The key was free when this attempt began (If-None-Match),
                     // so what is there now is that refused attempt.
                     if let Request::Put = request
-                        && e.class() == "checksum"
+                        && e.class() == ErrorClass::Checksum
                         && let Err(de) = self.client.delete_object(key).await
                     {
                         self.count_error(&de);
@@ -760,7 +763,7 @@ impl ChunkUploader {
     }
 
     fn count_error(&self, e: &Error) {
-        self.metrics.errors.inc(e.class());
+        self.metrics.errors.inc(e.class().as_str());
         if matches!(e, Error::Stall { .. }) {
             self.metrics.stalls.inc();
         }
@@ -769,7 +772,7 @@ impl ChunkUploader {
     async fn pause(&self, key: &str, part: u32, attempt: u32, e: &Error) {
         self.metrics.retries.inc();
         let delay = self.backoff().delay(attempt);
-        tracing::warn!(key = %key, part, attempt, class = e.class(), error = %e,
+        tracing::warn!(key = %key, part, attempt, class = e.class().as_str(), error = %e,
             retry_in_ms = delay.as_millis() as u64, "upload request failed; retrying");
         tokio::time::sleep(delay).await;
     }

@@ -74,6 +74,17 @@ pub enum Error {
         /// The stall timeout.
         after: Duration,
     },
+    /// The agent dropped the connection under the request: the path changed (an interface MTU
+    /// was restored) and a fresh connection is better than waiting out a stall.
+    #[error(
+        "{op} {key}: connection dropped by the agent after a path change; retrying on a fresh one"
+    )]
+    Abandoned {
+        /// Operation.
+        op: &'static str,
+        /// Object key.
+        key: String,
+    },
     /// A response body could not be understood.
     #[error("{op} {key}: unexpected response: {detail}")]
     Protocol {
@@ -150,17 +161,144 @@ pub enum Error {
     },
 }
 
+/// Why a request or a chunk failed, as one closed set: callers decide by matching it, and
+/// [`ErrorClass::as_str`] is the `class` label of `backhaul_upload_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// 503 SlowDown: throttled.
+    SlowDown,
+    /// The bucket does not exist.
+    NoSuchBucket,
+    /// The multipart upload id is unknown to the store.
+    NoSuchUpload,
+    /// 412: the key is taken (`If-None-Match: *`).
+    Precondition,
+    /// 501: the store does not implement the operation.
+    NotImplemented,
+    /// The store refused a checksum or digest.
+    Checksum,
+    /// 401/403: credentials rejected.
+    Auth,
+    /// No response in time.
+    Timeout,
+    /// 5xx from the store.
+    Server5xx,
+    /// Any other 4xx.
+    Client4xx,
+    /// TCP connect failed or the connection broke.
+    Connection,
+    /// TLS setup or handshake failed.
+    Tls,
+    /// No body byte taken for the stall timeout.
+    Stall,
+    /// The agent dropped the connection after a path change.
+    Abandoned,
+    /// A response could not be understood.
+    Protocol,
+    /// The chunk file or the journal failed.
+    LocalIo,
+    /// The chunk changed or vanished while uploading.
+    ChunkChanged,
+    /// The object in the bucket does not match the chunk.
+    Verify,
+    /// The store's ETag is not the MD5 of what was sent.
+    Corrupt,
+    /// A different object has the chunk's key.
+    KeyTaken,
+    /// No credentials could be found.
+    Credentials,
+    /// The endpoint or bucket is unusable as configured.
+    Config,
+}
+
+impl ErrorClass {
+    /// Every class, for iterating over the metric's series.
+    pub const ALL: [ErrorClass; 22] = [
+        Self::SlowDown,
+        Self::NoSuchBucket,
+        Self::NoSuchUpload,
+        Self::Precondition,
+        Self::NotImplemented,
+        Self::Checksum,
+        Self::Auth,
+        Self::Timeout,
+        Self::Server5xx,
+        Self::Client4xx,
+        Self::Connection,
+        Self::Tls,
+        Self::Stall,
+        Self::Abandoned,
+        Self::Protocol,
+        Self::LocalIo,
+        Self::ChunkChanged,
+        Self::Verify,
+        Self::Corrupt,
+        Self::KeyTaken,
+        Self::Credentials,
+        Self::Config,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlowDown => "slow_down",
+            Self::NoSuchBucket => "no_such_bucket",
+            Self::NoSuchUpload => "no_such_upload",
+            Self::Precondition => "precondition",
+            Self::NotImplemented => "not_implemented",
+            Self::Checksum => "checksum",
+            Self::Auth => "auth",
+            Self::Timeout => "timeout",
+            Self::Server5xx => "server_5xx",
+            Self::Client4xx => "client_4xx",
+            Self::Connection => "connection",
+            Self::Tls => "tls",
+            Self::Stall => "stall",
+            Self::Abandoned => "abandoned",
+            Self::Protocol => "protocol",
+            Self::LocalIo => "local_io",
+            Self::ChunkChanged => "chunk_changed",
+            Self::Verify => "verify",
+            Self::Corrupt => "corrupt",
+            Self::KeyTaken => "key_taken",
+            Self::Credentials => "credentials",
+            Self::Config => "config",
+        }
+    }
+
+    /// The path's or a busy store's failure (connection, timeout, stall, throttling, 5xx), not
+    /// an answer about the request itself.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Self::SlowDown
+                | Self::Server5xx
+                | Self::Timeout
+                | Self::Stall
+                | Self::Connection
+                | Self::Protocol
+                | Self::Abandoned
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
     /// The error class used in `backhaul_upload_errors_total{class}`.
-    pub fn class(&self) -> &'static str {
+    pub fn class(&self) -> ErrorClass {
         match self {
             Error::Status {
                 status: 503, code, ..
-            } if code == "SlowDown" => "slow_down",
-            Error::Status { code, .. } if code == "NoSuchBucket" => "no_such_bucket",
-            Error::Status { code, .. } if code == "NoSuchUpload" => "no_such_upload",
-            Error::Status { status: 412, .. } => "precondition",
-            Error::Status { status: 501, .. } => "not_implemented",
+            } if code == "SlowDown" => ErrorClass::SlowDown,
+            Error::Status { code, .. } if code == "NoSuchBucket" => ErrorClass::NoSuchBucket,
+            Error::Status { code, .. } if code == "NoSuchUpload" => ErrorClass::NoSuchUpload,
+            Error::Status { status: 412, .. } => ErrorClass::Precondition,
+            Error::Status { status: 501, .. } => ErrorClass::NotImplemented,
             Error::Status { code, .. }
                 if matches!(
                     code.as_str(),
@@ -170,29 +308,30 @@ impl Error {
                         | "XAmzContentSHA256Mismatch"
                 ) =>
             {
-                "checksum"
+                ErrorClass::Checksum
             }
             Error::Status {
                 status: 401 | 403, ..
-            } => "auth",
-            Error::Status { status: 408, .. } => "timeout",
+            } => ErrorClass::Auth,
+            Error::Status { status: 408, .. } => ErrorClass::Timeout,
             Error::Status {
                 status: 500..=599, ..
-            } => "server_5xx",
-            Error::Status { .. } => "client_4xx",
-            Error::Connect { .. } => "connection",
-            Error::Http { .. } => "connection",
-            Error::Tls { .. } => "tls",
-            Error::Timeout { .. } => "timeout",
-            Error::Stall { .. } => "stall",
-            Error::Protocol { .. } => "protocol",
-            Error::Read { .. } | Error::Spool(_) => "local_io",
-            Error::Changed { .. } => "chunk_changed",
-            Error::Verify { .. } => "verify",
-            Error::Corrupt { .. } => "corrupt",
-            Error::KeyTaken { .. } => "key_taken",
-            Error::Credentials { .. } => "credentials",
-            Error::Endpoint { .. } => "config",
+            } => ErrorClass::Server5xx,
+            Error::Status { .. } => ErrorClass::Client4xx,
+            Error::Connect { .. } => ErrorClass::Connection,
+            Error::Http { .. } => ErrorClass::Connection,
+            Error::Tls { .. } => ErrorClass::Tls,
+            Error::Timeout { .. } => ErrorClass::Timeout,
+            Error::Stall { .. } => ErrorClass::Stall,
+            Error::Abandoned { .. } => ErrorClass::Abandoned,
+            Error::Protocol { .. } => ErrorClass::Protocol,
+            Error::Read { .. } | Error::Spool(_) => ErrorClass::LocalIo,
+            Error::Changed { .. } => ErrorClass::ChunkChanged,
+            Error::Verify { .. } => ErrorClass::Verify,
+            Error::Corrupt { .. } => ErrorClass::Corrupt,
+            Error::KeyTaken { .. } => ErrorClass::KeyTaken,
+            Error::Credentials { .. } => ErrorClass::Credentials,
+            Error::Endpoint { .. } => ErrorClass::Config,
         }
     }
 
@@ -201,20 +340,17 @@ impl Error {
     /// Auth and missing-bucket errors are not retried per request; the chunk is retried later
     /// with a long backoff, so an operator can fix credentials without losing anything.
     pub fn is_retryable(&self) -> bool {
-        self.is_transient() || matches!(self.class(), "checksum" | "corrupt")
+        let c = self.class();
+        c.is_transient() || matches!(c, ErrorClass::Checksum | ErrorClass::Corrupt)
     }
 
-    /// Whether the failure is the path's or a busy store's (connection, timeout, stall,
-    /// throttling, 5xx), not an answer about the request itself.
+    /// Whether the failure is the path's or a busy store's, not an answer about the request.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self.class(),
-            "slow_down" | "server_5xx" | "timeout" | "stall" | "connection" | "protocol"
-        )
+        self.class().is_transient()
     }
 
     /// Whether the multipart upload id is unknown to the server (start a new upload).
     pub fn is_no_such_upload(&self) -> bool {
-        self.class() == "no_such_upload"
+        self.class() == ErrorClass::NoSuchUpload
     }
 }

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use backhaul_telemetry::Metrics;
 
-use crate::Error;
 use crate::body::ReqBody;
 use crate::s3::S3Client;
 use crate::transport::Deadline;
+use crate::{Error, ErrorClass};
 
 /// What the probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ where
 
 /// Whether a request refused for its checksum failed the way a validating store fails.
 fn refused_for_checksum(r: &Result<String, Error>) -> bool {
-    matches!(r, Err(e) if matches!(e.class(), "checksum" | "client_4xx"))
+    matches!(r, Err(e) if matches!(e.class(), ErrorClass::Checksum | ErrorClass::Client4xx))
 }
 
 /// Runs the probe under `prefix` (the site's key prefix) with scratch keys it deletes again,
@@ -133,7 +133,7 @@ pub async fn probe(
     })
     .await
     {
-        Err(e) if e.class() != "precondition" => return Err(e),
+        Err(e) if e.class() != ErrorClass::Precondition => return Err(e),
         _ => {}
     }
     let second = answered(metrics, || {
@@ -142,8 +142,15 @@ pub async fn probe(
     .await;
     let conditional_writes = match second {
         Ok(_) => false,
-        Err(e) if e.class() == "precondition" => true,
-        Err(e) if matches!(e.class(), "client_4xx" | "not_implemented") => false,
+        Err(e) if e.class() == ErrorClass::Precondition => true,
+        Err(e)
+            if matches!(
+                e.class(),
+                ErrorClass::Client4xx | ErrorClass::NotImplemented
+            ) =>
+        {
+            false
+        }
         Err(e) => return Err(e),
     };
 
@@ -162,13 +169,13 @@ pub async fn probe(
     .await;
     let part_checksum_validated = refused_for_checksum(&part);
     if let Err(e) = answered(metrics, || client.abort(&part_key, &uid)).await {
-        metrics.errors.inc(e.class());
+        metrics.errors.inc(e.class().as_str());
         tracing::warn!(key = ?part_key, error = %e, "integrity probe: could not abort its scratch upload");
     }
     // Some stores keep the bytes of a refused PutObject; both scratch objects go.
     for k in [&key, &bad_key] {
         if let Err(e) = answered(metrics, || client.delete_object(k)).await {
-            metrics.errors.inc(e.class());
+            metrics.errors.inc(e.class().as_str());
             tracing::warn!(key = ?k, error = %e,
                 "integrity probe: could not delete its scratch object (no s3:DeleteObject?); a lifecycle rule on .backhaul-probe/ can expire it");
         }

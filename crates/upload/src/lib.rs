@@ -38,7 +38,7 @@ pub use config::{
     DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle,
 };
 pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
-pub use error::Error;
+pub use error::{Error, ErrorClass};
 pub use integrity::{Integrity, StoreProfile};
 pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};

@@ -13,9 +13,9 @@ use backhaul_telemetry::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::Error;
 use crate::chunk::{ChunkUploader, Verified};
 use crate::retry::Backoff;
+use crate::{Error, ErrorClass};
 
 /// How often disk and backlog metrics are refreshed.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
@@ -62,11 +62,13 @@ struct BucketGate {
 
 fn bucket_help(e: &Error) -> &'static str {
     match e.class() {
-        "no_such_bucket" => "create the bucket or fix upload.bucket",
-        "auth" | "credentials" => {
+        ErrorClass::NoSuchBucket => "create the bucket or fix upload.bucket",
+        ErrorClass::Auth | ErrorClass::Credentials => {
             "check the credentials: upload.credentials, AWS_* variables, the shared profile"
         }
-        "connection" | "timeout" | "tls" => "check the endpoint and the network path to it",
+        ErrorClass::Connection | ErrorClass::Timeout | ErrorClass::Tls => {
+            "check the endpoint and the network path to it"
+        }
         _ => "see the error; chunks stay in the spool until it is fixed",
     }
 }
@@ -138,15 +140,15 @@ impl Uploader {
                     }
                 }
                 // Some stores refuse an abort of an upload they already dropped.
-                Err(e) if matches!(e.class(), "auth" | "client_4xx") => {
-                    self.metrics.errors.inc(e.class());
+                Err(e) if matches!(e.class(), ErrorClass::Auth | ErrorClass::Client4xx) => {
+                    self.metrics.errors.inc(e.class().as_str());
                     tracing::debug!(key = ?a.key, error = %e, "abort refused; upload already gone");
                     if let Err(e) = self.spool.abort_done(&a.upload_id) {
                         tracing::error!(error = %e, "journal: abort bookkeeping failed");
                     }
                 }
                 Err(e) => {
-                    self.metrics.errors.inc(e.class());
+                    self.metrics.errors.inc(e.class().as_str());
                     tracing::debug!(key = ?a.key, error = %e, "abort failed; will retry");
                     return;
                 }
@@ -165,14 +167,14 @@ impl Uploader {
         let prefix = self.spool.settings().key.site_prefix();
         let open = match self.chunks.client.list_multipart_uploads(&prefix).await {
             Ok(v) => v,
-            Err(e) if e.class() == "not_implemented" => {
-                self.metrics.errors.inc(e.class());
+            Err(e) if e.class() == ErrorClass::NotImplemented => {
+                self.metrics.errors.inc(e.class().as_str());
                 tracing::info!(error = %e, "the store cannot list multipart uploads; orphans are aborted only when the journal knows them");
                 *listing_unsupported = true;
                 return;
             }
             Err(e) => {
-                self.metrics.errors.inc(e.class());
+                self.metrics.errors.inc(e.class().as_str());
                 tracing::warn!(error = %e, "cannot list multipart uploads; orphan sweep skipped");
                 return;
             }
@@ -200,7 +202,7 @@ impl Uploader {
                         "aborted a multipart upload no journal row knows (created before a crash)");
                 }
                 Err(e) => {
-                    self.metrics.errors.inc(e.class());
+                    self.metrics.errors.inc(e.class().as_str());
                     tracing::warn!(key = ?u.key, error = %e, "could not abort orphaned multipart upload");
                 }
             }
@@ -278,10 +280,10 @@ impl Uploader {
                         };
                     }
                     Err(e) => {
-                        self.metrics.errors.inc(e.class());
+                        self.metrics.errors.inc(e.class().as_str());
                         bucket.failures += 1;
                         bucket.next_check = Instant::now() + backoff.ceiling(bucket.failures);
-                        tracing::error!(bucket = %self.chunks.client.bucket(), class = e.class(), error = %e,
+                        tracing::error!(bucket = %self.chunks.client.bucket(), class = e.class().as_str(), error = %e,
                             help = bucket_help(&e), "bucket not usable; uploads wait, nothing is deleted");
                         let give_up = bucket.failures >= DRAIN_MAX_ATTEMPTS
                             || (!e.is_retryable() && bucket.failures >= 2);
@@ -347,7 +349,7 @@ impl Uploader {
                     };
                     in_flight.retain(|id| *id != chunk.id);
                     in_flight_keys.retain(|(id, _)| *id != chunk.id);
-                    if result.as_ref().is_err_and(|e| matches!(e.class(), "auth" | "no_such_bucket" | "credentials")) {
+                    if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
                         bucket.ok = false;
                     }
                     self.finish(chunk, result, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
@@ -425,7 +427,7 @@ impl Uploader {
             Err(e) => {
                 // Request failures were counted where they happened; these two never are.
                 if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
-                    self.metrics.errors.inc(e.class());
+                    self.metrics.errors.inc(e.class().as_str());
                 }
                 if let Err(je) = self.spool.failed(&chunk, &e.to_string()) {
                     tracing::error!(error = %je, "journal: cannot record the chunk's last error");
@@ -443,7 +445,7 @@ impl Uploader {
                 };
                 let delay = backoff.delay(r.attempts).max(floor);
                 r.not_before = Instant::now() + delay;
-                tracing::error!(chunk = ?chunk.name, class = e.class(), error = %e, attempts = r.attempts,
+                tracing::error!(chunk = ?chunk.name, class = e.class().as_str(), error = %e, attempts = r.attempts,
                     retry_in_s = delay.as_secs_f64(), "chunk upload failed; nothing deleted, will retry");
                 let give_up = mode == RunMode::Drain
                     && (r.attempts >= DRAIN_MAX_ATTEMPTS || (!e.is_retryable() && r.attempts >= 2));

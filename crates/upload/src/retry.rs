@@ -44,7 +44,7 @@ where
     loop {
         match f().await {
             Err(e) if attempt < attempts && e.is_transient() => {
-                metrics.errors.inc(e.class());
+                metrics.errors.inc(e.class().as_str());
                 attempt += 1;
                 tokio::time::sleep(backoff.delay(attempt)).await;
             }
