@@ -148,30 +148,56 @@ pub fn probe_target(
         }
     }
     r.large_ok = large_ok;
+    let path_mtu = |bytes: usize| {
+        Observation::new(
+            now_ms(),
+            Signal::PathMtu {
+                target,
+                bytes: bytes as u32,
+            },
+        )
+    };
     if large_ok == Some(false) {
         match prober.search(SEARCH_FLOOR_BYTES, large_size, 2, hint) {
             Ok(s) => {
-                r.path_mtu = s.largest_passing;
                 if let Some(f) = s.frag_needed {
                     r.frag_needed.get_or_insert((f.from, f.next_hop_mtu));
                 }
-                if let Some(bytes) = s.largest_passing {
-                    obs.push(Observation::new(
-                        now_ms(),
-                        Signal::PathMtu {
-                            target,
-                            bytes: bytes as u32,
-                        },
-                    ));
+                // A search run while the uplink is saturated loses probes to the queue, not to
+                // the path (it reported 1499 or 1402 on a 1500-byte path). A smaller path MTU
+                // is believed only when the full size fails again and the boundary passes again.
+                let confirmed = s.largest_passing.filter(|&bytes| {
+                    let passes = |p: &mut Prober, size| {
+                        matches!(p.probe(size), Ok(ProbeOutcome::Passed { .. }))
+                    };
+                    (0..CONFIRM_PROBES).all(|_| !passes(&mut prober, large_size))
+                        && passes(&mut prober, bytes)
+                });
+                match (s.largest_passing, confirmed) {
+                    (_, Some(bytes)) => {
+                        r.path_mtu = Some(bytes);
+                        obs.push(path_mtu(bytes));
+                    }
+                    (Some(bytes), None) => {
+                        r.note = Some(format!(
+                            "path MTU search found {bytes} but the boundary did not hold on a second look; not reported"
+                        ));
+                    }
+                    (None, None) => {}
                 }
             }
             Err(e) => r.note = Some(e.to_string()),
         }
     } else if large_ok == Some(true) {
+        // A full-size packet passed: the path carries it, which ends a reduced path MTU.
         r.path_mtu = Some(large_size);
+        obs.push(path_mtu(large_size));
     }
     r
 }
+
+/// Extra full-size probes before a smaller path MTU from a search is believed.
+const CONFIRM_PROBES: usize = 2;
 
 /// What one target's probes found, for the human report and the perfdata.
 pub struct TargetReport {

@@ -224,7 +224,10 @@ pub struct Transport {
     tls: tokio::sync::OnceCell<Arc<rustls::ClientConfig>>,
     idle: Mutex<HashMap<Target, Vec<SendRequest<ReqBody>>>>,
     connections: AtomicU64,
-    live: Arc<Mutex<HashMap<u64, OwnedFd>>>,
+    /// Each open connection's `TCP_INFO` descriptor and the generation it was opened in.
+    live: Arc<Mutex<HashMap<u64, (OwnedFd, u64)>>>,
+    /// Bumped by [`Transport::abandon_connections`]; every request in flight watches it.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 enum Stream {
@@ -295,16 +298,31 @@ impl Transport {
             idle: Mutex::new(HashMap::new()),
             connections: AtomicU64::new(0),
             live: Arc::new(Mutex::new(HashMap::new())),
+            generation: tokio::sync::watch::channel(0).0,
         }
     }
 
-    /// `TCP_INFO` of every open connection (in use or idle), keyed by a connection number
-    /// that is never reused, so a caller can follow one connection's counters.
+    /// `TCP_INFO` of every open connection (in use or idle) opened since the last
+    /// [`Self::abandon_connections`], keyed by a connection number that is never reused, so a
+    /// caller can follow one connection's counters. Connections being abandoned say nothing
+    /// about the path as it is now.
     pub fn tcp_info(&self) -> Vec<(u64, TcpInfo)> {
+        let current = *self.generation.borrow();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.iter()
-            .filter_map(|(id, fd)| Some((*id, TcpInfo::of(fd.as_fd()).ok()?)))
+            .filter(|(_, (_, generation))| *generation == current)
+            .filter_map(|(id, (fd, _))| Some((*id, TcpInfo::of(fd.as_fd()).ok()?)))
             .collect()
+    }
+
+    /// Drops every connection at once: idle ones leave the pool, and every request in flight
+    /// ends with [`Error::Abandoned`] (retried at once on a fresh connection) instead of
+    /// waiting out its stall timeout. For when the path changed under them: a connection
+    /// opened while an interface had the wrong MTU carries its segment size and its lost
+    /// segments with it.
+    pub fn abandon_connections(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Connections opened so far (a fresh one per retry shows here).
@@ -439,9 +457,10 @@ impl Transport {
             })?;
         let live = self.live.clone();
         if let Some(fd) = info_fd {
+            let generation = *self.generation.borrow();
             live.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(id, fd);
+                .insert(id, (fd, generation));
         }
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -500,6 +519,9 @@ impl Transport {
     ) -> Result<Response, Error> {
         let started = Instant::now();
         let endpoint = target.authority();
+        // Subscribed before the connection is taken: an abandon from here on ends this request.
+        let mut abandoned = self.generation.subscribe();
+        abandoned.borrow_and_update();
         let total = match deadline {
             Deadline::Total(t) => t,
             Deadline::Stall { stall, .. } => stall,
@@ -541,6 +563,9 @@ impl Transport {
             loop {
                 tokio::select! {
                     r = &mut exchange => break r,
+                    Ok(()) = abandoned.changed() => {
+                        break Err(Error::Abandoned { op, key: key.to_owned() });
+                    }
                     _ = tokio::time::sleep(WATCHDOG_TICK) => match deadline {
                         Deadline::Total(t) if started.elapsed() >= t => {
                             break Err(Error::Timeout { op, key: key.to_owned(), after: t });
@@ -704,5 +729,44 @@ mod tests {
             transport.tcp_info().is_empty(),
             "a closed connection is no longer sampled"
         );
+    }
+
+    /// A server that accepts and never reads: the request stalls. Abandoning connections ends
+    /// it at once instead of after the stall timeout.
+    #[tokio::test]
+    async fn abandoned_connections_end_requests_in_flight_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let transport = Arc::new(Transport::new(TransportConfig::default()));
+        let url = format!("http://{addr}/stuck");
+        let t = transport.clone();
+        let request = tokio::spawn(async move {
+            t.simple(SimpleRequest {
+                method: "POST",
+                url: &url,
+                headers: &[],
+                body: vec![7u8; 64 << 20],
+                timeout: Duration::from_secs(600),
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(transport.tcp_info().len(), 1);
+        let abandoned_at = Instant::now();
+        transport.abandon_connections();
+        assert!(
+            transport.tcp_info().is_empty(),
+            "old connections are not sampled"
+        );
+        let err = request.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Abandoned { .. }), "{err:?}");
+        assert!(err.is_transient());
+        assert!(abandoned_at.elapsed() < Duration::from_secs(2));
     }
 }

@@ -18,7 +18,7 @@ use backhaul_diagnose::{
 };
 use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, TcpInfo};
 use backhaul_telemetry::Metrics;
-use backhaul_upload::Transport;
+use backhaul_upload::{ErrorClass, Transport};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::MonitorConfig;
@@ -37,18 +37,22 @@ use upload_signals::sample_tcp;
 /// Seconds of the goodput window fed to the rules (`Signal::UploadGoodput::mbps_10s`).
 const GOODPUT_WINDOW_SECONDS: u64 = 10;
 
-/// Upload error classes fed to the rules.
-const ERROR_CLASSES: &[&str] = &[
-    "auth",
-    "credentials",
-    "no_such_bucket",
-    "connection",
-    "timeout",
-    "stall",
-    "server_5xx",
-    "slow_down",
-    "tls",
-];
+/// The rules' name for an upload error class, for the classes they read; typed on both sides
+/// so a class the uploader adds cannot silently miss a rule.
+fn rule_class(class: ErrorClass) -> Option<UploadErrorClass> {
+    Some(match class {
+        ErrorClass::Auth => UploadErrorClass::Auth,
+        ErrorClass::Credentials => UploadErrorClass::Credentials,
+        ErrorClass::NoSuchBucket => UploadErrorClass::NoSuchBucket,
+        ErrorClass::Connection => UploadErrorClass::Connection,
+        ErrorClass::Timeout => UploadErrorClass::Timeout,
+        ErrorClass::Stall => UploadErrorClass::Stall,
+        ErrorClass::Server5xx => UploadErrorClass::Server5xx,
+        ErrorClass::SlowDown => UploadErrorClass::SlowDown,
+        ErrorClass::Tls => UploadErrorClass::Tls,
+        _ => return None,
+    })
+}
 
 /// What the monitor watches and how.
 #[derive(Debug)]
@@ -122,7 +126,7 @@ pub async fn run(
     let mut tcp_seen: HashMap<u64, TcpInfo> = HashMap::new();
     // Set once the missing-permission warning for probes has been logged.
     let probes_degraded = Arc::new(AtomicBool::new(false));
-    let mut errors_seen: HashMap<&'static str, u64> = HashMap::new();
+    let mut errors_seen: HashMap<ErrorClass, u64> = HashMap::new();
     let mut stalls_seen = metrics.stalls.value();
     // Each probe cycle carries the link generation it started in; a cycle that straddles an
     // interface change measured a configuration that no longer exists and is dropped.
@@ -175,12 +179,25 @@ pub async fn run(
             link_events.extend(polled.resync(current).into_iter().map(|e| (now, e)));
         }
         let now = now_ms();
+        let mtus_before = (!link_events.is_empty()).then(|| mtus.clone());
         for (at, event) in link_events {
             if link_observation(&inventory, (&mut mtus, &mut ups), at, event, &mut obs) {
                 // A change is when a black hole begins: look now, not at the next interval.
                 next_probe = Instant::now();
                 generation += 1;
             }
+        }
+        if let Some(before) = mtus_before
+            && let Some(restored) = restored_interface(&inventory, &before, &mtus)
+        {
+            // Connections opened under the wrong MTU keep their segment size and their lost
+            // segments: left alone they stall out over the next stall timeout and their late
+            // stalls and TCP_INFO would read as fresh evidence against the fix.
+            tracing::info!(interface = %restored,
+                "interface MTU back to its declared value; dropping upload connections opened before, uploads resume on fresh ones");
+            transport.abandon_connections();
+            tcp_seen.clear();
+            stalls_seen = metrics.stalls.value();
         }
         if Instant::now() >= next_upload_sample {
             next_upload_sample = Instant::now() + Duration::from_secs(2);
@@ -204,6 +221,8 @@ pub async fn run(
             }
             let stalls = metrics.stalls.value();
             if stalls > stalls_seen {
+                // A path that shrinks with no local change shows first as stalls: probe now.
+                next_probe = Instant::now();
                 obs.push(Observation::new(
                     now,
                     Signal::UploadStall {
@@ -212,16 +231,14 @@ pub async fn run(
                 ));
                 stalls_seen = stalls;
             }
-            for class in ERROR_CLASSES {
-                let n = metrics.errors.value(class);
+            for class in ErrorClass::ALL {
+                let Some(rule) = rule_class(class) else {
+                    continue;
+                };
+                let n = metrics.errors.value(class.as_str());
                 let seen = errors_seen.entry(class).or_insert(n);
                 for _ in 0..(n - *seen).min(10) {
-                    obs.push(Observation::new(
-                        now,
-                        Signal::UploadError {
-                            class: UploadErrorClass::from_class(class),
-                        },
-                    ));
+                    obs.push(Observation::new(now, Signal::UploadError { class: rule }));
                 }
                 *seen = n;
             }
@@ -333,5 +350,75 @@ pub async fn run(
         for a in alerts {
             delivery.send(&a);
         }
+    }
+}
+
+/// The inventory interface whose MTU just went back to its declared value, if any.
+fn restored_interface(
+    inventory: &Inventory,
+    before: &HashMap<String, u32>,
+    now: &HashMap<String, u32>,
+) -> Option<String> {
+    inventory
+        .interfaces()
+        .iter()
+        .find(|i| {
+            let (was, is) = (before.get(&i.name), now.get(&i.name));
+            was.is_some() && was != is && is == Some(&i.mtu_bytes)
+        })
+        .map(|i| i.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory() -> Inventory {
+        let cfg: backhaul_diagnose::InventoryConfig = toml::from_str(
+            "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\ninterfaces = [\n\
+             { name = \"eno1\", role = \"wan\", mtu_bytes = 1500 },\n\
+             { name = \"eno2\", role = \"camera\", mtu_bytes = 9000 },\n]\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap()
+    }
+
+    fn mtus(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
+        pairs.iter().map(|(n, m)| ((*n).to_owned(), *m)).collect()
+    }
+
+    /// The credentials class never reached `auth_failure` while the classes were strings.
+    #[test]
+    fn every_class_the_rules_know_is_fed_to_them() {
+        let fed: Vec<UploadErrorClass> =
+            ErrorClass::ALL.into_iter().filter_map(rule_class).collect();
+        for c in [
+            UploadErrorClass::Auth,
+            UploadErrorClass::Credentials,
+            UploadErrorClass::NoSuchBucket,
+            UploadErrorClass::Connection,
+            UploadErrorClass::Timeout,
+            UploadErrorClass::Stall,
+            UploadErrorClass::Server5xx,
+            UploadErrorClass::SlowDown,
+            UploadErrorClass::Tls,
+        ] {
+            assert!(fed.contains(&c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_change_back_to_the_declared_mtu_is_a_restore() {
+        let inv = inventory();
+        let fault = mtus(&[("eno1", 9000), ("eno2", 9000)]);
+        let fixed = mtus(&[("eno1", 1500), ("eno2", 9000)]);
+        assert_eq!(
+            restored_interface(&inv, &fault, &fixed).as_deref(),
+            Some("eno1")
+        );
+        // The change that starts the fault, the first sight of an interface, no change.
+        assert_eq!(restored_interface(&inv, &fixed, &fault), None);
+        assert_eq!(restored_interface(&inv, &HashMap::new(), &fixed), None);
+        assert_eq!(restored_interface(&inv, &fixed, &fixed), None);
     }
 }

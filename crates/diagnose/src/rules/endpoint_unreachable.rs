@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Context, attributed_fix, attribution_suffix, disk_escalation, large_failing_anywhere,
-    last_flowing, small_ok,
+    last_flowing, small_failed, small_ok,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target, UploadErrorClass};
 
@@ -43,10 +43,22 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         onset,
         format!("upload to {host} failed ({})", errors[0].1.as_str()),
     )];
+    let cut_beyond_gateway = small_failed(store, ctx, Target::Endpoint);
     let path = match small_ok(store, ctx, Target::Gateway) {
+        Some(at) if cut_beyond_gateway => {
+            evidence.push(Evidence::new(at, format!("gateway {gw} answers probes")));
+            evidence.push(Evidence::new(
+                ctx.now_ms,
+                format!("{host} does not answer even small probes"),
+            ));
+            format!(
+                "gateway {gw} answers but {host} does not answer even small probes: the path is \
+                 cut beyond the gateway (ISP, VPN peer or the store's network)"
+            )
+        }
         Some(at) => {
             evidence.push(Evidence::new(at, format!("gateway {gw} answers probes")));
-            format!("gateway {gw} answers")
+            format!("gateway {gw} answers, large packets pass")
         }
         None => "gateway not probed".into(),
     };
@@ -69,8 +81,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         severity,
         started_at_ms: onset,
         root_cause: format!(
-            "upload endpoint {host} failing since {}: {} errors ({}); {path}, large packets \
-             pass{}",
+            "upload endpoint {host} failing since {}: {} errors ({}); {path}{}",
             ctx.hms(onset),
             errors.len(),
             classes.join(", "),
@@ -109,6 +120,32 @@ mod tests {
         let mut tl = server_outage();
         tl.push(Observation::new(t("10:12:05"), rate(40.0)));
         assert!(run_rule(&tl, "10:12:06", evaluate).is_none());
+    }
+
+    /// The gateway answers, the endpoint answers nothing (small probes included), uploads
+    /// time out: the large probes that fail with everything else are no MTU problem.
+    #[test]
+    fn a_cut_beyond_the_gateway_is_named() {
+        let mut tl = Timeline::new();
+        tl.push("10:00:00", link_mtu("eno1", 1500));
+        healthy(&mut tl, "10:00:00", 10, |_| 42.0);
+        for i in 0..12 {
+            let at = t("10:10:00") + i * 10_000;
+            tl.push_ms(at, probe(Target::Gateway, 84, true));
+            tl.push_ms(at, probe(Target::Gateway, 1500, true));
+            tl.push_ms(at, probe(Target::Endpoint, 84, false));
+            tl.push_ms(at, probe(Target::Endpoint, 1500, false));
+            tl.push_ms(at, upload_error("timeout"));
+        }
+        let obs = tl.sorted();
+        let f = run_rule(&obs, "10:12:00", evaluate).expect("the cut opens an incident");
+        assert!(
+            f.root_cause.contains("cut beyond the gateway"),
+            "{}",
+            f.root_cause
+        );
+        let blackhole = run_rule(&obs, "10:12:00", crate::rules::pmtu_blackhole::evaluate);
+        assert!(blackhole.is_none(), "{blackhole:?}");
     }
 
     #[test]

@@ -267,11 +267,32 @@ pub(crate) fn large_failing(
 
 /// Whether large packets are proven dropped toward the gateway or the endpoint since the last
 /// WAN change: then the cause is on our side of the path, whatever else looks wrong.
+/// A target that does not answer even small probes is unreachable, not losing large packets:
+/// its failed large probes say nothing about the MTU (a cut beyond the gateway).
 pub(crate) fn large_failing_anywhere(store: &Store, ctx: &Context<'_>) -> bool {
     let epoch = evidence_epoch(store, ctx);
     [Target::Gateway, Target::Endpoint]
         .into_iter()
-        .any(|t| large_failing(store, ctx, t, epoch).is_some())
+        .any(|t| !small_failed(store, ctx, t) && large_failing(store, ctx, t, epoch).is_some())
+}
+
+/// Whether the latest (not stale) small probe toward `target` went unanswered.
+pub(crate) fn small_failed(store: &Store, ctx: &Context<'_>, target: Target) -> bool {
+    let small_max = ctx.settings.small_probe_max_bytes;
+    let stale = ctx.ago(ctx.settings.probe_stale_seconds);
+    store
+        .since(stale)
+        .rev()
+        .find_map(|o| match o.signal {
+            Signal::Probe {
+                target: t,
+                size_bytes,
+                ok,
+                ..
+            } if t == target && size_bytes <= small_max => Some(!ok),
+            _ => None,
+        })
+        .unwrap_or(false)
 }
 
 /// When the latest small probe toward `target` answered, if it did and is not stale.
