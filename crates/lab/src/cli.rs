@@ -10,35 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::peers::{S3Server, Uploader};
 use crate::state::{self, Proc, State};
 use crate::topology::{IcmpPolicy, Invocation, Lab, LabOptions, Node, prefix_of, require_root};
 use crate::{Error, probe, wire};
 
 /// Default instance name of `up`, `down`, `exec`.
 pub const DEFAULT_LAB_NAME: &str = "lab";
-
-/// Which uploader a scenario run puts under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Uploader {
-    /// `backhaul run` with a generated site config.
-    Backhaul,
-    /// `rclone move` of the spool on a loop (the incumbent).
-    Rclone,
-}
-
-impl Uploader {
-    /// Every uploader, in the order `both` runs them.
-    pub const ALL: [Uploader; 2] = [Uploader::Backhaul, Uploader::Rclone];
-
-    /// The name used on the command line, in report directories and in `comparison.json`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Uploader::Backhaul => "backhaul",
-            Uploader::Rclone => "rclone",
-        }
-    }
-}
 
 /// What `--uploader` accepts: one uploader, or `both`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,16 +45,6 @@ pub fn uploaders(choices: &[UploaderChoice]) -> Vec<Uploader> {
         }
     }
     out
-}
-
-/// Which S3 server runs in the cloud namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum S3Server {
-    /// `backhaul s3-server` (s3s-fs); falls back to moto if the binary lacks it.
-    Embedded,
-    /// `moto_server` from PyPI.
-    Moto,
 }
 
 /// `lab run` options.
@@ -307,7 +275,18 @@ pub fn run_with(
                 status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)),
             ))
         }
-        LabCommand::Run(args) => crate::run::run_scenario(&args, lab, backhaul),
+        LabCommand::Run(args) => crate::run::run_scenario(
+            &crate::run::RunOptions {
+                scenario: args.scenario,
+                uploaders: uploaders(&args.uploader),
+                s3: args.s3,
+                time_scale: args.time_scale,
+                out_dir: args.out_dir,
+                name: args.name,
+            },
+            lab,
+            backhaul,
+        ),
         LabCommand::Wire { dir, owner } => {
             let owner = owner.and_then(|pid| Proc::of("owner", pid));
             wire::serve(&dir, owner)?;

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::Error;
-use crate::cli::Uploader;
+use crate::peers::Uploader;
 use crate::report::{Sample, Summary};
 
 /// One figure of the comparison: how to read it from a summary and how to print it.
@@ -408,7 +408,7 @@ pub fn plot(summaries: &[Summary], path: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::S3Server;
+    use crate::peers::S3Server;
     use crate::report::AssertResult;
     use crate::scenario::{Assertion, Metric};
 

@@ -7,7 +7,7 @@
 //! oversize frames and counts what it did ([`wire`]), the lab's state files and the cleanup of
 //! stale instances ([`state`]), the peers inside (S3 server, camera simulator, webhook receiver,
 //! the uploader under test), the scenario format ([`scenario`]), the runner and its report
-//! ([`run`], [`report`]), the side-by-side comparison of uploaders ([`compare`]), and the `lab`
+//! ([`run`], [`report`]), what a run puts under test ([`peers`]), the side-by-side comparison of uploaders ([`compare`]), and the `lab`
 //! command line ([`cli`]).
 //!
 //! Does not own: the agent itself (it runs the `backhaul` binary it is given), the S3 server's
@@ -22,6 +22,7 @@ pub mod cli;
 mod cmd;
 pub mod compare;
 mod error;
+pub mod peers;
 pub mod probe;
 pub mod report;
 pub mod run;

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::Error;
-use crate::cli::{S3Server, Uploader};
+use crate::peers::{S3Server, Uploader};
 use crate::probe::Alert;
 use crate::scenario::{Assertion, Metric, Phase, Scenario};
 use crate::wire::LinkCounters;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli::{self, RunArgs, S3Server, Uploader};
+use crate::peers::{S3Server, Uploader};
 use crate::report::{self, AppliedEvent, Sample, Summary};
 use crate::scenario::{self, Action, Scenario};
 use crate::topology::{CLOUD_ADDR, GW_LAN_ADDR, Invocation, Lab, LabOptions, Node, require_root};
@@ -346,12 +346,29 @@ fn write_chunk(path: &Path, bytes: u64, rename: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// What `lab run` was asked for, whatever asked (the CLI builds it from its flags).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Scenario file.
+    pub scenario: PathBuf,
+    /// Uploaders under test, each once, in order.
+    pub uploaders: Vec<Uploader>,
+    /// S3 server in the cloud namespace.
+    pub s3: S3Server,
+    /// Wall seconds per scenario second.
+    pub time_scale: f64,
+    /// Directory for the reports.
+    pub out_dir: PathBuf,
+    /// Lab instance name.
+    pub name: Option<String>,
+}
+
 /// Runs `lab run`: the scenario once per uploader asked for, one after the other (each in its
 /// own lab, so one run's leftovers cannot slow the next), then, with more than one uploader, the
 /// comparison (see [`crate::compare`]). Returns exit code 0 when every run's assertions held,
 /// 1 otherwise.
 pub fn run_scenario(
-    args: &RunArgs,
+    args: &RunOptions,
     invocation: &Invocation,
     backhaul: Option<&Path>,
 ) -> Result<ExitCode, Error> {
@@ -363,7 +380,7 @@ pub fn run_scenario(
             args.time_scale
         )));
     }
-    let uploaders = cli::uploaders(&args.uploader);
+    let uploaders = &args.uploaders;
     // Checked before the first run, so `both` does not fail half-way through.
     if uploaders.contains(&Uploader::Backhaul) && backhaul.is_none() {
         return Err(Error::NotFound(
@@ -378,7 +395,7 @@ pub fn run_scenario(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let [only] = uploaders.as_slice() else {
-        return run_several(&scenario, args, &uploaders, invocation, backhaul, stamp);
+        return run_several(&scenario, args, uploaders, invocation, backhaul, stamp);
     };
     let summary = run_once(&scenario, args, *only, invocation, backhaul, stamp)?;
     Ok(exit_code(summary.asserts.iter().all(|a| a.passed)))
@@ -397,7 +414,7 @@ fn exit_code(passed: bool) -> ExitCode {
 /// an interruption stops everything.
 fn run_several(
     scenario: &Scenario,
-    args: &RunArgs,
+    args: &RunOptions,
     uploaders: &[Uploader],
     invocation: &Invocation,
     backhaul: Option<&Path>,
@@ -443,7 +460,7 @@ fn run_several(
 /// report into `<out-dir>/<scenario>-<uploader>-<stamp>/` and prints its summary.
 fn run_once(
     scenario: &Scenario,
-    args: &RunArgs,
+    args: &RunOptions,
     uploader: Uploader,
     invocation: &Invocation,
     backhaul: Option<&Path>,
@@ -476,7 +493,7 @@ fn run_once(
 
 fn play(
     scenario: &Scenario,
-    args: &RunArgs,
+    args: &RunOptions,
     uploader_kind: Uploader,
     lab: &mut Lab,
     invocation: &Invocation,

@@ -1,0 +1,35 @@
+//! What a scenario run puts under test and against what: the uploader and the S3 server. Plain
+//! domain types below the runner, the report and the CLI, which all name them.
+
+/// Which uploader a scenario run puts under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Uploader {
+    /// `backhaul run` with a generated site config.
+    Backhaul,
+    /// `rclone move` of the spool on a loop (the incumbent).
+    Rclone,
+}
+
+impl Uploader {
+    /// Every uploader, in the order `both` runs them.
+    pub const ALL: [Uploader; 2] = [Uploader::Backhaul, Uploader::Rclone];
+
+    /// The name used on the command line, in report directories and in `comparison.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Uploader::Backhaul => "backhaul",
+            Uploader::Rclone => "rclone",
+        }
+    }
+}
+
+/// Which S3 server runs in the cloud namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum S3Server {
+    /// `backhaul s3-server` (s3s-fs); falls back to moto if the binary lacks it.
+    Embedded,
+    /// `moto_server` from PyPI.
+    Moto,
+}
