@@ -610,6 +610,9 @@ impl ChunkUploader {
                     self.acknowledged(len);
                     return Ok((etag, crc, digest.md5));
                 }
+                // Dropped by the agent itself after a path change: go again at once on a fresh
+                // connection; it is no failure of this part.
+                Err(e) if e.class() == ErrorClass::Abandoned => self.count_error(&e),
                 Err(e) => {
                     attempt += 1;
                     self.count_error(&e);
@@ -744,6 +747,7 @@ impl ChunkUploader {
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
+                Err(e) if e.class() == ErrorClass::Abandoned => self.count_error(&e),
                 Err(e) => {
                     attempt += 1;
                     self.count_error(&e);
