@@ -219,6 +219,12 @@ pub enum Signal {
         /// Flaps counted since start (monotonic).
         flaps: u32,
     },
+    /// The kernel's TCP MTU probing (`net.ipv4.tcp_mtu_probing`) shrank the segments of
+    /// connections that were losing full-size ones (`TcpExt: TCPMTUPSuccess` grew).
+    KernelMtuProbing {
+        /// Successes since the previous report.
+        successes: u64,
+    },
     /// `TCP_INFO` of an upload connection.
     TcpInfo {
         /// `tcpi_snd_mss`.

@@ -252,6 +252,14 @@ pub async fn run(
                 metrics.kernel_ip_frag_fails.add(d.ip_frag_fails);
                 metrics.kernel_tcp_mtup_fail.add(d.tcp_mtup_fail);
                 metrics.kernel_tcp_mtup_success.add(d.tcp_mtup_success);
+                if d.tcp_mtup_success > 0 {
+                    obs.push(Observation::new(
+                        now,
+                        Signal::KernelMtuProbing {
+                            successes: d.tcp_mtup_success,
+                        },
+                    ));
+                }
                 *seen = now_counters;
             }
             obs.extend(sample_tcp(&transport, &metrics, &mut tcp_seen, now));

@@ -8,7 +8,7 @@ use super::{
     Context, attribution, change_clause, drifted_wan, evidence_epoch, frag_needed, icmp_since,
     large_failing, mtu_fix, path_mtu, small_ok, uploads_healthy_since,
 };
-use crate::{Evidence, Finding, Kind, Severity, Store, Target};
+use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
 /// Finds a reduced path MTU that PMTUD copes with.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
@@ -35,7 +35,24 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
             ));
             format!("PMTUD works (ICMP fragmentation-needed from {from}, next-hop MTU {mtu})")
         } else if uploads_healthy_since(store, ctx, run.first_fail_ms) {
-            "large probes dropped but uploads flow (TCP segments are clamped on the path)".into()
+            let probing: u64 = store
+                .since(run.first_fail_ms)
+                .filter_map(|o| match o.signal {
+                    Signal::KernelMtuProbing { successes } => Some(successes),
+                    _ => None,
+                })
+                .sum();
+            // Say what the evidence shows: the kernel's counter, or only that TCP copes.
+            if probing > 0 {
+                format!(
+                    "large probes dropped but uploads flow: the kernel's TCP MTU probing \
+                     (net.ipv4.tcp_mtu_probing) shrank segments {probing} times"
+                )
+            } else {
+                "large probes dropped but uploads flow (TCP copes by a mechanism the agent \
+                 cannot see: an MSS clamp on the path, or the kernel's MTU probing)"
+                    .into()
+            }
         } else {
             return None;
         };
@@ -111,6 +128,46 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    /// ICMP blocked, large probes lost, uploads at full rate: the wording says what made them
+    /// flow only when the kernel's counter shows it.
+    #[test]
+    fn uploads_flowing_past_lost_large_probes_are_explained_by_the_evidence() {
+        let timeline = |kernel: bool| {
+            let mut tl = Timeline::new();
+            tl.push("10:00:00", link_mtu("eno1", 1500));
+            for step in 0..60u64 {
+                let at = t("10:00:00") + step * 10_000;
+                for target in [Target::Gateway, Target::Endpoint] {
+                    tl.push_ms(at, probe(target, 84, true));
+                    tl.push_ms(at, probe(target, 1500, false));
+                }
+                tl.push_ms(at, rate(42.0));
+                if kernel && step == 3 {
+                    tl.push_ms(at, Signal::KernelMtuProbing { successes: 4 });
+                }
+            }
+            tl.sorted()
+        };
+        let with = run_rule(&timeline(true), "10:09:50", evaluate).unwrap();
+        assert!(
+            with.root_cause.contains("kernel's TCP MTU probing")
+                && with.root_cause.contains("4 times"),
+            "{}",
+            with.root_cause
+        );
+        let without = run_rule(&timeline(false), "10:09:50", evaluate).unwrap();
+        assert!(
+            !without.root_cause.contains("clamped"),
+            "{}",
+            without.root_cause
+        );
+        assert!(
+            without.root_cause.contains("cannot see"),
+            "{}",
+            without.root_cause
+        );
+    }
 
     #[test]
     fn icmp_allowed_variant_is_reduced_not_blackhole() {
