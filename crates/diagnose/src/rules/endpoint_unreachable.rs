@@ -7,9 +7,36 @@ use std::collections::BTreeMap;
 
 use super::{
     Context, attributed_fix, attribution_suffix, disk_escalation, large_failing_anywhere,
-    last_flowing, small_failed, small_ok,
+    last_flowing, small_ok,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target, UploadErrorClass};
+
+/// Consecutive unanswered small probes after which an endpoint that used to answer is silent.
+const SILENT_PROBES: usize = 3;
+
+/// When the endpoint went silent: it answered small probes before, and the last
+/// [`SILENT_PROBES`] small probes toward it went unanswered (the first of those). A store that
+/// never answers ping (S3 does not) never goes silent.
+fn went_silent(store: &Store, ctx: &Context<'_>) -> Option<u64> {
+    let small_max = ctx.settings.small_probe_max_bytes;
+    let mut failed = Vec::new();
+    for o in store.since(0).rev() {
+        if let Signal::Probe {
+            target: Target::Endpoint,
+            size_bytes,
+            ok,
+            ..
+        } = o.signal
+            && size_bytes <= small_max
+        {
+            if ok {
+                return (failed.len() >= SILENT_PROBES).then(|| failed.last().copied())?;
+            }
+            failed.push(o.at_ms);
+        }
+    }
+    None
+}
 
 /// Finds an upload endpoint that fails while the local path is healthy.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
@@ -24,14 +51,26 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         .collect();
     let window = ctx.ago(ctx.settings.signal_window_seconds);
     let recent = errors.iter().filter(|(at, _)| *at >= window).count();
-    if recent < ctx.settings.endpoint_errors as usize {
+    // An endpoint that answered small probes and has stopped, while the gateway answers, is
+    // cut off whatever the uploads have had time to report: their first connection error
+    // takes 30 s (TCP_USER_TIMEOUT), the probes say so within three rounds.
+    let silent_since = went_silent(store, ctx);
+    let gateway_answers = small_ok(store, ctx, Target::Gateway).is_some();
+    if recent < ctx.settings.endpoint_errors as usize
+        && !(silent_since.is_some() && gateway_answers)
+    {
         return None;
     }
     if large_failing_anywhere(store, ctx) {
         // Large packets are lost on our side: a PMTU cause, not this one.
         return None;
     }
-    let &(onset, _) = errors.first()?;
+    let onset = match (errors.first(), silent_since) {
+        (Some(&(e, _)), Some(p)) => e.min(p),
+        (Some(&(e, _)), None) => e,
+        (None, Some(p)) => p,
+        (None, None) => return None,
+    };
     let mut by_class: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, class) in &errors {
         *by_class.entry(class.as_str()).or_default() += 1;
@@ -39,11 +78,14 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     let classes: Vec<String> = by_class.iter().map(|(c, n)| format!("{n} {c}")).collect();
     let host = ctx.inventory.endpoint_host();
     let gw = ctx.inventory.gateway();
-    let mut evidence = vec![Evidence::new(
-        onset,
-        format!("upload to {host} failed ({})", errors[0].1.as_str()),
-    )];
-    let cut_beyond_gateway = small_failed(store, ctx, Target::Endpoint);
+    let mut evidence: Vec<Evidence> = errors
+        .first()
+        .map(|(at, class)| {
+            Evidence::new(*at, format!("upload to {host} failed ({})", class.as_str()))
+        })
+        .into_iter()
+        .collect();
+    let cut_beyond_gateway = silent_since.is_some();
     let path = match small_ok(store, ctx, Target::Gateway) {
         Some(at) if cut_beyond_gateway => {
             evidence.push(Evidence::new(at, format!("gateway {gw} answers probes")));
@@ -146,6 +188,44 @@ mod tests {
         );
         let blackhole = run_rule(&obs, "10:12:00", crate::rules::pmtu_blackhole::evaluate);
         assert!(blackhole.is_none(), "{blackhole:?}");
+    }
+
+    /// Uploads have reported nothing yet (their first timeout takes 30 s): three unanswered
+    /// rounds toward an endpoint that answered before are enough; a store that never answers
+    /// ping never goes silent.
+    #[test]
+    fn an_endpoint_that_stops_answering_probes_is_cut_off_before_uploads_time_out() {
+        let silent = |answered_before: bool, rounds: u64| {
+            let mut tl = Timeline::new();
+            tl.push("10:00:00", link_mtu("eno1", 1500));
+            for step in 0..60u64 {
+                let at = t("10:00:00") + step * 10_000;
+                tl.push_ms(at, probe(Target::Gateway, 84, true));
+                tl.push_ms(at, probe(Target::Endpoint, 84, answered_before));
+                tl.push_ms(at, rate(42.0));
+            }
+            for i in 0..rounds {
+                let at = t("10:10:00") + i * 10_000;
+                tl.push_ms(at, probe(Target::Gateway, 84, true));
+                tl.push_ms(at, probe(Target::Endpoint, 84, false));
+            }
+            // Just after the last round.
+            let now = t("10:10:00") + (rounds - 1) * 10_000 + 1_000;
+            let at = format!(
+                "{:02}:{:02}:{:02}",
+                now / 3_600_000,
+                now / 60_000 % 60,
+                now / 1000 % 60
+            );
+            run_rule(&tl.sorted(), &at, evaluate).map(|f| f.root_cause)
+        };
+        assert!(silent(true, 2).is_none());
+        let cause = silent(true, 3).expect("three silent rounds open it");
+        assert!(cause.contains("cut beyond the gateway"), "{cause}");
+        assert!(
+            silent(false, 6).is_none(),
+            "a store that never answers ping"
+        );
     }
 
     #[test]
