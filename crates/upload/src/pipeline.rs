@@ -167,8 +167,8 @@ impl Uploader {
         let prefix = self.spool.settings().key.site_prefix();
         let open = match self.chunks.client.list_multipart_uploads(&prefix).await {
             Ok(v) => v,
+            // An answer about the store, not a failed request: not counted as an error.
             Err(e) if e.class() == ErrorClass::NotImplemented => {
-                self.metrics.errors.inc(e.class().as_str());
                 tracing::info!(error = %e, "the store cannot list multipart uploads; orphans are aborted only when the journal knows them");
                 *listing_unsupported = true;
                 return;
