@@ -134,6 +134,7 @@ pub struct StatusBoard {
     site: String,
     monitor: Mutex<MonitorView>,
     integrity: Mutex<Option<std::sync::Arc<backhaul_upload::Integrity>>>,
+    disk: Mutex<Option<backhaul_spool::DiskFeed>>,
 }
 
 /// The monitor's part of the status.
@@ -164,12 +165,18 @@ impl StatusBoard {
                 ..MonitorView::default()
             }),
             integrity: Mutex::new(None),
+            disk: Mutex::new(None),
         }
     }
 
     /// Where the uploader keeps what the store validates, read at request time.
     pub fn set_integrity(&self, integrity: std::sync::Arc<backhaul_upload::Integrity>) {
         *self.integrity.lock().unwrap_or_else(|p| p.into_inner()) = Some(integrity);
+    }
+
+    /// Where the spool publishes its disk readings.
+    pub fn set_disk(&self, feed: backhaul_spool::DiskFeed) {
+        *self.disk.lock().unwrap_or_else(|p| p.into_inner()) = Some(feed);
     }
 
     /// Changes the monitor's part.
@@ -186,6 +193,12 @@ impl StatusBoard {
             .clone();
         let now = Instant::now();
         let frag_total = metrics.icmp_frag_needed.value();
+        let disk = self
+            .disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|f| f.latest());
         Status {
             site: self.site.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -201,10 +214,10 @@ impl StatusBoard {
                 backlog_chunks: metrics.backlog_chunks.value() as u64,
                 backlog_bytes: metrics.backlog_bytes.value() as u64,
                 oldest_chunk_age_seconds: metrics.oldest_chunk_age_seconds.value(),
-                disk_used_percent: metrics.disk_used_percent.value(),
-                disk_full_projected_seconds: crate::monitor::disk_sampled(metrics)
-                    .and_then(|(_, full)| full)
-                    .map(|s| s as f64),
+                disk_used_percent: disk.map_or(0.0, |d| d.used_percent),
+                disk_full_projected_seconds: disk
+                    .map(|d| d.seconds_to_full)
+                    .filter(|s| s.is_finite()),
                 store_integrity: self
                     .integrity
                     .lock()

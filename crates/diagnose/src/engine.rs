@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::rules::{self, Context};
 use crate::settings::Settings;
 use crate::{
-    Evidence, Finding, Incident, Inventory, Kind, Observation, Store, TimeBase, Transition,
+    Evidence, Finding, Incident, Inventory, Kind, Observation, Severity, Store, TimeBase,
+    Transition,
 };
 
 /// Most evidence lines an incident keeps.
@@ -27,6 +28,21 @@ fn explained_by(kind: Kind) -> &'static [Kind] {
     }
 }
 
+/// Whether `cause` explains `finding`, so one alert stands for both. Beyond the symptom table:
+/// a WAN drift is the change the MTU findings name (their root cause attributes it), and a
+/// filling disk during an outage is that outage's backlog (its incident carries the disk line
+/// and escalates on it).
+fn explains(cause: &Finding, finding: &Finding) -> bool {
+    match finding.kind {
+        Kind::MtuDrift => {
+            finding.severity >= Severity::Warning
+                && matches!(cause.kind, Kind::PmtuBlackhole | Kind::PathMtuReduced)
+        }
+        Kind::DiskPressure => cause.kind.stops_uploads(),
+        kind => explained_by(kind).contains(&cause.kind),
+    }
+}
+
 /// The diagnosis engine. Feed it every observation with [`Engine::observe`]; act on the
 /// returned transitions (log, metric, [`crate::AlertPolicy`]); call [`Engine::tick`]
 /// periodically (every few seconds) so incidents also resolve when signals simply stop
@@ -39,6 +55,9 @@ pub struct Engine {
     store: Store,
     active: BTreeMap<(Kind, String), Active>,
     now_ms: u64,
+    /// When the last incident that stopped uploads resolved: a disk projection looking back
+    /// past it still carries that outage's backlog.
+    outage_ended_ms: Option<u64>,
 }
 
 /// An open incident and the evidence it was opened with. Rules recompute evidence from the
@@ -64,6 +83,7 @@ impl Engine {
             store,
             active: BTreeMap::new(),
             now_ms: 0,
+            outage_ended_ms: None,
         }
     }
 
@@ -117,6 +137,11 @@ impl Engine {
     }
 
     /// Current findings, before they are turned into incidents (for one-shot checks).
+    ///
+    /// A finding another one explains is folded into it: the explaining finding takes the
+    /// higher severity of the two and, for a filling disk, its line as evidence. An incident
+    /// already open is never explained away: it resolves only when its own signals recover, so
+    /// a late explanation cannot send a resolve for a fault that is still there.
     pub fn findings(&self) -> Vec<Finding> {
         let ctx = Context {
             inventory: &self.inventory,
@@ -124,12 +149,57 @@ impl Engine {
             time: self.time,
             now_ms: self.now_ms,
         };
-        let findings = rules::evaluate_all(&self.store, &ctx);
-        let present: Vec<Kind> = findings.iter().map(|f| f.kind).collect();
+        let mut findings = rules::evaluate_all(&self.store, &ctx);
+        let mut explained = vec![false; findings.len()];
+        for i in 0..findings.len() {
+            let f = &findings[i];
+            if self.active.contains_key(&(f.kind, f.subject.clone())) {
+                continue;
+            }
+            let causes: Vec<usize> = (0..findings.len())
+                .filter(|&j| j != i && explains(&findings[j], f))
+                .collect();
+            if causes.is_empty() {
+                explained[i] = f.kind == Kind::DiskPressure && self.outage_backlog(&ctx);
+                continue;
+            }
+            explained[i] = true;
+            let (severity, kind) = (f.severity, f.kind);
+            let line = Evidence::new(self.now_ms, f.root_cause.clone());
+            for j in causes {
+                let cause = &mut findings[j];
+                cause.severity = cause.severity.max(severity);
+                if kind == Kind::DiskPressure && !cause.evidence.contains(&line) {
+                    cause.evidence.push(line.clone());
+                    cause.evidence.sort();
+                }
+            }
+        }
         findings
             .into_iter()
-            .filter(|f| !explained_by(f.kind).iter().any(|k| present.contains(k)))
+            .zip(explained)
+            .filter(|(f, gone)| {
+                let waiting = f.kind == Kind::MtuDrift
+                    && !self.active.contains_key(&(f.kind, f.subject.clone()))
+                    && rules::mtu_drift::held(&self.store, &ctx, f);
+                !gone && !waiting
+            })
+            .map(|(f, _)| f)
             .collect()
+    }
+
+    /// Whether the disk projection still looks back into an upload outage that has ended and
+    /// the disk is not actually full: the backlog it reports is draining, not growing.
+    fn outage_backlog(&self, ctx: &Context<'_>) -> bool {
+        // An outage incident still open is resolving in this very evaluation.
+        let open = self.active.keys().any(|(k, _)| k.stops_uploads());
+        let Some(ended) = self.outage_ended_ms.or(open.then_some(self.now_ms)) else {
+            return false;
+        };
+        let window = rules::disk_fill_window_ms(&self.store).unwrap_or(0);
+        let full = rules::latest_disk(&self.store, ctx)
+            .is_some_and(|(_, used, _)| used >= self.settings.disk_critical_percent);
+        self.now_ms < ended.saturating_add(window) && !full
     }
 
     fn evaluate(&mut self) -> Vec<Transition> {
@@ -166,6 +236,9 @@ impl Engine {
                 }
                 None => {
                     if let Some(Active { mut incident, .. }) = self.active.remove(&key) {
+                        if incident.kind.stops_uploads() {
+                            self.outage_ended_ms = Some(now);
+                        }
                         incident.resolved_at_ms = Some(now);
                         incident.updated_at_ms = now;
                         incident

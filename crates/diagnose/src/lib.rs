@@ -60,7 +60,7 @@ pub use incident::{Evidence, Finding, Incident, Kind, Severity, Status, Transiti
 pub use inventory::{
     DEFAULT_PATH_MTU_BYTES, Interface, InterfaceConfig, Inventory, InventoryConfig, Role,
 };
-pub use observation::{Observation, Signal, Target, UploadErrorClass, VpnState};
+pub use observation::{Observation, PathRecovery, Signal, Target, UploadErrorClass, VpnState};
 pub use settings::{
     DEFAULT_ATTRIBUTION_WINDOW_SECONDS, DEFAULT_DEGRADED_FRACTION,
     DEFAULT_DEGRADED_SUSTAIN_SECONDS, DEFAULT_DISK_CRITICAL_PERCENT,

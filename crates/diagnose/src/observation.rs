@@ -135,6 +135,58 @@ impl UploadErrorClass {
     }
 }
 
+impl Signal {
+    /// Whether this is `TCP_INFO` of a connection stuck in retransmission timeout: resending
+    /// and nothing acknowledged since the previous sample.
+    pub fn tcp_stuck(&self) -> bool {
+        matches!(self, Signal::TcpInfo { retransmits, bytes_acked_delta: 0, .. } if *retransmits > 0)
+    }
+}
+
+/// Follows full-size probes per target to say when the path carries full-size packets again:
+/// a pass at a size at least as large as the last failure toward the same target. Evidence
+/// from before that moment (stalls, `TCP_INFO` of connections that lost segments then) says
+/// nothing about the path now. Path-MTU search probes are not `Probe` observations, so a
+/// search that finds a smaller size passing is never mistaken for a recovery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathRecovery {
+    failed: [Option<u32>; 2],
+}
+
+impl PathRecovery {
+    /// Feeds one signal; true when it is the recovery.
+    pub fn observe(&mut self, signal: &Signal, small_probe_max_bytes: u32) -> bool {
+        let Signal::Probe {
+            target,
+            size_bytes,
+            ok,
+            ..
+        } = *signal
+        else {
+            return false;
+        };
+        if size_bytes <= small_probe_max_bytes {
+            return false;
+        }
+        let slot = &mut self.failed[target as usize];
+        match (*slot, ok) {
+            (_, false) => {
+                *slot = Some(slot.map_or(size_bytes, |f| f.min(size_bytes)));
+                false
+            }
+            (Some(failed), true) if size_bytes >= failed => {
+                *slot = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn default_fill_window_seconds() -> u64 {
+    300
+}
+
 /// One thing a producer saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -211,6 +263,10 @@ pub enum Signal {
         used_percent: f64,
         /// Seconds until full at the current fill rate; `None` when not filling.
         seconds_to_full: Option<u64>,
+        /// The window the fill rate looks back over: that long after an upload outage ends,
+        /// the projection still carries the outage's growth.
+        #[serde(default = "default_fill_window_seconds")]
+        fill_window_seconds: u64,
     },
     /// VPN tunnel state and the number of flaps since the agent started.
     Vpn {
@@ -236,4 +292,59 @@ pub enum Signal {
         /// Bytes newly acknowledged since the previous sample.
         bytes_acked_delta: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_stuck_only_when_resending_with_nothing_acknowledged() {
+        let info = |retransmits, bytes_acked_delta| Signal::TcpInfo {
+            snd_mss: 8948,
+            pmtu: 9000,
+            retransmits,
+            bytes_acked_delta,
+        };
+        assert!(info(2, 0).tcp_stuck());
+        assert!(!info(2, 1448).tcp_stuck());
+        assert!(!info(0, 0).tcp_stuck());
+        assert!(
+            !Signal::UploadStall {
+                stalled_seconds: 15
+            }
+            .tcp_stuck()
+        );
+    }
+
+    #[test]
+    fn the_path_recovers_when_full_size_passes_again_toward_the_same_target() {
+        let probe = |target, size_bytes, ok| Signal::Probe {
+            target,
+            size_bytes,
+            df: true,
+            ok,
+            rtt_ms: None,
+        };
+        let mut r = PathRecovery::default();
+        assert!(
+            !r.observe(&probe(Target::Endpoint, 1500, true), 576),
+            "never failed"
+        );
+        assert!(!r.observe(&probe(Target::Endpoint, 1500, false), 576));
+        assert!(!r.observe(&probe(Target::Endpoint, 84, true), 576), "small");
+        assert!(
+            !r.observe(&probe(Target::Gateway, 1500, true), 576),
+            "other target"
+        );
+        assert!(
+            !r.observe(&probe(Target::Endpoint, 1400, true), 576),
+            "smaller size"
+        );
+        assert!(r.observe(&probe(Target::Endpoint, 1500, true), 576));
+        assert!(
+            !r.observe(&probe(Target::Endpoint, 1500, true), 576),
+            "once"
+        );
+    }
 }

@@ -6,6 +6,10 @@ use crate::Error;
 
 /// Default seconds after a WAN MTU change within which a new fault is attributed to it.
 pub const DEFAULT_ATTRIBUTION_WINDOW_SECONDS: u64 = 600;
+/// Default seconds a WAN MTU change waits for the probe round it triggers before it is
+/// reported as `mtu_drift` on its own: if that round finds the path broken, the one alert is
+/// the breakage naming the change.
+pub const DEFAULT_MTU_DRIFT_HOLD_SECONDS: u64 = 10;
 /// Default seconds of recent stalls, errors and ICMP the rules look at.
 pub const DEFAULT_SIGNAL_WINDOW_SECONDS: u64 = 120;
 /// Default seconds after which the latest probe result no longer counts.
@@ -43,6 +47,8 @@ pub const DEFAULT_DISK_CRITICAL_TIME_TO_FULL_SECONDS: u64 = 1800;
 pub struct Settings {
     /// Seconds after a WAN MTU change within which a new fault is attributed to it.
     pub attribution_window_seconds: u64,
+    /// Seconds a WAN MTU change waits for its probe round before `mtu_drift` opens alone.
+    pub mtu_drift_hold_seconds: u64,
     /// Seconds of recent stalls, errors and ICMP the rules look at.
     pub signal_window_seconds: u64,
     /// Seconds after which the latest probe result no longer counts.
@@ -77,6 +83,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             attribution_window_seconds: DEFAULT_ATTRIBUTION_WINDOW_SECONDS,
+            mtu_drift_hold_seconds: DEFAULT_MTU_DRIFT_HOLD_SECONDS,
             signal_window_seconds: DEFAULT_SIGNAL_WINDOW_SECONDS,
             probe_stale_seconds: DEFAULT_PROBE_STALE_SECONDS,
             large_probe_failures: DEFAULT_LARGE_PROBE_FAILURES,
@@ -112,6 +119,12 @@ impl Settings {
         }
         if self.vpn_flaps == 0 {
             return bad("vpn_flaps", "must be at least 1");
+        }
+        if self.mtu_drift_hold_seconds > self.attribution_window_seconds {
+            return bad(
+                "mtu_drift_hold_seconds",
+                "must not exceed attribution_window_seconds (a held change must still be attributable)",
+            );
         }
         if self.retention_seconds < self.attribution_window_seconds
             || self.retention_seconds < self.signal_window_seconds

@@ -152,6 +152,7 @@ pub fn disk(used_percent: f64, seconds_to_full: Option<u64>) -> Signal {
     Signal::Disk {
         used_percent,
         seconds_to_full,
+        fill_window_seconds: 300,
     }
 }
 

@@ -511,6 +511,10 @@ fn play(
         s.jitter_ms = network.jitter_ms;
     })?;
     lab.set_rate(scenario.network.rate_mbit)?;
+    if network.tcp_mtu_probing != 0 {
+        let value = format!("net.ipv4.tcp_mtu_probing={}", network.tcp_mtu_probing);
+        cmd::in_ns(&lab.ns(Node::Site), "sysctl", &["-q", "-w", &value])?;
+    }
 
     // The spool's own filesystem, so disk percentages and "fill disk" are real.
     let disk = lab.dir().join("disk");
@@ -868,6 +872,7 @@ fn apply(
             link,
             loss_percent,
             delay_ms,
+            jitter_ms,
             up,
             mtu_bytes,
         } => lab.set_link(link, |s| {
@@ -876,6 +881,9 @@ fn apply(
             }
             if let Some(v) = delay_ms {
                 s.delay_ms = *v;
+            }
+            if let Some(v) = jitter_ms {
+                s.jitter_ms = *v;
             }
             if let Some(v) = up {
                 s.up = *v;

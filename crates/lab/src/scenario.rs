@@ -16,6 +16,7 @@
 //! icmp = "block"                   # gateway's ICMP frag-needed: "block" or "allow"
 //! loss_percent = 0                 # random loss on the wan wire, each direction
 //! jitter_ms = 0                    # extra random delay 0..jitter on the wan wire
+//! tcp_mtu_probing = 0              # the site namespace's net.ipv4.tcp_mtu_probing (0, 1, 2)
 //!
 //! [camera]
 //! cameras = 1
@@ -43,7 +44,8 @@
 //! Actions and their fields:
 //! * `set-mtu`: `node` (`site`, `gw`, `cloud`), `interface`, `mtu_bytes`.
 //! * `icmp`: `policy` (`block` or `allow`).
-//! * `link`: `link` (`lan` or `wan`) and any of `loss_percent`, `delay_ms`, `up`, `mtu_bytes`.
+//! * `link`: `link` (`lan` or `wan`) and any of `loss_percent`, `delay_ms`, `jitter_ms`, `up`,
+//!   `mtu_bytes`.
 //! * `rate`: `mbit` (omit for unshaped).
 //! * `s3`: `running` (false kills the S3 server, true starts it again; moto forgets its
 //!   objects on restart, so use `--s3 embedded` for this action).
@@ -98,6 +100,10 @@ pub struct NetworkConfig {
     /// Extra random delay of 0..jitter milliseconds on the wan wire.
     #[serde(default)]
     pub jitter_ms: u32,
+    /// `net.ipv4.tcp_mtu_probing` in the site namespace: 1 lets the kernel shrink the segments
+    /// of connections that lose full-size ones (what a site admin can set against a black hole).
+    #[serde(default)]
+    pub tcp_mtu_probing: u8,
 }
 
 fn default_lan_mtu() -> u32 {
@@ -113,6 +119,7 @@ impl Default for NetworkConfig {
             icmp: IcmpPolicy::Block,
             loss_percent: 0.0,
             jitter_ms: 0,
+            tcp_mtu_probing: 0,
         }
     }
 }
@@ -217,6 +224,7 @@ struct RawEvent {
     link: Option<String>,
     loss_percent: Option<f64>,
     delay_ms: Option<u32>,
+    jitter_ms: Option<u32>,
     up: Option<bool>,
     mbit: Option<f64>,
     running: Option<bool>,
@@ -245,6 +253,8 @@ pub enum Action {
         loss_percent: Option<f64>,
         /// New one-way delay.
         delay_ms: Option<u32>,
+        /// New jitter (extra random delay 0..jitter).
+        jitter_ms: Option<u32>,
         /// Cut (false) or restore (true).
         up: Option<bool>,
         /// New wire MTU.
@@ -467,6 +477,18 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
             "use seconds of scenario time, e.g. 15",
         ));
     }
+    if raw.network.tcp_mtu_probing > 2 {
+        return Err(located(
+            file,
+            text,
+            0,
+            &format!(
+                "network.tcp_mtu_probing = {} is not a kernel value",
+                raw.network.tcp_mtu_probing
+            ),
+            "0 (off), 1 (after a black hole is detected) or 2 (always), as in ip-sysctl.rst",
+        ));
+    }
     if !(0.0..100.0).contains(&raw.network.loss_percent) {
         return Err(located(
             file,
@@ -490,7 +512,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
                 &format!("use 0 ..= duration_seconds ({})", raw.duration_seconds),
             ));
         }
-        let fields: [(&str, bool); 12] = [
+        let fields: [(&str, bool); 13] = [
             ("node", e.node.is_some()),
             ("interface", e.interface.is_some()),
             ("mtu_bytes", e.mtu_bytes.is_some()),
@@ -498,6 +520,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
             ("link", e.link.is_some()),
             ("loss_percent", e.loss_percent.is_some()),
             ("delay_ms", e.delay_ms.is_some()),
+            ("jitter_ms", e.jitter_ms.is_some()),
             ("up", e.up.is_some()),
             ("mbit", e.mbit.is_some()),
             ("running", e.running.is_some()),
@@ -507,7 +530,14 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         let allowed: &[&str] = match e.action {
             ActionKind::SetMtu => &["node", "interface", "mtu_bytes"],
             ActionKind::Icmp => &["policy"],
-            ActionKind::Link => &["link", "loss_percent", "delay_ms", "up", "mtu_bytes"],
+            ActionKind::Link => &[
+                "link",
+                "loss_percent",
+                "delay_ms",
+                "jitter_ms",
+                "up",
+                "mtu_bytes",
+            ],
             ActionKind::Rate => &["mbit"],
             ActionKind::S3 => &["running"],
             ActionKind::FillDisk => &["bytes"],
@@ -547,6 +577,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
                     link,
                     loss_percent: e.loss_percent,
                     delay_ms: e.delay_ms,
+                    jitter_ms: e.jitter_ms,
                     up: e.up,
                     mtu_bytes: e.mtu_bytes,
                 }
@@ -608,6 +639,23 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse("s.toml", text).unwrap_err().to_string()
+    }
+
+    /// A shipped scenario that does not load is found here, not 15 minutes into a lab run.
+    #[test]
+    fn every_shipped_scenario_loads_with_a_fault_and_its_end() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let s = load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if s.name.ends_with("-realtime") {
+                assert!(s.fault_at() < s.revert_at(), "{}", path.display());
+                assert!(!s.cause_kinds.is_empty(), "{}", path.display());
+            }
+            n += 1;
+        }
+        assert!(n >= 14, "{n} scenarios");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -31,8 +32,28 @@ pub struct DiskStatus {
     pub fill_bytes_per_second: f64,
     /// Seconds until full at that rate; +Inf when not filling.
     pub seconds_to_full: f64,
+    /// The fill-rate window the projection looks back over: for this long after an upload
+    /// outage ends, the projection still carries the outage's growth.
+    pub fill_window: Duration,
     /// Watermark level.
     pub level: DiskLevel,
+}
+
+/// The latest disk reading, for readers outside the uploader (the monitor's rules, `/status`).
+/// `None` until the spool has sampled the disk: a reading that does not exist yet is not
+/// "0 % used, full in 0 s".
+#[derive(Debug, Clone, Default)]
+pub struct DiskFeed(Arc<Mutex<Option<DiskStatus>>>);
+
+impl DiskFeed {
+    /// The newest reading, if the disk was sampled at all.
+    pub fn latest(&self) -> Option<DiskStatus> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn publish(&self, status: DiskStatus) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
 }
 
 /// Samples the spool filesystem and projects when it fills.
@@ -140,6 +161,7 @@ impl DiskWatch {
             used_percent,
             fill_bytes_per_second: rate,
             seconds_to_full,
+            fill_window: self.window,
             level,
         }
     }

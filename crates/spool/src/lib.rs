@@ -55,7 +55,7 @@ pub use config::{
     DEFAULT_KEY_TEMPLATE, DEFAULT_RESCAN_INTERVAL_SECONDS, DEFAULT_SETTLE_SECONDS, DiskFullPolicy,
     Order, SpoolConfig, SpoolSettings,
 };
-pub use disk::{DiskLevel, DiskStatus, DiskWatch};
+pub use disk::{DiskFeed, DiskLevel, DiskStatus, DiskWatch};
 pub use error::Error;
 pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, PartRecord, PendingAbort};
 pub use key::{KeyTemplate, MAX_KEY_BYTES, disambiguate};

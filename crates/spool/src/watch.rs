@@ -14,8 +14,8 @@ use crate::remove::drop_unuploaded;
 use crate::scan::{self, Skipped, ignored};
 use crate::writers::{Writers, open_for_writing};
 use crate::{
-    Chunk, ChunkState, DiskFullPolicy, DiskStatus, DiskWatch, Error, Readiness, ScanEntry,
-    SpoolSettings, UnixMillis,
+    Chunk, ChunkState, DiskFeed, DiskFullPolicy, DiskStatus, DiskWatch, Error, Readiness,
+    ScanEntry, SpoolSettings, UnixMillis,
 };
 
 /// How often files that are not yet settled are looked at again.
@@ -37,6 +37,7 @@ pub struct Spool {
     skipped: Mutex<HashSet<String>>,
     /// Said once: the kernel will not tell whether files are open for writing.
     writers_unknown: AtomicBool,
+    disk: DiskFeed,
 }
 
 /// Wall-clock milliseconds since the epoch.
@@ -94,7 +95,13 @@ impl Spool {
             warned: Mutex::new(HashSet::new()),
             skipped: Mutex::new(HashSet::new()),
             writers_unknown: AtomicBool::new(false),
+            disk: DiskFeed::default(),
         })
+    }
+
+    /// The latest disk reading, shared: the uploader's housekeeping samples, others read.
+    pub fn disk_feed(&self) -> DiskFeed {
+        self.disk.clone()
     }
 
     pub(crate) fn readiness(&self) -> MutexGuard<'_, Readiness> {
@@ -410,6 +417,7 @@ impl Spool {
     pub fn housekeeping(&self, disk: &mut DiskWatch, busy: &[i64]) -> Result<DiskStatus, Error> {
         self.refresh_backlog()?;
         let mut status = disk.sample(&self.settings.dir, Instant::now())?;
+        self.disk.publish(status);
         self.metrics.disk_used_percent.set(status.used_percent);
         self.metrics
             .disk_full_projected_seconds
@@ -431,6 +439,7 @@ impl Spool {
                 tracing::error!(chunk = ?victim.name, used_percent = status.used_percent,
                     "disk critical: dropped un-uploaded chunk (disk_full_policy = drop-oldest)");
                 status = disk.sample(&self.settings.dir, Instant::now())?;
+                self.disk.publish(status);
             }
         }
         Ok(status)

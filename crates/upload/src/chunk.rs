@@ -62,6 +62,8 @@ pub struct ChunkUploader {
     pub metrics: Arc<Metrics>,
     /// What the store validates by itself (shared with `/status`).
     pub integrity: Arc<Integrity>,
+    /// Whether the store can be reached; pauses end when it answers again.
+    pub health: Arc<crate::health::StoreHealth>,
 }
 
 /// A hex MD5, as stores put it in ETags.
@@ -761,12 +763,14 @@ impl ChunkUploader {
     }
 
     fn acknowledged(&self, bytes: u64) {
+        self.health.answered();
         self.metrics.uploaded_bytes.add(bytes);
         self.metrics.uploaded_parts.inc();
         self.metrics.goodput.record(Instant::now(), bytes);
     }
 
     fn count_error(&self, e: &Error) {
+        self.health.failed(e.class());
         self.metrics.errors.inc(e.class().as_str());
         if matches!(e, Error::Stall { .. }) {
             self.metrics.stalls.inc();
@@ -778,7 +782,7 @@ impl ChunkUploader {
         let delay = self.backoff().delay(attempt);
         tracing::warn!(key = %key, part, attempt, class = e.class().as_str(), error = %e,
             retry_in_ms = delay.as_millis() as u64, "upload request failed; retrying");
-        tokio::time::sleep(delay).await;
+        self.health.pause(delay).await;
     }
 }
 

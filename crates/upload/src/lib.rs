@@ -21,6 +21,7 @@ mod creds;
 #[cfg(feature = "embedded-s3")]
 pub mod embedded;
 mod error;
+pub mod health;
 pub mod integrity;
 mod pipeline;
 mod ratelimit;
@@ -88,6 +89,7 @@ pub fn build_uploader(
         limiter,
         metrics,
         integrity: Arc::new(Integrity::default()),
+        health: Arc::new(health::StoreHealth::default()),
     });
     Ok((Uploader::new(chunks.clone()), chunks))
 }

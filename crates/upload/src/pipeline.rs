@@ -60,6 +60,39 @@ struct BucketGate {
     failures: u32,
 }
 
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// While the store is down, asks it HeadBucket every [`crate::health::RECHECK`] (jittered) and
+/// marks it up on any answer, errors included: an answer means it can be reached. Its failures
+/// are not upload errors and are not counted as such.
+async fn recheck_store(
+    client: Arc<crate::s3::S3Client>,
+    health: Arc<crate::health::StoreHealth>,
+    request_timeout: Duration,
+) {
+    loop {
+        tokio::time::sleep(crate::health::StoreHealth::recheck_delay()).await;
+        if !health.is_down() {
+            continue;
+        }
+        let limit = request_timeout.min(crate::health::RECHECK * 5);
+        match tokio::time::timeout(limit, client.head_bucket()).await {
+            Ok(Ok(())) => health.answered(),
+            Ok(Err(e)) if !matches!(e.class(), ErrorClass::Connection | ErrorClass::Timeout) => {
+                health.answered();
+            }
+            _ => {}
+        }
+    }
+}
+
 fn bucket_help(e: &Error) -> &'static str {
     match e.class() {
         ErrorClass::NoSuchBucket => "create the bucket or fix upload.bucket",
@@ -241,6 +274,14 @@ impl Uploader {
             failures: 0,
         };
 
+        let mut store_back = self.chunks.health.subscribe();
+        // Ends with this run on every path out of it, errors included.
+        let _recheck = AbortOnDrop(tokio::spawn(recheck_store(
+            self.chunks.client.clone(),
+            self.chunks.health.clone(),
+            self.chunks.settings.request_timeout,
+        )));
+
         // Whatever a previous run left half-done: verified-not-removed files, queued aborts.
         self.spool.scan_once()?;
         self.spool.retry_removals()?;
@@ -281,6 +322,7 @@ impl Uploader {
                     }
                     Err(e) => {
                         self.metrics.errors.inc(e.class().as_str());
+                        self.chunks.health.failed(e.class());
                         bucket.failures += 1;
                         bucket.next_check = Instant::now() + backoff.ceiling(bucket.failures);
                         tracing::error!(bucket = %self.chunks.client.bucket(), class = e.class().as_str(), error = %e,
@@ -361,6 +403,15 @@ impl Uploader {
                     if let Err(e) = self.spool.refresh_backlog() {
                         tracing::error!(error = %e, "cannot read the backlog from the journal");
                     }
+                }
+                Ok(()) = store_back.changed() => {
+                    // Chunks waiting out a backoff waited for the store, and it answers now.
+                    let waiting = retries.values().filter(|r| r.not_before > Instant::now()).count();
+                    for r in retries.values_mut() {
+                        r.not_before = Instant::now();
+                    }
+                    bucket.next_check = Instant::now();
+                    tracing::info!(waiting, "the store answers again; retrying now instead of after the backoff");
                 }
                 _ = tokio::time::sleep(next_retry) => {}
                 _ = shutdown.changed() => {}

@@ -208,9 +208,19 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy to `upstream` (`host:port`) injecting `faults`.
     pub async fn start(upstream: std::net::SocketAddr, faults: Faults) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_at(([127, 0, 0, 1], 0).into(), upstream, faults).await
+    }
+
+    /// Like [`FaultProxy::start`], listening on `listen` (a store that comes up at an address
+    /// the uploader already uses).
+    pub async fn start_at(
+        listen: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+        faults: Faults,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+            .unwrap_or_else(|e| panic!("proxy bind {listen}: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let stats = Arc::new(ProxyStats::default());
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();

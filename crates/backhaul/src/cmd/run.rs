@@ -120,6 +120,7 @@ pub async fn agent(
     )?;
     let board = Arc::new(StatusBoard::new(cfg.site.clone()));
     board.set_integrity(chunks.integrity.clone());
+    board.set_disk(spool.disk_feed());
     let bound = match cfg.metrics_listen {
         Some(addr) => Some(
             metrics_server::serve(addr, metrics.clone(), board.clone(), shutdown.clone())
@@ -150,6 +151,7 @@ pub async fn agent(
                     site: cfg.site.clone(),
                     stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
                     outbox,
+                    disk: spool.disk_feed(),
                 },
                 metrics.clone(),
                 board,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backhaul_diagnose::{
-    AlertPolicy, Engine, Inventory, Observation, Settings, Signal, Target, TimeBase,
+    AlertPolicy, Engine, Inventory, Observation, PathRecovery, Settings, Signal, Target, TimeBase,
     UploadErrorClass,
 };
 use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, TcpInfo};
@@ -30,9 +30,12 @@ mod sources;
 mod upload_signals;
 
 use delivery::{Delivery, log_transition};
-pub(crate) use sources::disk_sampled;
-use sources::{link_observation, listen_frag_needed, watch_links, watch_vpn};
+use sources::{disk_signal, link_observation, listen_frag_needed, watch_links, watch_vpn};
 use upload_signals::sample_tcp;
+
+/// Least time between probe rounds triggered by stuck upload connections, so a lossy link whose
+/// connections keep timing out does not probe continuously.
+const STUCK_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Seconds of the goodput window fed to the rules (`Signal::UploadGoodput::mbps_10s`).
 const GOODPUT_WINDOW_SECONDS: u64 = 10;
@@ -69,6 +72,8 @@ pub struct Monitor {
     pub stall_timeout_seconds: u64,
     /// Where alerts wait until delivered.
     pub outbox: Arc<backhaul_spool::Outbox>,
+    /// The spool's disk readings (none until its first sample).
+    pub disk: backhaul_spool::DiskFeed,
 }
 
 /// Runs until `shutdown`.
@@ -86,6 +91,7 @@ pub async fn run(
         site,
         stall_timeout_seconds,
         outbox,
+        disk,
     } = monitor;
     let delivery = Delivery::start(
         &cfg,
@@ -100,6 +106,7 @@ pub async fn run(
         shutdown.clone(),
     );
     let time = TimeBase::UNIX;
+    let small_probe_max_bytes = settings.small_probe_max_bytes;
     let mut engine = Engine::new(inventory.clone(), settings, time);
     let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
     let mut mtus: HashMap<String, u32> = HashMap::new();
@@ -134,6 +141,8 @@ pub async fn run(
     let mut generation = 0u64;
     let mut probing = false;
     let mut next_probe = Instant::now();
+    let mut last_stuck_probe: Option<Instant> = None;
+    let mut path_recovery = PathRecovery::default();
     let mut next_upload_sample = Instant::now();
     let mut busy_since: Option<Instant> = None;
     let probe_every = Duration::from_secs(cfg.probe_interval_seconds);
@@ -150,6 +159,21 @@ pub async fn run(
                     probing = false;
                 }
                 if born == generation {
+                    // Every probe goes through the tracker (no short-circuit): it keeps state.
+                    let recoveries = found
+                        .iter()
+                        .filter(|o| path_recovery.observe(&o.signal, small_probe_max_bytes))
+                        .count();
+                    if recoveries > 0 {
+                        // The path carries full-size packets again with no local change (a
+                        // shrunk hop recovered): connections opened meanwhile sit in
+                        // retransmission backoff, and their late stalls would read as fresh
+                        // evidence. Fresh connections carry the uploads from here.
+                        tracing::info!("full-size probes pass again; dropping upload connections opened while they failed");
+                        transport.abandon_connections();
+                        tcp_seen.clear();
+                        stalls_seen = metrics.stalls.value();
+                    }
                     obs.extend(found);
                 }
             }
@@ -262,15 +286,19 @@ pub async fn run(
                 }
                 *seen = now_counters;
             }
-            obs.extend(sample_tcp(&transport, &metrics, &mut tcp_seen, now));
-            if let Some((used_percent, seconds_to_full)) = disk_sampled(&metrics) {
-                obs.push(Observation::new(
-                    now,
-                    Signal::Disk {
-                        used_percent,
-                        seconds_to_full,
-                    },
-                ));
+            let tcp = sample_tcp(&transport, &metrics, &mut tcp_seen, now);
+            if tcp.iter().any(|o| o.signal.tcp_stuck())
+                && last_stuck_probe.is_none_or(|t| t.elapsed() >= STUCK_PROBE_EVERY)
+            {
+                // A connection in retransmission timeout with nothing acknowledged is the first
+                // sign of a path that shrank with no local change; the stall watchdog would
+                // wait out its whole timeout. Probe now, as for a link event.
+                last_stuck_probe = Some(Instant::now());
+                next_probe = Instant::now();
+            }
+            obs.extend(tcp);
+            if let Some(d) = disk.latest() {
+                obs.push(Observation::new(now, disk_signal(&d)));
             }
         }
         if !probing && Instant::now() >= next_probe {

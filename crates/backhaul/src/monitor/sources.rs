@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backhaul_diagnose::{Inventory, Observation, Signal, VpnState};
 use backhaul_netprobe::{FragNeededListener, LinkEvent, LinkWatcher, Vici};
+use backhaul_spool::DiskStatus;
 use backhaul_telemetry::Metrics;
 use tokio::sync::mpsc;
 
@@ -56,18 +57,17 @@ pub(super) fn watch_links(tx: mpsc::UnboundedSender<(u64, LinkEvent)>) -> bool {
     true
 }
 
-/// The spool's latest disk sample: used percent and seconds to full (`None`: not filling).
-/// `None` until the spool has sampled the disk at all: the gauges start at 0, which would
-/// read as "full in 0 s" and open a critical `disk_pressure` while the bucket is still
-/// unreachable (the spool samples in its housekeeping, not before). A real filesystem is never
-/// 0 % used and full in 0 s at once.
-pub(crate) fn disk_sampled(metrics: &Metrics) -> Option<(f64, Option<u64>)> {
-    let used = metrics.disk_used_percent.value();
-    let full = metrics.disk_full_projected_seconds.value();
-    if used == 0.0 && full == 0.0 {
-        return None;
+/// The rules' view of a disk reading: seconds to full only while filling (the spool says
+/// +Inf when not), and the window its projection looks back over.
+pub(crate) fn disk_signal(d: &DiskStatus) -> Signal {
+    Signal::Disk {
+        used_percent: d.used_percent,
+        seconds_to_full: d
+            .seconds_to_full
+            .is_finite()
+            .then_some(d.seconds_to_full as u64),
+        fill_window_seconds: d.fill_window.as_secs(),
     }
-    Some((used, full.is_finite().then_some(full as u64)))
 }
 
 /// How often strongSwan is asked for its tunnels.

@@ -26,6 +26,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         if let Signal::Disk {
             used_percent,
             seconds_to_full,
+            ..
         } = o.signal
         {
             if o.at_ms > at {

@@ -8,7 +8,8 @@
 //! * **Evidence epoch.** A WAN MTU change invalidates probe and TCP evidence from before it
 //!   (those packets crossed a different configuration), so rules read probe runs only from
 //!   the last WAN change on. A revert therefore resolves a black hole at once, without waiting
-//!   for the next probe.
+//!   for the next probe. So does a path that carries full-size probes again after losing them
+//!   ([`crate::PathRecovery`]): a path that shrank and recovered with no local change.
 //! * **Large probes fail** toward a target when its last `large_probe_failures` DF probes
 //!   larger than `small_probe_max_bytes` all failed, or when at least one failed and the
 //!   prober's path-MTU search then reported a smaller size. The second form finds the black
@@ -32,8 +33,8 @@ use std::net::IpAddr;
 
 use crate::settings::Settings;
 use crate::{
-    Evidence, Finding, Interface, Inventory, MtuChange, Role, Severity, Signal, Store, Target,
-    TimeBase,
+    Evidence, Finding, Interface, Inventory, MtuChange, PathRecovery, Role, Severity, Signal,
+    Store, Target, TimeBase,
 };
 
 /// Everything a rule needs besides the store.
@@ -97,7 +98,16 @@ pub(crate) fn last_wan_change<'s>(store: &'s Store, ctx: &Context<'_>) -> Option
 
 /// Where probe and TCP evidence starts counting (see the module docs).
 pub(crate) fn evidence_epoch(store: &Store, ctx: &Context<'_>) -> u64 {
-    last_wan_change(store, ctx).map_or(0, |c| c.at_ms)
+    let changed = last_wan_change(store, ctx).map_or(0, |c| c.at_ms);
+    let mut recovery = PathRecovery::default();
+    let small = ctx.settings.small_probe_max_bytes;
+    let restored = store
+        .iter()
+        .filter(|o| recovery.observe(&o.signal, small))
+        .map(|o| o.at_ms)
+        .last()
+        .unwrap_or(0);
+    changed.max(restored)
 }
 
 /// The WAN MTU change a fault with this onset is attributed to.
@@ -422,6 +432,17 @@ pub(crate) fn uploads_healthy_since(store: &Store, ctx: &Context<'_>, onset_ms: 
     stalls(store, onset_ms).is_empty() && latest.is_some_and(|(_, mbps)| mbps >= floor)
 }
 
+/// The fill-rate window of the latest disk report, in ms (how far back its projection looks).
+pub(crate) fn disk_fill_window_ms(store: &Store) -> Option<u64> {
+    store.iter().rev().find_map(|o| match o.signal {
+        Signal::Disk {
+            fill_window_seconds,
+            ..
+        } => Some(Settings::ms(fill_window_seconds)),
+        _ => None,
+    })
+}
+
 /// The latest disk report within the signal window: (at, used %, seconds to full).
 pub(crate) fn latest_disk(store: &Store, ctx: &Context<'_>) -> Option<(u64, f64, Option<u64>)> {
     let since = ctx.ago(ctx.settings.signal_window_seconds);
@@ -429,6 +450,7 @@ pub(crate) fn latest_disk(store: &Store, ctx: &Context<'_>) -> Option<(u64, f64,
         Signal::Disk {
             used_percent,
             seconds_to_full,
+            ..
         } => Some((o.at_ms, used_percent, seconds_to_full)),
         _ => None,
     })

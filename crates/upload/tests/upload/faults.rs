@@ -99,3 +99,37 @@ async fn stalled_part_is_abandoned_and_retried_on_a_fresh_connection() {
         spool.metrics.stalls.value()
     );
 }
+
+/// The store is unreachable when the drain starts and comes up 2 s later. With a 60 s backoff
+/// base the bucket check alone would next run a minute later; the store recheck notices the
+/// answer within seconds and the waiting chunks go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_resume_when_the_store_answers_not_after_the_backoff() {
+    let peer = backhaul_upload::test_util::S3Peer::embedded(super::support::BUCKET).await;
+    let port = backhaul_upload::test_util::free_port();
+    let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let spool = TempSpool::new();
+    spool.write_chunk("cam1/late.mp4", &pattern_bytes(9, 6 * MIB));
+    let mut cfg = config(&peer, &format!("http://{listen}"));
+    cfg.retry_base_milliseconds = 60_000;
+    cfg.retry_max_seconds = 600;
+    let upstream = peer.socket_addr();
+    let started = std::time::Instant::now();
+    let comes_up = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        FaultProxy::start_at(listen, upstream, Faults::default()).await
+    });
+    let report = drain(&spool, &peer, &cfg).await;
+    let took = started.elapsed();
+    let _proxy = comes_up.await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(files_left(&spool).is_empty());
+    assert!(
+        spool.metrics.errors.value("connection") > 0,
+        "the store was never down"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "drained {took:?} after start: it waited for the 60 s backoff, not for the store"
+    );
+}
