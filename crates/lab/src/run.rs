@@ -13,10 +13,9 @@
 //! real timeline; TCP's and the uploaders' own timers do not scale (an RTO backoff or a 15 s
 //! stall timeout is a bigger share of a compressed outage), which the README discusses.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,8 +23,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::peers::{S3Server, Uploader};
 use crate::report::{self, AppliedEvent, Sample, Summary};
 use crate::scenario::{self, Action, Scenario};
-use crate::topology::{CLOUD_ADDR, GW_LAN_ADDR, Invocation, Lab, LabOptions, Node, require_root};
+use crate::topology::{CLOUD_ADDR, Invocation, Lab, LabOptions, Node, require_root};
 use crate::{Error, cmd, compare, probe};
+
+mod cloud;
+mod site;
+
+use cloud::{S3, files_under, has_s3_server, list_bucket, rclone, rclone_config, wait_tcp};
+use site::{Written, backhaul_config, scaled_timer, spool_files, used_bytes, write_chunk};
 
 /// Access key the lab's S3 servers and uploaders use (the embedded server's fixed key; moto
 /// accepts any).
@@ -62,93 +67,12 @@ impl Clock {
     }
 }
 
-/// One chunk the camera wrote.
-#[derive(Debug, Clone)]
-struct Written {
-    name: String,
-    bytes: u64,
-}
-
-/// The S3 server in the cloud namespace (restartable for the `s3` action).
-struct S3 {
-    kind: S3Server,
-    backhaul: Option<PathBuf>,
-    root: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl S3 {
-    fn start(&mut self, lab: &mut Lab, invocation: &Invocation) -> Result<(), Error> {
-        let log = open_log(&self.log)?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| Error::io("open", &self.log, e))?;
-        let listen = format!("{CLOUD_ADDR}:{S3_PORT}");
-        let mut c = match (self.kind, &self.backhaul) {
-            (S3Server::Embedded, Some(exe)) => {
-                let mut c = lab.command(Node::Cloud, &exe.to_string_lossy());
-                c.args(["s3-server", "--listen", &listen, "--root"])
-                    .arg(&self.root);
-                c
-            }
-            _ => {
-                let mut c = lab.command(Node::Cloud, "moto_server");
-                c.args(["-H", CLOUD_ADDR, "-p", &S3_PORT.to_string()]);
-                c
-            }
-        };
-        scrub_env(&mut c);
-        let child = c
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .map_err(|e| Error::Peer {
-                peer: "s3",
-                message: e.to_string(),
-            })?;
-        lab.track("s3", child.id())?;
-        self.child = Some(child);
-        wait_tcp(lab, invocation, &listen, 30.0).map_err(|e| Error::Peer {
-            peer: "s3",
-            message: format!("{e}; see {}", self.log.display()),
-        })
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // `ip netns exec` execs the server, so this pid is the server itself.
-            let _ignored = child.kill();
-            let _ignored = child.wait();
-        }
-    }
-}
-
 fn open_log(path: &Path) -> Result<std::fs::File, Error> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| Error::io("open", path, e))
-}
-
-fn wait_tcp(lab: &Lab, invocation: &Invocation, addr: &str, secs: f64) -> Result<(), Error> {
-    let argv = invocation.argv("wait-tcp");
-    let mut args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
-    let secs = secs.to_string();
-    args.extend(["--addr", addr, "--timeout", &secs]);
-    lab.exec(Node::Cloud, &argv[0], &args).map(drop)
-}
-
-/// Whether `exe` has the `s3-server` subcommand (added to the binary separately).
-fn has_s3_server(exe: &Path) -> bool {
-    std::process::Command::new(exe)
-        .args(["s3-server", "--help"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Strips the host's cloud and proxy settings from a peer's environment: AWS_* (credentials,
@@ -161,189 +85,6 @@ fn scrub_env(c: &mut std::process::Command) {
             c.env_remove(&key);
         }
     }
-}
-
-/// Runs rclone inside `node` with a scrubbed environment; returns stdout.
-fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Error> {
-    let mut c = lab.command(node, "rclone");
-    c.args(args);
-    scrub_env(&mut c);
-    let output = c.output().map_err(|source| Error::Spawn {
-        command: format!("rclone {}", args.join(" ")),
-        source,
-    })?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            command: format!("rclone {}", args.join(" ")),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
-}
-
-fn rclone_config(path: &Path) -> Result<(), Error> {
-    let text = format!(
-        "[lab]\ntype = s3\nprovider = Other\naccess_key_id = {S3_ACCESS_KEY}\n\
-         secret_access_key = {S3_SECRET_KEY}\nendpoint = http://{CLOUD_ADDR}:{S3_PORT}\n\
-         force_path_style = true\nregion = us-east-1\n"
-    );
-    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
-}
-
-/// Scales an uploader timer (default `secs` at real time) to the run's clock, with a floor so
-/// it stays above the lab's RTT. Both uploaders get the same treatment, so the comparison stays
-/// fair; the kernel's TCP timers cannot be scaled (see the module docs).
-fn scaled_timer(secs: f64, scale: f64, floor: f64) -> f64 {
-    (secs * scale.min(1.0)).max(floor)
-}
-
-fn backhaul_config(path: &Path, spool: &Path, scale: f64) -> Result<(), Error> {
-    let timers = format!(
-        "stall_timeout_seconds = {}\nrequest_timeout_seconds = {}\nretry_base_milliseconds = {}\n\
-         retry_max_seconds = {}\n",
-        scaled_timer(15.0, scale, 1.0).round(),
-        scaled_timer(60.0, scale, 2.0).round(),
-        (scaled_timer(0.5, scale, 0.05) * 1000.0).round(),
-        scaled_timer(60.0, scale, 1.0).round(),
-    );
-    let text = format!(
-        "# Generated by the incident lab.\n[site]\nname = \"{SITE}\"\n\n[spool]\ndir = \"{}\"\n\
-         fill_rate_window_seconds = {}\n\n\
-         [upload]\nendpoint = \"http://{CLOUD_ADDR}:{S3_PORT}\"\nbucket = \"{BUCKET}\"\n\
-         region = \"us-east-1\"\nurl_style = \"path\"\ncredentials = \"static\"\n\
-         access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n\
-         create_bucket = true\n{timers}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[log]\nformat = \"json\"\n\n\
-         [inventory]\ngateway = \"{GW_LAN_ADDR}\"\nendpoint_host = \"{CLOUD_ADDR}\"\n\
-         # The report's healthy rate on the 50 Mbit/s uplink.\nexpected_upload_mbps = 43\ninterfaces = [\n\
-         {{ name = \"eno1\", role = \"wan\", mtu_bytes = 1500 }},\n\
-         {{ name = \"eno2\", role = \"camera\", mtu_bytes = 1500 }},\n]\n\n\
-         [monitor]\nwebhook_url = \"http://{CLOUD_ADDR}:{WEBHOOK_PORT}/alerts\"\n\
-         probe_interval_seconds = {}\nprobe_timeout_milliseconds = 300\n\n\
-         # Time-to-full and sustain thresholds follow the scaled clock: the camera fills the\n\
-         # scaled disk in scaled time, and unscaled thresholds would read that as a fast fill.\n\
-         [diagnose]\ndisk_warning_time_to_full_seconds = {}\n\
-         disk_critical_time_to_full_seconds = {}\ndegraded_sustain_seconds = {}\n",
-        spool.display(),
-        scaled_timer(300.0, scale, 10.0).round(),
-        scaled_timer(10.0, scale, 1.0).round(),
-        scaled_timer(7200.0, scale, 60.0).round(),
-        scaled_timer(1800.0, scale, 30.0).round(),
-        scaled_timer(300.0, scale, 10.0).round(),
-    );
-    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
-}
-
-/// Object sizes in the bucket, by file name (the last key component).
-fn list_bucket(lab: &Lab, rclone_conf: &Path) -> Result<BTreeMap<String, u64>, Error> {
-    let conf = rclone_conf.to_string_lossy();
-    let remote = format!("lab:{BUCKET}");
-    let out = rclone(
-        lab,
-        Node::Cloud,
-        &["--config", &conf, "lsjson", "-R", "--files-only", &remote],
-    )?;
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(rename = "Name")]
-        name: String,
-        #[serde(rename = "Size")]
-        size: u64,
-    }
-    let entries: Vec<Entry> = serde_json::from_str(&out).map_err(|source| Error::State {
-        path: PathBuf::from("rclone lsjson"),
-        source,
-    })?;
-    Ok(entries.into_iter().map(|e| (e.name, e.size)).collect())
-}
-
-/// Files under `dir` (recursively, hidden ones skipped), by file name.
-fn files_under(dir: &Path) -> BTreeMap<String, u64> {
-    let mut found = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for e in entries.filter_map(Result::ok) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        match e.metadata() {
-            Ok(m) if m.is_dir() => found.extend(files_under(&e.path())),
-            Ok(m) => {
-                found.insert(name, m.len());
-            }
-            Err(_) => {}
-        }
-    }
-    found
-}
-
-/// Chunk files in the spool (finished ones: not `.part`, not hidden), by name.
-fn spool_files(spool: &Path) -> BTreeMap<String, u64> {
-    let mut found = BTreeMap::new();
-    let Ok(cams) = std::fs::read_dir(spool) else {
-        return found;
-    };
-    for cam in cams.filter_map(Result::ok) {
-        let name = cam.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !cam.path().is_dir() {
-            continue;
-        }
-        let Ok(files) = std::fs::read_dir(cam.path()) else {
-            continue;
-        };
-        for f in files.filter_map(Result::ok) {
-            let n = f.file_name().to_string_lossy().into_owned();
-            if n.ends_with(".part") || n.starts_with('.') {
-                continue;
-            }
-            if let Ok(m) = f.metadata() {
-                found.insert(n, m.len());
-            }
-        }
-    }
-    found
-}
-
-/// Bytes used under `dir` (files only, recursively).
-fn used_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => used_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// Writes `bytes` of incompressible data to `path` (through a temp name when `rename`).
-fn write_chunk(path: &Path, bytes: u64, rename: bool) -> Result<(), Error> {
-    let tmp = if rename {
-        path.with_extension("mp4.part")
-    } else {
-        path.to_owned()
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        fastrand::fill(&mut buf[..n]);
-        f.write_all(&buf[..n])
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        left -= n as u64;
-    }
-    drop(f);
-    if rename {
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
-    }
-    Ok(())
 }
 
 /// What `lab run` was asked for, whatever asked (the CLI builds it from its flags).

@@ -1,0 +1,164 @@
+//! The lab's cloud side for a run: the S3 server (restartable), rclone for bucket listings, and
+//! what the bucket holds at the end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use super::{BUCKET, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, open_log, scrub_env};
+use crate::Error;
+use crate::peers::S3Server;
+use crate::topology::{CLOUD_ADDR, Invocation, Lab, Node};
+
+/// The S3 server in the cloud namespace (restartable for the `s3` action).
+pub(super) struct S3 {
+    pub(super) kind: S3Server,
+    pub(super) backhaul: Option<PathBuf>,
+    pub(super) root: PathBuf,
+    pub(super) log: PathBuf,
+    pub(super) child: Option<Child>,
+}
+
+impl S3 {
+    pub(super) fn start(&mut self, lab: &mut Lab, invocation: &Invocation) -> Result<(), Error> {
+        let log = open_log(&self.log)?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io("open", &self.log, e))?;
+        let listen = format!("{CLOUD_ADDR}:{S3_PORT}");
+        let mut c = match (self.kind, &self.backhaul) {
+            (S3Server::Embedded, Some(exe)) => {
+                let mut c = lab.command(Node::Cloud, &exe.to_string_lossy());
+                c.args(["s3-server", "--listen", &listen, "--root"])
+                    .arg(&self.root);
+                c
+            }
+            _ => {
+                let mut c = lab.command(Node::Cloud, "moto_server");
+                c.args(["-H", CLOUD_ADDR, "-p", &S3_PORT.to_string()]);
+                c
+            }
+        };
+        scrub_env(&mut c);
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| Error::Peer {
+                peer: "s3",
+                message: e.to_string(),
+            })?;
+        lab.track("s3", child.id())?;
+        self.child = Some(child);
+        wait_tcp(lab, invocation, &listen, 30.0).map_err(|e| Error::Peer {
+            peer: "s3",
+            message: format!("{e}; see {}", self.log.display()),
+        })
+    }
+
+    pub(super) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `ip netns exec` execs the server, so this pid is the server itself.
+            let _ignored = child.kill();
+            let _ignored = child.wait();
+        }
+    }
+}
+
+pub(super) fn wait_tcp(
+    lab: &Lab,
+    invocation: &Invocation,
+    addr: &str,
+    secs: f64,
+) -> Result<(), Error> {
+    let argv = invocation.argv("wait-tcp");
+    let mut args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let secs = secs.to_string();
+    args.extend(["--addr", addr, "--timeout", &secs]);
+    lab.exec(Node::Cloud, &argv[0], &args).map(drop)
+}
+
+/// Whether `exe` has the `s3-server` subcommand (added to the binary separately).
+pub(super) fn has_s3_server(exe: &Path) -> bool {
+    std::process::Command::new(exe)
+        .args(["s3-server", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs rclone inside `node` with a scrubbed environment; returns stdout.
+pub(super) fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Error> {
+    let mut c = lab.command(node, "rclone");
+    c.args(args);
+    scrub_env(&mut c);
+    let output = c.output().map_err(|source| Error::Spawn {
+        command: format!("rclone {}", args.join(" ")),
+        source,
+    })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            command: format!("rclone {}", args.join(" ")),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+pub(super) fn rclone_config(path: &Path) -> Result<(), Error> {
+    let text = format!(
+        "[lab]\ntype = s3\nprovider = Other\naccess_key_id = {S3_ACCESS_KEY}\n\
+         secret_access_key = {S3_SECRET_KEY}\nendpoint = http://{CLOUD_ADDR}:{S3_PORT}\n\
+         force_path_style = true\nregion = us-east-1\n"
+    );
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}
+
+/// Object sizes in the bucket, by file name (the last key component).
+pub(super) fn list_bucket(lab: &Lab, rclone_conf: &Path) -> Result<BTreeMap<String, u64>, Error> {
+    let conf = rclone_conf.to_string_lossy();
+    let remote = format!("lab:{BUCKET}");
+    let out = rclone(
+        lab,
+        Node::Cloud,
+        &["--config", &conf, "lsjson", "-R", "--files-only", &remote],
+    )?;
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "Size")]
+        size: u64,
+    }
+    let entries: Vec<Entry> = serde_json::from_str(&out).map_err(|source| Error::State {
+        path: PathBuf::from("rclone lsjson"),
+        source,
+    })?;
+    Ok(entries.into_iter().map(|e| (e.name, e.size)).collect())
+}
+
+/// Files under `dir` (recursively, hidden ones skipped), by file name.
+pub(super) fn files_under(dir: &Path) -> BTreeMap<String, u64> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        match e.metadata() {
+            Ok(m) if m.is_dir() => found.extend(files_under(&e.path())),
+            Ok(m) => {
+                found.insert(name, m.len());
+            }
+            Err(_) => {}
+        }
+    }
+    found
+}
