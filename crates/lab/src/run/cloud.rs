@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use super::{BUCKET, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, open_log, scrub_env};
+use super::{BUCKET, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, WEBHOOK_PORT, open_log, scrub_env};
 use crate::Error;
 use crate::peers::S3Server;
 use crate::topology::{CLOUD_ADDR, Invocation, Lab, Node};
@@ -13,9 +13,9 @@ use crate::topology::{CLOUD_ADDR, Invocation, Lab, Node};
 /// The S3 server in the cloud namespace (restartable for the `s3` action).
 pub(super) struct S3 {
     pub(super) kind: S3Server,
-    pub(super) backhaul: Option<PathBuf>,
-    pub(super) root: PathBuf,
-    pub(super) log: PathBuf,
+    backhaul: Option<PathBuf>,
+    root: PathBuf,
+    log: PathBuf,
     pub(super) child: Option<Child>,
 }
 
@@ -66,12 +66,7 @@ impl S3 {
     }
 }
 
-pub(super) fn wait_tcp(
-    lab: &Lab,
-    invocation: &Invocation,
-    addr: &str,
-    secs: f64,
-) -> Result<(), Error> {
+fn wait_tcp(lab: &Lab, invocation: &Invocation, addr: &str, secs: f64) -> Result<(), Error> {
     let argv = invocation.argv("wait-tcp");
     let mut args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
     let secs = secs.to_string();
@@ -80,7 +75,7 @@ pub(super) fn wait_tcp(
 }
 
 /// Whether `exe` has the `s3-server` subcommand (added to the binary separately).
-pub(super) fn has_s3_server(exe: &Path) -> bool {
+fn has_s3_server(exe: &Path) -> bool {
     std::process::Command::new(exe)
         .args(["s3-server", "--help"])
         .stdout(Stdio::null())
@@ -90,7 +85,7 @@ pub(super) fn has_s3_server(exe: &Path) -> bool {
 }
 
 /// Runs rclone inside `node` with a scrubbed environment; returns stdout.
-pub(super) fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Error> {
+fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Error> {
     let mut c = lab.command(node, "rclone");
     c.args(args);
     scrub_env(&mut c);
@@ -109,7 +104,7 @@ pub(super) fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Err
     }
 }
 
-pub(super) fn rclone_config(path: &Path) -> Result<(), Error> {
+fn rclone_config(path: &Path) -> Result<(), Error> {
     let text = format!(
         "[lab]\ntype = s3\nprovider = Other\naccess_key_id = {S3_ACCESS_KEY}\n\
          secret_access_key = {S3_SECRET_KEY}\nendpoint = http://{CLOUD_ADDR}:{S3_PORT}\n\
@@ -119,7 +114,7 @@ pub(super) fn rclone_config(path: &Path) -> Result<(), Error> {
 }
 
 /// Object sizes in the bucket, by file name (the last key component).
-pub(super) fn list_bucket(lab: &Lab, rclone_conf: &Path) -> Result<BTreeMap<String, u64>, Error> {
+fn list_bucket(lab: &Lab, rclone_conf: &Path) -> Result<BTreeMap<String, u64>, Error> {
     let conf = rclone_conf.to_string_lossy();
     let remote = format!("lab:{BUCKET}");
     let out = rclone(
@@ -142,7 +137,7 @@ pub(super) fn list_bucket(lab: &Lab, rclone_conf: &Path) -> Result<BTreeMap<Stri
 }
 
 /// Files under `dir` (recursively, hidden ones skipped), by file name.
-pub(super) fn files_under(dir: &Path) -> BTreeMap<String, u64> {
+fn files_under(dir: &Path) -> BTreeMap<String, u64> {
     let mut found = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
@@ -161,4 +156,89 @@ pub(super) fn files_under(dir: &Path) -> BTreeMap<String, u64> {
         }
     }
     found
+}
+
+/// The cloud's peers for one run: the S3 server, rclone's config for it, and the webhook
+/// receiver writing the alerts it gets to `alerts`.
+pub(super) struct Cloud {
+    pub(super) s3: S3,
+    pub(super) rclone_conf: PathBuf,
+    pub(super) alerts: PathBuf,
+}
+
+impl Cloud {
+    /// Starts the S3 server (the embedded one when the backhaul binary has it), creates the
+    /// bucket, and starts the webhook receiver.
+    pub(super) fn start(
+        lab: &mut Lab,
+        invocation: &Invocation,
+        asked: S3Server,
+        backhaul: Option<&Path>,
+        out: &Path,
+    ) -> Result<Self, Error> {
+        let kind = match (asked, backhaul) {
+            (S3Server::Embedded, Some(exe)) if has_s3_server(exe) => S3Server::Embedded,
+            (S3Server::Embedded, _) => {
+                tracing::warn!(
+                    "the backhaul binary has no `s3-server` subcommand; using moto_server"
+                );
+                S3Server::Moto
+            }
+            (S3Server::Moto, _) => S3Server::Moto,
+        };
+        let mut s3 = S3 {
+            kind,
+            backhaul: backhaul.map(Path::to_owned),
+            root: out.join("bucket-root"),
+            log: out.join("s3.log"),
+            child: None,
+        };
+        if kind == S3Server::Embedded {
+            std::fs::create_dir_all(s3.root.join(BUCKET))
+                .map_err(|e| Error::io("create directory", &s3.root, e))?;
+        }
+        s3.start(lab, invocation)?;
+        let rclone_conf = out.join("rclone.conf");
+        rclone_config(&rclone_conf)?;
+        let conf = rclone_conf.to_string_lossy().into_owned();
+        rclone(
+            lab,
+            Node::Cloud,
+            &["--config", &conf, "mkdir", &format!("lab:{BUCKET}")],
+        )?;
+
+        let alerts = out.join("alerts.jsonl");
+        let argv = invocation.argv("webhook");
+        let listen = format!("{CLOUD_ADDR}:{WEBHOOK_PORT}");
+        let child = lab
+            .command(Node::Cloud, &argv[0])
+            .args(&argv[1..])
+            .args(["--listen", &listen, "--out"])
+            .arg(&alerts)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(open_log(&out.join("webhook.log"))?)
+            .spawn()
+            .map_err(|e| Error::Peer {
+                peer: "webhook",
+                message: e.to_string(),
+            })?;
+        lab.track("webhook", child.id())?;
+        wait_tcp(lab, invocation, &listen, 10.0)?;
+        Ok(Self {
+            s3,
+            rclone_conf,
+            alerts,
+        })
+    }
+
+    /// Object sizes in the bucket, by file name.
+    pub(super) fn objects(&self, lab: &Lab) -> Result<BTreeMap<String, u64>, Error> {
+        match self.s3.kind {
+            // s3s-fs answers a recursive ListObjectsV2 (no delimiter) with no nested keys, so
+            // count its objects where it stores them: plain files under <root>/<bucket>.
+            S3Server::Embedded => Ok(files_under(&self.s3.root.join(BUCKET))),
+            S3Server::Moto => list_bucket(lab, &self.rclone_conf),
+        }
+    }
 }

@@ -1,13 +1,17 @@
-//! The lab's site side for a run: the agent's generated config, the camera's chunk files, and
-//! reading the spool back.
+//! The lab's site side for a run: the spool's disk, the camera simulator, the agent's generated
+//! config, and reading the spool back.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::{BUCKET, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, SITE, WEBHOOK_PORT};
-use crate::Error;
-use crate::topology::{CLOUD_ADDR, GW_LAN_ADDR};
+use super::{BUCKET, Clock, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, SITE, WEBHOOK_PORT};
+use crate::scenario::{CameraConfig, Scenario};
+use crate::topology::{CLOUD_ADDR, GW_LAN_ADDR, Lab};
+use crate::{Error, cmd};
 
 /// One chunk the camera wrote.
 #[derive(Debug, Clone)]
@@ -123,4 +127,164 @@ pub(super) fn write_chunk(path: &Path, bytes: u64, rename: bool) -> Result<(), E
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     }
     Ok(())
+}
+
+/// The spool's own filesystem (a tmpfs), so disk percentages and "fill disk" are real.
+pub(super) struct SpoolDisk {
+    /// Its mount point.
+    pub(super) dir: PathBuf,
+    /// The spool directory on it.
+    pub(super) spool: PathBuf,
+    /// Where `fill-disk` writes.
+    pub(super) fill_extra: PathBuf,
+    /// Its size.
+    pub(super) bytes: u64,
+}
+
+impl SpoolDisk {
+    /// Mounts it (tracked for teardown) with the scenario's prefill already on it.
+    pub(super) fn mount(lab: &mut Lab, scenario: &Scenario, scale: f64) -> Result<Self, Error> {
+        let scaled = |b: u64| ((b as f64) * scale).round().max(1.0) as u64;
+        let dir = lab.dir().join("disk");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let bytes = scaled(scenario.disk.size_bytes).max(16 << 20);
+        let size = format!("size={bytes}");
+        cmd::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &size,
+                "bhl-spool",
+                &dir.to_string_lossy(),
+            ],
+        )?;
+        lab.track_mount(&dir)?;
+        let spool = dir.join("spool");
+        std::fs::create_dir_all(&spool).map_err(|e| Error::io("create directory", &spool, e))?;
+        write_chunk(
+            &dir.join("filler"),
+            scaled(scenario.disk.prefill_bytes).min(bytes / 2),
+            false,
+        )?;
+        Ok(Self {
+            fill_extra: dir.join("filler-event"),
+            dir,
+            spool,
+            bytes,
+        })
+    }
+}
+
+/// The camera simulator: a thread writing a chunk per camera every interval into the spool,
+/// through a `.part` name, as cameras do.
+pub(super) struct Camera {
+    thread: std::thread::JoinHandle<Result<(), Error>>,
+    written: Arc<Mutex<Vec<Written>>>,
+    recording: Arc<AtomicBool>,
+    not_recorded: Arc<AtomicU64>,
+}
+
+/// What the camera recorded, once it has stopped.
+pub(super) struct Recorded {
+    pub(super) written: Vec<Written>,
+    /// Chunks it could not write (a full disk).
+    pub(super) not_recorded: u64,
+}
+
+impl Camera {
+    /// Starts recording into `spool` on `clock`.
+    pub(super) fn start(cam: &CameraConfig, spool: PathBuf, clock: Clock) -> Self {
+        let written: Arc<Mutex<Vec<Written>>> = Arc::default();
+        let recording = Arc::new(AtomicBool::new(true));
+        let not_recorded = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (written, recording) = (Arc::clone(&written), Arc::clone(&recording));
+            let not_recorded = Arc::clone(&not_recorded);
+            let cam = cam.clone();
+            let chunk_bytes = ((cam.chunk_bytes as f64) * clock.scale).round().max(1.0) as u64;
+            std::thread::spawn(move || -> Result<(), Error> {
+                let mut seq = 0u64;
+                while recording.load(Ordering::Relaxed) {
+                    seq += 1;
+                    for c in 1..=cam.cameras {
+                        let dir = spool.join(format!("cam{c}"));
+                        std::fs::create_dir_all(&dir)
+                            .map_err(|e| Error::io("create directory", &dir, e))?;
+                        let name = format!("cam{c}-{seq:06}.mp4");
+                        let path = dir.join(&name);
+                        match write_chunk(&path, chunk_bytes, true) {
+                            Ok(()) => {
+                                let mut w = written.lock().unwrap_or_else(|p| p.into_inner());
+                                w.push(Written {
+                                    name,
+                                    bytes: chunk_bytes,
+                                });
+                            }
+                            Err(e) => {
+                                // A full spool disk: the camera loses this recording, as a real
+                                // one would. Empty the partial file (uploaders ignore *.part).
+                                tracing::warn!(error = %e, "camera could not record a chunk");
+                                let part = path.with_extension("mp4.part");
+                                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&part) {
+                                    let _ignored = f.set_len(0);
+                                }
+                                not_recorded.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    let due = clock.wall(seq as f64 * cam.interval_seconds);
+                    while recording.load(Ordering::Relaxed) && clock.start.elapsed() < due {
+                        std::thread::sleep(
+                            Duration::from_millis(20).min(due - clock.start.elapsed()),
+                        );
+                    }
+                }
+                Ok(())
+            })
+        };
+        Self {
+            thread,
+            written,
+            recording,
+            not_recorded,
+        }
+    }
+
+    /// The chunks written so far.
+    pub(super) fn written(&self) -> Vec<Written> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops after the chunk being written, if any.
+    pub(super) fn finish_recording(&self) {
+        self.recording.store(false, Ordering::Relaxed);
+    }
+
+    /// Stops and waits for the thread; its error, if it failed.
+    pub(super) fn stop(self) -> Result<Recorded, Error> {
+        self.finish_recording();
+        let Camera {
+            thread,
+            written,
+            not_recorded,
+            ..
+        } = self;
+        match thread.join() {
+            // Read after the join: the chunk being written when recording stopped counts.
+            Ok(Ok(())) => Ok(Recorded {
+                written: written.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                not_recorded: not_recorded.load(Ordering::Relaxed),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Peer {
+                peer: "camera",
+                message: "panicked".into(),
+            }),
+        }
+    }
 }
