@@ -13,8 +13,8 @@ use backhaul_telemetry::Metrics;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::progress::Progress;
 use crate::ratelimit::RateLimiter;
-use crate::transport::Progress;
 
 /// Size of the blocks a file body is read and sent in.
 pub const BLOCK_BYTES: usize = 256 * 1024;

@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 use crate::body::{FileBody, ReqBody, digest_range};
 use crate::config::{MAX_PARTS, UploadSettings};
 use crate::integrity::Integrity;
+use crate::progress::{Deadline, Progress};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
 use crate::s3::{ObjectHead, S3Client};
-use crate::transport::{Deadline, Progress};
 use crate::{Error, ErrorClass};
 
 /// What a successful chunk upload proved.

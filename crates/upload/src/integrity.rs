@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use backhaul_telemetry::Metrics;
 
 use crate::body::ReqBody;
+use crate::progress::Deadline;
 use crate::s3::S3Client;
-use crate::transport::Deadline;
 use crate::{Error, ErrorClass};
 
 /// What the probe found.

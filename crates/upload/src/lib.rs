@@ -24,6 +24,7 @@ mod error;
 pub mod health;
 pub mod integrity;
 mod pipeline;
+mod progress;
 mod ratelimit;
 mod retry;
 mod s3;

@@ -11,8 +11,9 @@ use time::OffsetDateTime;
 use crate::body::ReqBody;
 use crate::config::{UploadSettings, UrlStyle};
 use crate::creds::CredentialsProvider;
+use crate::progress::Deadline;
 use crate::sigv4::{self, SignRequest, UNSIGNED_PAYLOAD};
-use crate::transport::{Deadline, Response, Target, Transport, parse_url};
+use crate::transport::{Response, Target, Transport, parse_url};
 use crate::{Error, xml};
 
 /// What HeadObject says about an object.

@@ -7,63 +7,28 @@
 //! every open connection ([`Transport::tcp_info`]) for the path monitor.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd as _, OwnedFd};
-use std::path::PathBuf;
-use std::pin::Pin;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use backhaul_netprobe::TcpInfo;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 use crate::Error;
 use crate::body::ReqBody;
+use crate::progress::Deadline;
 
-/// Default for `tcp_notsent_lowat_bytes`: the socket accepts new data only when less than this
-/// is unsent, so progress (and the stall watchdog) follows the wire, not the send buffer.
-pub const DEFAULT_NOTSENT_LOWAT_BYTES: u32 = 128 * 1024;
-/// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+mod connect;
+
+pub use connect::{DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
+
 /// How often the stall watchdog looks at progress.
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 /// Most idle connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 16;
-
-/// Socket and TLS settings.
-#[derive(Debug, Clone)]
-pub struct TransportConfig {
-    /// `TCP_NOTSENT_LOWAT` in bytes (0 leaves the kernel default).
-    pub notsent_lowat_bytes: u32,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// `TCP_USER_TIMEOUT`: the kernel drops a connection whose sent data stays unacknowledged
-    /// this long (a second, kernel-side stall guard).
-    pub tcp_user_timeout: Option<Duration>,
-    /// Extra PEM roots (`AWS_CA_BUNDLE`), only read for the first HTTPS connection.
-    pub ca_bundle: Option<PathBuf>,
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        Self {
-            notsent_lowat_bytes: DEFAULT_NOTSENT_LOWAT_BYTES,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            tcp_user_timeout: None,
-            ca_bundle: None,
-        }
-    }
-}
 
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -133,64 +98,6 @@ pub fn parse_url(url: &str) -> Result<(Target, String), Error> {
     Ok((Target { https, host, port }, path))
 }
 
-/// Upload progress shared between a request body and its watchdog.
-#[derive(Debug)]
-pub struct Progress {
-    start: Instant,
-    sent: AtomicU64,
-    last_ms: AtomicU64,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-            sent: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Progress {
-    /// Records `n` more bytes taken by the socket.
-    pub fn advance(&self, n: u64) {
-        self.sent.fetch_add(n, Ordering::Relaxed);
-        self.touch();
-    }
-
-    /// Records activity without bytes (the body finished; the response is awaited).
-    pub fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Bytes taken so far.
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-/// How a request is watched.
-#[derive(Debug, Clone, Copy)]
-pub enum Deadline<'a> {
-    /// The whole exchange must finish within this time.
-    Total(Duration),
-    /// Abandon when `progress` has not moved for `stall` (body uploads).
-    Stall {
-        /// The body's progress.
-        progress: &'a Progress,
-        /// Stall timeout.
-        stall: Duration,
-        /// Part number for the error message.
-        part: u32,
-    },
-}
-
 /// A response with its (small) body read.
 #[derive(Debug)]
 pub struct Response {
@@ -230,65 +137,6 @@ pub struct Transport {
     generation: tokio::sync::watch::Sender<u64>,
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-}
-
 impl Transport {
     /// A transport with these settings.
     pub fn new(cfg: TransportConfig) -> Self {
@@ -300,19 +148,6 @@ impl Transport {
             live: Arc::new(Mutex::new(HashMap::new())),
             generation: tokio::sync::watch::channel(0).0,
         }
-    }
-
-    /// `TCP_INFO` of every open connection (in use or idle) opened since the last
-    /// [`Self::abandon_connections`], keyed by a connection number that is never reused, so a
-    /// caller can follow one connection's counters. Connections being abandoned say nothing
-    /// about the path as it is now.
-    pub fn tcp_info(&self) -> Vec<(u64, TcpInfo)> {
-        let current = *self.generation.borrow();
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.iter()
-            .filter(|(_, (_, generation))| *generation == current)
-            .filter_map(|(id, (fd, _))| Some((*id, TcpInfo::of(fd.as_fd()).ok()?)))
-            .collect()
     }
 
     /// Drops every connection at once: idle ones leave the pool, and every request in flight
@@ -328,147 +163,6 @@ impl Transport {
     /// Connections opened so far (a fresh one per retry shows here).
     pub fn connections_opened(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
-    }
-
-    async fn tls_config(&self, endpoint: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
-        self.tls
-            .get_or_try_init(|| async {
-                let tls_err = |e: io::Error| Error::Tls {
-                    endpoint: endpoint.to_owned(),
-                    source: e,
-                };
-                let mut roots = rustls::RootCertStore::empty();
-                let native = rustls_native_certs::load_native_certs();
-                // A system store with a few unparsable certificates is still usable.
-                let (_, skipped) = roots.add_parsable_certificates(native.certs);
-                if skipped > 0 {
-                    tracing::debug!(skipped, "system CA certificates that could not be parsed");
-                }
-                if let Some(bundle) = &self.cfg.ca_bundle {
-                    use rustls::pki_types::pem::PemObject;
-                    let certs =
-                        rustls::pki_types::CertificateDer::pem_file_iter(bundle).map_err(|e| {
-                            tls_err(io::Error::other(format!(
-                                "AWS_CA_BUNDLE {}: {e}",
-                                bundle.display()
-                            )))
-                        })?;
-                    let (_, skipped) = roots.add_parsable_certificates(certs.flatten());
-                    if skipped > 0 {
-                        tracing::warn!(skipped, bundle = %bundle.display(), "AWS_CA_BUNDLE certificates that could not be parsed");
-                    }
-                }
-                if roots.is_empty() {
-                    return Err(tls_err(io::Error::other(
-                        "no trusted root certificates found",
-                    )));
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| tls_err(io::Error::other(e)))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Ok(Arc::new(cfg))
-            })
-            .await
-            .cloned()
-    }
-
-    async fn connect_tcp(&self, target: &Target, op: &'static str) -> Result<TcpStream, Error> {
-        let endpoint = format!("{}:{}", target.host, target.port);
-        let conn_err = |e: io::Error| Error::Connect {
-            op,
-            endpoint: endpoint.clone(),
-            source: e,
-        };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(conn_err)?
-            .collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-        for addr in addrs {
-            match tokio::time::timeout(self.cfg.connect_timeout, self.connect_addr(addr)).await {
-                Ok(Ok(s)) => return Ok(s),
-                Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-            }
-        }
-        Err(conn_err(last))
-    }
-
-    async fn connect_addr(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        sock.set_nonblocking(true)?;
-        sock.set_tcp_nodelay(true)?;
-        if self.cfg.notsent_lowat_bytes > 0 {
-            sock.set_tcp_notsent_lowat(self.cfg.notsent_lowat_bytes)?;
-        }
-        if let Some(t) = self.cfg.tcp_user_timeout {
-            sock.set_tcp_user_timeout(Some(t))?;
-        }
-        let std_stream: std::net::TcpStream = sock.into();
-        let tokio_sock = tokio::net::TcpSocket::from_std_stream(std_stream);
-        tokio_sock.connect(addr).await
-    }
-
-    async fn connect(
-        &self,
-        target: &Target,
-        op: &'static str,
-    ) -> Result<SendRequest<ReqBody>, Error> {
-        let tcp = self.connect_tcp(target, op).await?;
-        let id = self.connections.fetch_add(1, Ordering::Relaxed);
-        // A second descriptor of the socket, for TCP_INFO while hyper owns the stream. It is
-        // dropped right after the connection task ends, so it never holds a connection open,
-        // and a descriptor number can never be reused under it.
-        let info_fd = tcp.as_fd().try_clone_to_owned().ok();
-        let endpoint = target.authority();
-        let stream = if target.https {
-            let cfg = self.tls_config(&endpoint).await?;
-            let name =
-                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
-                    Error::Tls {
-                        endpoint: endpoint.clone(),
-                        source: io::Error::other(e),
-                    }
-                })?;
-            let tls = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| Error::Tls {
-                    endpoint: endpoint.clone(),
-                    source: e,
-                })?;
-            Stream::Tls(Box::new(tls))
-        } else {
-            Stream::Plain(tcp)
-        };
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Error::Http {
-                op,
-                endpoint: endpoint.clone(),
-                source: e,
-            })?;
-        let live = self.live.clone();
-        if let Some(fd) = info_fd {
-            let generation = *self.generation.borrow();
-            live.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, (fd, generation));
-        }
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upload connection closed with error");
-            }
-            live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        });
-        Ok(sender)
     }
 
     async fn checkout(
@@ -631,6 +325,8 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
