@@ -41,6 +41,10 @@ pub struct Status {
     /// VPN: `up: <tunnels>`, `down: …`, or `not monitored: <why>` (no socket, no connection
     /// loaded, no `[inventory]`), with the flap count while monitored; never "healthy".
     pub vpn: String,
+    /// The MSS new upload connections are clamped to and the path MTU it follows (`None`: not
+    /// clamped; the interface MTU fits the path).
+    #[serde(default)]
+    pub mss_clamp: Option<crate::monitor::clamp::MssClamp>,
 }
 
 /// One open incident.
@@ -152,6 +156,8 @@ pub struct MonitorView {
     pub probes: BTreeMap<&'static str, ProbeStatus>,
     /// The VPN line while the monitor watches strongSwan (empty until its first look).
     pub vpn: String,
+    /// See [`Status::mss_clamp`].
+    pub mss_clamp: Option<crate::monitor::clamp::MssClamp>,
 }
 
 impl StatusBoard {
@@ -234,6 +240,7 @@ impl StatusBoard {
             } else {
                 m.vpn
             },
+            mss_clamp: m.mss_clamp,
         }
     }
 }
@@ -391,6 +398,17 @@ impl Status {
             "ICMP fragmentation needed: {}{last}",
             self.frag_needed_total
         ));
+        if self.monitoring {
+            out.push(match self.mss_clamp {
+                Some(c) => format!(
+                    "upload connections: MSS clamped to {} (path MTU {} from {})",
+                    c.mss_bytes,
+                    c.path_mtu_bytes,
+                    c.source.as_str()
+                ),
+                None => "upload connections: not clamped (the WAN MTU fits the path)".into(),
+            });
+        }
         out.push(format!("vpn: {}", self.vpn));
         if self.alerts_undelivered > 0 {
             out.push(format!(

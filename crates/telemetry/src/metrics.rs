@@ -132,6 +132,9 @@ pub struct Metrics {
     pub upload_tcp_snd_mss_bytes: Gauge,
     /// Smallest `tcpi_pmtu` among open upload connections (0 when none is open).
     pub upload_tcp_pmtu_bytes: Gauge,
+    /// The MSS new upload connections are clamped to (`TCP_MAXSEG` before connect); 0 when
+    /// they are not clamped.
+    pub upload_mss_clamp_bytes: Gauge,
     /// Largest smoothed RTT among open upload connections.
     pub upload_tcp_rtt_seconds: Gauge,
     /// TCP retransmissions on upload connections (`tcpi_total_retrans` growth).
@@ -317,7 +320,7 @@ impl Metrics {
                 n as f64,
             );
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 11] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 12] = [
             (
                 "backhaul_alerts_undelivered",
                 "Alerts queued in the durable outbox and not delivered yet.",
@@ -367,6 +370,11 @@ impl Metrics {
                 "backhaul_vpn_up",
                 "1 while strongSwan has an established IKE SA (0 also when not monitored).",
                 &self.vpn_up,
+            ),
+            (
+                "backhaul_upload_mss_clamp_bytes",
+                "MSS new upload connections are clamped to from the known path MTU (0: not clamped).",
+                &self.upload_mss_clamp_bytes,
             ),
             (
                 "backhaul_upload_tcp_rtt_seconds",

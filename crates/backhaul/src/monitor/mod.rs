@@ -25,6 +25,7 @@ use crate::config::MonitorConfig;
 use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
 use crate::status::{IncidentStatus, InterfaceStatus, ProbeStatus, StatusBoard};
 
+pub(crate) mod clamp;
 mod delivery;
 mod sources;
 mod upload_signals;
@@ -143,6 +144,9 @@ pub async fn run(
     let mut next_probe = Instant::now();
     let mut last_stuck_probe: Option<Instant> = None;
     let mut path_recovery = PathRecovery::default();
+    let mut known = clamp::PathMtuKnown::default();
+    let mut mss_clamp: Option<clamp::MssClamp> = None;
+    let mut clamped_for: Option<u32> = None;
     let mut next_upload_sample = Instant::now();
     let mut busy_since: Option<Instant> = None;
     let probe_every = Duration::from_secs(cfg.probe_interval_seconds);
@@ -350,6 +354,43 @@ pub async fn run(
                 });
                 tx.send((born, true, found)).ok();
             });
+        }
+        let wan_mtu = inventory.wan().and_then(|w| mtus.get(&w.name).copied());
+        if wan_mtu != clamped_for {
+            // Measurements crossed the old configuration; the inventory decides until the
+            // change's own probe round reports.
+            known.forget();
+            clamped_for = wan_mtu;
+        }
+        for o in &obs {
+            known.observe(&o.signal);
+        }
+        let next = clamp::decide(wan_mtu, &known, inventory.path_mtu_bytes());
+        if next != mss_clamp {
+            transport.set_mss_clamp(next.map(|c| c.mss_bytes));
+            metrics
+                .upload_mss_clamp_bytes
+                .set(f64::from(next.map_or(0, |c| c.mss_bytes)));
+            board.update(|v| v.mss_clamp = next);
+            match next {
+                Some(c) => tracing::warn!(
+                    mss_bytes = c.mss_bytes,
+                    path_mtu_bytes = c.path_mtu_bytes,
+                    source = c.source.as_str(),
+                    "upload connections clamped to the path MTU"
+                ),
+                None => tracing::info!(
+                    "upload connections no longer clamped: the interface MTU fits the path"
+                ),
+            }
+            if clamp::tightens(mss_clamp, next) {
+                // Open connections keep the segment size the path drops: replace them now
+                // rather than after their stall timeout; their parts resume from the journal.
+                transport.abandon_connections();
+                tcp_seen.clear();
+                stalls_seen = metrics.stalls.value();
+            }
+            mss_clamp = next;
         }
         let mut transitions = engine.observe_all(obs);
         transitions.extend(engine.tick(now));

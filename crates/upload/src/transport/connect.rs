@@ -207,6 +207,10 @@ impl Transport {
         if let Some(t) = self.cfg.tcp_user_timeout {
             sock.set_tcp_user_timeout(Some(t))?;
         }
+        // Before connect, or it does not reach the SYN and cannot cap this connection's MSS.
+        if let Some(mss) = self.mss_clamp() {
+            sock.set_tcp_mss(mss)?;
+        }
         let std_stream: std::net::TcpStream = sock.into();
         let tokio_sock = tokio::net::TcpSocket::from_std_stream(std_stream);
         tokio_sock.connect(addr).await

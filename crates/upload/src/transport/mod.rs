@@ -27,6 +27,9 @@ pub use connect::{DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
 
 /// How often the stall watchdog looks at progress.
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
+/// The kernel's accepted `TCP_MAXSEG` range (`TCP_MIN_MSS` .. `MAX_TCP_WINDOW`).
+const MIN_MSS_BYTES: u32 = 88;
+const MAX_MSS_BYTES: u32 = 32767;
 /// Most idle connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 16;
 
@@ -135,6 +138,8 @@ pub struct Transport {
     live: Arc<Mutex<HashMap<u64, (OwnedFd, u64)>>>,
     /// Bumped by [`Transport::abandon_connections`]; every request in flight watches it.
     generation: tokio::sync::watch::Sender<u64>,
+    /// `TCP_MAXSEG` for new connections, 0 for none ([`Transport::set_mss_clamp`]).
+    mss_clamp: std::sync::atomic::AtomicU32,
 }
 
 impl Transport {
@@ -147,7 +152,22 @@ impl Transport {
             connections: AtomicU64::new(0),
             live: Arc::new(Mutex::new(HashMap::new())),
             generation: tokio::sync::watch::channel(0).0,
+            mss_clamp: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Clamps the MSS of connections opened from now on (`TCP_MAXSEG` before `connect()`,
+    /// advertised in the SYN); `None` lifts it. Connections already open keep theirs: a live
+    /// connection's MSS cannot be lowered, so a caller that lowers the clamp because segments
+    /// are lost also abandons the connections ([`Self::abandon_connections`]).
+    pub fn set_mss_clamp(&self, mss_bytes: Option<u32>) {
+        let v = mss_bytes.map_or(0, |m| m.clamp(MIN_MSS_BYTES, MAX_MSS_BYTES));
+        self.mss_clamp.store(v, Ordering::Relaxed);
+    }
+
+    /// The clamp new connections get, if any.
+    pub fn mss_clamp(&self) -> Option<u32> {
+        Some(self.mss_clamp.load(Ordering::Relaxed)).filter(|m| *m > 0)
     }
 
     /// Drops every connection at once: idle ones leave the pool, and every request in flight
@@ -425,6 +445,50 @@ mod tests {
             transport.tcp_info().is_empty(),
             "a closed connection is no longer sampled"
         );
+    }
+
+    async fn post_200k(transport: &Transport, addr: SocketAddr) {
+        let url = format!("http://{addr}/alerts");
+        transport
+            .simple(SimpleRequest {
+                method: "POST",
+                url: &url,
+                headers: &[],
+                body: vec![1u8; 200_000],
+                timeout: Duration::from_secs(10),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Loopback's MTU is 65536, so a connection's MSS is whatever the clamp allows: with the
+    /// clamp set before connect, the kernel sends no segment above it; lifting it applies to
+    /// the next connection, not to the one already open.
+    #[tokio::test]
+    async fn the_mss_clamp_caps_new_connections_and_lifting_it_does_too() {
+        let transport = Transport::new(TransportConfig::default());
+        transport.set_mss_clamp(Some(1360));
+        assert_eq!(transport.mss_clamp(), Some(1360));
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let (addr, server) = one_shot_server(close_rx).await;
+        post_200k(&transport, addr).await;
+        let infos = transport.tcp_info();
+        assert_eq!(infos.len(), 1, "{infos:?}");
+        assert!(infos[0].1.snd_mss <= 1360, "{:?}", infos[0].1);
+        close_tx.send(()).unwrap();
+        server.await.unwrap();
+
+        transport.set_mss_clamp(None);
+        assert_eq!(transport.mss_clamp(), None);
+        transport.abandon_connections();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel();
+        let (addr, server) = one_shot_server(close_rx).await;
+        post_200k(&transport, addr).await;
+        let infos = transport.tcp_info();
+        assert_eq!(infos.len(), 1, "{infos:?}");
+        assert!(infos[0].1.snd_mss > 1360, "{:?}", infos[0].1);
+        close_tx.send(()).unwrap();
+        server.await.unwrap();
     }
 
     /// A server that accepts and never reads: the request stalls. Abandoning connections ends
