@@ -281,6 +281,13 @@ pub enum Signal {
         /// Successes since the previous report.
         successes: u64,
     },
+    /// The MSS the agent clamps its own upload connections to (`None`: not clamped), sent
+    /// when it changes. Uploads that flow under it do not make a path that drops large
+    /// packets healthy: everything else on the site still loses them.
+    UploadMssClamp {
+        /// `TCP_MAXSEG` of new upload connections.
+        mss_bytes: Option<u32>,
+    },
     /// `TCP_INFO` of an upload connection.
     TcpInfo {
         /// `tcpi_snd_mss`.

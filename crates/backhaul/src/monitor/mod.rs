@@ -372,6 +372,12 @@ pub async fn run(
                 .upload_mss_clamp_bytes
                 .set(f64::from(next.map_or(0, |c| c.mss_bytes)));
             board.update(|v| v.mss_clamp = next);
+            obs.push(Observation::new(
+                now,
+                Signal::UploadMssClamp {
+                    mss_bytes: next.map(|c| c.mss_bytes),
+                },
+            ));
             match next {
                 Some(c) => tracing::warn!(
                     mss_bytes = c.mss_bytes,

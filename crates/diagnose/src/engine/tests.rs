@@ -1,6 +1,6 @@
 use super::*;
 use crate::test_util::*;
-use crate::{Severity, Target, VpnState};
+use crate::{Severity, Signal, Target, VpnState};
 
 fn engine() -> Engine {
     Engine::new(inventory(), Settings::default(), TimeBase::UNIX)
@@ -366,6 +366,54 @@ fn a_path_that_shrank_and_recovered_resolves_at_the_first_full_size_pass() {
         hole.root_cause
     );
     assert_eq!(resolved_at(&log, Kind::PmtuBlackhole), Some(t("10:09:00")));
+    let opens = log
+        .iter()
+        .filter(|(_, t)| matches!(t, Transition::Opened(_)))
+        .count();
+    assert_eq!(opens, 1, "{log:?}");
+}
+
+/// The incident's change with the agent's own clamp in force: uploads flow at line rate on
+/// clamped connections while large packets are still dropped. That is still a black hole for
+/// the site (its VPN and every other application), not a path that copes: one
+/// `pmtu_blackhole` that says uploads continue, never a downgrade to `path_mtu_reduced`.
+#[test]
+fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
+    let mut tl = Timeline::new();
+    tl.push("08:00:00", link_mtu("eno1", 1500));
+    healthy(&mut tl, "08:00:00", 5, |_| 42.0);
+    tl.push("08:05:00", mtu_changed("eno1", 1500, 9000));
+    tl.push(
+        "08:05:00",
+        Signal::UploadMssClamp {
+            mss_bytes: Some(1460),
+        },
+    );
+    let mut at = t("08:05:01");
+    while at < t("08:15:00") {
+        for target in [Target::Gateway, Target::Endpoint] {
+            tl.push_ms(at, probe(target, 84, true));
+            tl.push_ms(at, probe(target, 9000, false));
+        }
+        tl.push_ms(at + 2_000, pmtu_result(Target::Gateway, 1500));
+        tl.push_ms(at + 5_000, rate(44.0));
+        at += 10_000;
+    }
+    tl.push("08:15:00", mtu_changed("eno1", 9000, 1500));
+    tl.push("08:15:00", Signal::UploadMssClamp { mss_bytes: None });
+    healthy(&mut tl, "08:15:01", 5, |_| 44.0);
+    let mut engine = engine();
+    let log = replay(&mut engine, tl.sorted());
+    let (at, hole) = opened(&log, Kind::PmtuBlackhole).unwrap();
+    assert!(at <= t("08:05:05"), "{}", TimeBase::UNIX.hms(at));
+    assert!(
+        hole.root_cause
+            .contains("uploads continue on connections clamped to MSS 1460"),
+        "{}",
+        hole.root_cause
+    );
+    assert!(opened(&log, Kind::PathMtuReduced).is_none(), "{log:?}");
+    assert_eq!(resolved_at(&log, Kind::PmtuBlackhole), Some(t("08:15:00")));
     let opens = log
         .iter()
         .filter(|(_, t)| matches!(t, Transition::Opened(_)))

@@ -419,6 +419,14 @@ pub(crate) fn last_flowing(store: &Store) -> Option<u64> {
     })
 }
 
+/// The MSS the agent clamps its own upload connections to now, if it does.
+pub(crate) fn own_clamp(store: &Store) -> Option<u32> {
+    store.iter().rev().find_map(|o| match o.signal {
+        Signal::UploadMssClamp { mss_bytes } => Some(mss_bytes),
+        _ => None,
+    })?
+}
+
 /// Whether uploads are demonstrably healthy after `onset_ms`: a goodput sample whose 10 s
 /// window lies wholly after the onset shows a healthy rate, and nothing stalled.
 pub(crate) fn uploads_healthy_since(store: &Store, ctx: &Context<'_>, onset_ms: u64) -> bool {

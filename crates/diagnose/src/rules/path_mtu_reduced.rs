@@ -6,7 +6,7 @@
 
 use super::{
     Context, attribution, change_clause, drifted_wan, evidence_epoch, frag_needed, icmp_since,
-    large_failing, mtu_fix, path_mtu, small_ok, uploads_healthy_since,
+    large_failing, mtu_fix, own_clamp, path_mtu, small_ok, uploads_healthy_since,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -34,7 +34,8 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
                 format!("ICMP fragmentation-needed from {from}, next-hop MTU {mtu}"),
             ));
             format!("PMTUD works (ICMP fragmentation-needed from {from}, next-hop MTU {mtu})")
-        } else if uploads_healthy_since(store, ctx, run.first_fail_ms) {
+        } else if own_clamp(store).is_none() && uploads_healthy_since(store, ctx, run.first_fail_ms)
+        {
             let probing: u64 = store
                 .since(run.first_fail_ms)
                 .filter_map(|o| match o.signal {

@@ -12,8 +12,8 @@
 
 use super::{
     Context, ProbeRun, attribution, change_clause, disk_escalation, drifted_wan, evidence_epoch,
-    frag_needed, goodput, icmp_since, large_failing, mtu_fix, path_mtu, small_ok, stalls,
-    uploads_healthy_since,
+    frag_needed, goodput, icmp_since, large_failing, mtu_fix, own_clamp, path_mtu, small_ok,
+    stalls, uploads_healthy_since,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -74,10 +74,12 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         (None, Some(sig)) => sig.first_stall_ms,
         (Some((_, run, _)), Some(sig)) => run.first_fail_ms.min(sig.first_stall_ms),
     };
+    let clamp = own_clamp(store);
     if frag_needed(store, icmp_since(ctx, epoch, onset)).is_some()
-        || uploads_healthy_since(store, ctx, onset)
+        || (clamp.is_none() && uploads_healthy_since(store, ctx, onset))
     {
-        // ICMP gets through or TCP copes: `path_mtu_reduced`, not a black hole.
+        // ICMP gets through or TCP copes by itself: `path_mtu_reduced`, not a black hole. Our
+        // own clamp coping is no such news: the site's other traffic still loses large packets.
         return None;
     }
 
@@ -158,6 +160,19 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         onset,
         "no ICMP fragmentation-needed received since",
     ));
+    if let Some(mss) = clamp {
+        clauses.push(format!(
+            "uploads continue on connections clamped to MSS {mss}; other traffic on the site still loses large packets"
+        ));
+        if let Some(at) = store.iter().rev().find_map(|o| {
+            matches!(o.signal, Signal::UploadMssClamp { mss_bytes: Some(_) }).then_some(o.at_ms)
+        }) {
+            evidence.push(Evidence::new(
+                at,
+                format!("upload connections clamped to MSS {mss}"),
+            ));
+        }
+    }
     let (severity, disk) = disk_escalation(store, ctx, Severity::Warning);
     evidence.extend(disk);
     evidence.sort();
