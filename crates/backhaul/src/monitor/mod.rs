@@ -147,6 +147,8 @@ pub async fn run(
     let mut known = clamp::PathMtuKnown::default();
     let mut mss_clamp: Option<clamp::MssClamp> = None;
     let mut clamped_for: Option<u32> = None;
+    let mut ladder = clamp::Ladder::default();
+    let mut stuck_rounds = 0u32;
     let mut next_upload_sample = Instant::now();
     let mut busy_since: Option<Instant> = None;
     let probe_every = Duration::from_secs(cfg.probe_interval_seconds);
@@ -291,6 +293,33 @@ pub async fn run(
                 *seen = now_counters;
             }
             let tcp = sample_tcp(&transport, &metrics, &mut tcp_seen, now);
+            let stuck_mss = tcp
+                .iter()
+                .filter(|o| o.signal.tcp_stuck())
+                .filter_map(|o| match o.signal {
+                    Signal::TcpInfo { snd_mss, .. } => Some(snd_mss),
+                    _ => None,
+                })
+                .max();
+            stuck_rounds = if stuck_mss.is_some() {
+                stuck_rounds + 1
+            } else {
+                0
+            };
+            // Two samples in a row (4 s) with nothing acknowledged while resending, and nothing
+            // measured the path: the ladder's next rung (random loss does not stay that stuck).
+            if let Some(mss) = stuck_mss
+                && stuck_rounds >= 2
+                && !known.measured()
+                && ladder.stuck(mss, Instant::now())
+            {
+                stuck_rounds = 0;
+                tracing::warn!(
+                    stuck_mss = mss,
+                    next_mss = ladder.mss(),
+                    "upload connections stuck resending full-size segments and no path MTU measured; stepping the clamp down"
+                );
+            }
             if tcp.iter().any(|o| o.signal.tcp_stuck())
                 && last_stuck_probe.is_none_or(|t| t.elapsed() >= STUCK_PROBE_EVERY)
             {
@@ -360,12 +389,17 @@ pub async fn run(
             // Measurements crossed the old configuration; the inventory decides until the
             // change's own probe round reports.
             known.forget();
+            ladder.reset();
             clamped_for = wan_mtu;
         }
         for o in &obs {
             known.observe(&o.signal);
+            if matches!(o.signal, Signal::PathMtu { .. }) {
+                ladder.reset();
+            }
         }
-        let next = clamp::decide(wan_mtu, &known, inventory.path_mtu_bytes());
+        ladder.raise_if_due(Instant::now());
+        let next = clamp::decide(wan_mtu, &known, inventory.path_mtu_bytes(), &ladder);
         if next != mss_clamp {
             transport.set_mss_clamp(next.map(|c| c.mss_bytes));
             metrics
