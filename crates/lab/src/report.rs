@@ -100,6 +100,15 @@ pub struct Summary {
     pub bytes_delivered: u64,
     /// Longest time with a backlog and no chunk delivered.
     pub longest_outage_seconds: Option<f64>,
+    /// Longest time with a backlog and (almost) nothing crossing the WAN wire, at the sample
+    /// interval's resolution: the upload outage as bytes see it, where a delivered chunk
+    /// takes its whole transfer time to show.
+    #[serde(default)]
+    pub longest_wire_gap_seconds: Option<f64>,
+    /// Mean WAN wire rate (Mbit/s, site → cloud) over samples with a backlog, before the fault
+    /// and during it: what uploads carried while there was work.
+    #[serde(default)]
+    pub busy_wire_mbps: (Option<f64>, Option<f64>),
     /// From the fault to the first alert.
     pub fault_to_first_alert_seconds: Option<f64>,
     /// From the fault to the first firing alert of a cause kind (the scenario's
@@ -194,6 +203,37 @@ fn longest_outage(samples: &[Sample]) -> Option<f64> {
     Some(longest)
 }
 
+/// Below this the WAN carries nothing but probes and retransmissions that do not get through.
+const WIRE_IDLE_MBPS: f64 = 1.0;
+
+/// Longest stretch with a backlog and the WAN wire below [`WIRE_IDLE_MBPS`].
+fn longest_wire_gap(samples: &[Sample]) -> Option<f64> {
+    let mut start: Option<f64> = None;
+    let mut prev = samples.first()?.t_seconds;
+    let mut longest: f64 = 0.0;
+    for s in samples {
+        if s.backlog_chunks > 0 && s.wire_mbps < WIRE_IDLE_MBPS {
+            // A sample's rate covers the interval since the previous one.
+            let from = *start.get_or_insert(prev);
+            longest = longest.max(s.t_seconds - from);
+        } else {
+            start = None;
+        }
+        prev = s.t_seconds;
+    }
+    Some(longest)
+}
+
+/// Mean WAN wire rate over samples with a backlog in `[from, to)`.
+fn busy_wire_mbps(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
+    let busy: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.t_seconds >= from && s.t_seconds < to && s.backlog_chunks > 0)
+        .map(|s| s.wire_mbps)
+        .collect();
+    (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64)
+}
+
 fn resume_after(samples: &[Sample], revert: f64) -> Option<f64> {
     let at_revert = samples
         .iter()
@@ -274,6 +314,11 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         lost: i.lost,
         bytes_delivered: i.bytes_delivered,
         longest_outage_seconds: longest_outage(&i.samples),
+        longest_wire_gap_seconds: longest_wire_gap(&i.samples),
+        busy_wire_mbps: (
+            fault.and_then(|f| busy_wire_mbps(&i.samples, 0.0, f)),
+            fault.and_then(|f| busy_wire_mbps(&i.samples, f, revert.unwrap_or(f64::INFINITY))),
+        ),
         fault_to_first_alert_seconds: fault_to_first_alert,
         fault_to_cause_alert_seconds: fault_to_cause_alert,
         revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
@@ -400,6 +445,7 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::ChunksLost => Some(s.chunks_lost as f64),
         Metric::BytesDelivered => Some(s.bytes_delivered as f64),
         Metric::LongestOutageSeconds => s.longest_outage_seconds,
+        Metric::LongestWireGapSeconds => s.longest_wire_gap_seconds,
         Metric::FaultToFirstAlertSeconds => s.fault_to_first_alert_seconds,
         Metric::FaultToCauseAlertSeconds => s.fault_to_cause_alert_seconds,
         Metric::RevertToResumeSeconds => s.revert_to_resume_seconds,
@@ -416,9 +462,10 @@ pub fn text(s: &Summary) -> String {
     let opt = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.0} s"));
     // Alert latencies have real-time targets of a few seconds.
     let tenths = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.1} s"));
+    let mbps = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.1} Mbit/s"));
     let mut t = format!(
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
-         in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {}\n  fault → first alert {}\n  \
+         in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {} (chunks), {} (wire)\n  WAN while busy: {} before the fault, {} during it\n  fault → first alert {}\n  \
          fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {}, of other kinds: {})\n  \
          revert → uploads resume {}\n  revert → incidents resolved {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
@@ -433,6 +480,9 @@ pub fn text(s: &Summary) -> String {
         s.chunks_lost,
         s.bytes_delivered,
         opt(s.longest_outage_seconds),
+        opt(s.longest_wire_gap_seconds),
+        mbps(s.busy_wire_mbps.0),
+        mbps(s.busy_wire_mbps.1),
         tenths(s.fault_to_first_alert_seconds),
         tenths(s.fault_to_cause_alert_seconds),
         s.alerts_fired,
@@ -633,6 +683,46 @@ mod tests {
             path: "/alerts".into(),
             body: format!(r#"{{"id":"{id}","kind":"{id}","status":"{status}"}}"#),
         }
+    }
+
+    fn at(t_seconds: f64, backlog_chunks: u64, wire_mbps: f64) -> Sample {
+        Sample {
+            t_seconds,
+            delivered_chunks: 0,
+            delivered_bytes: 0,
+            backlog_chunks,
+            backlog_bytes: 0,
+            disk_used_percent: 0.0,
+            goodput_mbps: 0.0,
+            wire_mbps,
+            alerts: 0,
+        }
+    }
+
+    /// The wire gap counts from the sample before the first idle one (a sample's rate covers
+    /// the interval up to it), only while there is a backlog.
+    #[test]
+    fn the_wire_gap_is_the_longest_busy_stretch_with_nothing_on_the_wan() {
+        let samples = [
+            at(0.0, 1, 45.0),
+            at(1.0, 1, 0.2),
+            at(2.0, 1, 0.0),
+            at(3.0, 1, 40.0),
+            at(4.0, 0, 0.0),
+            at(5.0, 0, 0.0),
+            at(6.0, 1, 0.1),
+            at(7.0, 1, 47.0),
+        ];
+        assert_eq!(longest_wire_gap(&samples), Some(2.0));
+        assert_eq!(
+            busy_wire_mbps(&samples, 0.0, 3.0),
+            Some((45.0 + 0.2 + 0.0) / 3.0)
+        );
+        assert_eq!(
+            busy_wire_mbps(&samples, 4.0, 6.0),
+            None,
+            "idle: nothing to carry"
+        );
     }
 
     fn judged(alerts: &[AlertAt]) -> Vec<Judged> {

@@ -245,7 +245,12 @@ fn play(
     shape_network(lab, scenario)?;
     let disk = SpoolDisk::mount(lab, scenario, scale)?;
     let mut cloud = Cloud::start(lab, invocation, args.s3, backhaul, out)?;
-    let mut uploader = spawn_uploader(lab, uploader_kind, backhaul, &cloud, &disk, out, scale)?;
+    let spec = UploaderSpec {
+        kind: uploader_kind,
+        backhaul,
+        cap_net_raw: scenario.agent_cap_net_raw,
+    };
+    let mut uploader = spawn_uploader(lab, &spec, &cloud, &disk, out, scale)?;
     lab.track("uploader", uploader.id())?;
     let clock = Clock {
         start: Instant::now(),
@@ -337,11 +342,19 @@ fn shape_network(lab: &mut Lab, scenario: &Scenario) -> Result<(), Error> {
     Ok(())
 }
 
+/// What runs as the uploader under test.
+struct UploaderSpec<'a> {
+    kind: Uploader,
+    /// The backhaul binary (for [`Uploader::Backhaul`]).
+    backhaul: Option<&'a Path>,
+    /// Whether backhaul keeps CAP_NET_RAW.
+    cap_net_raw: bool,
+}
+
 /// The uploader under test, started in the site.
 fn spawn_uploader(
     lab: &Lab,
-    kind: Uploader,
-    backhaul: Option<&Path>,
+    spec: &UploaderSpec<'_>,
     cloud: &Cloud,
     disk: &SpoolDisk,
     out: &Path,
@@ -350,12 +363,20 @@ fn spawn_uploader(
     let log = open_log(&out.join("uploader.log"))?;
     let log2 = log.try_clone().map_err(|e| Error::io("open", out, e))?;
     let spool = &disk.spool;
-    let mut uploader = match kind {
+    let mut uploader = match spec.kind {
         Uploader::Backhaul => {
-            let exe = backhaul.map(Path::to_owned).unwrap_or_default();
+            let exe = spec.backhaul.map(Path::to_owned).unwrap_or_default();
             let config = out.join("site.toml");
             backhaul_config(&config, spool, scale)?;
-            let mut c = lab.command(Node::Site, &exe.to_string_lossy());
+            let mut c = if spec.cap_net_raw {
+                lab.command(Node::Site, &exe.to_string_lossy())
+            } else {
+                // Out of the bounding set, so not even root gets it back.
+                let mut c = lab.command(Node::Site, "setpriv");
+                c.args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"])
+                    .arg(&exe);
+                c
+            };
             c.args(["run", "--config"]).arg(&config);
             // Hook for alerting: where the agent should POST alerts (the webhook receiver).
             c.env(

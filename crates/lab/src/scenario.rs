@@ -8,6 +8,7 @@
 //! cause_kinds = ["pmtu_blackhole"] # a firing alert of one of these kinds names the cause
 //! wrong_cause_kinds = []           # a firing alert of one of these kinds is a misdiagnosis
 //! reopen_window_seconds = 600      # a resolve counts only if nothing fires this long after it
+//! agent_cap_net_raw = true         # false runs backhaul without CAP_NET_RAW (no probes)
 //!
 //! [network]
 //! rate_mbit = 50                   # tbf on the gateway's uplink; omit for unshaped
@@ -296,6 +297,8 @@ pub enum Metric {
     BytesDelivered,
     /// Longest time with a backlog and no chunk delivered (scenario seconds).
     LongestOutageSeconds,
+    /// Longest time with a backlog and nothing crossing the WAN wire (scenario seconds).
+    LongestWireGapSeconds,
     /// From the fault to the first alert the agent sent.
     FaultToFirstAlertSeconds,
     /// From the fault to the first firing alert of a `cause_kinds` kind.
@@ -346,6 +349,8 @@ struct RawScenario {
     wrong_cause_kinds: Vec<String>,
     #[serde(default = "default_reopen_window")]
     reopen_window_seconds: f64,
+    #[serde(default = "default_true")]
+    agent_cap_net_raw: bool,
     #[serde(default)]
     network: NetworkConfig,
     #[serde(default)]
@@ -356,6 +361,10 @@ struct RawScenario {
     events: Vec<Spanned<RawEvent>>,
     #[serde(default, rename = "assert")]
     asserts: Vec<Spanned<Assertion>>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_sample() -> f64 {
@@ -393,6 +402,9 @@ pub struct Scenario {
     pub wrong_cause_kinds: Vec<String>,
     /// Scenario seconds after a resolve in which nothing may fire for the resolve to count.
     pub reopen_window_seconds: f64,
+    /// Whether backhaul runs with CAP_NET_RAW (false: its probes and frag-needed listener are
+    /// off, as on a site that does not grant it).
+    pub agent_cap_net_raw: bool,
     /// Network shape.
     pub network: NetworkConfig,
     /// Camera simulator.
@@ -625,6 +637,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         cause_kinds: raw.cause_kinds,
         wrong_cause_kinds: raw.wrong_cause_kinds,
         reopen_window_seconds: raw.reopen_window_seconds,
+        agent_cap_net_raw: raw.agent_cap_net_raw,
         network: raw.network,
         camera: raw.camera,
         disk: raw.disk,
