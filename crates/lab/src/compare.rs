@@ -76,7 +76,7 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         key: "longest_wire_gap_seconds",
-        label: "longest stretch with nothing on the WAN (s)",
+        label: "longest stretch in the fault with nothing on the WAN (s)",
         unit: "seconds",
         value: |s| s.longest_wire_gap_seconds,
         show: whole,

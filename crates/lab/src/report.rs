@@ -100,9 +100,10 @@ pub struct Summary {
     pub bytes_delivered: u64,
     /// Longest time with a backlog and no chunk delivered.
     pub longest_outage_seconds: Option<f64>,
-    /// Longest time with a backlog and (almost) nothing crossing the WAN wire, at the sample
-    /// interval's resolution: the upload outage as bytes see it, where a delivered chunk
-    /// takes its whole transfer time to show.
+    /// Longest time from the fault to the revert (the whole run without a fault) with a backlog
+    /// and (almost) nothing crossing the WAN wire, at the sample interval's resolution: the
+    /// upload outage as bytes see it, where a delivered chunk takes its whole transfer time
+    /// to show.
     #[serde(default)]
     pub longest_wire_gap_seconds: Option<f64>,
     /// Mean WAN wire rate (Mbit/s, site → cloud) over samples with a backlog, before the fault
@@ -206,12 +207,15 @@ fn longest_outage(samples: &[Sample]) -> Option<f64> {
 /// Below this the WAN carries nothing but probes and retransmissions that do not get through.
 const WIRE_IDLE_MBPS: f64 = 1.0;
 
-/// Longest stretch with a backlog and the WAN wire below [`WIRE_IDLE_MBPS`].
-fn longest_wire_gap(samples: &[Sample]) -> Option<f64> {
+/// Longest stretch in `[from, to]` with a backlog and the WAN wire below [`WIRE_IDLE_MBPS`].
+fn longest_wire_gap(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
     let mut start: Option<f64> = None;
-    let mut prev = samples.first()?.t_seconds;
+    let mut prev = from;
     let mut longest: f64 = 0.0;
-    for s in samples {
+    let window = samples
+        .iter()
+        .filter(|s| s.t_seconds > from && s.t_seconds <= to);
+    for s in window {
         if s.backlog_chunks > 0 && s.wire_mbps < WIRE_IDLE_MBPS {
             // A sample's rate covers the interval since the previous one.
             let from = *start.get_or_insert(prev);
@@ -314,7 +318,11 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         lost: i.lost,
         bytes_delivered: i.bytes_delivered,
         longest_outage_seconds: longest_outage(&i.samples),
-        longest_wire_gap_seconds: longest_wire_gap(&i.samples),
+        longest_wire_gap_seconds: longest_wire_gap(
+            &i.samples,
+            fault.unwrap_or(0.0),
+            revert.unwrap_or(f64::INFINITY),
+        ),
         busy_wire_mbps: (
             fault.and_then(|f| busy_wire_mbps(&i.samples, 0.0, f)),
             fault.and_then(|f| busy_wire_mbps(&i.samples, f, revert.unwrap_or(f64::INFINITY))),
@@ -713,7 +721,12 @@ mod tests {
             at(6.0, 1, 0.1),
             at(7.0, 1, 47.0),
         ];
-        assert_eq!(longest_wire_gap(&samples), Some(2.0));
+        assert_eq!(longest_wire_gap(&samples, 0.0, 10.0), Some(2.0));
+        assert_eq!(
+            longest_wire_gap(&samples, 2.0, 10.0),
+            Some(1.0),
+            "from the fault on"
+        );
         assert_eq!(
             busy_wire_mbps(&samples, 0.0, 3.0),
             Some((45.0 + 0.2 + 0.0) / 3.0)

@@ -297,7 +297,8 @@ pub enum Metric {
     BytesDelivered,
     /// Longest time with a backlog and no chunk delivered (scenario seconds).
     LongestOutageSeconds,
-    /// Longest time with a backlog and nothing crossing the WAN wire (scenario seconds).
+    /// Longest time during the fault with a backlog and nothing crossing the WAN wire
+    /// (scenario seconds).
     LongestWireGapSeconds,
     /// From the fault to the first alert the agent sent.
     FaultToFirstAlertSeconds,
