@@ -61,14 +61,7 @@ impl Spool {
     /// chunk holds, and the collision is counted. The caller checks the bucket for the new
     /// key in turn.
     pub fn rekey(&self, chunk: &Chunk, base: &str, after: u32) -> Result<(Chunk, u32), Error> {
-        let mut n = after + 1;
-        let key = loop {
-            let k = crate::disambiguate(base, n);
-            if !self.journal.key_taken(&k, chunk)? {
-                break k;
-            }
-            n += 1;
-        };
+        let (key, n) = crate::key::first_free(base, after, |k| self.journal.key_taken(k, chunk))?;
         self.journal.rekey(chunk, &key)?;
         self.metrics.key_collisions.inc();
         tracing::warn!(chunk = ?chunk.name, key = ?chunk.key, stored_as = ?key,

@@ -226,14 +226,8 @@ fn free_key(
     if !taken(key)? {
         return Ok((key.to_owned(), None));
     }
-    let mut n = 1;
-    loop {
-        let alt = crate::key::disambiguate(key, n);
-        if !taken(&alt)? {
-            return Ok((alt.clone(), Some(alt)));
-        }
-        n += 1;
-    }
+    let (alt, _) = crate::key::first_free(key, 0, taken)?;
+    Ok((alt.clone(), Some(alt)))
 }
 
 /// Brings an older journal to [`SCHEMA_VERSION`]. A version-1 journal may hold live chunks
@@ -254,23 +248,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             .collect::<Result<_, _>>()?
     };
     for (id, key) in dupes {
-        let mut n = 1;
-        loop {
-            let alt = crate::key::disambiguate(&key, n);
-            let taken: bool = conn.query_row(
+        let (alt, _) = crate::key::first_free(&key, 0, |k| {
+            conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1)",
-                [&alt],
+                [k],
                 |r| r.get(0),
-            )?;
-            if !taken {
-                conn.execute(
-                    "UPDATE chunks SET object_key = ?2 WHERE id = ?1",
-                    params![id, alt],
-                )?;
-                break;
-            }
-            n += 1;
-        }
+            )
+        })?;
+        conn.execute(
+            "UPDATE chunks SET object_key = ?2 WHERE id = ?1",
+            params![id, alt],
+        )?;
     }
     conn.execute_batch(LIVE_KEY_INDEX)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)

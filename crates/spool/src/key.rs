@@ -213,6 +213,23 @@ pub fn disambiguate(key: &str, n: u32) -> String {
     }
 }
 
+/// The first alternative of `key` after the `after`-th that `taken` says is free, with its
+/// number: the one search behind new chunks, the schema migration and a key taken in the bucket.
+pub(crate) fn first_free<E>(
+    key: &str,
+    after: u32,
+    mut taken: impl FnMut(&str) -> Result<bool, E>,
+) -> Result<(String, u32), E> {
+    let mut n = after + 1;
+    loop {
+        let alt = disambiguate(key, n);
+        if !taken(&alt)? {
+            return Ok((alt, n));
+        }
+        n += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

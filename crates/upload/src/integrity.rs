@@ -109,6 +109,16 @@ fn refused_for_checksum(r: &Result<String, Error>) -> bool {
     matches!(r, Err(e) if matches!(e.class(), ErrorClass::Checksum | ErrorClass::Client4xx))
 }
 
+/// Where under the site's key prefix the probe writes its scratch objects.
+const SCRATCH_DIR: &str = ".backhaul-probe/";
+
+/// Whether `key` is one of the probe's scratch objects under `prefix` (the orphan sweep
+/// leaves the probe's own multipart upload to the probe).
+pub(crate) fn is_scratch(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with(SCRATCH_DIR))
+}
+
 /// Runs the probe under `prefix` (the site's key prefix) with scratch keys it deletes again,
 /// and stores the result. Errors that are not answers (connection, auth) are returned; the
 /// caller tries again later and keeps the cautious profile meanwhile.
@@ -120,7 +130,7 @@ pub async fn probe(
     timeout: std::time::Duration,
 ) -> Result<StoreProfile, Error> {
     let tag = format!("{:016x}", fastrand::u64(..));
-    let scratch = |what: &str| format!("{prefix}.backhaul-probe/{tag}-{what}");
+    let scratch = |what: &str| format!("{prefix}{SCRATCH_DIR}{tag}-{what}");
     let deadline = || Deadline::Total(timeout);
     let body = || ReqBody::bytes(bytes::Bytes::from_static(PROBE_BODY));
     let good = crc_b64(PROBE_BODY);
@@ -177,7 +187,7 @@ pub async fn probe(
         if let Err(e) = answered(metrics, || client.delete_object(k)).await {
             metrics.errors.inc(e.class().as_str());
             tracing::warn!(key = ?k, error = %e,
-                "integrity probe: could not delete its scratch object (no s3:DeleteObject?); a lifecycle rule on .backhaul-probe/ can expire it");
+                "integrity probe: could not delete its scratch object (no s3:DeleteObject?); a lifecycle rule on the prefix's .backhaul-probe/ can expire it");
         }
     }
     let profile = StoreProfile {
@@ -187,4 +197,19 @@ pub async fn probe(
     };
     integrity.set(profile);
     Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a key template that has no fixed prefix the scratch objects sit at the bucket's
+    /// top level; a `contains("/.backhaul-probe/")` test missed those.
+    #[test]
+    fn scratch_objects_are_recognised_under_any_prefix_and_only_there() {
+        assert!(is_scratch("SITE-2847/", "SITE-2847/.backhaul-probe/00ab-put"));
+        assert!(is_scratch("", ".backhaul-probe/00ab-part"));
+        assert!(!is_scratch("SITE-2847/", "SITE-2847/cam1/.backhaul-probe/x"));
+        assert!(!is_scratch("SITE-2847/", "OTHER/.backhaul-probe/x"));
+    }
 }

@@ -223,7 +223,7 @@ impl Uploader {
         for u in open {
             if known.contains(&u.upload_id)
                 || in_flight_keys.contains(&u.key)
-                || u.key.contains("/.backhaul-probe/")
+                || crate::integrity::is_scratch(&prefix, &u.key)
                 || u.initiated.is_some_and(|t| t > cutoff)
             {
                 continue;

@@ -417,17 +417,7 @@ mod tests {
         let (addr, server) = one_shot_server(close_rx).await;
         let transport = Transport::new(TransportConfig::default());
         assert!(transport.tcp_info().is_empty());
-        let url = format!("http://{addr}/alerts");
-        let body = transport
-            .simple(SimpleRequest {
-                method: "POST",
-                url: &url,
-                headers: &[],
-                body: vec![1u8; 200_000],
-                timeout: Duration::from_secs(10),
-            })
-            .await
-            .unwrap();
+        let body = post_200k(&transport, addr).await;
         assert_eq!(&body[..], b"ok");
         // The connection idles in the pool: still open, everything sent acknowledged.
         let infos = transport.tcp_info();
@@ -447,7 +437,8 @@ mod tests {
         );
     }
 
-    async fn post_200k(transport: &Transport, addr: SocketAddr) {
+    /// POSTs 200 kB to `addr`; the response body.
+    async fn post_200k(transport: &Transport, addr: SocketAddr) -> Bytes {
         let url = format!("http://{addr}/alerts");
         transport
             .simple(SimpleRequest {
@@ -458,7 +449,7 @@ mod tests {
                 timeout: Duration::from_secs(10),
             })
             .await
-            .unwrap();
+            .unwrap()
     }
 
     /// Loopback's MTU is 65536, so a connection's MSS is whatever the clamp allows: with the
