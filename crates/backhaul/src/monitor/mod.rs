@@ -34,8 +34,9 @@ use delivery::{Delivery, log_transition};
 use sources::{disk_signal, link_observation, listen_frag_needed, watch_links, watch_vpn};
 use upload_signals::sample_tcp;
 
-/// Least time between probe rounds triggered by stuck upload connections, so a lossy link whose
-/// connections keep timing out does not probe continuously.
+/// Least time between probe rounds triggered by stuck upload connections or frag-needed, so a
+/// lossy link whose connections keep timing out (or a stream of ICMP) does not probe
+/// continuously.
 const STUCK_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Seconds of the goodput window fed to the rules (`Signal::UploadGoodput::mbps_10s`).
@@ -183,7 +184,16 @@ pub async fn run(
                     obs.extend(found);
                 }
             }
-            Some(o) = signal_rx.recv() => obs.push(o),
+            Some(o) = signal_rx.recv() => {
+                if matches!(o.signal, Signal::FragNeeded { .. })
+                    && last_stuck_probe.is_none_or(|t| t.elapsed() >= STUCK_PROBE_EVERY)
+                {
+                    // A router says the path got smaller: measure it now, as for a link event.
+                    last_stuck_probe = Some(Instant::now());
+                    next_probe = Instant::now();
+                }
+                obs.push(o);
+            }
             event = link_rx.recv(), if watching => match event {
                 Some(e) => {
                     link_events.push(e);
