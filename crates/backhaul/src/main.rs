@@ -11,6 +11,7 @@ mod logging;
 mod metrics_server;
 mod monitor;
 mod probe;
+mod service;
 mod status;
 
 use std::process::ExitCode;

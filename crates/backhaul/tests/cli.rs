@@ -12,5 +12,6 @@ mod cli {
     pub mod journal;
     pub mod kill;
     pub mod netplan;
+    pub mod service;
     pub mod support;
 }

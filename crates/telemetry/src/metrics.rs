@@ -132,6 +132,11 @@ pub struct Metrics {
     pub upload_tcp_snd_mss_bytes: Gauge,
     /// Smallest `tcpi_pmtu` among open upload connections (0 when none is open).
     pub upload_tcp_pmtu_bytes: Gauge,
+    /// When the uploader's loop last turned (seconds since the epoch): the watchdog's and an
+    /// alert rule's way to tell a wedged agent from a quiet one.
+    pub uploader_heartbeat_seconds: Gauge,
+    /// When the path monitor's loop last turned (0 without an `[inventory]`).
+    pub monitor_heartbeat_seconds: Gauge,
     /// The MSS new upload connections are clamped to (`TCP_MAXSEG` before connect); 0 when
     /// they are not clamped.
     pub upload_mss_clamp_bytes: Gauge,
@@ -320,7 +325,7 @@ impl Metrics {
                 n as f64,
             );
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 12] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 14] = [
             (
                 "backhaul_alerts_undelivered",
                 "Alerts queued in the durable outbox and not delivered yet.",
@@ -370,6 +375,16 @@ impl Metrics {
                 "backhaul_vpn_up",
                 "1 while strongSwan has an established IKE SA (0 also when not monitored).",
                 &self.vpn_up,
+            ),
+            (
+                "backhaul_uploader_heartbeat_timestamp_seconds",
+                "When the uploader's loop last turned (seconds since the epoch).",
+                &self.uploader_heartbeat_seconds,
+            ),
+            (
+                "backhaul_monitor_heartbeat_timestamp_seconds",
+                "When the path monitor's loop last turned (0 without an [inventory]).",
+                &self.monitor_heartbeat_seconds,
             ),
             (
                 "backhaul_upload_mss_clamp_bytes",

@@ -207,9 +207,15 @@ mod tests {
     /// top level; a `contains("/.backhaul-probe/")` test missed those.
     #[test]
     fn scratch_objects_are_recognised_under_any_prefix_and_only_there() {
-        assert!(is_scratch("SITE-2847/", "SITE-2847/.backhaul-probe/00ab-put"));
+        assert!(is_scratch(
+            "SITE-2847/",
+            "SITE-2847/.backhaul-probe/00ab-put"
+        ));
         assert!(is_scratch("", ".backhaul-probe/00ab-part"));
-        assert!(!is_scratch("SITE-2847/", "SITE-2847/cam1/.backhaul-probe/x"));
+        assert!(!is_scratch(
+            "SITE-2847/",
+            "SITE-2847/cam1/.backhaul-probe/x"
+        ));
         assert!(!is_scratch("SITE-2847/", "OTHER/.backhaul-probe/x"));
     }
 }

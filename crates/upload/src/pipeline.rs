@@ -117,6 +117,8 @@ pub struct Uploader {
     chunks: Arc<ChunkUploader>,
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
+    /// True once the first scan is done and the loop turns ([`Uploader::ready`]).
+    ready: watch::Sender<bool>,
 }
 
 impl Uploader {
@@ -126,7 +128,14 @@ impl Uploader {
             spool: chunks.spool.clone(),
             metrics: chunks.metrics.clone(),
             chunks,
+            ready: watch::channel(false).0,
         }
+    }
+
+    /// Turns true once [`Uploader::run`] has scanned the spool and finished what a previous
+    /// run left half-done: the agent is ready (systemd's `READY=1`).
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// Checks the bucket (creating it if configured), then, once per process, what the store
@@ -287,10 +296,16 @@ impl Uploader {
         self.spool.retry_removals()?;
         self.abort_queued().await;
 
+        self.ready.send_replace(true);
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            self.metrics.uploader_heartbeat_seconds.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
             let now = Instant::now();
             if last_housekeeping.is_none_or(|t| now.duration_since(t) >= HOUSEKEEPING_EVERY) {
                 last_housekeeping = Some(now);

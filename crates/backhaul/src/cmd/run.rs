@@ -66,9 +66,24 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
                 Err(_) => std::future::pending::<()>().await,
             }
         };
+        // SIGHUP would end the process by default; reloading is not cheap to do right (the
+        // spool, uploader and monitor are built from the config at start), so say so instead.
+        let hup = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(mut s) => {
+                    while s.recv().await.is_some() {
+                        tracing::warn!(
+                            "SIGHUP: the configuration is read only at start; restart the agent to apply changes (systemctl restart backhaul)"
+                        );
+                    }
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
+            _ = hup => {}
         }
         tracing::info!("shutdown requested; finishing journal writes");
         tx.send(true).ok();
@@ -140,6 +155,22 @@ pub async fn agent(
         chunks.client.transport().clone(),
         shutdown.clone(),
     );
+    let monitoring = cfg.inventory.is_some();
+    match crate::service::Notifier::from_env() {
+        Ok(Some(notifier)) => {
+            tokio::spawn(crate::service::supervise(
+                notifier,
+                metrics.clone(),
+                board.clone(),
+                monitoring,
+                uploader.ready(),
+                shutdown.clone(),
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e,
+            "NOTIFY_SOCKET is set but unusable; systemd will not hear READY=1 or watchdog pings"),
+    }
     match cfg.inventory.clone() {
         Some(inventory) => {
             warn_about_degraded_monitoring(&inventory);

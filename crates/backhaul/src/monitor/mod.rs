@@ -156,6 +156,9 @@ pub async fn run(
     let probe_timeout = Duration::from_millis(cfg.probe_timeout_milliseconds);
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.link_poll_milliseconds));
     loop {
+        metrics
+            .monitor_heartbeat_seconds
+            .set(crate::service::now_seconds());
         let mut obs = Vec::new();
         let mut link_events = Vec::new();
         tokio::select! {
