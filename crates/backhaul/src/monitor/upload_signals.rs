@@ -7,6 +7,18 @@ use backhaul_netprobe::TcpInfo;
 use backhaul_telemetry::Metrics;
 use backhaul_upload::Transport;
 
+/// Bytes acknowledged since the previous sample. A connection seen for the first time that is
+/// already resending its oldest segment counts as having nothing acknowledged: what its
+/// handshake and headers got acked says nothing about its data, and waiting for a second
+/// sample would delay a path that shrank by one whole sampling interval.
+fn acked_since(before: Option<TcpInfo>, now: TcpInfo) -> u64 {
+    match before {
+        Some(b) => now.bytes_acked.saturating_sub(b.bytes_acked),
+        None if now.retransmits > 0 => 0,
+        None => now.bytes_acked,
+    }
+}
+
 /// Reads `TCP_INFO` of the uploader's open connections: sets the gauges, adds retransmissions
 /// to their counter, and returns an observation for each connection with data in flight
 /// (idle pooled connections say nothing about the path). `seen` holds each connection's
@@ -31,9 +43,10 @@ pub(super) fn sample_tcp(
     let mut obs = Vec::new();
     let mut next = HashMap::new();
     for (id, info) in current {
-        let before = seen.get(&id).copied().unwrap_or_default();
+        let before = seen.get(&id).copied();
         metrics.upload_tcp_retransmits.add(u64::from(
-            info.total_retrans.saturating_sub(before.total_retrans),
+            info.total_retrans
+                .saturating_sub(before.map_or(0, |b| b.total_retrans)),
         ));
         if info.unacked > 0 {
             obs.push(Observation::new(
@@ -42,7 +55,7 @@ pub(super) fn sample_tcp(
                     snd_mss: info.snd_mss,
                     pmtu: info.pmtu,
                     retransmits: info.retransmits,
-                    bytes_acked_delta: info.bytes_acked.saturating_sub(before.bytes_acked),
+                    bytes_acked_delta: acked_since(before, info),
                 },
             ));
         }
@@ -50,4 +63,23 @@ pub(super) fn sample_tcp(
     }
     *seen = next;
     obs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_connection_already_resending_has_nothing_acknowledged() {
+        let info = |retransmits, bytes_acked| TcpInfo {
+            retransmits,
+            bytes_acked,
+            unacked: 10,
+            ..TcpInfo::default()
+        };
+        assert_eq!(acked_since(None, info(1, 900)), 0);
+        assert_eq!(acked_since(None, info(0, 900)), 900);
+        assert_eq!(acked_since(Some(info(0, 900)), info(2, 900)), 0);
+        assert_eq!(acked_since(Some(info(0, 900)), info(0, 5000)), 4100);
+    }
 }
