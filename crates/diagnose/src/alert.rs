@@ -53,6 +53,9 @@ pub struct Alert {
     /// RFC 3339 UTC end, when resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
+    /// When this message was raised, Unix milliseconds. It can arrive much later: alerts
+    /// raised while the receiver is unreachable wait in the agent's outbox.
+    pub raised_at_unix_ms: u64,
     /// What it is about (interface, `endpoint`, `spool`, …).
     pub subject: String,
     /// The root-cause sentence.
@@ -172,7 +175,7 @@ impl AlertPolicy {
         let reason = match (transition, last) {
             (Transition::Resolved(_), Some(_)) => {
                 self.sent.remove(&incident.id);
-                return Some(self.alert(incident, AlertReason::Resolved));
+                return Some(self.alert(incident, AlertReason::Resolved, now_ms));
             }
             (Transition::Resolved(_), None) => return None,
             _ if incident.severity < self.min_severity => return None,
@@ -193,7 +196,7 @@ impl AlertPolicy {
             (_, Some(_)) => AlertReason::Reminder,
         };
         self.record(incident, now_ms);
-        Some(self.alert(incident, reason))
+        Some(self.alert(incident, reason, now_ms))
     }
 
     /// Alerts for every transition in a batch, in order.
@@ -219,7 +222,7 @@ impl AlertPolicy {
                 .is_some_and(|s| now_ms.saturating_sub(s.at_ms) >= self.renotify_ms);
             if due && incident.severity >= self.min_severity {
                 self.record(incident, now_ms);
-                alerts.push(self.alert(incident, AlertReason::Reminder));
+                alerts.push(self.alert(incident, AlertReason::Reminder, now_ms));
             }
         }
         alerts
@@ -235,7 +238,7 @@ impl AlertPolicy {
         );
     }
 
-    fn alert(&self, incident: &Incident, reason: AlertReason) -> Alert {
+    fn alert(&self, incident: &Incident, reason: AlertReason, now_ms: u64) -> Alert {
         Alert {
             id: incident.id.clone(),
             kind: incident.kind,
@@ -245,6 +248,7 @@ impl AlertPolicy {
             reason,
             started_at: self.time.rfc3339(incident.started_at_ms),
             resolved_at: incident.resolved_at_ms.map(|at| self.time.rfc3339(at)),
+            raised_at_unix_ms: self.time.unix_ms(now_ms),
             subject: incident.subject.clone(),
             root_cause: incident.root_cause.clone(),
             evidence: incident

@@ -456,6 +456,7 @@ mod tests {
             longest_outage_seconds: Some(2715.4),
             longest_wire_gap_seconds: Some(2700.0),
             busy_wire_mbps: (Some(45.0), Some(0.5)),
+            alert_delivery_max_seconds: None,
             fault_to_first_alert_seconds: alert,
             fault_to_cause_alert_seconds: alert.map(|a| a + 60.0),
             revert_to_resume_seconds: Some(45.0),

@@ -53,8 +53,11 @@ pub struct AppliedEvent {
 /// An alert, placed on the scenario clock.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertAt {
-    /// Scenario seconds.
+    /// Scenario seconds when the receiver got it.
     pub at_seconds: f64,
+    /// Scenario seconds when the agent raised it (its `raised_at_unix_ms`), when the body says.
+    #[serde(default)]
+    pub raised_seconds: Option<f64>,
     /// Request path.
     pub path: String,
     /// Body.
@@ -125,6 +128,10 @@ pub struct Summary {
     pub revert_to_resolve_seconds: Option<f64>,
     /// Firing alerts received (escalations count; resolve messages do not).
     pub alerts_fired: u64,
+    /// Longest time from an alert being raised to its arrival at the receiver (they wait in
+    /// the agent's outbox while the receiver is unreachable); `None` without raise times.
+    #[serde(default)]
+    pub alert_delivery_max_seconds: Option<f64>,
     /// Firing alerts of one of the scenario's `wrong_cause_kinds`.
     pub wrong_cause_alerts: u64,
     /// Firing alerts of other kinds than the cause's, from the fault until the reopen window
@@ -266,21 +273,32 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
     let alerts: Vec<AlertAt> = i
         .alerts
         .into_iter()
-        .map(|a| AlertAt {
-            at_seconds: (a.received_unix_ms.saturating_sub(i.start_unix_ms)) as f64
-                / 1000.0
-                / scale,
-            path: a.path,
-            body: a.body,
+        .map(|a| {
+            let since_start =
+                |unix_ms: u64| unix_ms.saturating_sub(i.start_unix_ms) as f64 / 1000.0 / scale;
+            let raised = serde_json::from_str::<serde_json::Value>(&a.body)
+                .ok()
+                .and_then(|v| v["raised_at_unix_ms"].as_u64());
+            AlertAt {
+                at_seconds: since_start(a.received_unix_ms),
+                raised_seconds: raised.map(since_start),
+                path: a.path,
+                body: a.body,
+            }
         })
         .collect();
     let fault_to_first_alert = fault.and_then(|f| {
         alerts
             .iter()
-            .map(|a| a.at_seconds)
-            .find(|t| *t >= f)
+            .map(|a| a.raised_seconds.unwrap_or(a.at_seconds))
+            .filter(|t| *t >= f)
+            .min_by(f64::total_cmp)
             .map(|t| t - f)
     });
+    let alert_delivery_max = alerts
+        .iter()
+        .filter_map(|a| a.raised_seconds.map(|r| a.at_seconds - r))
+        .max_by(f64::total_cmp);
     let run_end = i.samples.last().map_or(0.0, |s| s.t_seconds);
     let judged: Vec<Judged> = alerts.iter().map(Judged::of).collect();
     let causes = &i.scenario.cause_kinds;
@@ -339,6 +357,7 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         }),
         other_alerts,
         alerts_fired: firing.len() as u64,
+        alert_delivery_max_seconds: alert_delivery_max,
         wrong_cause_alerts,
         peak_backlog_chunks: i
             .samples
@@ -393,7 +412,9 @@ impl Judged {
     fn of(a: &AlertAt) -> Self {
         let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
         Self {
-            at: a.at_seconds,
+            // When the agent raised it: what the fault's detection is measured by. Delivery
+            // (an alert raised during a cut waits in the outbox) is its own figure.
+            at: a.raised_seconds.unwrap_or(a.at_seconds),
             firing: v["status"] != "resolved",
             kind: v["kind"].as_str().unwrap_or("unknown").to_owned(),
             incident: v["id"]
@@ -474,7 +495,7 @@ pub fn text(s: &Summary) -> String {
     let mut t = format!(
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {} (chunks), {} (wire)\n  WAN while busy: {} before the fault, {} during it\n  fault → first alert {}\n  \
-         fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {}, of other kinds: {})\n  \
+         fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {}, of other kinds: {}), raised → received at most {}\n  \
          revert → uploads resume {}\n  revert → incidents resolved {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
         s.scenario,
@@ -496,6 +517,7 @@ pub fn text(s: &Summary) -> String {
         s.alerts_fired,
         s.wrong_cause_alerts,
         s.other_alerts,
+        tenths(s.alert_delivery_max_seconds),
         opt(s.revert_to_resume_seconds),
         tenths(s.revert_to_resolve_seconds),
         s.peak_backlog_chunks,
@@ -687,6 +709,7 @@ mod tests {
 
     fn alert(at_seconds: f64, id: &str, status: &str) -> AlertAt {
         AlertAt {
+            raised_seconds: None,
             at_seconds,
             path: "/alerts".into(),
             body: format!(r#"{{"id":"{id}","kind":"{id}","status":"{status}"}}"#),
@@ -705,6 +728,18 @@ mod tests {
             wire_mbps,
             alerts: 0,
         }
+    }
+
+    /// An alert raised during a cut and delivered when the link is back counts from when the
+    /// agent raised it.
+    #[test]
+    fn detection_is_measured_when_the_agent_raised_the_alert() {
+        let mut late = alert(260.0, "uplink_down", "firing");
+        late.raised_seconds = Some(131.5);
+        let j = Judged::of(&late);
+        assert_eq!(j.at, 131.5);
+        assert!(j.firing);
+        assert_eq!(Judged::of(&alert(260.0, "uplink_down", "firing")).at, 260.0);
     }
 
     /// The wire gap counts from the sample before the first idle one (a sample's rate covers
@@ -822,6 +857,7 @@ mod tests {
     #[test]
     fn the_cause_is_read_from_the_kind_not_from_words_of_the_body() {
         let drift = AlertAt {
+            raised_seconds: None,
             at_seconds: 905.0,
             path: "/alerts".into(),
             body: r#"{"id":"a","kind":"mtu_drift","status":"firing","runbook":"docs/runbook-pmtud.md","root_cause":"eno1 MTU changed 1500 -> 9000"}"#.into(),
@@ -830,6 +866,7 @@ mod tests {
         assert_eq!(j.kind, "mtu_drift");
         assert!(j.firing);
         let other = Judged::of(&AlertAt {
+            raised_seconds: None,
             at_seconds: 1.0,
             path: "/".into(),
             body: "uploads failing".into(),
