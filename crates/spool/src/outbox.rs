@@ -93,7 +93,10 @@ impl Outbox {
     }
 
     /// Messages due at `now`, oldest first, each only if no older message of the same
-    /// incident and destination is still undelivered.
+    /// incident and destination is still undelivered, and no older message of the destination
+    /// is waiting out a backoff: an alert raised while the receiver is down queues behind the
+    /// ones before it instead of overtaking them when the receiver is back. (A message the
+    /// receiver keeps refusing holds the later ones back for at most one backoff, 60 s.)
     pub fn due(&self, now: UnixMillis) -> Result<Vec<OutboxMessage>, Error> {
         let conn = self.conn();
         let mut stmt = conn
@@ -102,6 +105,9 @@ impl Outbox {
                  WHERE next_attempt_at <= ?1 AND NOT EXISTS (
                    SELECT 1 FROM outbox e WHERE e.destination = o.destination
                      AND e.incident = o.incident AND e.id < o.id)
+                 AND NOT EXISTS (
+                   SELECT 1 FROM outbox w WHERE w.destination = o.destination
+                     AND w.id < o.id AND w.next_attempt_at > ?1)
                  ORDER BY id",
             )
             .map_err(Error::journal("outbox due"))?;
@@ -186,6 +192,30 @@ mod tests {
         assert_eq!(again[0].attempts, 1);
         o.delivered(again[0].id).unwrap();
         assert_eq!(o.due(200).unwrap()[0].body, b"ok");
+    }
+
+    /// The receiver is down when i1 fires; i2 fires during i1's backoff. When the receiver is
+    /// back, i1 arrives first, then i2 (in the site-gateway cut the later alert overtook).
+    #[test]
+    fn an_alert_raised_while_the_receiver_is_down_waits_behind_older_ones() {
+        let (_d, o) = outbox();
+        o.enqueue("webhook", "i1", "firing", b"first", 10).unwrap();
+        let head = o.due(10).unwrap();
+        o.failed(head[0].id, "connection refused", 200).unwrap();
+        o.enqueue("webhook", "i2", "firing", b"second", 120)
+            .unwrap();
+        o.enqueue("alertmanager", "i2", "firing", b"elsewhere", 120)
+            .unwrap();
+        let due = o.due(150).unwrap();
+        let bodies: Vec<&[u8]> = due.iter().map(|m| m.body.as_slice()).collect();
+        assert_eq!(
+            bodies,
+            [b"elsewhere".as_slice()],
+            "another destination is not held"
+        );
+        let due = o.due(200).unwrap();
+        let bodies: Vec<&[u8]> = due.iter().map(|m| m.body.as_slice()).collect();
+        assert_eq!(bodies, [b"first".as_slice(), b"second", b"elsewhere"]);
     }
 
     #[test]

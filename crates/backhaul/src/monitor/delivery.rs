@@ -13,7 +13,7 @@ use std::time::Duration;
 use backhaul_diagnose::{Alert, Transition};
 use backhaul_spool::{Outbox, OutboxMessage};
 use backhaul_telemetry::Metrics;
-use backhaul_upload::Transport;
+use backhaul_upload::{ErrorClass, Transport};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -205,7 +205,7 @@ struct Sender {
 
 impl Sender {
     /// One POST; the error says why it did not arrive.
-    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), Undelivered> {
         let req = backhaul_upload::SimpleRequest {
             method: "POST",
             url,
@@ -213,11 +213,15 @@ impl Sender {
             body,
             timeout: Duration::from_secs(10),
         };
-        self.transport
-            .simple(req)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:#}"))
+        self.transport.simple(req).await.map(|_| ()).map_err(|e| {
+            let message = format!("{e:#}");
+            match e.class() {
+                ErrorClass::Connection | ErrorClass::Timeout | ErrorClass::Tls => {
+                    Undelivered::Unreachable(message)
+                }
+                _ => Undelivered::Refused(message),
+            }
+        })
     }
 
     /// A firing Alertmanager alert is sent with `endsAt` four re-send intervals ahead.
@@ -229,7 +233,7 @@ impl Sender {
         serde_json::to_vec(&[a]).unwrap_or_default()
     }
 
-    async fn deliver(&self, m: &OutboxMessage) -> Result<(), String> {
+    async fn deliver(&self, m: &OutboxMessage) -> Result<(), Undelivered> {
         match (
             m.destination.as_str(),
             &self.webhook_url,
@@ -237,11 +241,28 @@ impl Sender {
         ) {
             (WEBHOOK, Some(url), _) => self.post(url, m.body.clone()).await,
             (ALERTMANAGER, _, Some(url)) => {
-                let alert: Value = serde_json::from_slice(&m.body).map_err(|e| e.to_string())?;
+                let alert: Value = serde_json::from_slice(&m.body)
+                    .map_err(|e| Undelivered::Refused(format!("queued body is not JSON: {e}")))?;
                 self.post(url, self.alertmanager_body(&alert)).await
             }
             // Queued for a destination the config no longer has: nothing to deliver to.
             _ => Ok(()),
+        }
+    }
+}
+
+/// Why a message did not arrive: the receiver could not be reached (its later messages wait
+/// too), or it answered and refused this one.
+#[derive(Debug)]
+enum Undelivered {
+    Unreachable(String),
+    Refused(String),
+}
+
+impl Undelivered {
+    fn message(&self) -> &str {
+        match self {
+            Undelivered::Unreachable(m) | Undelivered::Refused(m) => m,
         }
     }
 }
@@ -266,7 +287,13 @@ async fn pump(
         let now = now_ms() as i64;
         match outbox.due(now) {
             Ok(due) => {
+                // Destinations found unreachable in this round: their later messages wait, so
+                // none overtakes an older one when the receiver is back.
+                let mut down: Vec<String> = Vec::new();
                 for m in due {
+                    if down.contains(&m.destination) {
+                        continue;
+                    }
                     match sender.deliver(&m).await {
                         Ok(()) => {
                             tracing::info!(destination = %m.destination, incident = %m.incident,
@@ -276,14 +303,17 @@ async fn pump(
                             }
                         }
                         Err(e) => {
+                            if matches!(e, Undelivered::Unreachable(_)) {
+                                down.push(m.destination.clone());
+                            }
+                            let e = e.message();
                             let pause = Duration::from_secs(1)
                                 .saturating_mul(2u32.saturating_pow(m.attempts.min(10)))
                                 .min(MAX_RETRY);
                             tracing::warn!(destination = %m.destination, incident = %m.incident,
                                 attempts = m.attempts + 1, retry_in_s = pause.as_secs(), error = %e,
                                 "alert not delivered; kept in the outbox, will retry");
-                            if let Err(e) = outbox.failed(m.id, &e, now + pause.as_millis() as i64)
-                            {
+                            if let Err(e) = outbox.failed(m.id, e, now + pause.as_millis() as i64) {
                                 tracing::error!(error = %e, "outbox: cannot record a failure");
                             }
                         }
@@ -304,7 +334,7 @@ async fn pump(
                 .collect();
             for a in alerts {
                 if let Err(e) = sender.post(url, sender.alertmanager_body(&a)).await {
-                    tracing::debug!(error = %e, "Alertmanager re-send failed; the next one may pass");
+                    tracing::debug!(error = %e.message(), "Alertmanager re-send failed; the next one may pass");
                 }
             }
         }

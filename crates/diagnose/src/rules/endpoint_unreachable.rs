@@ -14,34 +14,77 @@ use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target, UploadErro
 /// Consecutive unanswered small probes after which an endpoint that used to answer is silent.
 const SILENT_PROBES: usize = 3;
 
-/// When the endpoint went silent: it answered small probes before, and the last
-/// [`SILENT_PROBES`] small probes toward it went unanswered (the first of those). A store that
-/// never answers ping (S3 does not) never goes silent.
-fn went_silent(store: &Store, ctx: &Context<'_>) -> Option<u64> {
-    let small_max = ctx.settings.small_probe_max_bytes;
-    let mut failed = Vec::new();
-    for o in store.since(0).rev() {
-        if let Signal::Probe {
-            target: Target::Endpoint,
+/// Whether `o` is a small probe toward `want`, and if so whether it was answered.
+fn small_probe(o: &crate::Observation, ctx: &Context<'_>, want: Target) -> Option<bool> {
+    match o.signal {
+        Signal::Probe {
+            target,
             size_bytes,
             ok,
             ..
-        } = o.signal
-            && size_bytes <= small_max
-        {
-            if ok {
-                return (failed.len() >= SILENT_PROBES).then(|| failed.last().copied())?;
+        } if target == want && size_bytes <= ctx.settings.small_probe_max_bytes => Some(ok),
+        _ => None,
+    }
+}
+
+/// When the gateway answered small probes again after its latest silence (at least
+/// [`SILENT_PROBES`] unanswered in a row; a single lost probe is no silence): 0 when it never
+/// was silent, `None` while it still is. Endpoint probes lost and uploads failed before that
+/// belong to a cut of the site's own link (`uplink_down`), not to the endpoint.
+fn gateway_back_at(store: &Store, ctx: &Context<'_>) -> Option<u64> {
+    let (mut run, mut silent, mut back_at) = (0usize, false, 0);
+    for o in store.since(0) {
+        match small_probe(o, ctx, Target::Gateway) {
+            Some(false) => {
+                run += 1;
+                silent |= run >= SILENT_PROBES;
             }
-            failed.push(o.at_ms);
+            Some(true) => {
+                if silent {
+                    back_at = o.at_ms;
+                    silent = false;
+                }
+                run = 0;
+            }
+            None => {}
         }
     }
-    None
+    (!silent).then_some(back_at)
+}
+
+/// When the endpoint went silent: it answered small probes before, and the last
+/// [`SILENT_PROBES`] small probes toward it went unanswered (the first of those) while the
+/// gateway answered. Endpoint probes lost while the gateway was silent too belong to a cut of
+/// the site's own link (`uplink_down`), not beyond it: without that, the first gateway answer
+/// after such a cut read as "cut beyond the gateway" for a round. A store that never answers
+/// ping (S3 does not) never goes silent.
+fn went_silent(store: &Store, ctx: &Context<'_>) -> Option<u64> {
+    let gateway_back_at = gateway_back_at(store, ctx)?;
+    let mut failed = Vec::new();
+    for o in store.since(0).rev() {
+        match small_probe(o, ctx, Target::Endpoint) {
+            Some(false) if o.at_ms > gateway_back_at => failed.push(o.at_ms),
+            // Answered, or lost while the gateway was silent too: the silent run starts after.
+            Some(_) => break,
+            None => {}
+        }
+    }
+    let first = *failed.last()?;
+    let answered_before = store
+        .since(0)
+        .take_while(|o| o.at_ms < first)
+        .any(|o| small_probe(o, ctx, Target::Endpoint) == Some(true));
+    (failed.len() >= SILENT_PROBES && answered_before).then_some(first)
 }
 
 /// Finds an upload endpoint that fails while the local path is healthy.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
-    // Errors since uploads last flowed: a recovery in between ends the incident.
-    let since = last_flowing(store).map_or(0, |at| at + 1);
+    // Errors since uploads last flowed, and since the gateway came back from a silence of its
+    // own: a recovery in between ends the incident, and a cut of the site's link explains
+    // what failed during it.
+    let since = last_flowing(store)
+        .map_or(0, |at| at + 1)
+        .max(gateway_back_at(store, ctx).unwrap_or(0));
     let errors: Vec<(u64, UploadErrorClass)> = store
         .since(since)
         .filter_map(|o| match o.signal {
@@ -225,6 +268,43 @@ mod tests {
         assert!(
             silent(false, 6).is_none(),
             "a store that never answers ping"
+        );
+    }
+
+    /// The site-gateway link is cut: gateway and endpoint both silent. When it is back the
+    /// gateway answers a round before the endpoint's next probe: that is not a cut beyond
+    /// the gateway (it opened a false `endpoint_unreachable` in the lab, right after the fix).
+    #[test]
+    fn a_cut_of_the_sites_own_link_is_not_a_cut_beyond_the_gateway_once_it_is_back() {
+        let mut tl = Timeline::new();
+        tl.push("10:00:00", link_mtu("eno1", 1500));
+        for step in 0..24u64 {
+            let at = t("10:00:00") + step * 10_000;
+            let cut = step >= 12;
+            tl.push_ms(at, probe(Target::Gateway, 84, !cut));
+            tl.push_ms(at + 500, probe(Target::Endpoint, 84, !cut));
+            if cut {
+                // Uploads fail through the cut too; those are the cut's, not the endpoint's.
+                tl.push_ms(at + 700, upload_error("connection"));
+            }
+        }
+        // 10:04:00: the gateway answers again; the endpoint's last probes are the cut's.
+        tl.push("10:04:00", probe(Target::Gateway, 84, true));
+        assert!(run_rule(&tl.obs, "10:04:00", evaluate).is_none());
+        // The endpoint staying silent for three rounds after that is a cut beyond.
+        for step in 0..3u64 {
+            let at = t("10:04:00") + step * 10_000;
+            if step > 0 {
+                tl.push_ms(at, probe(Target::Gateway, 84, true));
+            }
+            tl.push_ms(at + 500, probe(Target::Endpoint, 84, false));
+        }
+        let cause = run_rule(&tl.sorted(), "10:04:21", evaluate).map(|f| f.root_cause);
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|c| c.contains("cut beyond the gateway")),
+            "{cause:?}"
         );
     }
 
