@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backhaul_diagnose::{
-    AlertPolicy, Engine, Inventory, Observation, PathRecovery, Settings, Signal, Target, TimeBase,
-    UploadErrorClass,
+    AlertPolicy, Engine, Inventory, Kind, Observation, PathRecovery, Settings, Signal, Target,
+    TimeBase, UploadErrorClass,
 };
 use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, TcpInfo};
 use backhaul_telemetry::Metrics;
@@ -38,6 +38,9 @@ use upload_signals::sample_tcp;
 /// lossy link whose connections keep timing out (or a stream of ICMP) does not probe
 /// continuously.
 const STUCK_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Probe interval while a path incident is open, so its end is seen within seconds.
+const INCIDENT_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Seconds of the goodput window fed to the rules (`Signal::UploadGoodput::mbps_10s`).
 const GOODPUT_WINDOW_SECONDS: u64 = 10;
@@ -349,7 +352,23 @@ pub async fn run(
         }
         if !probing && Instant::now() >= next_probe {
             probing = true;
-            next_probe = Instant::now() + probe_every;
+            // While the path is known broken, look often: a hop that recovers with no local
+            // change is seen only by probes (clamped uploads flow and say nothing).
+            let path_broken = engine.incidents().iter().any(|i| {
+                matches!(
+                    i.kind,
+                    Kind::PmtuBlackhole
+                        | Kind::PathMtuReduced
+                        | Kind::UplinkDown
+                        | Kind::EndpointUnreachable
+                )
+            });
+            next_probe = Instant::now()
+                + if path_broken {
+                    probe_every.min(INCIDENT_PROBE_EVERY)
+                } else {
+                    probe_every
+                };
             let inv = inventory.clone();
             let tx = probe_tx.clone();
             let large = full_size(&inv, inv.wan().and_then(|w| mtus.get(&w.name).copied()));
