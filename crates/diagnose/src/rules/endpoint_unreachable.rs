@@ -28,18 +28,20 @@ fn small_probe(o: &crate::Observation, ctx: &Context<'_>, want: Target) -> Optio
 }
 
 /// When the gateway answered small probes again after its latest silence (at least
-/// [`SILENT_PROBES`] unanswered in a row; a single lost probe is no silence): 0 when it never
-/// was silent, `None` while it still is. Endpoint probes lost and uploads failed before that
+/// [`SILENT_PROBES`] unanswered in a row after it had answered; a single lost probe is no
+/// silence): 0 when it never was silent, `None` while it still is. Endpoint probes lost and uploads failed before that
 /// belong to a cut of the site's own link (`uplink_down`), not to the endpoint.
 fn gateway_back_at(store: &Store, ctx: &Context<'_>) -> Option<u64> {
-    let (mut run, mut silent, mut back_at) = (0usize, false, 0);
+    let (mut run, mut silent, mut back_at, mut answered) = (0usize, false, 0, false);
     for o in store.since(0) {
         match small_probe(o, ctx, Target::Gateway) {
             Some(false) => {
                 run += 1;
-                silent |= run >= SILENT_PROBES;
+                // A gateway that never answered (ICMP dropped by policy) is not judged.
+                silent |= answered && run >= SILENT_PROBES;
             }
             Some(true) => {
+                answered = true;
                 if silent {
                     back_at = o.at_ms;
                     silent = false;
@@ -82,9 +84,10 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     // Errors since uploads last flowed, and since the gateway came back from a silence of its
     // own: a recovery in between ends the incident, and a cut of the site's link explains
     // what failed during it.
-    let since = last_flowing(store)
-        .map_or(0, |at| at + 1)
-        .max(gateway_back_at(store, ctx).unwrap_or(0));
+    // A silent gateway is the site link's problem (`uplink_down`), even in the round where the
+    // endpoint answers a moment before the gateway does after the link is back.
+    let gateway_back = gateway_back_at(store, ctx)?;
+    let since = last_flowing(store).map_or(0, |at| at + 1).max(gateway_back);
     let errors: Vec<(u64, UploadErrorClass)> = store
         .since(since)
         .filter_map(|o| match o.signal {
@@ -288,6 +291,14 @@ mod tests {
                 tl.push_ms(at + 700, upload_error("connection"));
             }
         }
+        // The link is back between the round's gateway and endpoint probes: the endpoint
+        // answers while the gateway's latest probe is still the cut's.
+        let mut racing = tl.obs.clone();
+        racing.push(Observation::new(
+            t("10:03:59"),
+            probe(Target::Endpoint, 84, true),
+        ));
+        assert!(run_rule(&racing, "10:03:59", evaluate).is_none());
         // 10:04:00: the gateway answers again; the endpoint's last probes are the cut's.
         tl.push("10:04:00", probe(Target::Gateway, 84, true));
         assert!(run_rule(&tl.obs, "10:04:00", evaluate).is_none());
