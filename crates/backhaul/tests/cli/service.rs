@@ -38,6 +38,14 @@ fn collect(
     got
 }
 
+fn signal(pid: u32, which: &str) {
+    let sent = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {which} {pid}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_speaks_the_notify_protocol_to_a_real_socket() {
     let peer = S3Peer::embedded(BUCKET).await;
@@ -85,11 +93,7 @@ async fn daemon_speaks_the_notify_protocol_to_a_real_socket() {
     );
 
     // SIGHUP: still running, still pinging.
-    let hup = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    signal(pid, "-HUP");
     let after_hup = collect(&sock, Duration::from_secs(2), |m| m.contains("WATCHDOG=1"));
     assert!(
         after_hup.iter().any(|(_, m)| m.contains("WATCHDOG=1")),
@@ -100,11 +104,7 @@ async fn daemon_speaks_the_notify_protocol_to_a_real_socket() {
         "SIGHUP ended the agent"
     );
 
-    let term = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    signal(pid, "-TERM");
     let last = collect(&sock, Duration::from_secs(10), |m| m.contains("STOPPING=1"));
     assert!(
         last.iter().any(|(_, m)| m.contains("STOPPING=1")),
