@@ -27,17 +27,18 @@ fn small_probe(o: &crate::Observation, ctx: &Context<'_>, want: Target) -> Optio
     }
 }
 
-/// When the gateway answered small probes again after its latest silence (at least
+/// When `target` answered small probes again after its latest silence (at least
 /// [`SILENT_PROBES`] unanswered in a row after it had answered; a single lost probe is no
-/// silence): 0 when it never was silent, `None` while it still is. Endpoint probes lost and uploads failed before that
-/// belong to a cut of the site's own link (`uplink_down`), not to the endpoint.
-fn gateway_back_at(store: &Store, ctx: &Context<'_>) -> Option<u64> {
+/// silence): 0 when it never was silent, `None` while it still is. Probes lost and uploads
+/// failed before that belong to that silence: a cut of the site's own link (the gateway) or
+/// of the path beyond it (the endpoint), not to the store.
+fn back_at(store: &Store, ctx: &Context<'_>, target: Target) -> Option<u64> {
     let (mut run, mut silent, mut back_at, mut answered) = (0usize, false, 0, false);
     for o in store.since(0) {
-        match small_probe(o, ctx, Target::Gateway) {
+        match small_probe(o, ctx, target) {
             Some(false) => {
                 run += 1;
-                // A gateway that never answered (ICMP dropped by policy) is not judged.
+                // A host that never answered (ICMP dropped by policy) is not judged.
                 silent |= answered && run >= SILENT_PROBES;
             }
             Some(true) => {
@@ -61,7 +62,7 @@ fn gateway_back_at(store: &Store, ctx: &Context<'_>) -> Option<u64> {
 /// after such a cut read as "cut beyond the gateway" for a round. A store that never answers
 /// ping (S3 does not) never goes silent.
 fn went_silent(store: &Store, ctx: &Context<'_>) -> Option<u64> {
-    let gateway_back_at = gateway_back_at(store, ctx)?;
+    let gateway_back_at = back_at(store, ctx, Target::Gateway)?;
     let mut failed = Vec::new();
     for o in store.since(0).rev() {
         match small_probe(o, ctx, Target::Endpoint) {
@@ -86,8 +87,14 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     // what failed during it.
     // A silent gateway is the site link's problem (`uplink_down`), even in the round where the
     // endpoint answers a moment before the gateway does after the link is back.
-    let gateway_back = gateway_back_at(store, ctx)?;
-    let since = last_flowing(store).map_or(0, |at| at + 1).max(gateway_back);
+    let gateway_back = back_at(store, ctx, Target::Gateway)?;
+    // Errors from before a cut beyond the gateway ended are that cut's: the endpoint answering
+    // again ends the incident, not the first acknowledged 16 MiB part a few seconds later.
+    let endpoint_back = back_at(store, ctx, Target::Endpoint).unwrap_or(0);
+    let since = last_flowing(store)
+        .map_or(0, |at| at + 1)
+        .max(gateway_back)
+        .max(endpoint_back);
     let errors: Vec<(u64, UploadErrorClass)> = store
         .since(since)
         .filter_map(|o| match o.signal {
@@ -309,14 +316,29 @@ mod tests {
                 tl.push_ms(at, probe(Target::Gateway, 84, true));
             }
             tl.push_ms(at + 500, probe(Target::Endpoint, 84, false));
+            tl.push_ms(at + 700, upload_error("connection"));
+            tl.push_ms(at + 800, upload_error("timeout"));
         }
-        let cause = run_rule(&tl.sorted(), "10:04:21", evaluate).map(|f| f.root_cause);
+        let obs = tl.sorted();
+        let cause = run_rule(&obs, "10:04:21", evaluate).map(|f| f.root_cause);
         assert!(
             cause
                 .as_deref()
                 .is_some_and(|c| c.contains("cut beyond the gateway")),
             "{cause:?}"
         );
+        // The cut beyond ends: the endpoint answers. Its six upload errors are the cut's; the
+        // incident ends now, not when the first part is acknowledged seconds later.
+        let mut back = obs;
+        back.push(Observation::new(
+            t("10:04:30"),
+            probe(Target::Gateway, 84, true),
+        ));
+        back.push(Observation::new(
+            t("10:04:31"),
+            probe(Target::Endpoint, 84, true),
+        ));
+        assert!(run_rule(&back, "10:04:31", evaluate).is_none());
     }
 
     #[test]
