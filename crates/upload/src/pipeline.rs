@@ -70,11 +70,12 @@ impl Drop for AbortOnDrop {
 }
 
 /// While the store is down, asks it HeadBucket every [`crate::health::RECHECK`] (jittered) and
-/// marks it up on any answer, errors included: an answer means it can be reached. Its failures
-/// are not upload errors and are not counted as such.
+/// marks it up on any answer, errors included: an answer means it can be reached. A recheck
+/// that fails is a failed request to the store like any other and is counted by class.
 async fn recheck_store(
     client: Arc<crate::s3::S3Client>,
     health: Arc<crate::health::StoreHealth>,
+    metrics: Arc<Metrics>,
     request_timeout: Duration,
 ) {
     loop {
@@ -85,10 +86,13 @@ async fn recheck_store(
         let limit = request_timeout.min(crate::health::RECHECK * 5);
         match tokio::time::timeout(limit, client.head_bucket()).await {
             Ok(Ok(())) => health.answered(),
-            Ok(Err(e)) if !matches!(e.class(), ErrorClass::Connection | ErrorClass::Timeout) => {
-                health.answered();
+            Ok(Err(e)) => {
+                metrics.errors.inc(e.class().as_str());
+                if !matches!(e.class(), ErrorClass::Connection | ErrorClass::Timeout) {
+                    health.answered();
+                }
             }
-            _ => {}
+            Err(_) => metrics.errors.inc(ErrorClass::Timeout.as_str()),
         }
     }
 }
@@ -288,6 +292,7 @@ impl Uploader {
         let _recheck = AbortOnDrop(tokio::spawn(recheck_store(
             self.chunks.client.clone(),
             self.chunks.health.clone(),
+            self.metrics.clone(),
             self.chunks.settings.request_timeout,
         )));
 
