@@ -183,19 +183,16 @@ pub async fn run(
                         // retransmission backoff, and their late stalls would read as fresh
                         // evidence. Fresh connections carry the uploads from here.
                         tracing::info!("full-size probes pass again; dropping upload connections opened while they failed");
-                        transport.abandon_connections();
-                        tcp_seen.clear();
-                        stalls_seen = metrics.stalls.value();
+                        fresh_connections(&transport, &metrics, &mut tcp_seen, &mut stalls_seen);
                     }
                     obs.extend(found);
                 }
             }
             Some(o) = signal_rx.recv() => {
                 if matches!(o.signal, Signal::FragNeeded { .. })
-                    && last_stuck_probe.is_none_or(|t| t.elapsed() >= STUCK_PROBE_EVERY)
+                    && triggered_probe_due(&mut last_stuck_probe)
                 {
                     // A router says the path got smaller: measure it now, as for a link event.
-                    last_stuck_probe = Some(Instant::now());
                     next_probe = Instant::now();
                 }
                 obs.push(o);
@@ -241,9 +238,7 @@ pub async fn run(
             // stalls and TCP_INFO would read as fresh evidence against the fix.
             tracing::info!(interface = %restored,
                 "interface MTU back to its declared value; dropping upload connections opened before, uploads resume on fresh ones");
-            transport.abandon_connections();
-            tcp_seen.clear();
-            stalls_seen = metrics.stalls.value();
+            fresh_connections(&transport, &metrics, &mut tcp_seen, &mut stalls_seen);
         }
         if Instant::now() >= next_upload_sample {
             next_upload_sample = Instant::now() + Duration::from_secs(2);
@@ -336,13 +331,10 @@ pub async fn run(
                     "upload connections stuck resending full-size segments and no path MTU measured; stepping the clamp down"
                 );
             }
-            if tcp.iter().any(|o| o.signal.tcp_stuck())
-                && last_stuck_probe.is_none_or(|t| t.elapsed() >= STUCK_PROBE_EVERY)
-            {
+            if stuck_mss.is_some() && triggered_probe_due(&mut last_stuck_probe) {
                 // A connection in retransmission timeout with nothing acknowledged is the first
                 // sign of a path that shrank with no local change; the stall watchdog would
                 // wait out its whole timeout. Probe now, as for a link event.
-                last_stuck_probe = Some(Instant::now());
                 next_probe = Instant::now();
             }
             obs.extend(tcp);
@@ -458,9 +450,7 @@ pub async fn run(
             if clamp::tightens(mss_clamp, next) {
                 // Open connections keep the segment size the path drops: replace them now
                 // rather than after their stall timeout; their parts resume from the journal.
-                transport.abandon_connections();
-                tcp_seen.clear();
-                stalls_seen = metrics.stalls.value();
+                fresh_connections(&transport, &metrics, &mut tcp_seen, &mut stalls_seen);
             }
             mss_clamp = next;
         }
@@ -500,6 +490,30 @@ pub async fn run(
             delivery.send(&a);
         }
     }
+}
+
+/// Drops every upload connection (the path changed under them) and forgets what their
+/// `TCP_INFO` and stalls said: those connections' late signals are not evidence about the path
+/// as it is now.
+fn fresh_connections(
+    transport: &Transport,
+    metrics: &Metrics,
+    tcp_seen: &mut HashMap<u64, TcpInfo>,
+    stalls_seen: &mut u64,
+) {
+    transport.abandon_connections();
+    tcp_seen.clear();
+    *stalls_seen = metrics.stalls.value();
+}
+
+/// Whether a probe round triggered by a path signal (a stuck connection, a frag-needed) may
+/// start now: at most one per [`STUCK_PROBE_EVERY`]. Records it when it may.
+fn triggered_probe_due(last: &mut Option<Instant>) -> bool {
+    let due = last.is_none_or(|t| t.elapsed() >= STUCK_PROBE_EVERY);
+    if due {
+        *last = Some(Instant::now());
+    }
+    due
 }
 
 /// The inventory interface whose MTU just went back to its declared value, if any.

@@ -419,10 +419,10 @@ pub(crate) fn last_flowing(store: &Store) -> Option<u64> {
     })
 }
 
-/// The MSS the agent clamps its own upload connections to now, if it does.
-pub(crate) fn own_clamp(store: &Store) -> Option<u32> {
+/// The MSS the agent clamps its own upload connections to now, and since when, if it does.
+pub(crate) fn own_clamp(store: &Store) -> Option<(u64, u32)> {
     store.iter().rev().find_map(|o| match o.signal {
-        Signal::UploadMssClamp { mss_bytes } => Some(mss_bytes),
+        Signal::UploadMssClamp { mss_bytes } => Some(mss_bytes.map(|m| (o.at_ms, m))),
         _ => None,
     })?
 }

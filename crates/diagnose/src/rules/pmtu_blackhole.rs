@@ -160,18 +160,14 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         onset,
         "no ICMP fragmentation-needed received since",
     ));
-    if let Some(mss) = clamp {
+    if let Some((at, mss)) = clamp {
         clauses.push(format!(
             "uploads continue on connections clamped to MSS {mss}; other traffic on the site still loses large packets"
         ));
-        if let Some(at) = store.iter().rev().find_map(|o| {
-            matches!(o.signal, Signal::UploadMssClamp { mss_bytes: Some(_) }).then_some(o.at_ms)
-        }) {
-            evidence.push(Evidence::new(
-                at,
-                format!("upload connections clamped to MSS {mss}"),
-            ));
-        }
+        evidence.push(Evidence::new(
+            at,
+            format!("upload connections clamped to MSS {mss}"),
+        ));
     }
     let (severity, disk) = disk_escalation(store, ctx, Severity::Warning);
     evidence.extend(disk);
