@@ -20,6 +20,18 @@ impl Spool {
         self.journal.claim(self.settings.order, skip, now_millis())
     }
 
+    /// Claims up to `n` chunks at once (see [`Self::claim`]) in one journal commit, stopping
+    /// at the first one `admit` refuses (for example, one that does not fit a byte budget).
+    pub fn claim_many(
+        &self,
+        skip: &[i64],
+        n: usize,
+        admit: impl FnMut(&Chunk) -> bool,
+    ) -> Result<Vec<Chunk>, Error> {
+        self.journal
+            .claim_many(self.settings.order, skip, n, now_millis(), admit)
+    }
+
     /// Parts of the claimed chunk's open multipart upload that the journal holds.
     pub fn parts(&self, chunk: &Chunk) -> Result<Vec<PartRecord>, Error> {
         self.journal.parts(chunk.id)
@@ -84,29 +96,76 @@ impl Spool {
     /// is marked verified (refused if the file changed meanwhile), then its file is deleted or
     /// retained, unless it changed or a writer still holds it.
     pub fn verified(&self, chunk: &Chunk, checksum: &str) -> Result<Removal, Error> {
-        self.journal.mark_verified(chunk, checksum, now_millis())?;
-        self.remove(&Chunk {
-            state: ChunkState::Verified,
-            checksum: Some(checksum.to_owned()),
-            ..chunk.clone()
-        })
+        self.verified_many(&[(chunk.clone(), checksum.to_owned())])?
+            .pop()
+            .unwrap_or(Err(Error::UnknownChunk { id: chunk.id }))
+    }
+
+    /// [`Self::verified`] for chunks that finished together, with one journal commit for all
+    /// of them before any file is touched and one after: each chunk's verified state is as
+    /// durable before its file is deleted as with a commit of its own. Each chunk gets its
+    /// own outcome; an error for the whole group is a journal that cannot be written.
+    pub fn verified_many(
+        &self,
+        verified: &[(Chunk, String)],
+    ) -> Result<Vec<Result<Removal, Error>>, Error> {
+        let marked = self.journal.mark_verified_many(verified, now_millis())?;
+        let mut outcomes = Vec::with_capacity(verified.len());
+        let mut to_finish: Vec<(usize, Chunk, ChunkState)> = Vec::new();
+        for (i, ((chunk, checksum), mark)) in verified.iter().zip(marked).enumerate() {
+            let chunk = Chunk {
+                state: ChunkState::Verified,
+                checksum: Some(checksum.clone()),
+                ..chunk.clone()
+            };
+            outcomes.push(mark.and_then(|()| {
+                let (outcome, finished) = self.remove_file(&chunk)?;
+                if let Some(state) = finished {
+                    to_finish.push((i, chunk, state));
+                }
+                Ok(outcome)
+            }));
+        }
+        for state in [ChunkState::Removed, ChunkState::Retained] {
+            let (at, group): (Vec<usize>, Vec<Chunk>) = to_finish
+                .iter()
+                .filter(|(_, _, s)| *s == state)
+                .map(|(i, c, _)| (*i, c.clone()))
+                .unzip();
+            if group.is_empty() {
+                continue;
+            }
+            for (i, r) in
+                at.into_iter()
+                    .zip(self.journal.finish_many(&group, state, now_millis())?)
+            {
+                if let Err(e) = r {
+                    outcomes[i] = Err(e);
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Retries the removal of every verified chunk whose file is still here (a crash between
     /// verify and delete, a writer that held it open). Cheap: verified rows are few.
     pub fn retry_removals(&self) -> Result<(), Error> {
         for c in self.journal.chunks_in(ChunkState::Verified)? {
-            match self.remove(&c) {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(chunk = ?c.name, error = %e, "could not remove verified chunk; will retry")
-                }
+            let removed = self
+                .remove_file(&c)
+                .and_then(|(_, finished)| match finished {
+                    Some(state) => self.journal.finish(&c, state, now_millis()),
+                    None => Ok(()),
+                });
+            if let Err(e) = removed {
+                tracing::error!(chunk = ?c.name, error = %e, "could not remove verified chunk; will retry");
             }
         }
         Ok(())
     }
 
-    fn remove(&self, chunk: &Chunk) -> Result<Removal, Error> {
+    /// Deletes or retains a verified chunk's file; the state its row moves to, if it does.
+    fn remove_file(&self, chunk: &Chunk) -> Result<(Removal, Option<ChunkState>), Error> {
         let retain = match self.settings.after_upload {
             AfterUpload::Retain => self.settings.retain_dir.as_deref(),
             AfterUpload::Delete => None,
@@ -119,16 +178,15 @@ impl Spool {
             Removal::Deleted | Removal::AlreadyGone => ChunkState::Removed,
             Removal::Changed => {
                 tracing::warn!(chunk = ?chunk.name, "file changed after verification; kept, the new version is uploaded too");
-                return Ok(outcome);
+                return Ok((outcome, None));
             }
             Removal::InUse => {
                 tracing::warn!(chunk = ?chunk.name, "verified, but a process still has the file open for writing; kept until it is done");
-                return Ok(outcome);
+                return Ok((outcome, None));
             }
         };
-        self.journal.finish(chunk, state, now_millis())?;
         tracing::debug!(chunk = ?chunk.name, outcome = ?outcome, "chunk file handled");
-        Ok(outcome)
+        Ok((outcome, Some(state)))
     }
 
     /// Re-reads a claimed chunk's file after the uploader saw it change or vanish: a vanished
@@ -218,11 +276,6 @@ impl Spool {
     /// What is waiting to be uploaded.
     pub fn backlog(&self) -> Result<Backlog, Error> {
         self.journal.backlog()
-    }
-
-    /// Chunks per state.
-    pub fn state_counts(&self) -> Result<Vec<(String, u64)>, Error> {
-        self.journal.state_counts()
     }
 
     /// The journal file.

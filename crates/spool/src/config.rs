@@ -22,6 +22,9 @@ pub const DEFAULT_DISK_CRITICAL_PERCENT: f64 = 95.0;
 /// Default seconds of disk history behind the fill rate: a few 2-minute camera chunks, so one
 /// chunk landing before its upload does not read as the disk filling.
 pub const DEFAULT_FILL_RATE_WINDOW_SECONDS: u64 = 300;
+/// Default days a finished chunk's journal row is kept (for `sqlite3` readers and audits)
+/// before compaction deletes it.
+pub const DEFAULT_JOURNAL_RETENTION_DAYS: u64 = 7;
 
 /// What happens to a chunk file once its object is verified in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -102,6 +105,9 @@ pub struct SpoolConfig {
     /// Seconds of disk history the fill rate (and time-to-full) is computed over.
     #[serde(default = "default_fill_window")]
     pub fill_rate_window_seconds: u64,
+    /// Days the journal keeps rows of finished chunks (removed, retained, gone, dropped).
+    #[serde(default = "default_journal_retention")]
+    pub journal_retention_days: u64,
 }
 
 fn default_settle() -> u64 {
@@ -128,6 +134,9 @@ fn default_critical() -> f64 {
 fn default_fill_window() -> u64 {
     DEFAULT_FILL_RATE_WINDOW_SECONDS
 }
+fn default_journal_retention() -> u64 {
+    DEFAULT_JOURNAL_RETENTION_DAYS
+}
 
 impl SpoolConfig {
     /// A config with every default, for `dir`.
@@ -147,6 +156,7 @@ impl SpoolConfig {
             disk_critical_percent: DEFAULT_DISK_CRITICAL_PERCENT,
             disk_full_policy: DiskFullPolicy::Keep,
             fill_rate_window_seconds: DEFAULT_FILL_RATE_WINDOW_SECONDS,
+            journal_retention_days: DEFAULT_JOURNAL_RETENTION_DAYS,
         }
     }
 
@@ -183,6 +193,15 @@ impl SpoolConfig {
                     "{} is outside 10-86400; a few camera chunk intervals (default {}) keeps \
                      bursts of chunk writes from reading as a fast fill",
                     self.fill_rate_window_seconds, DEFAULT_FILL_RATE_WINDOW_SECONDS
+                ),
+            ));
+        }
+        if self.journal_retention_days > 3650 {
+            return Err((
+                "journal_retention_days",
+                format!(
+                    "{} is more than 10 years; the journal grows with every day kept (default {})",
+                    self.journal_retention_days, DEFAULT_JOURNAL_RETENTION_DAYS
                 ),
             ));
         }
@@ -230,6 +249,7 @@ impl SpoolConfig {
             disk_critical_percent: self.disk_critical_percent,
             disk_full_policy: self.disk_full_policy,
             fill_rate_window: Duration::from_secs(self.fill_rate_window_seconds),
+            journal_retention: Duration::from_secs(self.journal_retention_days * 86_400),
         })
     }
 }
@@ -271,6 +291,8 @@ pub struct SpoolSettings {
     pub disk_full_policy: DiskFullPolicy,
     /// History the fill rate is computed over.
     pub fill_rate_window: Duration,
+    /// How long finished rows stay in the journal.
+    pub journal_retention: Duration,
 }
 
 #[cfg(test)]

@@ -63,7 +63,26 @@ CREATE TABLE IF NOT EXISTS aborts (
 const LIVE_KEY_INDEX: &str =
     "CREATE UNIQUE INDEX IF NOT EXISTS chunks_live_key ON chunks (object_key)
     WHERE state IN ('discovered','uploading','verified')";
-const SCHEMA_VERSION: i64 = 2;
+/// Version 3: every statement of the upload path uses an index, so its cost follows the
+/// backlog, not the history; finished rows can be found by age for compaction; state that
+/// must outlive the rows it came from lives in `spool_state`.
+const HISTORY_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS chunks_upload_id ON chunks (upload_id) WHERE upload_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS chunks_finished ON chunks (finished_at)
+    WHERE state IN ('removed','retained','gone','dropped');
+CREATE TABLE IF NOT EXISTS spool_state (
+    key             TEXT    PRIMARY KEY,
+    value           INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+const SCHEMA_VERSION: i64 = 3;
+
+/// Below this many pages (4 MiB at the default page size) a legacy journal is not worth a
+/// rewrite.
+const RECLAIM_MIN_PAGES: i64 = 1024;
+
+/// `spool_state` key: the newest mtime of any chunk ever claimed (freshness order).
+const NEWEST_STARTED: &str = "newest_started_mtime_ns";
 
 /// States in which a chunk still waits for upload.
 const PENDING: &str = "('discovered','uploading')";
@@ -114,11 +133,6 @@ impl ChunkState {
             "dropped" => Self::Dropped,
             _ => Self::Discovered,
         }
-    }
-
-    /// Whether the chunk still waits for upload.
-    pub fn is_pending(self) -> bool {
-        matches!(self, Self::Discovered | Self::Uploading)
     }
 }
 
@@ -216,7 +230,7 @@ fn free_key(
     own: Option<i64>,
 ) -> rusqlite::Result<(String, Option<String>)> {
     let taken = |k: &str| -> rusqlite::Result<bool> {
-        tx.query_row(
+        tx.row_cached(
             "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id IS NOT ?2
                AND state IN ('discovered','uploading','verified'))",
             params![k, own],
@@ -231,36 +245,45 @@ fn free_key(
 }
 
 /// Brings an older journal to [`SCHEMA_VERSION`]. A version-1 journal may hold live chunks
-/// that share a key (the collision this version prevents): all but the first get a
-/// disambiguated key before the unique index is built.
+/// that share a key (the collision version 2 prevents): all but the first get a
+/// disambiguated key before the unique index is built. Every step is idempotent, so a crash
+/// in the middle is repaired by the next open.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i64 = conn.row_cached("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= SCHEMA_VERSION {
         return Ok(());
     }
-    let dupes: Vec<(i64, String)> = {
-        let mut stmt = conn.prepare(
-            "SELECT id, object_key FROM chunks c WHERE state IN ('discovered','uploading','verified')
-               AND EXISTS (SELECT 1 FROM chunks o WHERE o.object_key = c.object_key AND o.id < c.id
-                 AND o.state IN ('discovered','uploading','verified'))",
-        )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?
-    };
-    for (id, key) in dupes {
-        let (alt, _) = crate::key::first_free(&key, 0, |k| {
-            conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1)",
-                [k],
-                |r| r.get(0),
-            )
-        })?;
-        conn.execute(
-            "UPDATE chunks SET object_key = ?2 WHERE id = ?1",
-            params![id, alt],
-        )?;
+    if version < 2 {
+        let dupes: Vec<(i64, String)> = {
+            let mut stmt = conn.prepare(
+                "SELECT id, object_key FROM chunks c WHERE state IN ('discovered','uploading','verified')
+                   AND EXISTS (SELECT 1 FROM chunks o WHERE o.object_key = c.object_key AND o.id < c.id
+                     AND o.state IN ('discovered','uploading','verified'))",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (id, key) in dupes {
+            let (alt, _) = crate::key::first_free(&key, 0, |k| {
+                conn.row_cached(
+                    "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1)",
+                    [k],
+                    |r| r.get(0),
+                )
+            })?;
+            conn.exec_cached(
+                "UPDATE chunks SET object_key = ?2 WHERE id = ?1",
+                params![id, alt],
+            )?;
+        }
+        conn.execute_batch(LIVE_KEY_INDEX)?;
     }
-    conn.execute_batch(LIVE_KEY_INDEX)?;
+    conn.execute_batch(HISTORY_INDEXES)?;
+    conn.exec_cached(
+        "INSERT OR IGNORE INTO spool_state (key, value)
+         SELECT ?1, MAX(mtime_ns) FROM chunks WHERE started_at IS NOT NULL HAVING COUNT(*) > 0",
+        [NEWEST_STARTED],
+    )?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
@@ -287,6 +310,59 @@ fn restrict(path: &Path, mode: u32) -> Result<(), Error> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Statements through SQLite's prepared-statement cache: the upload path runs the same few
+/// for every chunk, and parsing them each time was a measurable share of a small chunk's cost.
+trait Cached {
+    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// How a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    /// fsynced before the commit returns (`synchronous = FULL`): the agent acts on it next.
+    Full,
+    /// Written to the log, fsynced with the next full commit or checkpoint
+    /// (`synchronous = NORMAL` in WAL mode): it survives the agent being killed, and a power
+    /// cut loses at most steps the next start redoes (a claim's attempt count, `removed` after
+    /// a verified chunk's file is gone).
+    Relaxed,
+}
+
+/// Runs `f` on `conn` with commits as `sync` says, then back to full.
+fn with_sync<T>(
+    conn: &mut Connection,
+    sync: Sync,
+    f: impl FnOnce(&mut Connection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    if sync == Sync::Full {
+        return f(conn);
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(Error::journal("relax sync"))?;
+    let out = f(conn);
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(Error::journal("restore sync"))?;
+    out
 }
 
 /// The journal handle. Statements are short; one connection behind a mutex is enough.
@@ -324,6 +400,75 @@ fn ns(v: i128) -> i64 {
     v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
+/// One chunk of `state`, not in `busy`, first by `mtime_ns` ascending or descending. The
+/// statement is the same whatever `busy` holds (so it stays prepared): it reads at most one
+/// row more than there are busy chunks.
+fn first_in_state(
+    conn: &Connection,
+    state: ChunkState,
+    busy: &[i64],
+    newest: bool,
+) -> rusqlite::Result<Option<Chunk>> {
+    let sql = if newest {
+        NEWEST_IN_STATE
+    } else {
+        OLDEST_IN_STATE
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![state.as_str(), busy.len() as i64 + 1])?;
+    while let Some(row) = rows.next()? {
+        let chunk = chunk_from_row(row)?;
+        if !busy.contains(&chunk.id) {
+            return Ok(Some(chunk));
+        }
+    }
+    Ok(None)
+}
+
+/// [`first_in_state`]'s statements, written out so they are constants (they select
+/// [`CHUNK_COLUMNS`], checked by a test).
+const OLDEST_IN_STATE: &str = "SELECT id, name, camera, object_key, size_bytes, mtime_ns, inode, \
+    state, upload_id, checksum, attempts, discovered_at FROM chunks WHERE state = ?1 \
+    ORDER BY mtime_ns ASC, id ASC LIMIT ?2";
+const NEWEST_IN_STATE: &str = "SELECT id, name, camera, object_key, size_bytes, mtime_ns, inode, \
+    state, upload_id, checksum, attempts, discovered_at FROM chunks WHERE state = ?1 \
+    ORDER BY mtime_ns DESC, id DESC LIMIT ?2";
+
+/// [`Journal::next_pending`] on a connection or transaction. Each query walks the
+/// `(state, mtime_ns)` index from one end, so its cost does not grow with finished rows.
+fn next_pending(conn: &Connection, order: Order, busy: &[i64]) -> rusqlite::Result<Option<Chunk>> {
+    let oldest = match first_in_state(conn, ChunkState::Uploading, busy, false)? {
+        Some(open) => Some(open),
+        None => first_in_state(conn, ChunkState::Discovered, busy, false)?,
+    };
+    if order == Order::Fifo {
+        return Ok(oldest);
+    }
+    let newest = [
+        first_in_state(conn, ChunkState::Discovered, busy, true)?,
+        first_in_state(conn, ChunkState::Uploading, busy, true)?,
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|c| (c.identity.mtime_ns, c.id));
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let newest_started: Option<i64> = conn
+        .row_cached(
+            "SELECT value FROM spool_state WHERE key = ?1",
+            [NEWEST_STARTED],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let live = newest_started.is_none_or(|started| i128::from(started) < newest.identity.mtime_ns);
+    Ok(if live && newest.state == ChunkState::Discovered {
+        Some(newest)
+    } else {
+        oldest
+    })
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal at `path`: the file `0600` in a `0700` directory
     /// (it names every recording of the site).
@@ -344,16 +489,24 @@ impl Journal {
             create_private_dir(parent)?;
         }
         let conn = Connection::open(path).map_err(open_err)?;
+        // Only takes effect on a new file (an older one is converted once by `reclaim`): lets
+        // compaction hand freed pages back to the filesystem without rewriting the journal.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(open_err)?;
         // WAL keeps readers (sqlite3 CLI, `backhaul status`) from blocking the agent;
         // synchronous=FULL fsyncs the WAL on every commit, which is the durability we promise.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        // After a checkpoint the log shrinks back to this, whatever a burst made it grow to.
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+            .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         migrate(&conn).map_err(open_err)?;
         for suffix in ["", "-wal", "-shm"] {
@@ -393,7 +546,7 @@ impl Journal {
             .transaction()
             .map_err(Error::journal("upsert: begin"))?;
         let existing = tx
-            .query_row(
+            .row_cached(
                 &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
                 [name],
                 chunk_from_row,
@@ -410,16 +563,16 @@ impl Journal {
         let outcome = match existing {
             Some(c) => {
                 if let Some(upload_id) = &c.upload_id {
-                    tx.execute(
+                    tx.exec_cached(
                         "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
                          VALUES (?1, ?2, 'file changed', ?3)",
                         params![upload_id, c.key, now],
                     )
                     .map_err(Error::journal("upsert: queue abort"))?;
                 }
-                tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [c.id])
+                tx.exec_cached("DELETE FROM parts WHERE chunk_id = ?1", [c.id])
                     .map_err(Error::journal("upsert: clear parts"))?;
-                tx.execute(
+                tx.exec_cached(
                     "UPDATE chunks SET camera = ?2, object_key = ?3, size_bytes = ?4, mtime_ns = ?5,
                        inode = ?6, state = 'discovered', upload_id = NULL, checksum = NULL,
                        attempts = 0, last_error = NULL, discovered_at = ?7, started_at = NULL,
@@ -431,7 +584,7 @@ impl Journal {
                 Upsert::Replaced(c.id, key.1)
             }
             None => {
-                tx.execute(
+                tx.exec_cached(
                     "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode,
                                          state, discovered_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovered', ?7)",
@@ -456,7 +609,7 @@ impl Journal {
     /// One chunk by id.
     pub fn chunk(&self, id: i64) -> Result<Chunk, Error> {
         self.conn()
-            .query_row(
+            .row_cached(
                 &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE id = ?1"),
                 [id],
                 chunk_from_row,
@@ -469,7 +622,7 @@ impl Journal {
     /// One chunk by name.
     pub fn chunk_by_name(&self, name: &str) -> Result<Option<Chunk>, Error> {
         self.conn()
-            .query_row(
+            .row_cached(
                 &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
                 [name],
                 chunk_from_row,
@@ -496,56 +649,12 @@ impl Journal {
     /// The next pending chunk to upload, skipping ids in `busy`.
     ///
     /// `freshness`: the newest pending chunk if it is newer than every chunk ever started
-    /// (live data), otherwise the oldest. `fifo`: the oldest.
+    /// (live data), otherwise the oldest. `fifo`: the oldest. Open uploads come first in
+    /// either order: they hold server-side parts and their bytes are half-spent.
+    #[cfg(test)]
     pub fn next_pending(&self, order: Order, busy: &[i64]) -> Result<Option<Chunk>, Error> {
         let conn = self.conn();
-        let busy_list = busy
-            .iter()
-            .map(|id| id.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let not_busy = if busy.is_empty() {
-            String::new()
-        } else {
-            format!("AND id NOT IN ({busy_list})")
-        };
-        let pick = |order_by: &str| {
-            conn.query_row(
-                &format!(
-                    "SELECT {CHUNK_COLUMNS} FROM chunks
-                     WHERE state IN ('discovered','uploading') {not_busy}
-                     ORDER BY {order_by} LIMIT 1"
-                ),
-                [],
-                chunk_from_row,
-            )
-            .optional()
-            .map_err(Error::journal("next pending"))
-        };
-        // Open uploads first: they hold server-side parts and their bytes are half-spent.
-        let oldest = pick("state = 'uploading' DESC, mtime_ns ASC, id ASC")?;
-        if order == Order::Fifo {
-            return Ok(oldest);
-        }
-        let Some(newest) = pick("mtime_ns DESC, id DESC")? else {
-            return Ok(None);
-        };
-        let newest_started: Option<i64> = conn
-            .query_row(
-                "SELECT MAX(mtime_ns) FROM chunks WHERE started_at IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(Error::journal("next pending"))?;
-        let live = match newest_started {
-            Some(started) => i128::from(started) < newest.identity.mtime_ns,
-            None => true,
-        };
-        if live && newest.state == ChunkState::Discovered {
-            Ok(Some(newest))
-        } else {
-            Ok(oldest)
-        }
+        next_pending(&conn, order, busy).map_err(Error::journal("next pending"))
     }
 
     /// Takes the next pending chunk (see [`Self::next_pending`]) and counts the attempt.
@@ -555,18 +664,54 @@ impl Journal {
         skip: &[i64],
         now: UnixMillis,
     ) -> Result<Option<Chunk>, Error> {
-        let Some(mut chunk) = self.next_pending(order, skip)? else {
-            return Ok(None);
-        };
-        self.conn()
-            .execute(
-                "UPDATE chunks SET attempts = attempts + 1, started_at = COALESCE(started_at, ?2)
-                 WHERE id = ?1",
-                params![chunk.id, now],
-            )
-            .map_err(Error::journal("claim"))?;
-        chunk.attempts += 1;
-        Ok(Some(chunk))
+        Ok(self.claim_many(order, skip, 1, now, |_| true)?.pop())
+    }
+
+    /// Takes up to `n` pending chunks in upload order, as [`Self::claim`] would one after the
+    /// other, in one transaction: one commit instead of `n`. Stops early at the first chunk
+    /// `admit` refuses (it is left unclaimed).
+    pub fn claim_many(
+        &self,
+        order: Order,
+        skip: &[i64],
+        n: usize,
+        now: UnixMillis,
+        mut admit: impl FnMut(&Chunk) -> bool,
+    ) -> Result<Vec<Chunk>, Error> {
+        let mut conn = self.conn();
+        // A claim only counts an attempt: one lost to a power cut is claimed again.
+        with_sync(&mut conn, Sync::Relaxed, |conn| {
+            let tx = conn.transaction().map_err(Error::journal("claim: begin"))?;
+            let mut busy = skip.to_vec();
+            let mut claimed = Vec::new();
+            while claimed.len() < n {
+                let Some(mut chunk) = next_pending(&tx, order, &busy)
+                    .map_err(Error::journal("claim: next pending"))?
+                else {
+                    break;
+                };
+                if !admit(&chunk) {
+                    break;
+                }
+                tx.exec_cached(
+                    "UPDATE chunks SET attempts = attempts + 1, started_at = COALESCE(started_at, ?2)
+                     WHERE id = ?1",
+                    params![chunk.id, now],
+                )
+                .map_err(Error::journal("claim"))?;
+                tx.exec_cached(
+                    "INSERT INTO spool_state (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    params![NEWEST_STARTED, ns(chunk.identity.mtime_ns)],
+                )
+                .map_err(Error::journal("claim: newest started"))?;
+                chunk.attempts += 1;
+                busy.push(chunk.id);
+                claimed.push(chunk);
+            }
+            tx.commit().map_err(Error::journal("claim: commit"))?;
+            Ok(claimed)
+        })
     }
 
     /// Records the multipart upload id of a chunk (state `uploading`). Refused unless the row
@@ -574,7 +719,7 @@ impl Journal {
     pub fn begin_multipart(&self, chunk: &Chunk, upload_id: &str) -> Result<(), Error> {
         let n = self
             .conn()
-            .execute(
+            .exec_cached(
                 &format!(
                     "UPDATE chunks SET state = 'uploading', upload_id = ?6
                      WHERE id = ?1 AND state IN {PENDING} AND upload_id IS NULL {SAME_VERSION}"
@@ -603,7 +748,7 @@ impl Journal {
     ) -> Result<(), Error> {
         let n = self
             .conn()
-            .execute(
+            .exec_cached(
                 "INSERT OR REPLACE INTO parts
                    (chunk_id, part_number, offset_bytes, size_bytes, etag, crc32c, completed_at)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
@@ -667,9 +812,9 @@ impl Journal {
     /// Drops a pending chunk's upload id and parts (the server lost or refuses the upload) and
     /// queues the old upload for abort.
     pub fn forget_upload(&self, chunk: &Chunk) -> Result<(), Error> {
-        self.transition_dropping_parts(chunk, "forget upload", |tx| {
+        self.transition_dropping_parts(chunk, "forget upload", |tx, chunk| {
             // The store may still hold parts of the old upload; abort it so they do not linger.
-            tx.execute(
+            tx.exec_cached(
                 &format!(
                     "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
                      SELECT upload_id, object_key, 'upload lost or refused', ?2 FROM chunks
@@ -677,7 +822,7 @@ impl Journal {
                 ),
                 params![chunk.id, crate::now_millis()],
             )?;
-            tx.execute(
+            tx.exec_cached(
                 &format!(
                     "UPDATE chunks SET state = 'discovered', upload_id = NULL
                      WHERE id = ?1 AND state IN {PENDING}"
@@ -694,18 +839,43 @@ impl Journal {
         &self,
         chunk: &Chunk,
         op: &'static str,
-        step: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+        step: impl Fn(&rusqlite::Transaction<'_>, &Chunk) -> rusqlite::Result<usize>,
     ) -> Result<(), Error> {
+        self.transitions_dropping_parts(std::slice::from_ref(chunk), op, Sync::Full, step)?
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// [`Self::transition_dropping_parts`] for several chunks in one transaction (one commit,
+    /// one fsync), each refused or applied on its own.
+    fn transitions_dropping_parts(
+        &self,
+        chunks: &[Chunk],
+        op: &'static str,
+        sync: Sync,
+        step: impl Fn(&rusqlite::Transaction<'_>, &Chunk) -> rusqlite::Result<usize>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(Error::journal(op))?;
-        let n = step(&tx).map_err(Error::journal(op))?;
-        if n > 0 {
-            tx.execute("DELETE FROM parts WHERE chunk_id = ?1", [chunk.id])
-                .map_err(Error::journal(op))?;
-        }
-        tx.commit().map_err(Error::journal(op))?;
+        let changed = with_sync(&mut conn, sync, |conn| {
+            let tx = conn.transaction().map_err(Error::journal(op))?;
+            let mut changed = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                let n = step(&tx, chunk).map_err(Error::journal(op))?;
+                if n > 0 {
+                    tx.exec_cached("DELETE FROM parts WHERE chunk_id = ?1", [chunk.id])
+                        .map_err(Error::journal(op))?;
+                }
+                changed.push(n);
+            }
+            tx.commit().map_err(Error::journal(op))?;
+            Ok(changed)
+        })?;
         drop(conn);
-        self.transitioned(n, chunk, op)
+        Ok(chunks
+            .iter()
+            .zip(changed)
+            .map(|(chunk, n)| self.transitioned(n, chunk, op))
+            .collect())
     }
 
     /// Gives a pending chunk with no open upload another object key (its own was taken in the
@@ -713,7 +883,7 @@ impl Journal {
     pub fn rekey(&self, chunk: &Chunk, key: &str) -> Result<(), Error> {
         let n = self
             .conn()
-            .execute(
+            .exec_cached(
                 &format!(
                     "UPDATE chunks SET object_key = ?2 WHERE id = ?1 AND state IN {PENDING}
                        AND upload_id IS NULL"
@@ -727,7 +897,7 @@ impl Journal {
     /// Whether any live chunk other than `chunk` holds `key`.
     pub fn key_taken(&self, key: &str, chunk: &Chunk) -> Result<bool, Error> {
         self.conn()
-            .query_row(
+            .row_cached(
                 "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id != ?2
                    AND state IN ('discovered','uploading','verified'))",
                 params![key, chunk.id],
@@ -755,7 +925,7 @@ impl Journal {
     /// Stores the last error seen for a chunk (for `backhaul status` and sqlite3 readers).
     pub fn note_error(&self, id: i64, error: &str) -> Result<(), Error> {
         self.conn()
-            .execute(
+            .exec_cached(
                 "UPDATE chunks SET last_error = ?2 WHERE id = ?1",
                 params![id, error],
             )
@@ -763,17 +933,38 @@ impl Journal {
         Ok(())
     }
 
-    /// Marks a chunk verified in the bucket with the given object checksum. Refused unless the
-    /// row is still pending and describes the version of the file that was uploaded, under the
-    /// key it was uploaded to: a file that changed meanwhile is never marked verified.
+    /// Marks a chunk verified in the bucket with the given object checksum (see
+    /// [`Self::mark_verified_many`]).
+    #[cfg(test)]
     pub fn mark_verified(
         &self,
         chunk: &Chunk,
         checksum: &str,
         now: UnixMillis,
     ) -> Result<(), Error> {
-        self.transition_dropping_parts(chunk, "mark verified", |tx| {
-            tx.execute(
+        self.mark_verified_many(&[(chunk.clone(), checksum.to_owned())], now)?
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Marks chunks verified in the bucket, each with its object checksum, in one commit.
+    /// Each is refused unless its row is still pending and describes the version of the file
+    /// that was uploaded, under the key it was uploaded to: a file that changed meanwhile is
+    /// never marked verified.
+    pub fn mark_verified_many(
+        &self,
+        verified: &[(Chunk, String)],
+        now: UnixMillis,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let chunks: Vec<Chunk> = verified.iter().map(|(c, _)| c.clone()).collect();
+        let checksum = |chunk: &Chunk| {
+            verified
+                .iter()
+                .find(|(c, _)| c.id == chunk.id)
+                .map(|(_, sum)| sum.as_str())
+        };
+        self.transitions_dropping_parts(&chunks, "mark verified", Sync::Full, |tx, chunk| {
+            tx.exec_cached(
                 &format!(
                     "UPDATE chunks SET state = 'verified', checksum = ?6, verified_at = ?7,
                        upload_id = NULL, last_error = NULL
@@ -785,7 +976,7 @@ impl Journal {
                     chunk.identity.size as i64,
                     ns(chunk.identity.mtime_ns),
                     chunk.identity.inode as i64,
-                    checksum,
+                    checksum(chunk),
                     now
                 ],
             )
@@ -795,12 +986,29 @@ impl Journal {
     /// Moves a chunk to a final state, queueing its open multipart upload, if any, for abort.
     /// `removed`/`retained` need `verified`; `gone`/`dropped` need a pending state.
     pub fn finish(&self, chunk: &Chunk, state: ChunkState, now: UnixMillis) -> Result<(), Error> {
+        self.finish_many(std::slice::from_ref(chunk), state, now)?
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// [`Self::finish`] for several chunks in one commit.
+    pub fn finish_many(
+        &self,
+        chunks: &[Chunk],
+        state: ChunkState,
+        now: UnixMillis,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
         let from = match state {
             ChunkState::Removed | ChunkState::Retained => "('verified')",
             _ => PENDING,
         };
-        self.transition_dropping_parts(chunk, "finish", |tx| {
-            tx.execute(
+        // A verified chunk whose file is gone is finished again by the next start.
+        let sync = match state {
+            ChunkState::Removed | ChunkState::Retained => Sync::Relaxed,
+            _ => Sync::Full,
+        };
+        self.transitions_dropping_parts(chunks, "finish", sync, |tx, chunk| {
+            tx.exec_cached(
                 &format!(
                     "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
                      SELECT upload_id, object_key, ?2, ?3 FROM chunks
@@ -808,7 +1016,7 @@ impl Journal {
                 ),
                 params![chunk.id, format!("chunk {}", state.as_str()), now],
             )?;
-            tx.execute(
+            tx.exec_cached(
                 &format!(
                     "UPDATE chunks SET state = ?2, finished_at = ?3, upload_id = NULL
                      WHERE id = ?1 AND state IN {from}"
@@ -847,7 +1055,7 @@ impl Journal {
     /// Chunks and bytes still to upload.
     pub fn backlog(&self) -> Result<Backlog, Error> {
         self.conn()
-            .query_row(
+            .row_cached(
                 "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0), MIN(mtime_ns) FROM chunks
                  WHERE state IN ('discovered','uploading')",
                 [],
@@ -862,19 +1070,68 @@ impl Journal {
             .map_err(Error::journal("backlog"))
     }
 
-    /// Count of chunks per state, for status output.
-    pub fn state_counts(&self) -> Result<Vec<(String, u64)>, Error> {
+    /// Deletes up to `limit` finished rows (removed, retained, gone, dropped) that finished
+    /// before `before`, oldest first, in one transaction; returns how many. Pending and
+    /// verified rows are never touched: their state is still needed.
+    pub fn compact(&self, before: UnixMillis, limit: usize) -> Result<usize, Error> {
+        self.conn()
+            .exec_cached(
+                "DELETE FROM chunks WHERE id IN (
+                   SELECT id FROM chunks INDEXED BY chunks_finished
+                   WHERE state IN ('removed','retained','gone','dropped') AND finished_at < ?1
+                   ORDER BY finished_at LIMIT ?2)",
+                params![before, limit as i64],
+            )
+            .map_err(Error::journal("compact"))
+    }
+
+    /// Gives the pages that compaction freed back to the filesystem. A journal created before
+    /// incremental auto-vacuum existed is rewritten once, when most of it is free (after its
+    /// first compaction the rows left are few, so the rewrite is quick).
+    pub fn reclaim(&self) -> Result<(), Error> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT state, COUNT(*) FROM chunks GROUP BY state ORDER BY state")
-            .map_err(Error::journal("state counts"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        let pragma = |name: &str| -> Result<i64, Error> {
+            conn.row_cached(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .map_err(Error::journal("reclaim"))
+        };
+        if pragma("auto_vacuum")? == 2 {
+            // One page per step: it must be stepped to the end, not just started.
+            let mut stmt = conn
+                .prepare("PRAGMA incremental_vacuum")
+                .map_err(Error::journal("reclaim: incremental vacuum"))?;
+            let mut rows = stmt
+                .query([])
+                .map_err(Error::journal("reclaim: incremental vacuum"))?;
+            while rows
+                .next()
+                .map_err(Error::journal("reclaim: incremental vacuum"))?
+                .is_some()
+            {}
+        } else {
+            let (free, pages) = (pragma("freelist_count")?, pragma("page_count")?);
+            if pages >= RECLAIM_MIN_PAGES && free * 2 > pages {
+                tracing::info!(path = ?self.path, pages, free,
+                    "journal: rewriting it once with incremental auto-vacuum (most of it is free after compaction)");
+                conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
+                    .map_err(Error::journal("reclaim: vacuum"))?;
+            }
+        }
+        // The pages just freed went through the write-ahead log; truncate it too.
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(Error::journal("reclaim: checkpoint"))
+    }
+
+    /// The journal's size on disk: database pages plus the write-ahead log.
+    pub fn size_bytes(&self) -> u64 {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = self.path.as_os_str().to_owned();
+                p.push(suffix);
+                std::fs::metadata(Path::new(&p)).ok()
             })
-            .map_err(Error::journal("state counts"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(Error::journal("state counts"))
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -1094,5 +1351,213 @@ mod tests {
         assert_eq!(j.pending_aborts().unwrap().len(), 1);
         assert_eq!(j.backlog().unwrap().chunks, 0);
         assert!(j.upload_ids().unwrap().contains("u"));
+    }
+
+    /// `n` finished rows that finished at `finished_at`, written in one statement.
+    fn history(j: &Journal, n: i64, finished_at: UnixMillis) {
+        j.conn()
+            .execute(
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1)
+                 INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode, state,
+                                     checksum, discovered_at, started_at, verified_at, finished_at)
+                 SELECT 'old/' || ?2 || '/' || i, 'old', 'k/old/' || ?2 || '/' || i, 1, i, i,
+                        'removed', 'crc32c:x', 0, 0, 0, ?2 FROM seq",
+                params![n, finished_at],
+            )
+            .unwrap();
+    }
+
+    static TRACED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn trace(event: rusqlite::trace::TraceEvent<'_>) {
+        if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = event
+            && let Some(sql) = stmt.expanded_sql()
+        {
+            TRACED.lock().unwrap().push(sql);
+        }
+    }
+
+    /// Every statement the upload path runs, captured as SQLite executed it (parameters
+    /// bound), is planned with an index on `chunks` and `parts`: none walks the whole table,
+    /// so a chunk costs the same with a long history as with none.
+    #[test]
+    fn hot_path_statements_use_indexes_whatever_the_history() {
+        let (_d, j) = journal();
+        history(&j, 5000, 1);
+        j.conn().trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(trace),
+        );
+        let c = new(&j, "cam1/a.mp4", "k/a", ident(10, 1_000_000));
+        new(&j, "cam1/b.mp4", "k/b", ident(10, 1_000_001));
+        let claimed = j.claim_many(Order::Freshness, &[], 2, 5, |_| true).unwrap();
+        assert_eq!(claimed.len(), 2);
+        let c = claimed.into_iter().find(|x| x.id == c.id).unwrap();
+        j.begin_multipart(&c, "up-1").unwrap();
+        j.record_part(&c, "up-1", &part(1), 6).unwrap();
+        j.parts(c.id).unwrap();
+        j.note_error(c.id, "timeout").unwrap();
+        assert!(!j.key_taken("k/a~1", &c).unwrap());
+        j.upload_ids().unwrap();
+        j.backlog().unwrap();
+        let c = j.chunk(c.id).unwrap();
+        j.forget_upload(&c).unwrap();
+        j.rekey(&c, "k/a~1").unwrap();
+        let c = j.chunk(c.id).unwrap();
+        j.mark_verified_many(&[(c.clone(), "crc32c:x".into())], 7)
+            .unwrap();
+        j.chunks_in(ChunkState::Verified).unwrap();
+        j.finish_many(&[j.chunk(c.id).unwrap()], ChunkState::Removed, 8)
+            .unwrap();
+        j.upsert_ready("cam1/a.mp4", "cam1", "k/a", ident(10, 1_000_000), 9)
+            .unwrap();
+        j.pending_aborts().unwrap();
+        j.compact(2, 100).unwrap();
+        j.conn()
+            .trace_v2(rusqlite::trace::TraceEventCodes::empty(), None);
+
+        let statements: std::collections::BTreeSet<String> =
+            TRACED.lock().unwrap().iter().cloned().collect();
+        assert!(statements.len() > 15, "{statements:?}");
+        let conn = j.conn();
+        for sql in &statements {
+            let upper = sql.trim_start().to_ascii_uppercase();
+            if [
+                "BEGIN",
+                "COMMIT",
+                "ROLLBACK",
+                "PRAGMA",
+                "SAVEPOINT",
+                "RELEASE",
+            ]
+            .iter()
+            .any(|k| upper.starts_with(k))
+            {
+                continue;
+            }
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for step in &plan {
+                assert!(
+                    !(step.starts_with("SCAN chunks") || step.starts_with("SCAN parts")),
+                    "full scan in {sql}: {plan:?}"
+                );
+            }
+        }
+    }
+
+    /// Compaction deletes finished rows past the retention in batches and nothing else; the
+    /// freed pages go back to the filesystem; the newest mtime ever started survives the rows
+    /// it came from, so a late old recording is not mistaken for live data.
+    #[test]
+    fn compaction_bounds_the_journal_and_keeps_what_is_still_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let j = Journal::open(&path).unwrap();
+        new(&j, "cam1/started.mp4", "k/s", ident(1, 500));
+        let started = j.claim(Order::Freshness, &[], 10).unwrap().unwrap();
+        assert_eq!(started.name, "cam1/started.mp4");
+        j.mark_verified(&started, "x", 11).unwrap();
+        j.finish(&j.chunk(started.id).unwrap(), ChunkState::Removed, 12)
+            .unwrap();
+        history(&j, 30_000, 20);
+        history(&j, 10, 1_000);
+        let pending = new(&j, "cam1/late.mp4", "k/late", ident(1, 400));
+        let verified = new(&j, "cam1/v.mp4", "k/v", ident(1, 600));
+        j.mark_verified(&verified, "x", 30).unwrap();
+        let before = j.size_bytes();
+
+        let mut deleted = 0;
+        loop {
+            let n = j.compact(100, 1000).unwrap();
+            deleted += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        assert_eq!(deleted, 30_001);
+        j.reclaim().unwrap();
+        let left: Vec<String> = {
+            let conn = j.conn();
+            let mut stmt = conn.prepare("SELECT name FROM chunks ORDER BY id").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(left.len(), 12, "{left:?}");
+        assert!(left.contains(&pending.name) && left.contains(&verified.name));
+        assert!(
+            j.size_bytes() * 4 < before,
+            "{} of {before} bytes",
+            j.size_bytes()
+        );
+        // Both are older than the compacted chunk that started at mtime 500: backlog, not live.
+        new(&j, "cam1/older.mp4", "k/o", ident(1, 300));
+        let next = j.next_pending(Order::Freshness, &[]).unwrap().unwrap();
+        assert_eq!(next.name, "cam1/older.mp4", "oldest first, nothing is live");
+    }
+
+    /// A journal from before incremental auto-vacuum is rewritten once after compaction freed
+    /// most of it, and shrinks.
+    #[test]
+    fn a_legacy_journal_is_rewritten_once_when_mostly_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA auto_vacuum = NONE; CREATE TABLE t (a); DROP TABLE t")
+                .unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let auto_vacuum = |j: &Journal| -> i64 {
+            j.conn()
+                .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(auto_vacuum(&j), 0);
+        history(&j, 60_000, 1);
+        let before = j.size_bytes();
+        while j.compact(2, 1000).unwrap() == 1000 {}
+        j.reclaim().unwrap();
+        assert_eq!(auto_vacuum(&j), 2);
+        assert!(
+            j.size_bytes() * 10 < before,
+            "{} of {before} bytes",
+            j.size_bytes()
+        );
+    }
+
+    #[test]
+    fn the_written_out_claim_statements_select_the_chunk_columns() {
+        for sql in [OLDEST_IN_STATE, NEWEST_IN_STATE] {
+            assert!(sql.starts_with(&format!("SELECT {CHUNK_COLUMNS} FROM chunks ")), "{sql}");
+        }
+    }
+
+    #[test]
+    fn claim_many_takes_distinct_chunks_in_upload_order_in_one_commit() {
+        let (_d, j) = journal();
+        for i in 1..=5 {
+            new(&j, &format!("c{i}"), &format!("k{i}"), ident(1, i));
+        }
+        let got = j.claim_many(Order::Fifo, &[], 3, 1, |_| true).unwrap();
+        let names: Vec<&str> = got.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["c1", "c2", "c3"]);
+        assert!(got.iter().all(|c| c.attempts == 1));
+        let busy: Vec<i64> = got.iter().map(|c| c.id).collect();
+        let mut admitted = 0;
+        let rest = j
+            .claim_many(Order::Fifo, &busy, 10, 2, |_| {
+                admitted += 1;
+                admitted < 2
+            })
+            .unwrap();
+        assert_eq!(rest.len(), 1, "the refused chunk is not claimed");
+        assert_eq!(j.chunk_by_name("c5").unwrap().unwrap().attempts, 0);
     }
 }

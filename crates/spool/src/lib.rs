@@ -5,7 +5,8 @@
 //! with one readiness tracker), deciding when a chunk is ready (renamed in, or unchanged for
 //! the settle time, and in either case open for writing by nobody), the durable SQLite journal
 //! (private: uploaders go through the claim/ack methods of [`Spool`] in `claim.rs`), unique
-//! object keys, the upload order, the disk watermarks, journal recovery, the durable outbox of
+//! object keys, the upload order, the disk watermarks, journal recovery and compaction (a
+//! journal bounded by `journal_retention_days`, not by history), the durable outbox of
 //! alerts (in the journal's file, so an alert survives the outage and the restart it reports),
 //! and the only code allowed to delete a chunk file.
 //!
@@ -33,6 +34,7 @@
 //! goes back to `discovered` and its multipart upload is queued for abort.
 
 mod claim;
+mod compact;
 mod config;
 mod disk;
 mod error;
@@ -50,10 +52,11 @@ pub mod test_util;
 mod watch;
 mod writers;
 
+pub use compact::COMPACT_BATCH_ROWS;
 pub use config::{
     AfterUpload, DEFAULT_DISK_CRITICAL_PERCENT, DEFAULT_DISK_WARNING_PERCENT, DEFAULT_IGNORE,
-    DEFAULT_KEY_TEMPLATE, DEFAULT_RESCAN_INTERVAL_SECONDS, DEFAULT_SETTLE_SECONDS, DiskFullPolicy,
-    Order, SpoolConfig, SpoolSettings,
+    DEFAULT_JOURNAL_RETENTION_DAYS, DEFAULT_KEY_TEMPLATE, DEFAULT_RESCAN_INTERVAL_SECONDS,
+    DEFAULT_SETTLE_SECONDS, DiskFullPolicy, Order, SpoolConfig, SpoolSettings,
 };
 pub use disk::{DiskFeed, DiskLevel, DiskStatus, DiskWatch};
 pub use error::Error;

@@ -416,6 +416,9 @@ impl Spool {
     /// un-uploaded chunks not in `busy` until usage is below critical.
     pub fn housekeeping(&self, disk: &mut DiskWatch, busy: &[i64]) -> Result<DiskStatus, Error> {
         self.refresh_backlog()?;
+        self.metrics
+            .journal_size_bytes
+            .set(self.journal.size_bytes() as f64);
         let mut status = disk.sample(&self.settings.dir, Instant::now())?;
         self.disk.publish(status);
         self.metrics.disk_used_percent.set(status.used_percent);

@@ -104,6 +104,10 @@ pub struct Metrics {
     pub orphan_uploads_aborted: Counter,
     /// Alerts queued in the outbox and not delivered yet.
     pub alerts_undelivered: Gauge,
+    /// Finished chunks' journal rows deleted by compaction (older than the retention).
+    pub journal_compacted_rows: Counter,
+    /// The journal's size on disk (database plus write-ahead log).
+    pub journal_size_bytes: Gauge,
     /// Chunks waiting to be uploaded.
     pub backlog_chunks: Gauge,
     /// Bytes waiting to be uploaded.
@@ -221,7 +225,7 @@ impl Metrics {
                 self.goodput.mbps(now, secs),
             );
         }
-        let counters: [(&'static str, &'static str, &Counter); 18] = [
+        let counters: [(&'static str, &'static str, &Counter); 19] = [
             (
                 "backhaul_uploaded_bytes_total",
                 "Bytes acknowledged by the object store.",
@@ -271,6 +275,11 @@ impl Metrics {
                 "backhaul_upload_corrupt_in_transit_total",
                 "Parts or objects whose store ETag was not the MD5 of what was sent; re-sent.",
                 &self.corrupt_in_transit,
+            ),
+            (
+                "backhaul_journal_compacted_rows_total",
+                "Journal rows of finished chunks deleted after the retention.",
+                &self.journal_compacted_rows,
             ),
             (
                 "backhaul_orphan_uploads_aborted_total",
@@ -325,11 +334,16 @@ impl Metrics {
                 n as f64,
             );
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 14] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 15] = [
             (
                 "backhaul_alerts_undelivered",
                 "Alerts queued in the durable outbox and not delivered yet.",
                 &self.alerts_undelivered,
+            ),
+            (
+                "backhaul_journal_size_bytes",
+                "Size of the spool journal on disk (database and write-ahead log).",
+                &self.journal_size_bytes,
             ),
             (
                 "backhaul_backlog_chunks",
