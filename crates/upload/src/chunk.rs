@@ -15,11 +15,11 @@ use tokio::task::JoinSet;
 
 use crate::body::{FileBody, ReqBody, digest_range};
 use crate::config::{MAX_PARTS, UploadSettings};
-use crate::integrity::Integrity;
+use crate::integrity::{Integrity, StoreProfile};
 use crate::progress::{Deadline, Progress};
 use crate::ratelimit::RateLimiter;
 use crate::retry::Backoff;
-use crate::s3::{ObjectHead, S3Client};
+use crate::s3::{ObjectHead, PutAck, S3Client};
 use crate::{Error, ErrorClass};
 
 /// What a successful chunk upload proved.
@@ -73,6 +73,21 @@ fn hex_md5(md5: &[u8; 16]) -> String {
 
 fn is_md5_etag(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether a PutObject's answer already proves the object holds exactly the file's bytes, so
+/// the HeadObject that would check the same is one round trip too many: a store that refused a
+/// wrong CRC32C at start echoed ours (it computed it over what it stored), or a store that does
+/// not check gave the MD5 of what we sent as its ETag.
+fn put_proves_object(
+    profile: &StoreProfile,
+    ack: &PutAck,
+    crc: &str,
+    md5: Option<&[u8; 16]>,
+) -> bool {
+    let crc_echoed = profile.put_checksum_validated && ack.crc32c.as_deref() == Some(crc);
+    let md5_etag = md5.is_some_and(|m| is_md5_etag(&ack.etag) && ack.etag == hex_md5(m));
+    crc_echoed || md5_etag
 }
 
 fn b64(crc: u32) -> String {
@@ -216,10 +231,10 @@ impl ChunkUploader {
                 path,
                 0,
                 size,
-                profile.md5_checked(),
+                !profile.put_checksum_validated,
             )
             .await;
-        let (_, crc, md5) = match sent {
+        let (ack, crc, md5) = match sent {
             Ok(v) => v,
             Err(e) if e.class() == ErrorClass::Precondition => {
                 let Some(head) = self.head(&chunk.key).await? else {
@@ -239,6 +254,15 @@ impl ChunkUploader {
             Err(e) => return Err(e),
         };
         self.still_same(file, path, chunk)?;
+        let verified = Verified {
+            key: chunk.key.clone(),
+            checksum: format!("crc32c:{crc}"),
+            bytes_sent: size,
+            parts_resumed: 0,
+        };
+        if put_proves_object(&profile, &ack, &crc, md5.as_ref()) {
+            return Ok(verified);
+        }
         let head = self.head(&chunk.key).await?.ok_or_else(|| Error::Verify {
             key: chunk.key.clone(),
             detail: "object missing after PutObject".into(),
@@ -268,12 +292,7 @@ impl ChunkUploader {
                 detail: format!("ETag {} != MD5 {m}", head.etag),
             });
         }
-        Ok(Verified {
-            key: chunk.key.clone(),
-            checksum: format!("crc32c:{crc}"),
-            bytes_sent: size,
-            parts_resumed: 0,
-        })
+        Ok(verified)
     }
 
     /// An object already has the chunk's key. It is this chunk only if it holds exactly the
@@ -542,7 +561,7 @@ impl ChunkUploader {
         offset: u64,
         len: u64,
         with_md5: bool,
-    ) -> Result<(String, String, Option<[u8; 16]>), Error> {
+    ) -> Result<(PutAck, String, Option<[u8; 16]>), Error> {
         let digest = digest_range(file.clone(), offset, len, with_md5)
             .await
             .map_err(|e| Error::Read {
@@ -576,14 +595,14 @@ impl ChunkUploader {
             let md5 = md5_b64.as_deref();
             let sent = match request {
                 Request::Put => self.client.put_object(key, body, &crc, md5, deadline).await,
-                Request::Part { uid, number } => {
-                    self.client
-                        .upload_part(key, uid, number, body, &crc, md5, deadline)
-                        .await
-                }
+                Request::Part { uid, number } => self
+                    .client
+                    .upload_part(key, uid, number, body, &crc, md5, deadline)
+                    .await
+                    .map(|etag| PutAck { etag, crc32c: None }),
             };
             let sent = match (sent, digest.md5) {
-                (Ok(etag), Some(m)) if is_md5_etag(&etag) && etag != hex_md5(&m) => {
+                (Ok(ack), Some(m)) if is_md5_etag(&ack.etag) && ack.etag != hex_md5(&m) => {
                     self.metrics.corrupt_in_transit.inc();
                     if let Request::Put = request
                         && let Err(e) = self.client.delete_object(key).await
@@ -602,15 +621,15 @@ impl ChunkUploader {
                         key: key.to_owned(),
                         part,
                         sent: hex_md5(&m),
-                        got: etag,
+                        got: ack.etag,
                     })
                 }
                 (other, _) => other,
             };
             match sent {
-                Ok(etag) => {
+                Ok(ack) => {
                     self.acknowledged(len);
-                    return Ok((etag, crc, digest.md5));
+                    return Ok((ack, crc, digest.md5));
                 }
                 // Dropped by the agent itself after a path change: go again at once on a fresh
                 // connection; it is no failure of this part.
@@ -647,8 +666,8 @@ impl ChunkUploader {
         offset: u64,
         len: u64,
     ) -> Result<PartRecord, Error> {
-        let with_md5 = self.integrity.profile().md5_checked();
-        let (etag, crc, _) = self
+        let with_md5 = !self.integrity.profile().part_checksum_validated;
+        let (PutAck { etag, .. }, crc, _) = self
             .send_range(
                 &chunk.key,
                 Request::Part { uid, number },
@@ -789,6 +808,36 @@ impl ChunkUploader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The HeadObject after a PutObject is skipped only when the answer itself proves the
+    /// bytes: never on an echo from a store that does not check, never on a multipart-style or
+    /// foreign ETag.
+    #[test]
+    fn a_put_answer_replaces_the_head_only_when_it_proves_the_bytes() {
+        let crc = b64(crc32c::crc32c(b"chunk"));
+        let md5: [u8; 16] = Md5::digest(b"chunk").into();
+        let validating = StoreProfile {
+            conditional_writes: true,
+            put_checksum_validated: true,
+            part_checksum_validated: true,
+        };
+        let trusting = StoreProfile {
+            put_checksum_validated: false,
+            ..validating
+        };
+        let ack = |etag: &str, crc32c: Option<&str>| PutAck {
+            etag: etag.into(),
+            crc32c: crc32c.map(str::to_owned),
+        };
+        assert!(put_proves_object(&validating, &ack("x", Some(&crc)), &crc, None));
+        assert!(!put_proves_object(&validating, &ack("x", None), &crc, None));
+        assert!(!put_proves_object(&validating, &ack("x", Some("AAAAAA==")), &crc, None));
+        // A store that does not validate may echo whatever it was sent.
+        assert!(!put_proves_object(&trusting, &ack("x", Some(&crc)), &crc, None));
+        assert!(put_proves_object(&trusting, &ack(&hex_md5(&md5), None), &crc, Some(&md5)));
+        assert!(!put_proves_object(&trusting, &ack(&hex_md5(&[0; 16]), None), &crc, Some(&md5)));
+        assert!(!put_proves_object(&trusting, &ack("abc-2", None), &crc, Some(&md5)));
+    }
 
     #[test]
     fn composite_checksum_and_etag_follow_s3() {

@@ -16,8 +16,14 @@ pub const MAX_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 pub const MAX_PARTS: u64 = 10_000;
 /// Default parts uploaded at once per chunk.
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 4;
-/// Default chunks uploaded at once.
-pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 2;
+/// Default most chunks uploaded at once. Small chunks need many in flight to keep a long
+/// link busy (one request each, a round trip apart); [`DEFAULT_IN_FLIGHT_BYTES`] keeps large
+/// ones to a few.
+pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 32;
+/// Default byte budget of the chunks in flight: each reserves its size, at most
+/// `part_size_bytes × parts_in_flight`. 64 MiB is two large chunks at the default part size
+/// and parallelism, 256 chunks of 256 KiB.
+pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
 /// Default stall timeout: no upload progress for this long abandons the attempt.
 pub const DEFAULT_STALL_TIMEOUT_SECONDS: u64 = 15;
 /// Default timeout of requests without a body.
@@ -74,9 +80,13 @@ pub struct UploadConfig {
     /// Parts uploaded at once per chunk.
     #[serde(default = "default_parts_in_flight")]
     pub parts_in_flight: usize,
-    /// Chunks uploaded at once.
+    /// Most chunks uploaded at once.
     #[serde(default = "default_chunks_in_flight")]
     pub chunks_in_flight: usize,
+    /// Byte budget of the chunks in flight (each reserves its size, at most
+    /// `part_size_bytes × parts_in_flight`); one chunk always fits.
+    #[serde(default = "default_in_flight_bytes")]
+    pub in_flight_bytes: u64,
     /// Seconds without upload progress before an attempt is abandoned.
     #[serde(default = "default_stall")]
     pub stall_timeout_seconds: u64,
@@ -119,6 +129,9 @@ fn default_parts_in_flight() -> usize {
 fn default_chunks_in_flight() -> usize {
     DEFAULT_CHUNKS_IN_FLIGHT
 }
+fn default_in_flight_bytes() -> u64 {
+    DEFAULT_IN_FLIGHT_BYTES
+}
 fn default_stall() -> u64 {
     DEFAULT_STALL_TIMEOUT_SECONDS
 }
@@ -159,8 +172,10 @@ pub struct UploadSettings {
     pub part_size: u64,
     /// Parts in flight per chunk.
     pub parts_in_flight: usize,
-    /// Chunks in flight.
+    /// Most chunks in flight.
     pub chunks_in_flight: usize,
+    /// Byte budget of the chunks in flight.
+    pub in_flight_bytes: u64,
     /// Stall timeout.
     pub stall_timeout: Duration,
     /// Request timeout.
@@ -196,6 +211,7 @@ impl UploadConfig {
             part_size_bytes: DEFAULT_PART_SIZE_BYTES,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             chunks_in_flight: DEFAULT_CHUNKS_IN_FLIGHT,
+            in_flight_bytes: DEFAULT_IN_FLIGHT_BYTES,
             stall_timeout_seconds: DEFAULT_STALL_TIMEOUT_SECONDS,
             request_timeout_seconds: DEFAULT_REQUEST_TIMEOUT_SECONDS,
             part_attempts: DEFAULT_PART_ATTEMPTS,
@@ -232,8 +248,17 @@ impl UploadConfig {
         if !(1..=64).contains(&self.parts_in_flight) {
             return Err(("parts_in_flight", "must be between 1 and 64".into()));
         }
-        if !(1..=64).contains(&self.chunks_in_flight) {
-            return Err(("chunks_in_flight", "must be between 1 and 64".into()));
+        if !(1..=256).contains(&self.chunks_in_flight) {
+            return Err(("chunks_in_flight", "must be between 1 and 256".into()));
+        }
+        if self.in_flight_bytes < MIN_PART_SIZE_BYTES {
+            return Err((
+                "in_flight_bytes",
+                format!(
+                    "{} is below one part ({MIN_PART_SIZE_BYTES}); the default {DEFAULT_IN_FLIGHT_BYTES} keeps two large chunks in flight",
+                    self.in_flight_bytes
+                ),
+            ));
         }
         if self.stall_timeout_seconds == 0 {
             return Err(("stall_timeout_seconds", "must be at least 1".into()));
@@ -290,6 +315,7 @@ impl UploadConfig {
             part_size: self.part_size_bytes,
             parts_in_flight: self.parts_in_flight,
             chunks_in_flight: self.chunks_in_flight,
+            in_flight_bytes: self.in_flight_bytes,
             stall_timeout: Duration::from_secs(self.stall_timeout_seconds),
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             part_attempts: self.part_attempts,

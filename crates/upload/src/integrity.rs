@@ -105,7 +105,7 @@ where
 }
 
 /// Whether a request refused for its checksum failed the way a validating store fails.
-fn refused_for_checksum(r: &Result<String, Error>) -> bool {
+fn refused_for_checksum<T>(r: &Result<T, Error>) -> bool {
     matches!(r, Err(e) if matches!(e.class(), ErrorClass::Checksum | ErrorClass::Client4xx))
 }
 

@@ -36,8 +36,9 @@ mod xml;
 
 pub use chunk::{ChunkUploader, Verified, composite_crc32c, multipart_etag};
 pub use config::{
-    DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_PART_SIZE_BYTES, DEFAULT_PARTS_IN_FLIGHT,
-    DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle,
+    DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_IN_FLIGHT_BYTES, DEFAULT_PART_SIZE_BYTES,
+    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES, UploadConfig,
+    UploadSettings, UrlStyle,
 };
 pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
 pub use error::{Error, ErrorClass};
@@ -45,7 +46,7 @@ pub use integrity::{Integrity, StoreProfile};
 pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
-pub use s3::{Completed, ObjectHead, OpenUpload, S3Client, ServerPart};
+pub use s3::{Completed, ObjectHead, OpenUpload, PutAck, S3Client, ServerPart};
 pub use transport::{DEFAULT_NOTSENT_LOWAT_BYTES, SimpleRequest, Transport, TransportConfig};
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The agent's upload loop: claims ready chunks from the spool in order, uploads up to
-//! `chunks_in_flight` at once, reports each verified object to the spool (which removes the
+//! `chunks_in_flight` at once within the `in_flight_bytes` budget, reports each verified object to the spool (which removes the
 //! file), backs failing chunks off, aborts orphaned multipart uploads, and keeps the backlog
 //! and disk metrics current. Watching the spool directory is not its job: the binary runs
 //! [`Spool::watch`] beside it (drain mode rescans through the same spool).
@@ -25,6 +25,12 @@ const DRAIN_MAX_ATTEMPTS: u32 = 6;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the site prefix is listed for multipart uploads no journal row knows.
 const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How often the journal is compacted (and once at start).
+const COMPACT_EVERY: Duration = Duration::from_secs(3600);
+/// Shortest pause between compaction batches. The pause is at least twice the batch's own
+/// time, so compaction holds the journal a third of the time at most and claims and
+/// acknowledgements get it in between.
+const COMPACT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Daemon (watch forever) or drain (upload what is there, then exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +100,43 @@ async fn recheck_store(
             }
             Err(_) => metrics.errors.inc(ErrorClass::Timeout.as_str()),
         }
+    }
+}
+
+/// Deletes journal rows of chunks finished longer ago than the retention, a batch at a time
+/// on a blocking thread, then hands the freed pages back; at start and every
+/// [`COMPACT_EVERY`].
+async fn compact_journal(spool: Arc<Spool>) {
+    loop {
+        let mut deleted = 0;
+        let started = Instant::now();
+        loop {
+            let s = spool.clone();
+            let batch = Instant::now();
+            match tokio::task::spawn_blocking(move || s.compact_journal()).await {
+                Ok(Ok(n)) => {
+                    deleted += n;
+                    if n < backhaul_spool::COMPACT_BATCH_ROWS {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "journal compaction failed; retried in an hour");
+                    break;
+                }
+                Err(_) => return,
+            }
+            tokio::time::sleep(COMPACT_PAUSE.max(batch.elapsed() * 2)).await;
+        }
+        if deleted > 0 {
+            let s = spool.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.reclaim_journal()).await {
+                tracing::error!(error = %e, "journal: cannot give compacted pages back");
+            }
+            tracing::info!(rows = deleted, seconds = started.elapsed().as_secs_f64(),
+                "journal compacted: rows of chunks finished before the retention deleted");
+        }
+        tokio::time::sleep(COMPACT_EVERY).await;
     }
 }
 
@@ -271,7 +314,8 @@ impl Uploader {
         );
         let mut tasks: JoinSet<(Chunk, Result<Verified, Error>)> = JoinSet::new();
         let mut in_flight: Vec<i64> = Vec::new();
-        let mut in_flight_keys: Vec<(i64, String)> = Vec::new();
+        // Id, object key and the bytes of the in-flight budget it holds.
+        let mut in_flight_keys: Vec<(i64, String, u64)> = Vec::new();
         let mut last_sweep: Option<Instant> = None;
         let mut listing_unsupported = false;
         let mut retries: HashMap<i64, Retry> = HashMap::new();
@@ -295,6 +339,8 @@ impl Uploader {
             self.metrics.clone(),
             self.chunks.settings.request_timeout,
         )));
+
+        let _compact = AbortOnDrop(tokio::spawn(compact_journal(self.spool.clone())));
 
         // Whatever a previous run left half-done: verified-not-removed files, queued aborts.
         self.spool.scan_once()?;
@@ -362,10 +408,11 @@ impl Uploader {
             }
             if bucket.ok && last_sweep.is_none_or(|t| now.duration_since(t) >= ORPHAN_SWEEP_EVERY) {
                 last_sweep = Some(now);
-                let keys: Vec<String> = in_flight_keys.iter().map(|(_, k)| k.clone()).collect();
+                let keys: Vec<String> = in_flight_keys.iter().map(|(_, k, _)| k.clone()).collect();
                 self.sweep_orphans(&keys, &mut listing_unsupported).await;
             }
-            while bucket.ok && tasks.len() < self.chunks.settings.chunks_in_flight {
+            let max_in_flight = self.chunks.settings.chunks_in_flight;
+            if bucket.ok && tasks.len() < max_in_flight {
                 let mut skip = in_flight.clone();
                 skip.extend(
                     retries
@@ -374,16 +421,29 @@ impl Uploader {
                         .map(|(id, _)| *id),
                 );
                 skip.extend(&failed_out);
-                let Some(chunk) = self.spool.claim(&skip)? else {
-                    break;
-                };
-                in_flight.push(chunk.id);
-                in_flight_keys.push((chunk.id, chunk.key.clone()));
-                let up = self.chunks.clone();
-                tasks.spawn(async move {
-                    let r = up.upload(&chunk).await;
-                    (chunk, r)
-                });
+                let budget = self.chunks.settings.in_flight_bytes;
+                let mut reserved: u64 = in_flight_keys.iter().map(|(_, _, b)| *b).sum();
+                let mut running = tasks.len();
+                let claimed = self
+                    .spool
+                    .claim_many(&skip, max_in_flight - tasks.len(), |c| {
+                        let want = self.reservation(c);
+                        let fits = running == 0 || reserved + want <= budget;
+                        if fits {
+                            reserved += want;
+                            running += 1;
+                        }
+                        fits
+                    })?;
+                for chunk in claimed {
+                    in_flight.push(chunk.id);
+                    in_flight_keys.push((chunk.id, chunk.key.clone(), self.reservation(&chunk)));
+                    let up = self.chunks.clone();
+                    tasks.spawn(async move {
+                        let r = up.upload(&chunk).await;
+                        (chunk, r)
+                    });
+                }
             }
             if mode == RunMode::Drain && tasks.is_empty() && bucket.ok {
                 let scan = self.spool.scan_once()?;
@@ -400,21 +460,31 @@ impl Uploader {
                 .map_or(TICK, |t| t.duration_since(now).min(TICK));
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
-                    let (chunk, result) = match joined {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::error!(error = %e, "upload task panicked");
-                            in_flight.clear();
-                            in_flight_keys.clear();
-                            continue;
-                        }
-                    };
-                    in_flight.retain(|id| *id != chunk.id);
-                    in_flight_keys.retain(|(id, _)| *id != chunk.id);
-                    if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
-                        bucket.ok = false;
+                    // Everything else that finished meanwhile goes with it: one journal commit
+                    // for the group instead of one per chunk.
+                    let mut done = vec![joined];
+                    while let Some(more) = tasks.try_join_next() {
+                        done.push(more);
                     }
-                    self.finish(chunk, result, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
+                    let mut results = Vec::with_capacity(done.len());
+                    for joined in done {
+                        match joined {
+                            Ok(v) => results.push(v),
+                            Err(e) => {
+                                tracing::error!(error = %e, "upload task panicked");
+                                in_flight.clear();
+                                in_flight_keys.clear();
+                            }
+                        }
+                    }
+                    for (chunk, result) in &results {
+                        in_flight.retain(|id| *id != chunk.id);
+                        in_flight_keys.retain(|(id, _, _)| *id != chunk.id);
+                        if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
+                            bucket.ok = false;
+                        }
+                    }
+                    self.finish(results, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
                     if let Err(e) = self.spool.refresh_backlog() {
                         tracing::error!(error = %e, "cannot read the backlog from the journal");
                     }
@@ -453,49 +523,91 @@ impl Uploader {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The bytes of the in-flight budget a chunk holds while it uploads: its size, at most
+    /// the parts it can have in flight.
+    fn reservation(&self, chunk: &Chunk) -> u64 {
+        let s = &self.chunks.settings;
+        chunk
+            .identity
+            .size
+            .min(s.part_size.saturating_mul(s.parts_in_flight as u64))
+            .max(1)
+    }
+
+    /// Settles the chunks that finished together: the verified ones in one journal commit
+    /// ([`Spool::verified_many`]), each failure on its own.
     fn finish(
         &self,
-        chunk: Chunk,
-        result: Result<Verified, Error>,
+        results: Vec<(Chunk, Result<Verified, Error>)>,
         mode: RunMode,
         backoff: &Backoff,
         retries: &mut HashMap<i64, Retry>,
         failed_out: &mut Vec<i64>,
         report: &mut RunReport,
     ) -> Result<(), Error> {
-        match result {
-            Ok(v) => {
+        let mut verified = Vec::new();
+        for (chunk, result) in results {
+            match result {
+                Ok(v) => verified.push((chunk, v)),
+                Err(e) => self.failed(chunk, e, mode, backoff, retries, failed_out, report)?,
+            }
+        }
+        if verified.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<(Chunk, String)> = verified
+            .iter()
+            .map(|(chunk, v)| {
                 let uploaded = Chunk {
                     key: v.key.clone(),
                     ..chunk.clone()
                 };
-                match self.spool.verified(&uploaded, &v.checksum) {
-                    Ok(removal) => {
-                        self.metrics.uploaded_chunks.inc();
-                        report.chunks += 1;
-                        report.bytes += chunk.identity.size;
-                        report.bytes_sent += v.bytes_sent;
-                        report.parts_resumed += u64::from(v.parts_resumed);
-                        retries.remove(&chunk.id);
-                        tracing::info!(chunk = ?chunk.name, key = ?v.key, bytes = chunk.identity.size,
-                            checksum = %v.checksum, parts_resumed = v.parts_resumed, removal = ?removal,
-                            "chunk uploaded and verified");
-                    }
-                    // The file changed while it was uploaded: the new version goes up next.
-                    Err(backhaul_spool::Error::Transition { .. }) => {
-                        self.spool.changed(&chunk)?;
-                        retries.remove(&chunk.id);
-                    }
-                    Err(e) => return Err(e.into()),
+                (uploaded, v.checksum.clone())
+            })
+            .collect();
+        let outcomes = self.spool.verified_many(&batch)?;
+        for ((chunk, v), outcome) in verified.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(removal) => {
+                    self.metrics.uploaded_chunks.inc();
+                    report.chunks += 1;
+                    report.bytes += chunk.identity.size;
+                    report.bytes_sent += v.bytes_sent;
+                    report.parts_resumed += u64::from(v.parts_resumed);
+                    retries.remove(&chunk.id);
+                    tracing::info!(chunk = ?chunk.name, key = ?v.key, bytes = chunk.identity.size,
+                        checksum = %v.checksum, parts_resumed = v.parts_resumed, removal = ?removal,
+                        "chunk uploaded and verified");
                 }
+                // The file changed while it was uploaded: the new version goes up next.
+                Err(backhaul_spool::Error::Transition { .. }) => {
+                    self.spool.changed(&chunk)?;
+                    retries.remove(&chunk.id);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(Error::Changed { .. } | Error::Spool(backhaul_spool::Error::Transition { .. })) => {
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        chunk: Chunk,
+        error: Error,
+        mode: RunMode,
+        backoff: &Backoff,
+        retries: &mut HashMap<i64, Retry>,
+        failed_out: &mut Vec<i64>,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        match error {
+            Error::Changed { .. } | Error::Spool(backhaul_spool::Error::Transition { .. }) => {
                 tracing::warn!(chunk = ?chunk.name, "chunk changed or vanished during upload; nothing deleted, the new version is uploaded");
                 self.spool.changed(&chunk)?;
                 retries.remove(&chunk.id);
             }
-            Err(e) => {
+            e => {
                 // Request failures were counted where they happened; these two never are.
                 if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
                     self.metrics.errors.inc(e.class().as_str());

@@ -38,6 +38,16 @@ pub struct ServerPart {
     pub etag: Option<String>,
 }
 
+/// A PutObject's answer: the ETag, and the CRC32C the store echoes (S3 does when the request
+/// carried one; a store that validated it has exactly the bytes that CRC describes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutAck {
+    /// ETag, unquoted (an MD5 for plain single-part objects on most stores).
+    pub etag: String,
+    /// `x-amz-checksum-crc32c` of the response, when present.
+    pub crc32c: Option<String>,
+}
+
 /// The result of CompleteMultipartUpload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
@@ -256,7 +266,7 @@ impl S3Client {
 
     /// PutObject of a whole (small) chunk with its CRC32C (and Content-MD5 when given), only if
     /// no object has the key yet (`If-None-Match: *`; a taken key answers 412
-    /// `PreconditionFailed`); returns the ETag.
+    /// `PreconditionFailed`); returns what the store said about the object it stored.
     pub async fn put_object(
         &self,
         key: &str,
@@ -264,7 +274,7 @@ impl S3Client {
         crc32c_b64: &str,
         md5_b64: Option<&str>,
         deadline: Deadline<'_>,
-    ) -> Result<String, Error> {
+    ) -> Result<PutAck, Error> {
         let mut extra = vec![
             ("x-amz-checksum-crc32c", crc32c_b64.to_owned()),
             ("if-none-match", "*".to_owned()),
@@ -283,12 +293,16 @@ impl S3Client {
                 Some(deadline),
             )
             .await?;
-        Ok(resp
-            .headers
-            .get(http::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(unquote)
-            .unwrap_or_default())
+        let header = |name: &str| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(unquote)
+        };
+        Ok(PutAck {
+            etag: header("etag").unwrap_or_default(),
+            crc32c: header("x-amz-checksum-crc32c"),
+        })
     }
 
     /// CreateMultipartUpload with CRC32C as the checksum algorithm; returns the upload id.
