@@ -89,6 +89,20 @@ const FIGURES: &[Figure] = &[
         show: tenths,
     },
     Figure {
+        key: "backlog_drain_seconds",
+        label: "backlog present at the start drained after (s)",
+        unit: "seconds",
+        value: |s| s.backlog_drain.map(|(t, _)| t),
+        show: whole,
+    },
+    Figure {
+        key: "backlog_drain_mbps",
+        label: "goodput while draining it (Mbit/s)",
+        unit: "Mbit/s",
+        value: |s| s.backlog_drain.map(|(_, r)| r),
+        show: tenths,
+    },
+    Figure {
         key: "fault_to_first_alert_seconds",
         label: "fault → first alert (s)",
         unit: "seconds",
@@ -456,6 +470,7 @@ mod tests {
             longest_outage_seconds: Some(2715.4),
             longest_wire_gap_seconds: Some(2700.0),
             busy_wire_mbps: (Some(45.0), Some(0.5)),
+            backlog_drain: None,
             alert_delivery_max_seconds: None,
             fault_to_first_alert_seconds: alert,
             fault_to_cause_alert_seconds: alert.map(|a| a + 60.0),

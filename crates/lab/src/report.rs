@@ -113,6 +113,10 @@ pub struct Summary {
     /// and during it: what uploads carried while there was work.
     #[serde(default)]
     pub busy_wire_mbps: (Option<f64>, Option<f64>),
+    /// With a `[backlog]`: when the spool was first empty (scenario seconds from the start)
+    /// and the goodput until then (Mbit/s of scenario time).
+    #[serde(default)]
+    pub backlog_drain: Option<(f64, f64)>,
     /// From the fault to the first alert.
     pub fault_to_first_alert_seconds: Option<f64>,
     /// From the fault to the first firing alert of a cause kind (the scenario's
@@ -345,6 +349,9 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             fault.and_then(|f| busy_wire_mbps(&i.samples, 0.0, f)),
             fault.and_then(|f| busy_wire_mbps(&i.samples, f, revert.unwrap_or(f64::INFINITY))),
         ),
+        backlog_drain: (i.scenario.backlog.chunks > 0)
+            .then(|| backlog_drain(&i.samples))
+            .flatten(),
         fault_to_first_alert_seconds: fault_to_first_alert,
         fault_to_cause_alert_seconds: fault_to_cause_alert,
         revert_to_resume_seconds: revert.and_then(|r| resume_after(&i.samples, r)),
@@ -468,6 +475,15 @@ fn confirmed_resolve(
     })
 }
 
+/// The first sample after the start with nothing left in the spool, and the goodput until
+/// then: how fast a backlog present at the start drained.
+fn backlog_drain(samples: &[Sample]) -> Option<(f64, f64)> {
+    samples
+        .iter()
+        .find(|s| s.t_seconds > 0.0 && s.backlog_chunks == 0 && s.delivered_chunks > 0)
+        .map(|s| (s.t_seconds, s.delivered_bytes as f64 * 8.0 / 1e6 / s.t_seconds))
+}
+
 /// The value of a summary figure.
 pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
     match m {
@@ -483,6 +499,8 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::WrongCauseAlerts => Some(s.wrong_cause_alerts as f64),
         Metric::RevertToResolveSeconds => s.revert_to_resolve_seconds,
         Metric::OtherAlerts => Some(s.other_alerts as f64),
+        Metric::BacklogDrainSeconds => s.backlog_drain.map(|(t, _)| t),
+        Metric::BacklogDrainMbps => s.backlog_drain.map(|(_, r)| r),
     }
 }
 
@@ -524,6 +542,11 @@ pub fn text(s: &Summary) -> String {
         s.peak_disk_used_percent,
         s.frag_needed_sent,
     );
+    if let Some((secs, rate)) = s.backlog_drain {
+        t.push_str(&format!(
+            "  backlog present at the start drained after {secs:.1} s at {rate:.1} Mbit/s goodput\n"
+        ));
+    }
     for a in &s.asserts {
         let verdict = if a.passed { "ok" } else { "FAILED" };
         t.push_str(&format!(

@@ -29,7 +29,8 @@ mod site;
 
 use cloud::{Cloud, S3};
 use site::{
-    Camera, SpoolDisk, backhaul_config, scaled_timer, spool_files, used_bytes, write_chunk,
+    Camera, SpoolDisk, backhaul_config, scaled_timer, spool_files, used_bytes, write_backlog,
+    write_chunk,
 };
 
 /// Access key the lab's S3 servers and uploaders use (the embedded server's fixed key; moto
@@ -244,6 +245,7 @@ fn play(
     let scale = args.time_scale;
     shape_network(lab, scenario)?;
     let disk = SpoolDisk::mount(lab, scenario, scale)?;
+    let backlog = write_backlog(scenario, &disk.spool, scale)?;
     let mut cloud = Cloud::start(lab, invocation, args.s3, backhaul, out)?;
     let spec = UploaderSpec {
         kind: uploader_kind,
@@ -256,7 +258,7 @@ fn play(
         start: Instant::now(),
         scale,
     };
-    let camera = Camera::start(&scenario.camera, disk.spool.clone(), clock);
+    let camera = Camera::start(&scenario.camera, disk.spool.clone(), clock, backlog);
 
     let played = play_timeline(scenario, lab, invocation, &mut cloud, &disk, &camera, clock);
     let recorded = camera.stop();

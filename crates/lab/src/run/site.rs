@@ -129,6 +129,34 @@ pub(super) fn write_chunk(path: &Path, bytes: u64, rename: bool) -> Result<(), E
     Ok(())
 }
 
+/// Writes the scenario's `[backlog]` into the spool before the uploader starts: chunks
+/// recorded an hour ago (their mtime says so), so every uploader may take them at once.
+pub(super) fn write_backlog(
+    scenario: &Scenario,
+    spool: &Path,
+    scale: f64,
+) -> Result<Vec<Written>, Error> {
+    let b = &scenario.backlog;
+    let bytes = ((b.chunk_bytes as f64) * scale).round().max(1.0) as u64;
+    let cameras = scenario.camera.cameras.max(1);
+    let recorded = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let mut written = Vec::with_capacity(b.chunks as usize);
+    for i in 0..b.chunks {
+        let dir = spool.join(format!("cam{}", i % cameras + 1));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let name = format!("backlog-{i:06}.mp4");
+        let path = dir.join(&name);
+        write_chunk(&path, bytes, false)?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(recorded))
+            .map_err(|e| Error::io("set the mtime of", &path, e))?;
+        written.push(Written { name, bytes });
+    }
+    Ok(written)
+}
+
 /// The spool's own filesystem (a tmpfs), so disk percentages and "fill disk" are real.
 pub(super) struct SpoolDisk {
     /// Its mount point.
@@ -194,9 +222,15 @@ pub(super) struct Recorded {
 }
 
 impl Camera {
-    /// Starts recording into `spool` on `clock`.
-    pub(super) fn start(cam: &CameraConfig, spool: PathBuf, clock: Clock) -> Self {
-        let written: Arc<Mutex<Vec<Written>>> = Arc::default();
+    /// Starts recording into `spool` on `clock`; `earlier` are chunks already there (a
+    /// `[backlog]`), counted as recorded like the camera's own.
+    pub(super) fn start(
+        cam: &CameraConfig,
+        spool: PathBuf,
+        clock: Clock,
+        earlier: Vec<Written>,
+    ) -> Self {
+        let written: Arc<Mutex<Vec<Written>>> = Arc::new(Mutex::new(earlier));
         let recording = Arc::new(AtomicBool::new(true));
         let not_recorded = Arc::new(AtomicU64::new(0));
         let thread = {
