@@ -481,7 +481,12 @@ fn backlog_drain(samples: &[Sample]) -> Option<(f64, f64)> {
     samples
         .iter()
         .find(|s| s.t_seconds > 0.0 && s.backlog_chunks == 0 && s.delivered_chunks > 0)
-        .map(|s| (s.t_seconds, s.delivered_bytes as f64 * 8.0 / 1e6 / s.t_seconds))
+        .map(|s| {
+            (
+                s.t_seconds,
+                s.delivered_bytes as f64 * 8.0 / 1e6 / s.t_seconds,
+            )
+        })
 }
 
 /// The value of a summary figure.

@@ -1535,7 +1535,10 @@ mod tests {
     #[test]
     fn the_written_out_claim_statements_select_the_chunk_columns() {
         for sql in [OLDEST_IN_STATE, NEWEST_IN_STATE] {
-            assert!(sql.starts_with(&format!("SELECT {CHUNK_COLUMNS} FROM chunks ")), "{sql}");
+            assert!(
+                sql.starts_with(&format!("SELECT {CHUNK_COLUMNS} FROM chunks ")),
+                "{sql}"
+            );
         }
     }
 

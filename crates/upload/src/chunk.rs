@@ -829,14 +829,44 @@ mod tests {
             etag: etag.into(),
             crc32c: crc32c.map(str::to_owned),
         };
-        assert!(put_proves_object(&validating, &ack("x", Some(&crc)), &crc, None));
+        assert!(put_proves_object(
+            &validating,
+            &ack("x", Some(&crc)),
+            &crc,
+            None
+        ));
         assert!(!put_proves_object(&validating, &ack("x", None), &crc, None));
-        assert!(!put_proves_object(&validating, &ack("x", Some("AAAAAA==")), &crc, None));
+        assert!(!put_proves_object(
+            &validating,
+            &ack("x", Some("AAAAAA==")),
+            &crc,
+            None
+        ));
         // A store that does not validate may echo whatever it was sent.
-        assert!(!put_proves_object(&trusting, &ack("x", Some(&crc)), &crc, None));
-        assert!(put_proves_object(&trusting, &ack(&hex_md5(&md5), None), &crc, Some(&md5)));
-        assert!(!put_proves_object(&trusting, &ack(&hex_md5(&[0; 16]), None), &crc, Some(&md5)));
-        assert!(!put_proves_object(&trusting, &ack("abc-2", None), &crc, Some(&md5)));
+        assert!(!put_proves_object(
+            &trusting,
+            &ack("x", Some(&crc)),
+            &crc,
+            None
+        ));
+        assert!(put_proves_object(
+            &trusting,
+            &ack(&hex_md5(&md5), None),
+            &crc,
+            Some(&md5)
+        ));
+        assert!(!put_proves_object(
+            &trusting,
+            &ack(&hex_md5(&[0; 16]), None),
+            &crc,
+            Some(&md5)
+        ));
+        assert!(!put_proves_object(
+            &trusting,
+            &ack("abc-2", None),
+            &crc,
+            Some(&md5)
+        ));
     }
 
     #[test]

@@ -133,8 +133,11 @@ async fn compact_journal(spool: Arc<Spool>) {
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.reclaim_journal()).await {
                 tracing::error!(error = %e, "journal: cannot give compacted pages back");
             }
-            tracing::info!(rows = deleted, seconds = started.elapsed().as_secs_f64(),
-                "journal compacted: rows of chunks finished before the retention deleted");
+            tracing::info!(
+                rows = deleted,
+                seconds = started.elapsed().as_secs_f64(),
+                "journal compacted: rows of chunks finished before the retention deleted"
+            );
         }
         tokio::time::sleep(COMPACT_EVERY).await;
     }
