@@ -33,6 +33,6 @@ pub mod topology;
 pub mod wire;
 
 pub use cli::{LabCommand, run, run_with};
-pub use cmd::{alive, start_time};
+pub use cmd::start_time;
 pub use error::Error;
 pub use topology::{IcmpPolicy, Invocation, Lab, LabOptions, Node, require_root};

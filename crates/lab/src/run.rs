@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::peers::{S3Server, Uploader};
 use crate::report::{self, AppliedEvent, Sample, Summary};
 use crate::scenario::{self, Action, Scenario};
-use crate::topology::{CLOUD_ADDR, Invocation, Lab, LabOptions, Node, require_root};
+use crate::topology::{Invocation, Lab, LabOptions, Node, require_root};
 use crate::{Error, cmd, compare, probe};
 
 mod cloud;
@@ -379,12 +379,8 @@ fn spawn_uploader(
                     .arg(&exe);
                 c
             };
+            // Alerts go to the webhook receiver through the config's `[monitor] webhook_url`.
             c.args(["run", "--config"]).arg(&config);
-            // Hook for alerting: where the agent should POST alerts (the webhook receiver).
-            c.env(
-                "BACKHAUL_LAB_WEBHOOK_URL",
-                format!("http://{CLOUD_ADDR}:{WEBHOOK_PORT}/alerts"),
-            );
             c
         }
         Uploader::Rclone => {

@@ -125,9 +125,9 @@ fn main() {
         ),
     ];
     let skip = lab::support::skip_reason();
-    if skip.is_some() {
+    if let Some(reason) = &skip {
         println!(
-            "SKIP lab netns suite ({} tests): needs root/CAP_NET_ADMIN",
+            "SKIP lab netns suite ({} tests): needs root/CAP_NET_ADMIN ({reason})",
             tests.len()
         );
     }

@@ -133,6 +133,7 @@ pub struct Transport {
     cfg: TransportConfig,
     tls: tokio::sync::OnceCell<Arc<rustls::ClientConfig>>,
     idle: Mutex<HashMap<Target, Vec<SendRequest<ReqBody>>>>,
+    /// Numbers connections as they open (never reused): the keys of `live`.
     connections: AtomicU64,
     /// Each open connection's `TCP_INFO` descriptor and the generation it was opened in.
     live: Arc<Mutex<HashMap<u64, (OwnedFd, u64)>>>,
@@ -178,11 +179,6 @@ impl Transport {
     pub fn abandon_connections(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.generation.send_modify(|g| *g += 1);
-    }
-
-    /// Connections opened so far (a fresh one per retry shows here).
-    pub fn connections_opened(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
     }
 
     async fn checkout(
