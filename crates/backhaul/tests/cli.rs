@@ -1,5 +1,6 @@
 //! Tests of the real `backhaul` binary: config errors and exit codes, the demo, the daemon's
-//! metrics and signals, and the SIGKILL torture test.
+//! metrics and signals, the SIGKILL torture test, and the fleet view in `deploy/` against a
+//! live agent's `/metrics`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -9,6 +10,7 @@ mod cli {
     pub mod daemon;
     pub mod degraded;
     pub mod demo;
+    pub mod deploy;
     pub mod journal;
     pub mod kill;
     pub mod netplan;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, exe, site_config};
+use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, http_get, site_config};
 
 /// A child killed if the test fails before it stops it.
 struct KillOnDrop(Child);
@@ -19,21 +19,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn get(port: u16, path: &str) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
 fn gauge(metrics_port: u16, series: &str) -> Option<f64> {
-    get(metrics_port, "/metrics")
+    http_get(metrics_port, "/metrics")
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -121,8 +108,7 @@ fn drift_config(
     std::fs::create_dir_all(&spool).unwrap();
     let extra = format!(
         "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[monitor]\n{monitor}\n\
-         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
-         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+         {LOOPBACK_WAN_INVENTORY}"
     );
     let cfg = site_config(dir, &spool, peer, &peer.endpoint(), "", &extra);
     let text = std::fs::read_to_string(&cfg)
@@ -235,7 +221,7 @@ async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() 
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let alerts = loop {
-        let body = get(am_port, "/api/v2/alerts");
+        let body = http_get(am_port, "/api/v2/alerts");
         if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&body)
             && v.len() >= 2
         {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, exe, site_config, without_net_raw};
+use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, site_config, without_net_raw};
 
 /// A daemon killed if the test fails before it stops it (a leaked daemon would hold the test
 /// harness's output pipe open).
@@ -160,8 +160,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
     // Loopback declared as a 1500-byte WAN: its real 65536 is MTU drift the agent must report.
     let extra = format!(
         "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
-         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
-         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+         {LOOPBACK_WAN_INVENTORY}"
     );
     let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
     let mut child = KillOnDrop(
@@ -277,8 +276,7 @@ async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
     let port = free_port();
     let extra = format!(
         "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[monitor]\nprobe_interval_seconds = 1\n\
-         [inventory]\ngateway = \"127.0.0.1\"\nendpoint_host = \"127.0.0.1\"\n\
-         interfaces = [{{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }}]\n"
+         {LOOPBACK_WAN_INVENTORY}"
     );
     let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
     let mut cmd = without_net_raw();

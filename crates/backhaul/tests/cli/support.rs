@@ -43,7 +43,8 @@ pub fn site_config(
     path
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -63,4 +64,25 @@ pub fn without_net_raw() -> Command {
     } else {
         Command::new(exe())
     }
+}
+
+/// `[inventory]` declaring loopback as a 1500-byte WAN: its real 65536 is MTU drift the agent
+/// must report.
+pub const LOOPBACK_WAN_INVENTORY: &str = "[inventory]\ngateway = \"127.0.0.1\"\n\
+    endpoint_host = \"127.0.0.1\"\n\
+    interfaces = [{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }]\n";
+
+/// The body of a GET of `path` on the loopback `port`; empty when nothing answers.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
