@@ -63,7 +63,8 @@ pub struct InputArgs {
     /// A ticket file (TOML or YAML) with `ticket` and `intent = [...]`.
     #[arg(long, env = "BACKHAUL_NETPLAN_TICKET")]
     pub ticket: Option<PathBuf>,
-    /// Site inventory (TOML or YAML): interface roles, declared MTUs, upstream path MTU.
+    /// Site inventory: the agent's site.toml (its [inventory]) or a file with that table's
+    /// keys, TOML or YAML [default: /etc/backhaul/site.toml when it exists].
     #[arg(long, env = "BACKHAUL_NETPLAN_INVENTORY")]
     pub inventory: Option<PathBuf>,
     /// The host's interfaces as a file (TOML or YAML, `[[interfaces]]` name/mac/driver/mtu_bytes)
@@ -193,8 +194,13 @@ fn load_input(args: &InputArgs) -> Result<CheckInput, Error> {
         (None, Some(path)) => Some(Intent::load(path)?),
         (None, None) => None,
     };
+    // The agent's own config by default, so the guard and the agent agree on the WAN.
+    let default_site = Path::new(crate::inventory::DEFAULT_SITE_CONFIG);
     let inventory = match &args.inventory {
         Some(p) => SiteInventory::load(p)?,
+        None if default_site.exists() => {
+            SiteInventory::from_site_config(default_site)?.unwrap_or_default()
+        }
         None => SiteInventory::default(),
     };
     let system = match &args.interfaces {
@@ -271,15 +277,30 @@ fn default_gateway(ip: &Path) -> Option<Ipv4Addr> {
         .ok()
 }
 
-fn targets(args: &ApplyArgs) -> Result<Vec<ProbeTarget>, Error> {
+/// The probe targets: the flags, else the inventory's gateway and endpoint, else the default
+/// route's gateway.
+fn targets(args: &ApplyArgs, inventory: &SiteInventory) -> Result<Vec<ProbeTarget>, Error> {
     let mut out = Vec::new();
-    if let Some(addr) = args.gateway.or_else(|| default_gateway(&args.ip)) {
+    let inventory_gateway = match inventory.gateway {
+        Some(std::net::IpAddr::V4(v4)) => Some(v4),
+        _ => None,
+    };
+    if let Some(addr) = args
+        .gateway
+        .or(inventory_gateway)
+        .or_else(|| default_gateway(&args.ip))
+    {
         out.push(ProbeTarget {
             name: "gateway".into(),
             addr,
         });
     }
-    if let Some(host) = &args.endpoint {
+    // The inventory's endpoint may carry a port (`host:9000`); probes need the host.
+    let from_inventory = inventory
+        .endpoint_host
+        .as_deref()
+        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned());
+    if let Some(host) = args.endpoint.clone().or(from_inventory) {
         let addr = match host.parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
             Err(_) => (host.as_str(), 443)
@@ -361,7 +382,7 @@ fn run_apply(args: &ApplyArgs, rt: &Runtime) -> Result<ExitCode, Error> {
         ticket: ticket.clone(),
         inventory: input.inventory.clone(),
         system: input.system.clone(),
-        targets: targets(args)?,
+        targets: targets(args, &input.inventory)?,
         verify: verify.clone(),
         applier,
         sys_root: args.input.sys_root.clone(),

@@ -38,7 +38,7 @@ impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.interface)?;
         if let Some(r) = self.role {
-            write!(f, " ({r})")?;
+            write!(f, " ({})", r.as_str())?;
         }
         if self.key == DEFINITION_KEY {
             return match (&self.before, &self.after) {

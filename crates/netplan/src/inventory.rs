@@ -1,45 +1,31 @@
-//! The site inventory: which link is which, and the MTUs the site declares.
+//! The guard's view of the site inventory: which link is which, the MTUs the site declares,
+//! and the path MTU upstream.
 //!
-//! Kept small and self-contained on purpose: the diagnosis side has its own, richer inventory;
-//! this one holds only what the change guard's policy needs.
+//! The file schema is not ours: it is the agent's `[inventory]`
+//! ([`backhaul_diagnose::InventoryConfig`]), so the guard and the agent cannot disagree about
+//! which interface is the WAN. [`SiteInventory::load`] reads it from the agent's `site.toml`
+//! (its `[inventory]` table) or from a file holding only that table.
 
+use std::net::IpAddr;
 use std::path::Path;
 
+use backhaul_diagnose::InventoryConfig;
+pub use backhaul_diagnose::Role;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Location};
 
-/// What a link is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The uplink: VPN and uploads leave through it.
-    Wan,
-    /// The camera network.
-    Camera,
-    /// Management access.
-    Mgmt,
-}
+/// The agent's config file, where the guard finds the inventory by default.
+pub const DEFAULT_SITE_CONFIG: &str = "/etc/backhaul/site.toml";
 
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Wan => "wan",
-            Role::Camera => "camera",
-            Role::Mgmt => "mgmt",
-        })
-    }
-}
-
-impl Role {
-    /// How a sentence names it ("eno1 is the WAN link").
-    pub fn describe(self) -> &'static str {
-        match self {
-            Role::Wan => "the WAN link",
-            Role::Camera => "the camera link",
-            Role::Mgmt => "the management link",
-        }
+/// How a sentence names a role ("eno1 is the WAN link").
+pub fn describe_role(role: Role) -> &'static str {
+    match role {
+        Role::Wan => "the WAN link",
+        Role::Camera => "the camera link",
+        Role::Mgmt => "the management link",
+        Role::Other => "a link with no special role",
     }
 }
 
@@ -56,7 +42,8 @@ pub struct InventoryInterface {
     pub mtu_bytes: Option<u32>,
 }
 
-/// The site's links and the path MTU its upstream carries.
+/// The site's links, the path MTU its upstream carries, and the probe targets it names. This
+/// is what a plan carries to the detached verifier (`plan.json`), not a file format.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteInventory {
@@ -66,21 +53,63 @@ pub struct SiteInventory {
     /// Largest packet the upstream path carries; the WAN MTU must equal it.
     #[serde(default)]
     pub upstream_path_mtu_bytes: Option<u32>,
+    /// The WAN gateway (the default of `apply --gateway`).
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    /// The upload endpoint's host, maybe with `:port` (the default of `apply --endpoint`).
+    #[serde(default)]
+    pub endpoint_host: Option<String>,
 }
 
+/// A `site.toml`: only its `[inventory]` table matters here.
+#[derive(Deserialize)]
+struct SiteFile {
+    inventory: Option<InventoryConfig>,
+}
+
+const HELP: &str = "give the agent's site.toml (its [inventory] table) or a file with that table's \
+     keys: gateway, endpoint_host, path_mtu_bytes and [[interfaces]] with name, role (wan, \
+     camera, mgmt, other) and mtu_bytes";
+
 impl SiteInventory {
-    /// Reads an inventory file, TOML (`.toml`) or YAML (anything else).
+    /// Reads the inventory from the agent's `site.toml` (its `[inventory]` table) or from a
+    /// file holding only that table, TOML (`.toml`) or YAML (anything else), and validates it
+    /// as the agent does.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            help: "pass the site inventory with --inventory",
-            source,
+        let text = read(path)?;
+        match from_file_text::<SiteFile>(path, &text, HELP)?.inventory {
+            Some(config) => Self::validated(path, config),
+            None => Self::validated(path, from_file_text(path, &text, HELP)?),
+        }
+    }
+
+    /// The `[inventory]` of the agent's `site.toml`, if it has one.
+    pub fn from_site_config(path: &Path) -> Result<Option<Self>, Error> {
+        let text = read(path)?;
+        from_file_text::<SiteFile>(path, &text, HELP)?
+            .inventory
+            .map(|config| Self::validated(path, config))
+            .transpose()
+    }
+
+    fn validated(path: &Path, config: InventoryConfig) -> Result<Self, Error> {
+        let inventory = config.validate().map_err(|e| {
+            Error::invalid(Location::new(path, 0, 0), format!("inventory: {e}"), HELP)
         })?;
-        from_file_text(
-            path,
-            &text,
-            "an inventory holds `upstream_path_mtu_bytes` and [[interfaces]] with name, role (wan, camera, mgmt) and mtu_bytes",
-        )
+        Ok(Self {
+            interfaces: inventory
+                .interfaces()
+                .iter()
+                .map(|i| InventoryInterface {
+                    name: i.name.clone(),
+                    role: i.role,
+                    mtu_bytes: Some(i.mtu_bytes),
+                })
+                .collect(),
+            upstream_path_mtu_bytes: Some(inventory.path_mtu_bytes()),
+            gateway: Some(inventory.gateway()),
+            endpoint_host: Some(inventory.endpoint_host().to_owned()),
+        })
     }
 
     /// The inventory entry for any of `names`.
@@ -89,6 +118,14 @@ impl SiteInventory {
             .iter()
             .find(|i| names.contains(&i.name.as_str()))
     }
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        help: "pass the site inventory with --inventory (the agent's site.toml will do)",
+        source,
+    })
 }
 
 /// Deserializes a small TOML (by extension) or YAML file with file:line:col errors.
@@ -114,5 +151,56 @@ pub(crate) fn from_file_text<T: DeserializeOwned>(
             );
             Error::invalid(at, e.without_snippet().to_string(), help)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "gateway = \"192.0.2.1\"\nendpoint_host = \"s3.example:9000\"\n\
+                         path_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\n\
+                         mtu_bytes = 1500\n[[interfaces]]\nname = \"eno2\"\nrole = \"other\"\n\
+                         mtu_bytes = 9000\n";
+
+    fn file(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    /// The agent's site.toml and a file with only its `[inventory]` keys read the same.
+    #[test]
+    fn the_agents_site_config_and_a_bare_table_are_one_schema() {
+        let site = format!(
+            "[site]\nname = \"S1\"\n[spool]\ndir = \"/s\"\n[inventory]\n{}",
+            TABLE.replace("[[interfaces]]", "[[inventory.interfaces]]")
+        );
+        let (_d1, site) = file("site.toml", &site);
+        let (_d2, bare) = file("inventory.toml", TABLE);
+        let a = SiteInventory::load(&site).unwrap();
+        assert_eq!(a, SiteInventory::load(&bare).unwrap());
+        assert_eq!(a.upstream_path_mtu_bytes, Some(1500));
+        assert_eq!(a.gateway, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(a.entry(&["eno2"]).map(|e| e.role), Some(Role::Other));
+        assert_eq!(SiteInventory::from_site_config(&site).unwrap(), Some(a));
+    }
+
+    #[test]
+    fn a_site_config_without_an_inventory_has_none() {
+        let (_d, site) = file("site.toml", "[site]\nname = \"S1\"\n");
+        assert_eq!(SiteInventory::from_site_config(&site).unwrap(), None);
+    }
+
+    /// Errors say where: file:line:col for a wrong type, the key for a wrong value.
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let (_d, typed) = file("inventory.toml", &TABLE.replacen("1500\n[[", "\"big\"\n[[", 1));
+        let err = SiteInventory::load(&typed).unwrap_err().to_string();
+        assert!(err.contains("inventory.toml:3:"), "{err}");
+        let (_d, bad) = file("inventory.toml", &TABLE.replace("mtu_bytes = 9000", "mtu_bytes = 7"));
+        let err = SiteInventory::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("interfaces[1].mtu_bytes"), "{err}");
     }
 }

@@ -15,9 +15,11 @@
 //! (`guard.rs`), with its [`ApplyReport`] (`report.rs`). The detached verifier is this crate's
 //! hidden `apply-run` subcommand.
 //!
-//! Does not own: the probes of the connectivity test (the binary implements [`Connectivity`]
-//! with `backhaul-netprobe`, so this crate stays free of raw sockets), diagnosing incidents
-//! (`diagnose`), or the binary's exit-code mapping (`backhaul`).
+//! Does not own: the site inventory's schema (`backhaul-diagnose` owns it; [`SiteInventory`]
+//! reads the agent's `[inventory]` so guard and agent agree on the WAN), the probes of the
+//! connectivity test (the binary implements [`Connectivity`] with `backhaul-netprobe`, so this
+//! crate stays free of raw sockets), diagnosing incidents (`diagnose`), or the binary's
+//! exit-code mapping (`backhaul`).
 //!
 //! Talks to: the filesystem, `netplan` (generate, apply) and `ip` when installed, and the
 //! [`Connectivity`] the binary hands in.
@@ -57,7 +59,7 @@ pub use diff::{Change, DEFINITION_KEY, diff};
 pub use error::{Error, Location};
 pub use guard::{Clock, Env, SystemClock, execute};
 pub use intent::{ANY_KEY, Intent, IntentItem};
-pub use inventory::{InventoryInterface, Role, SiteInventory};
+pub use inventory::{DEFAULT_SITE_CONFIG, InventoryInterface, Role, SiteInventory, describe_role};
 pub use link::{LinkState, Links, SysfsLinks};
 pub use lock::{LOCK_FILE, Lock, Pending};
 pub use oracle::{DEFAULT_NETPLAN_BINARY, NetplanOutcome, netplan_generate};

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::diff::{Change, DEFINITION_KEY, role_of};
 use crate::intent::{ANY_KEY, Intent, IntentItem};
-use crate::inventory::{Role, SiteInventory};
+use crate::inventory::{Role, SiteInventory, describe_role};
 use crate::resolve::{Resolved, SystemInterfaces};
 
 /// MTU Linux gives an Ethernet link nobody configured.
@@ -74,7 +74,7 @@ impl Finding {
 }
 
 fn is_link(role: Option<Role>) -> String {
-    role.map(|r| r.describe().to_string()).unwrap_or_default()
+    role.map(|r| describe_role(r).to_string()).unwrap_or_default()
 }
 
 /// Maps an intent's interface name (kernel name, id or `set-name`) to a kernel name.

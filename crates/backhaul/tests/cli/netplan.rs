@@ -25,7 +25,8 @@ fn netplan_check_blocks_the_2025_11_12_change_and_passes_the_intended_one() {
     );
     write(
         &d.join("inventory.toml"),
-        "upstream_path_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n\
+        "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 1500\n\
+         [[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n\
          [[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\nmtu_bytes = 9000\n",
     );
     write(
@@ -100,7 +101,8 @@ fn netplan_guarded_wrapper_refuses_undeclared_and_blocked_changes() {
     );
     write(
         &d.join("inventory.toml"),
-        "upstream_path_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\n",
+        "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 1500\n\
+         [[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n",
     );
     write(
         &d.join("ifaces.yaml"),

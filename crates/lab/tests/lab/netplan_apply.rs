@@ -19,8 +19,8 @@ const SITE_YAML: &str = "network:\n  version: 2\n  renderer: networkd\n  etherne
 
 /// The 2025-11-12 change, and an inventory that wrongly claims the upstream carries 9000: the
 /// check has no reason to block it, so only the post-change test can catch it.
-const WRONG_INVENTORY: &str = "upstream_path_mtu_bytes = 9000\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\n";
-const INVENTORY: &str = "upstream_path_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\n";
+const WRONG_INVENTORY: &str = "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 9000\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 9000\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\nmtu_bytes = 9000\n";
+const INVENTORY: &str = "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\nmtu_bytes = 9000\n";
 
 struct Site {
     dir: tempfile::TempDir,

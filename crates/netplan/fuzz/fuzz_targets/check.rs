@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
                 },
             ],
             upstream_path_mtu_bytes: Some(1500),
+            ..SiteInventory::default()
         },
         system: system(),
         netplan: None,

@@ -145,7 +145,7 @@ fn cli_check_exit_codes() {
     );
     write(
         &d.join("inventory.toml"),
-        "upstream_path_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\n",
+        "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n",
     );
     write(
         &d.join("ifaces.yaml"),
