@@ -196,10 +196,16 @@ mod tests {
     /// Errors say where: file:line:col for a wrong type, the key for a wrong value.
     #[test]
     fn errors_name_the_file_and_the_key() {
-        let (_d, typed) = file("inventory.toml", &TABLE.replacen("1500\n[[", "\"big\"\n[[", 1));
+        let (_d, typed) = file(
+            "inventory.toml",
+            &TABLE.replacen("1500\n[[", "\"big\"\n[[", 1),
+        );
         let err = SiteInventory::load(&typed).unwrap_err().to_string();
         assert!(err.contains("inventory.toml:3:"), "{err}");
-        let (_d, bad) = file("inventory.toml", &TABLE.replace("mtu_bytes = 9000", "mtu_bytes = 7"));
+        let (_d, bad) = file(
+            "inventory.toml",
+            &TABLE.replace("mtu_bytes = 9000", "mtu_bytes = 7"),
+        );
         let err = SiteInventory::load(&bad).unwrap_err().to_string();
         assert!(err.contains("interfaces[1].mtu_bytes"), "{err}");
     }

@@ -74,7 +74,8 @@ impl Finding {
 }
 
 fn is_link(role: Option<Role>) -> String {
-    role.map(|r| describe_role(r).to_string()).unwrap_or_default()
+    role.map(|r| describe_role(r).to_string())
+        .unwrap_or_default()
 }
 
 /// Maps an intent's interface name (kernel name, id or `set-name`) to a kernel name.
