@@ -5,7 +5,7 @@ use std::time::Duration;
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, site_config, without_net_raw};
+use super::support::{BUCKET, drift_site, exe, site_config, without_net_raw};
 
 /// A daemon killed if the test fails before it stops it (a leaked daemon would hold the test
 /// harness's output pipe open).
@@ -154,15 +154,9 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
 async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone() {
     let peer = S3Peer::embedded(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let port = free_port();
     // Loopback declared as a 1500-byte WAN: its real 65536 is MTU drift the agent must report.
-    let extra = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
-         {LOOPBACK_WAN_INVENTORY}"
-    );
-    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
+    let (cfg, port) = drift_site(dir.path(), &peer, "");
+    let spool = dir.path().join("spool");
     let mut child = KillOnDrop(
         Command::new(exe())
             .args(["run", "--config", cfg.to_str().unwrap()])
@@ -271,14 +265,8 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
 async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
     let peer = S3Peer::embedded(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = drift_site(dir.path(), &peer, "[monitor]\nprobe_interval_seconds = 1");
     let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let port = free_port();
-    let extra = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[monitor]\nprobe_interval_seconds = 1\n\
-         {LOOPBACK_WAN_INVENTORY}"
-    );
-    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
     let mut cmd = without_net_raw();
     let mut child = KillOnDrop(
         cmd.args(["run", "--config", cfg.to_str().unwrap()])

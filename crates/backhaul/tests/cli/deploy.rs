@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backhaul_upload::test_util::{S3Peer, free_port};
+use backhaul_upload::test_util::S3Peer;
 
-use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, http_get, site_config};
+use super::support::{BUCKET, drift_site, exe, http_get};
 
 const RULES: &str = "deploy/prometheus/backhaul.rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/backhaul.rules.test.yml";
@@ -190,14 +190,7 @@ async fn rules_and_dashboards_use_only_metrics_a_real_agent_serves() {
 
     let peer = S3Peer::embedded(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let port = free_port();
-    let extra = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
-         {LOOPBACK_WAN_INVENTORY}"
-    );
-    let cfg = site_config(dir.path(), &spool, &peer, &peer.endpoint(), "", &extra);
+    let (cfg, port) = drift_site(dir.path(), &peer, "");
     let text: String = std::fs::read_to_string(&cfg)
         .unwrap()
         .lines()

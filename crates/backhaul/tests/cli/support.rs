@@ -43,6 +43,21 @@ pub fn site_config(
     path
 }
 
+/// A site for the agent with a metrics listener on a free port and [`LOOPBACK_WAN_INVENTORY`]
+/// (so it opens an `mtu_drift` incident), its spool in `dir/spool`, `extra` appended: the
+/// config file and the metrics port.
+pub fn drift_site(dir: &Path, peer: &S3Peer, extra: &str) -> (PathBuf, u16) {
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = backhaul_upload::test_util::free_port();
+    let extra =
+        format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n{LOOPBACK_WAN_INVENTORY}");
+    (
+        site_config(dir, &spool, peer, &peer.endpoint(), "", &extra),
+        port,
+    )
+}
+
 /// Whether the tests run as root (CI does).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
