@@ -58,6 +58,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Write shell completions and man pages generated from this command line into a
+    /// directory (for scripts/build-deb; hidden from help, completions and man pages).
+    #[command(hide = true)]
+    PackageFiles(PackageFilesArgs),
 }
 
 /// Log line format.
@@ -204,4 +208,11 @@ pub enum ConfigCommand {
     },
     /// Print a complete, commented example config with every default.
     Default,
+}
+
+/// `backhaul package-files` (hidden).
+#[derive(Debug, Args)]
+pub struct PackageFilesArgs {
+    /// Directory to write `completions/` (bash, zsh, fish) and `man/` (section 1) into.
+    pub out_dir: PathBuf,
 }

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Status(args) => cmd::status::main(args),
         cli::Command::Config { command } => cmd::config::main(command, process),
         cli::Command::Journal { command } => cmd::journal::main(command),
+        cli::Command::PackageFiles(args) => cmd::package_files::main(args),
     };
     exit::report(result)
 }

@@ -1,6 +1,6 @@
 //! Tests of the real `backhaul` binary: config errors and exit codes, the demo, the daemon's
-//! metrics and signals, the SIGKILL torture test, and the fleet view in `deploy/` against a
-//! live agent's `/metrics`.
+//! metrics and signals, the SIGKILL torture test, the fleet view in `deploy/` against a live
+//! agent's `/metrics`, and the Debian package installed and purged (root).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -8,6 +8,7 @@ mod cli {
     pub mod alerts;
     pub mod config;
     pub mod daemon;
+    pub mod deb;
     pub mod degraded;
     pub mod demo;
     pub mod deploy;

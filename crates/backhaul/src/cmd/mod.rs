@@ -6,6 +6,7 @@ pub mod diagnose;
 pub mod journal;
 pub mod lab;
 pub mod netplan;
+pub mod package_files;
 pub mod run;
 pub mod s3_server;
 pub mod status;
