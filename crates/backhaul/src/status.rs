@@ -1,6 +1,12 @@
 //! The running agent's own summary: what `/status` serves and `backhaul status` prints. The
 //! monitor writes what it knows (incidents, interfaces, probes) into a [`StatusBoard`]; the
-//! upload figures are read from the metrics at request time, so nothing is copied twice.
+//! upload figures are read from the metrics at request time, so nothing is copied twice. The
+//! status page (`GET /`, [`page`]) renders the same document, with charts of the last hour
+//! ([`history`]).
+
+pub mod chart;
+pub mod history;
+pub mod page;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -139,6 +145,7 @@ pub struct StatusBoard {
     monitor: Mutex<MonitorView>,
     integrity: Mutex<Option<std::sync::Arc<backhaul_upload::Integrity>>>,
     disk: Mutex<Option<backhaul_spool::DiskFeed>>,
+    history: history::History,
 }
 
 /// The monitor's part of the status.
@@ -172,7 +179,23 @@ impl StatusBoard {
             }),
             integrity: Mutex::new(None),
             disk: Mutex::new(None),
+            history: history::History::default(),
         }
+    }
+
+    /// The last hour of upload figures, for the status page's charts.
+    pub fn history(&self) -> &history::History {
+        &self.history
+    }
+
+    /// The status page now: the document, and the history with the current figures as its
+    /// latest point (so the charts end where the numbers above them are).
+    pub fn page(&self, metrics: &Metrics) -> String {
+        let status = self.status(metrics);
+        let now = Instant::now();
+        let mut samples = self.history.samples();
+        samples.push(history::Sample::of(metrics, now));
+        page::render(&status, &samples, now, now_ms())
     }
 
     /// Where the uploader keeps what the store validates, read at request time.

@@ -1,6 +1,7 @@
 //! Tests of the real `backhaul` binary: config errors and exit codes, the demo, the daemon's
 //! metrics and signals, the SIGKILL torture test, the fleet view in `deploy/` against a live
-//! agent's `/metrics`, and the Debian package installed and purged (root).
+//! agent's `/metrics`, the status page in headless Chromium, and the Debian package installed
+//! and purged (root).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -16,5 +17,6 @@ mod cli {
     pub mod kill;
     pub mod netplan;
     pub mod service;
+    pub mod status_page;
     pub mod support;
 }

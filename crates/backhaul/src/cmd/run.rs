@@ -145,7 +145,12 @@ pub async fn agent(
         None => None,
     };
     if let Some(a) = bound {
-        tracing::info!(address = %a, "serving /metrics");
+        tracing::info!(address = %a, "serving /metrics, /status and the status page at /");
+        tokio::spawn(crate::status::history::sample(
+            board.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
     on_start(bound);
     spawn_publishers(
