@@ -6,9 +6,9 @@
 //! Why a frame for the phone: Chromium's headless mode will not make a window narrower than
 //! 500 CSS px, so `--window-size=390,844` alone lays the page out at 500 px and crops the
 //! screenshot to 390, which would show a layout no phone gets. The page is therefore framed
-//! in an `<iframe width=390>`: for the screenshot the frame loads the agent's URL; for the
-//! measurement it holds the HTML just fetched from the agent (`srcdoc`, so the wrapper's
-//! script may read the frame's layout; the page loads nothing else, so it lays out the same).
+//! in an `<iframe width=390>` holding the HTML just fetched from the agent (`srcdoc`, so the
+//! wrapper's script may read the frame's layout; the page loads nothing else, so it lays out
+//! the same), for the measurement and for the screenshot.
 //! Nothing in the page exists for the test.
 
 use std::path::{Path, PathBuf};
@@ -400,13 +400,24 @@ async fn status_page_shows_the_incident_and_charts_in_chromium_and_fits_a_phone(
     // Screenshots: the phone (the agent's page in a 390 px frame) and a desktop window.
     let phone = root.join("status-page-phone.png");
     let desktop = root.join("status-page-desktop.png");
-    let wrapper = frame_page(&root, "phone.html", &format!("src=\"{url}\""), "");
+    // The frame holds the page as fetched, like the layout check: a frame loading the URL
+    // itself was sometimes shot before it had loaded on a busy machine (a blank 2.7 KB PNG).
+    let wrapper = frame_page(
+        &root,
+        "phone.html",
+        &format!(
+            "srcdoc=\"{}\"",
+            page.replace('&', "&amp;").replace('"', "&quot;")
+        ),
+        "",
+    );
     let (r, p, d) = (root.clone(), phone.clone(), desktop.clone());
     tokio::task::spawn_blocking(move || {
         chromium(
             &r,
             &[
                 format!("--window-size={},{}", PHONE.0, PHONE.1),
+                "--virtual-time-budget=3000".into(),
                 format!("--screenshot={}", p.display()),
                 wrapper,
             ],
@@ -415,6 +426,7 @@ async fn status_page_shows_the_incident_and_charts_in_chromium_and_fits_a_phone(
             &r,
             &[
                 format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
+                "--virtual-time-budget=3000".into(),
                 format!("--screenshot={}", d.display()),
                 url,
             ],
