@@ -156,6 +156,17 @@ fn bucket_help(e: &Error) -> &'static str {
     }
 }
 
+/// A chunk being uploaded: its id, object key and the bytes of the in-flight budget it holds.
+struct InFlight {
+    id: i64,
+    key: String,
+    reserved: u64,
+}
+
+fn ids(in_flight: &[InFlight]) -> Vec<i64> {
+    in_flight.iter().map(|f| f.id).collect()
+}
+
 struct Retry {
     attempts: u32,
     not_before: Instant,
@@ -316,9 +327,7 @@ impl Uploader {
             settings.fill_rate_window,
         );
         let mut tasks: JoinSet<(Chunk, Result<Verified, Error>)> = JoinSet::new();
-        let mut in_flight: Vec<i64> = Vec::new();
-        // Id, object key and the bytes of the in-flight budget it holds.
-        let mut in_flight_keys: Vec<(i64, String, u64)> = Vec::new();
+        let mut in_flight: Vec<InFlight> = Vec::new();
         let mut last_sweep: Option<Instant> = None;
         let mut listing_unsupported = false;
         let mut retries: HashMap<i64, Retry> = HashMap::new();
@@ -363,7 +372,7 @@ impl Uploader {
             let now = Instant::now();
             if last_housekeeping.is_none_or(|t| now.duration_since(t) >= HOUSEKEEPING_EVERY) {
                 last_housekeeping = Some(now);
-                match self.spool.housekeeping(&mut disk, &in_flight) {
+                match self.spool.housekeeping(&mut disk, &ids(&in_flight)) {
                     Ok(status) if status.level == backhaul_spool::DiskLevel::Critical => {
                         tracing::error!(
                             used_percent = status.used_percent,
@@ -411,12 +420,12 @@ impl Uploader {
             }
             if bucket.ok && last_sweep.is_none_or(|t| now.duration_since(t) >= ORPHAN_SWEEP_EVERY) {
                 last_sweep = Some(now);
-                let keys: Vec<String> = in_flight_keys.iter().map(|(_, k, _)| k.clone()).collect();
+                let keys: Vec<String> = in_flight.iter().map(|f| f.key.clone()).collect();
                 self.sweep_orphans(&keys, &mut listing_unsupported).await;
             }
             let max_in_flight = self.chunks.settings.chunks_in_flight;
             if bucket.ok && tasks.len() < max_in_flight {
-                let mut skip = in_flight.clone();
+                let mut skip = ids(&in_flight);
                 skip.extend(
                     retries
                         .iter()
@@ -425,7 +434,7 @@ impl Uploader {
                 );
                 skip.extend(&failed_out);
                 let budget = self.chunks.settings.in_flight_bytes;
-                let mut reserved: u64 = in_flight_keys.iter().map(|(_, _, b)| *b).sum();
+                let mut reserved: u64 = in_flight.iter().map(|f| f.reserved).sum();
                 let mut running = tasks.len();
                 let claimed = self
                     .spool
@@ -439,8 +448,11 @@ impl Uploader {
                         fits
                     })?;
                 for chunk in claimed {
-                    in_flight.push(chunk.id);
-                    in_flight_keys.push((chunk.id, chunk.key.clone(), self.reservation(&chunk)));
+                    in_flight.push(InFlight {
+                        id: chunk.id,
+                        key: chunk.key.clone(),
+                        reserved: self.reservation(&chunk),
+                    });
                     let up = self.chunks.clone();
                     tasks.spawn(async move {
                         let r = up.upload(&chunk).await;
@@ -476,13 +488,11 @@ impl Uploader {
                             Err(e) => {
                                 tracing::error!(error = %e, "upload task panicked");
                                 in_flight.clear();
-                                in_flight_keys.clear();
                             }
                         }
                     }
                     for (chunk, result) in &results {
-                        in_flight.retain(|id| *id != chunk.id);
-                        in_flight_keys.retain(|(id, _, _)| *id != chunk.id);
+                        in_flight.retain(|f| f.id != chunk.id);
                         if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
                             bucket.ok = false;
                         }
