@@ -137,6 +137,16 @@ pub struct UploadStatus {
     pub store_integrity: Option<backhaul_upload::StoreProfile>,
 }
 
+impl UploadStatus {
+    /// What the start-up probe found the store checks, or that it has not run yet.
+    pub fn store(&self) -> String {
+        self.store_integrity.map_or(
+            "not probed yet (the bucket has not answered)".to_owned(),
+            |p| p.describe(),
+        )
+    }
+}
+
 /// What the monitor reports, shared with the metrics server.
 #[derive(Debug)]
 pub struct StatusBoard {
@@ -326,6 +336,30 @@ impl From<&TargetReport> for ProbeStatus {
 }
 
 impl Status {
+    /// The host's frag-needed count and the latest next-hop MTU, one line (summary and page).
+    pub fn frag_needed_line(&self) -> String {
+        let last = self
+            .frag_needed_last_mtu_bytes
+            .map_or(String::new(), |m| format!(", latest next-hop MTU {m}"));
+        format!(
+            "ICMP fragmentation needed: {}{last}",
+            self.frag_needed_total
+        )
+    }
+
+    /// The upload connections' MSS clamp, one line, while the path is monitored.
+    pub fn clamp_line(&self) -> Option<String> {
+        self.monitoring.then(|| match self.mss_clamp {
+            Some(c) => format!(
+                "upload connections: MSS clamped to {} (path MTU {} from {})",
+                c.mss_bytes,
+                c.path_mtu_bytes,
+                c.source.as_str()
+            ),
+            None => "upload connections: not clamped (the WAN MTU fits the path)".into(),
+        })
+    }
+
     /// The human summary `backhaul status` prints.
     pub fn human(&self) -> String {
         let mut out = Vec::new();
@@ -407,31 +441,9 @@ impl Status {
             duration(u.oldest_chunk_age_seconds as u64),
             u.disk_used_percent
         ));
-        out.push(format!(
-            "store: {}",
-            u.store_integrity.map_or(
-                "not probed yet (the bucket has not answered)".to_owned(),
-                |p| p.describe()
-            )
-        ));
-        let last = self
-            .frag_needed_last_mtu_bytes
-            .map_or(String::new(), |m| format!(", latest next-hop MTU {m}"));
-        out.push(format!(
-            "ICMP fragmentation needed: {}{last}",
-            self.frag_needed_total
-        ));
-        if self.monitoring {
-            out.push(match self.mss_clamp {
-                Some(c) => format!(
-                    "upload connections: MSS clamped to {} (path MTU {} from {})",
-                    c.mss_bytes,
-                    c.path_mtu_bytes,
-                    c.source.as_str()
-                ),
-                None => "upload connections: not clamped (the WAN MTU fits the path)".into(),
-            });
-        }
+        out.push(format!("store: {}", u.store()));
+        out.push(self.frag_needed_line());
+        out.extend(self.clamp_line());
         out.push(format!("vpn: {}", self.vpn));
         if self.alerts_undelivered > 0 {
             out.push(format!(

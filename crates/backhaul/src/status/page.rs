@@ -224,10 +224,7 @@ fn figures(out: &mut String, status: &Status) {
     }
     out.push_str(&format!(
         "</dl>\n<p>store: {}</p>\n</section>\n",
-        escape(&u.store_integrity.map_or(
-            "not probed yet (the bucket has not answered)".to_owned(),
-            |p| p.describe()
-        ))
+        escape(&u.store())
     ));
 }
 
@@ -394,25 +391,10 @@ fn probes(out: &mut String, status: &Status, now_ms: u64) {
         }
         out.push_str("</tbody>\n</table>\n");
     }
-    let mut facts = Vec::new();
-    if status.monitoring {
-        facts.push(match status.mss_clamp {
-            Some(c) => format!(
-                "upload connections: MSS clamped to {} (path MTU {} from {})",
-                c.mss_bytes,
-                c.path_mtu_bytes,
-                c.source.as_str()
-            ),
-            None => "upload connections: not clamped (the WAN MTU fits the path)".to_owned(),
-        });
-    }
-    facts.push(format!(
-        "ICMP fragmentation needed: {}{}",
-        status.frag_needed_total,
-        status
-            .frag_needed_last_mtu_bytes
-            .map_or(String::new(), |m| format!(", latest next-hop MTU {m}"))
-    ));
+    let facts = status
+        .clamp_line()
+        .into_iter()
+        .chain([status.frag_needed_line()]);
     for f in facts {
         out.push_str(&format!("<p>{}</p>\n", escape(&f)));
     }
