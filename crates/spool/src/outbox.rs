@@ -74,13 +74,6 @@ impl Outbox {
         let tx = conn
             .transaction()
             .map_err(Error::journal("outbox enqueue"))?;
-        if status == "firing" {
-            tx.execute(
-                "DELETE FROM outbox WHERE destination = ?1 AND incident = ?2 AND status = 'firing'",
-                params![destination, incident],
-            )
-            .map_err(Error::journal("outbox enqueue"))?;
-        }
         tx.execute(
             "INSERT INTO outbox (destination, incident, status, body, created_at, next_attempt_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -88,6 +81,17 @@ impl Outbox {
         )
         .map_err(Error::journal("outbox enqueue"))?;
         let id = tx.last_insert_rowid();
+        // Inserted before the superseded rows go, so it never takes the id of one the delivery
+        // task may be sending right now (SQLite reuses the highest id once it is deleted), and
+        // that task's `delivered` cannot remove the new message.
+        if status == "firing" {
+            tx.execute(
+                "DELETE FROM outbox WHERE destination = ?1 AND incident = ?2 AND status = 'firing'
+                 AND id < ?3",
+                params![destination, incident, id],
+            )
+            .map_err(Error::journal("outbox enqueue"))?;
+        }
         tx.commit().map_err(Error::journal("outbox enqueue"))?;
         Ok(id)
     }
@@ -192,6 +196,22 @@ mod tests {
         assert_eq!(again[0].attempts, 1);
         o.delivered(again[0].id).unwrap();
         assert_eq!(o.due(200).unwrap()[0].body, b"ok");
+    }
+
+    /// The remediation alert of #12 was lost this way: the opened alert was being sent when the
+    /// newer one superseded it, the newer took its row id, and the opened alert's delivery
+    /// deleted it.
+    #[test]
+    fn a_message_superseded_while_in_flight_does_not_take_its_successor_along() {
+        let (_dir, o) = outbox();
+        o.enqueue("webhook", "i1", "firing", b"opened", 10).unwrap();
+        let in_flight = o.due(10).unwrap().remove(0);
+        o.enqueue("webhook", "i1", "firing", b"remediated", 20)
+            .unwrap();
+        o.delivered(in_flight.id).unwrap();
+        let due = o.due(20).unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(due[0].body, b"remediated");
     }
 
     /// The receiver is down when i1 fires; i2 fires during i1's backoff. When the receiver is
