@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use backhaul_spool::{SpoolConfig, SpoolSettings};
 use backhaul_upload::{Credentials, CredentialsProvider, UploadConfig, UploadSettings};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::LogFormat;
 use crate::env::ProcessEnv;
@@ -44,6 +44,74 @@ pub struct FileConfig {
     /// `[monitor]`: how the daemon watches the path and where alerts go.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// `[remediation]`: what the agent may change on the site's network by itself.
+    #[serde(default)]
+    pub remediation: RemediationConfig,
+}
+
+/// What the agent may change on the site's network by itself, once a PMTUD black hole is
+/// attributed to a declared interface whose MTU left its declared value. Off unless asked:
+/// either mode needs `CAP_NET_ADMIN` (`deploy/systemd/remediation.conf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemediationMode {
+    /// Alert only; a person runs the fix the alert names.
+    #[default]
+    Off,
+    /// Cap the path MTU on the WAN's routes (main table and strongSwan's 220): heals every
+    /// connection on the site, the open ones at their next retransmission, and leaves the
+    /// interface's wrong MTU for a person to fix; taken off when the interface is back at its
+    /// declared value.
+    RouteMtu,
+    /// Set the interface's MTU back to its declared value (`ip link set dev eno1 mtu 1500`):
+    /// the fix the alert names, undone by the next `netplan apply` or reboot while the netplan
+    /// files still carry the change.
+    RestoreDeclared,
+}
+
+impl RemediationMode {
+    /// `off`, `route-mtu`, `restore-declared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemediationMode::Off => "off",
+            RemediationMode::RouteMtu => "route-mtu",
+            RemediationMode::RestoreDeclared => "restore-declared",
+        }
+    }
+}
+
+/// `[remediation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationConfig {
+    /// `off` (default), `route-mtu` or `restore-declared`.
+    #[serde(default)]
+    pub mode: RemediationMode,
+    /// The guarded netplan apply's state directory: while its lock (`pending.json`) is there,
+    /// the agent changes nothing.
+    #[serde(default = "default_netplan_state_dir")]
+    pub netplan_state_dir: PathBuf,
+    /// Where the route MTU in force is recorded, so a restarted agent still takes it off.
+    #[serde(default = "default_remediation_state_file")]
+    pub state_file: PathBuf,
+}
+
+impl Default for RemediationConfig {
+    fn default() -> Self {
+        Self {
+            mode: RemediationMode::Off,
+            netplan_state_dir: default_netplan_state_dir(),
+            state_file: default_remediation_state_file(),
+        }
+    }
+}
+
+fn default_remediation_state_file() -> PathBuf {
+    PathBuf::from("/var/lib/backhaul/remediation.json")
+}
+
+fn default_netplan_state_dir() -> PathBuf {
+    PathBuf::from(backhaul_netplan::DEFAULT_STATE_DIR)
 }
 
 /// Default seconds between path probes.
@@ -242,6 +310,8 @@ pub struct Config {
     pub diagnose: backhaul_diagnose::Settings,
     /// Path monitoring and alerts.
     pub monitor: MonitorConfig,
+    /// Site remediation.
+    pub remediation: RemediationConfig,
 }
 
 impl Config {
@@ -477,8 +547,20 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             "e.g. https://hooks.example.net/backhaul",
         ));
     }
+    if raw.remediation.mode != RemediationMode::Off && inventory.is_none() {
+        return Err(invalid(
+            path,
+            locate(text, "remediation", "mode"),
+            &format!(
+                "remediation.mode = \"{}\" needs an [inventory]: the agent acts only on an interface it declares",
+                raw.remediation.mode.as_str()
+            ),
+            "add an [inventory] with the WAN interface and its declared MTU, or set mode = \"off\"",
+        ));
+    }
     Ok(Config {
         monitor: raw.monitor.clone(),
+        remediation: raw.remediation.clone(),
         inventory,
         diagnose: raw.diagnose,
         site,
@@ -513,6 +595,17 @@ mod tests {
             Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
         );
         assert_eq!(c.upload.part_size, backhaul_upload::DEFAULT_PART_SIZE_BYTES);
+    }
+
+    #[test]
+    fn remediation_without_an_inventory_is_refused_where_it_is_asked_for() {
+        let bad = format!("{MIN}[remediation]\nmode = \"route-mtu\"\n");
+        let e = format!("{:#}", parse(Path::new("site.toml"), &bad).unwrap_err());
+        assert!(e.starts_with("site.toml:9:1: remediation.mode"), "{e}");
+        assert!(e.contains("help:"), "{e}");
+        let off = format!("{MIN}[remediation]\nmode = \"off\"\n");
+        let c = parse(Path::new("site.toml"), &off).unwrap();
+        assert_eq!(c.remediation.mode, RemediationMode::Off);
     }
 
     #[test]

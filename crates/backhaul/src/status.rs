@@ -51,6 +51,10 @@ pub struct Status {
     /// clamped; the interface MTU fits the path).
     #[serde(default)]
     pub mss_clamp: Option<crate::monitor::clamp::MssClamp>,
+    /// `[remediation]`: its mode, why it is held, its latest action, the route MTU in force
+    /// (`None`: the path monitor is off).
+    #[serde(default)]
+    pub remediation: Option<crate::monitor::remedy::RemediationStatus>,
 }
 
 /// One open incident.
@@ -175,6 +179,8 @@ pub struct MonitorView {
     pub vpn: String,
     /// See [`Status::mss_clamp`].
     pub mss_clamp: Option<crate::monitor::clamp::MssClamp>,
+    /// See [`Status::remediation`].
+    pub remediation: Option<crate::monitor::remedy::RemediationStatus>,
 }
 
 impl StatusBoard {
@@ -274,6 +280,7 @@ impl StatusBoard {
                 m.vpn
             },
             mss_clamp: m.mss_clamp,
+            remediation: m.remediation,
         }
     }
 }
@@ -360,6 +367,18 @@ impl Status {
         })
     }
 
+    /// What the agent may change on the site by itself and did, one line, while the path is
+    /// monitored.
+    pub fn remediation_line(&self) -> Option<String> {
+        let r = self.remediation.as_ref()?;
+        let mut line = format!("remediation: {}", r.mode);
+        for part in [&r.held, &r.route_mtu, &r.last].into_iter().flatten() {
+            line.push_str("; ");
+            line.push_str(part);
+        }
+        Some(line)
+    }
+
     /// The human summary `backhaul status` prints.
     pub fn human(&self) -> String {
         let mut out = Vec::new();
@@ -444,6 +463,7 @@ impl Status {
         out.push(format!("store: {}", u.store()));
         out.push(self.frag_needed_line());
         out.extend(self.clamp_line());
+        out.extend(self.remediation_line());
         out.push(format!("vpn: {}", self.vpn));
         if self.alerts_undelivered > 0 {
             out.push(format!(

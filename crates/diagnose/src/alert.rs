@@ -29,6 +29,8 @@ pub enum AlertReason {
     Escalated,
     /// It is still firing after the re-notify interval.
     Reminder,
+    /// The agent acted on it by itself (`[remediation]`); the root cause says what it did.
+    Remediated,
     /// It is over.
     Resolved,
 }
@@ -226,6 +228,17 @@ impl AlertPolicy {
             }
         }
         alerts
+    }
+
+    /// The alert saying the agent acted on a firing incident by itself, whatever the re-notify
+    /// interval. Only for an incident already alerted on, so the page that names the fault
+    /// always comes first.
+    pub fn remediated(&mut self, incident: &Incident, now_ms: u64) -> Option<Alert> {
+        if incident.status() != Status::Firing || !self.sent.contains_key(&incident.id) {
+            return None;
+        }
+        self.record(incident, now_ms);
+        Some(self.alert(incident, AlertReason::Remediated, now_ms))
     }
 
     fn record(&mut self, incident: &Incident, now_ms: u64) {

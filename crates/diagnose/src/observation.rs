@@ -288,6 +288,17 @@ pub enum Signal {
         /// `TCP_MAXSEG` of new upload connections.
         mss_bytes: Option<u32>,
     },
+    /// The agent changed the site's network by itself (`[remediation]`), or tried to.
+    Remediation {
+        /// The interface acted on.
+        ifname: String,
+        /// What was done, as a person would say it (`ip link set dev eno1 mtu 1500`).
+        action: String,
+        /// Why it failed, when it did.
+        error: Option<String>,
+        /// Whether this took an earlier remediation off again.
+        undo: bool,
+    },
     /// `TCP_INFO` of an upload connection.
     TcpInfo {
         /// `tcpi_snd_mss`.

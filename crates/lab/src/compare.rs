@@ -82,6 +82,13 @@ const FIGURES: &[Figure] = &[
         show: whole,
     },
     Figure {
+        key: "bystander_gap_seconds",
+        label: "another application's TCP: longest stall in the fault (s)",
+        unit: "seconds",
+        value: |s| s.bystander_gap_seconds,
+        show: whole,
+    },
+    Figure {
         key: "fault_busy_wire_mbps",
         label: "WAN while busy during the fault (Mbit/s)",
         unit: "Mbit/s",
@@ -451,6 +458,7 @@ mod tests {
             goodput_mbps: goodput,
             wire_mbps: goodput,
             alerts: 0,
+            bystander_bytes: None,
         }
     }
 
@@ -470,6 +478,7 @@ mod tests {
             longest_outage_seconds: Some(2715.4),
             longest_wire_gap_seconds: Some(2700.0),
             busy_wire_mbps: (Some(45.0), Some(0.5)),
+            bystander_gap_seconds: None,
             backlog_drain: None,
             alert_delivery_max_seconds: None,
             fault_to_first_alert_seconds: alert,

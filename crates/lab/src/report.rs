@@ -37,6 +37,9 @@ pub struct Sample {
     pub wire_mbps: f64,
     /// Alerts received so far.
     pub alerts: u64,
+    /// With `bystander_tcp`: bytes the other application's receiver got so far.
+    #[serde(default)]
+    pub bystander_bytes: Option<u64>,
 }
 
 /// A timeline event as it was applied.
@@ -113,6 +116,10 @@ pub struct Summary {
     /// and during it: what uploads carried while there was work.
     #[serde(default)]
     pub busy_wire_mbps: (Option<f64>, Option<f64>),
+    /// With `bystander_tcp`: the longest stretch from the fault to the revert in which the
+    /// other application's bulk TCP delivered nothing, at the sample interval's resolution.
+    #[serde(default)]
+    pub bystander_gap_seconds: Option<f64>,
     /// With a `[backlog]`: when the spool was first empty (scenario seconds from the start)
     /// and the goodput until then (Mbit/s of scenario time).
     #[serde(default)]
@@ -239,6 +246,29 @@ fn longest_wire_gap(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
     Some(longest)
 }
 
+/// Longest stretch in `[from, to]` in which the bystander's receiver got nothing; `None`
+/// without a bystander.
+fn bystander_gap(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
+    let mut last: Option<(f64, u64)> = None;
+    let mut longest: f64 = 0.0;
+    let mut seen = false;
+    for s in samples.iter().filter(|s| s.t_seconds <= to) {
+        let Some(bytes) = s.bystander_bytes else {
+            continue;
+        };
+        seen = true;
+        match last {
+            Some((since, b)) if b == bytes => {
+                if s.t_seconds > from {
+                    longest = longest.max(s.t_seconds - since.max(from));
+                }
+            }
+            _ => last = Some((s.t_seconds, bytes)),
+        }
+    }
+    seen.then_some(longest)
+}
+
 /// Mean WAN wire rate over samples with a backlog in `[from, to)`.
 fn busy_wire_mbps(samples: &[Sample], from: f64, to: f64) -> Option<f64> {
     let busy: Vec<f64> = samples
@@ -348,6 +378,11 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
         busy_wire_mbps: (
             fault.and_then(|f| busy_wire_mbps(&i.samples, 0.0, f)),
             fault.and_then(|f| busy_wire_mbps(&i.samples, f, revert.unwrap_or(f64::INFINITY))),
+        ),
+        bystander_gap_seconds: bystander_gap(
+            &i.samples,
+            fault.unwrap_or(0.0),
+            revert.unwrap_or(f64::INFINITY),
         ),
         backlog_drain: (i.scenario.backlog.chunks > 0)
             .then(|| backlog_drain(&i.samples))
@@ -506,6 +541,7 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::OtherAlerts => Some(s.other_alerts as f64),
         Metric::BacklogDrainSeconds => s.backlog_drain.map(|(t, _)| t),
         Metric::BacklogDrainMbps => s.backlog_drain.map(|(_, r)| r),
+        Metric::BystanderGapSeconds => s.bystander_gap_seconds,
     }
 }
 
@@ -547,6 +583,11 @@ pub fn text(s: &Summary) -> String {
         s.peak_disk_used_percent,
         s.frag_needed_sent,
     );
+    if let Some(gap) = s.bystander_gap_seconds {
+        t.push_str(&format!(
+            "  another application's bulk TCP: longest stretch in the fault with nothing received {gap:.0} s\n"
+        ));
+    }
     if let Some((secs, rate)) = s.backlog_drain {
         t.push_str(&format!(
             "  backlog present at the start drained after {secs:.1} s at {rate:.1} Mbit/s goodput\n"
@@ -755,7 +796,32 @@ mod tests {
             goodput_mbps: 0.0,
             wire_mbps,
             alerts: 0,
+            bystander_bytes: None,
         }
+    }
+
+    #[test]
+    fn the_bystander_gap_is_the_longest_stretch_in_the_fault_with_nothing_received() {
+        let with = |t: f64, bytes: u64| Sample {
+            bystander_bytes: Some(bytes),
+            ..at(t, 0, 0.0)
+        };
+        let samples = [
+            with(0.0, 0),
+            with(1.0, 100),
+            with(2.0, 100),
+            with(3.0, 100),
+            with(4.0, 100),
+            with(5.0, 200),
+            with(6.0, 200),
+            with(7.0, 300),
+        ];
+        // Nothing new in the samples at 2, 3 and 4, as the wire gap counts idle samples: 3 s;
+        // the fault starts at 2, so 2 s of it count.
+        assert_eq!(bystander_gap(&samples, 2.0, 10.0), Some(2.0));
+        assert_eq!(bystander_gap(&samples, 0.0, 10.0), Some(3.0));
+        assert_eq!(bystander_gap(&samples, 5.0, 10.0), Some(1.0));
+        assert_eq!(bystander_gap(&[at(1.0, 0, 0.0)], 0.0, 10.0), None);
     }
 
     /// An alert raised during a cut and delivered when the link is back counts from when the

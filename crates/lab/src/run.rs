@@ -24,9 +24,11 @@ use crate::scenario::{self, Action, Scenario};
 use crate::topology::{Invocation, Lab, LabOptions, Node, require_root};
 use crate::{Error, cmd, compare, probe};
 
+mod bystander;
 mod cloud;
 mod site;
 
+use bystander::Bystander;
 use cloud::{Cloud, S3};
 use site::{
     Camera, SpoolDisk, backhaul_config, scaled_timer, spool_files, used_bytes, write_backlog,
@@ -247,10 +249,16 @@ fn play(
     let disk = SpoolDisk::mount(lab, scenario, scale)?;
     let backlog = write_backlog(scenario, &disk.spool, scale)?;
     let mut cloud = Cloud::start(lab, invocation, args.s3, backhaul, out)?;
+    let bystander = if scenario.bystander_tcp {
+        Some(Bystander::start(lab, invocation, out)?)
+    } else {
+        None
+    };
     let spec = UploaderSpec {
         kind: uploader_kind,
         backhaul,
         cap_net_raw: scenario.agent_cap_net_raw,
+        remediation: scenario.agent_remediation,
     };
     let mut uploader = spawn_uploader(lab, &spec, &cloud, &disk, out, scale)?;
     lab.track("uploader", uploader.id())?;
@@ -260,7 +268,16 @@ fn play(
     };
     let camera = Camera::start(&scenario.camera, disk.spool.clone(), clock, backlog);
 
-    let played = play_timeline(scenario, lab, invocation, &mut cloud, &disk, &camera, clock);
+    let played = play_timeline(
+        scenario,
+        lab,
+        invocation,
+        (&mut cloud, bystander.as_ref()),
+        &disk,
+        &camera,
+        clock,
+    );
+    drop(bystander);
     let recorded = camera.stop();
     let _ignored = uploader.kill();
     let _ignored = uploader.wait();
@@ -351,6 +368,8 @@ struct UploaderSpec<'a> {
     backhaul: Option<&'a Path>,
     /// Whether backhaul keeps CAP_NET_RAW.
     cap_net_raw: bool,
+    /// backhaul's `[remediation] mode`.
+    remediation: scenario::Remediation,
 }
 
 /// The uploader under test, started in the site.
@@ -369,7 +388,7 @@ fn spawn_uploader(
         Uploader::Backhaul => {
             let exe = spec.backhaul.map(Path::to_owned).unwrap_or_default();
             let config = out.join("site.toml");
-            backhaul_config(&config, spool, scale)?;
+            backhaul_config(&config, spool, out, spec.remediation, scale)?;
             let mut c = if spec.cap_net_raw {
                 lab.command(Node::Site, &exe.to_string_lossy())
             } else {
@@ -420,7 +439,7 @@ fn play_timeline(
     scenario: &Scenario,
     lab: &mut Lab,
     invocation: &Invocation,
-    cloud: &mut Cloud,
+    (cloud, bystander): (&mut Cloud, Option<&Bystander>),
     disk: &SpoolDisk,
     camera: &Camera,
     clock: Clock,
@@ -496,6 +515,7 @@ fn play_timeline(
                     / 1e6,
                 wire_mbps: wire_up.saturating_sub(last_wire) as f64 * 8.0 / dt / 1e6,
                 alerts: probe::read_alerts(&cloud.alerts).len() as u64,
+                bystander_bytes: bystander.map(Bystander::received),
             });
             last_wire = wire_up;
             last_delivered = delivered_bytes;

@@ -9,6 +9,8 @@
 //! wrong_cause_kinds = []           # a firing alert of one of these kinds is a misdiagnosis
 //! reopen_window_seconds = 600      # a resolve counts only if nothing fires this long after it
 //! agent_cap_net_raw = true         # false runs backhaul without CAP_NET_RAW (no probes)
+//! agent_remediation = "off"        # backhaul's [remediation] mode: off, route-mtu, restore-declared
+//! bystander_tcp = false            # another application's bulk TCP, site → cloud, the whole run
 //!
 //! [network]
 //! rate_mbit = 50                   # tbf on the gateway's uplink; omit for unshaped
@@ -300,6 +302,30 @@ pub struct Event {
     pub action: Action,
 }
 
+/// backhaul's `[remediation] mode` in a run (the agent's own config spells it the same).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Remediation {
+    /// Alert only.
+    #[default]
+    Off,
+    /// The path MTU on the WAN's routes.
+    RouteMtu,
+    /// The WAN interface back to its declared MTU.
+    RestoreDeclared,
+}
+
+impl Remediation {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Remediation::Off => "off",
+            Remediation::RouteMtu => "route-mtu",
+            Remediation::RestoreDeclared => "restore-declared",
+        }
+    }
+}
+
 /// Summary figures an assertion can check.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,6 +361,9 @@ pub enum Metric {
     BacklogDrainSeconds,
     /// Bytes delivered by then, in Mbit/s over that time.
     BacklogDrainMbps,
+    /// With `bystander_tcp`: the longest stretch from the fault to the revert in which the
+    /// other application's receiver got nothing (scenario seconds).
+    BystanderGapSeconds,
 }
 
 /// `[[assert]]`.
@@ -369,6 +398,10 @@ struct RawScenario {
     reopen_window_seconds: f64,
     #[serde(default = "default_true")]
     agent_cap_net_raw: bool,
+    #[serde(default)]
+    agent_remediation: Remediation,
+    #[serde(default)]
+    bystander_tcp: bool,
     #[serde(default)]
     network: NetworkConfig,
     #[serde(default)]
@@ -425,6 +458,11 @@ pub struct Scenario {
     /// Whether backhaul runs with CAP_NET_RAW (false: its probes and frag-needed listener are
     /// off, as on a site that does not grant it).
     pub agent_cap_net_raw: bool,
+    /// backhaul's `[remediation] mode`.
+    pub agent_remediation: Remediation,
+    /// Whether another application sends bulk TCP from the site to the cloud for the whole run
+    /// (the lab's `tcp-send`), so the report shows how the site's other traffic fares.
+    pub bystander_tcp: bool,
     /// Network shape.
     pub network: NetworkConfig,
     /// Camera simulator.
@@ -660,6 +698,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         wrong_cause_kinds: raw.wrong_cause_kinds,
         reopen_window_seconds: raw.reopen_window_seconds,
         agent_cap_net_raw: raw.agent_cap_net_raw,
+        agent_remediation: raw.agent_remediation,
+        bystander_tcp: raw.bystander_tcp,
         network: raw.network,
         camera: raw.camera,
         backlog: raw.backlog,

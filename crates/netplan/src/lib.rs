@@ -15,6 +15,10 @@
 //! (`guard.rs`), with its [`ApplyReport`] (`report.rs`). The detached verifier is this crate's
 //! hidden `apply-run` subcommand.
 //!
+//! And the agent's opt-in site remediation (`remedy.rs`, issue 12): the WAN interface's MTU
+//! back to its declared value, or the path MTU on the WAN's routes (main table and strongSwan's
+//! table 220) and taking it off again. Deciding when to act is the agent's.
+//!
 //! Does not own: the site inventory's schema (`backhaul-diagnose` owns it; [`SiteInventory`]
 //! reads the agent's `[inventory]` so guard and agent agree on the WAN), the probes of the
 //! connectivity test (the binary implements [`Connectivity`] with `backhaul-netprobe`, so this
@@ -48,6 +52,7 @@ mod oracle;
 mod parse;
 mod plan;
 pub mod policy;
+mod remedy;
 mod report;
 mod resolve;
 mod source;
@@ -70,6 +75,7 @@ pub use plan::{
     DEFAULT_STATE_DIR, DISPLACED_DIR, Plan, PlanOptions, PlannedFile, Settings, VerifyPolicy,
 };
 pub use policy::{DEFAULT_MTU_BYTES, Finding, Rule, Severity};
+pub use remedy::{KernelRoute, RouteMtu, STRONGSWAN_TABLE, SiteNet, wan_routes};
 pub use report::{ApplyReport, Outcome, Round};
 pub use resolve::{Interface, Resolved, SystemInterface, SystemInterfaces, glob_match, resolve};
 pub use source::{ConfigFiles, ETC_DIR, SEARCH_DIRS, SourceFile};

@@ -86,6 +86,13 @@ pub struct Metrics {
     pub sent_bytes: Counter,
     /// Failed requests by error class.
     pub errors: LabeledCounter,
+    /// Changes the agent made to the site's network by itself (`[remediation]`), by action
+    /// (`restore_declared`, `route_mtu`, `undo_route_mtu`).
+    pub remediations: LabeledCounter,
+    /// Remediations that failed, by action.
+    pub remediation_failures: LabeledCounter,
+    /// Remediations not made because something held them (`netplan_pending`), by reason.
+    pub remediation_held: LabeledCounter,
     /// Request attempts that were retried.
     pub retries: Counter,
     /// Part attempts abandoned because no byte was acknowledged within the stall timeout.
@@ -333,6 +340,31 @@ impl Metrics {
                 vec![("class", class)],
                 n as f64,
             );
+        }
+        let labeled: [(&'static str, &'static str, &'static str, &LabeledCounter); 3] = [
+            (
+                "backhaul_remediations_total",
+                "Changes the agent made to the site's network by itself ([remediation]), by action.",
+                "action",
+                &self.remediations,
+            ),
+            (
+                "backhaul_remediation_failures_total",
+                "Remediations that failed, by action.",
+                "action",
+                &self.remediation_failures,
+            ),
+            (
+                "backhaul_remediation_held_total",
+                "Remediations not made because something held them, by reason.",
+                "reason",
+                &self.remediation_held,
+            ),
+        ];
+        for (name, help, label, c) in labeled {
+            for (value, n) in c.series() {
+                push(name, help, C, vec![(label, value)], n as f64);
+            }
         }
         let gauges: [(&'static str, &'static str, &Gauge); 15] = [
             (

@@ -188,6 +188,7 @@ pub async fn agent(
                     stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
                     outbox,
                     disk: spool.disk_feed(),
+                    remediation: cfg.remediation.clone(),
                 },
                 metrics.clone(),
                 board,

@@ -21,12 +21,13 @@ use backhaul_telemetry::Metrics;
 use backhaul_upload::{ErrorClass, Transport};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::MonitorConfig;
+use crate::config::{MonitorConfig, RemediationConfig};
 use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
 use crate::status::{IncidentStatus, InterfaceStatus, ProbeStatus, StatusBoard};
 
 pub(crate) mod clamp;
 mod delivery;
+pub(crate) mod remedy;
 mod sources;
 mod upload_signals;
 
@@ -79,6 +80,8 @@ pub struct Monitor {
     pub outbox: Arc<backhaul_spool::Outbox>,
     /// The spool's disk readings (none until its first sample).
     pub disk: backhaul_spool::DiskFeed,
+    /// `[remediation]`.
+    pub remediation: RemediationConfig,
 }
 
 /// Runs until `shutdown`.
@@ -97,6 +100,7 @@ pub async fn run(
         stall_timeout_seconds,
         outbox,
         disk,
+        remediation,
     } = monitor;
     let delivery = Delivery::start(
         &cfg,
@@ -153,6 +157,8 @@ pub async fn run(
     let mut clamped_for: Option<u32> = None;
     let mut ladder = clamp::Ladder::default();
     let mut stuck_rounds = 0u32;
+    let mut remedy = remedy::Remediator::new(&remediation);
+    board.update(|v| v.remediation = Some(remedy.status.clone()));
     let mut next_upload_sample = Instant::now();
     let mut busy_since: Option<Instant> = None;
     let probe_every = Duration::from_secs(cfg.probe_interval_seconds);
@@ -454,6 +460,31 @@ pub async fn run(
             }
             mss_clamp = next;
         }
+        // Before this turn's observations reach the rules: a restored MTU's link event must
+        // find the remediation already in the store, so the resolve says who fixed it.
+        let path_mtu = mss_clamp.map_or(inventory.path_mtu_bytes(), |c| c.path_mtu_bytes);
+        let turn = remedy.turn(&engine.incidents(), &inventory, &mtus, path_mtu);
+        if let Some(held) = turn.held {
+            metrics.remediation_held.inc(held);
+        }
+        let remedied = turn.done.and_then(|done| {
+            let commands = done.commands.join("; ");
+            match &done.error {
+                None => {
+                    metrics.remediations.inc(done.label);
+                    tracing::warn!(interface = %done.ifname, action = %done.action, %commands,
+                        "remediated: the site's network was changed by the agent ([remediation])");
+                }
+                Some(e) => {
+                    metrics.remediation_failures.inc(done.label);
+                    tracing::error!(interface = %done.ifname, action = %done.action, error = %e,
+                        "remediation failed; the alert's fix is for a person now");
+                }
+            }
+            obs.push(Observation::new(now_ms(), done.signal()));
+            done.incident
+        });
+        board.update(|v| v.remediation = Some(remedy.status.clone()));
         let mut transitions = engine.observe_all(obs);
         transitions.extend(engine.tick(now));
         for t in &transitions {
@@ -461,6 +492,11 @@ pub async fn run(
         }
         let mut alerts = policy.on_transitions(&transitions, now);
         alerts.extend(policy.renotify(engine.incidents(), now));
+        if let Some(id) = remedied
+            && let Some(i) = engine.incidents().into_iter().find(|i| i.id == id)
+        {
+            alerts.extend(policy.remediated(i, now));
+        }
         *metrics.incidents.lock().unwrap_or_else(|p| p.into_inner()) = engine
             .incidents()
             .iter()

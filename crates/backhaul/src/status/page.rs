@@ -394,6 +394,7 @@ fn probes(out: &mut String, status: &Status, now_ms: u64) {
     let facts = status
         .clamp_line()
         .into_iter()
+        .chain(status.remediation_line())
         .chain([status.frag_needed_line()]);
     for f in facts {
         out.push_str(&format!("<p>{}</p>\n", escape(&f)));

@@ -158,3 +158,20 @@ fn native_and_slack_json_shapes() {
     }));
     assert_eq!(blocks.last().unwrap()["type"], "context");
 }
+
+#[test]
+fn a_remediation_alerts_at_once_but_never_before_the_first_page() {
+    let mut p = policy();
+    let i = incident(Severity::Critical);
+    assert!(p.remediated(&i, 500).is_none(), "not alerted on yet");
+    p.on_transition(&Transition::Opened(i.clone()), 1_000)
+        .unwrap();
+    let a = p.remediated(&i, 2_000).unwrap();
+    assert_eq!(a.reason, AlertReason::Remediated);
+    assert_eq!(a.status, Status::Firing);
+    // It counts as the latest page: no reminder right after it.
+    assert!(p.renotify([&i], 2_000 + 599_000).is_empty());
+    let mut over = i.clone();
+    over.resolved_at_ms = Some(3_000);
+    assert!(p.remediated(&over, 3_000).is_none(), "resolved");
+}

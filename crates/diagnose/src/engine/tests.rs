@@ -420,3 +420,79 @@ fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
         .count();
     assert_eq!(opens, 1, "{log:?}");
 }
+
+/// The incident with the agent's own remediation (`[remediation] mode = "route-mtu"`): the
+/// black hole stays open (the interface is still wrong, full-size probes still vanish), but
+/// its text says what the agent did and no longer that the site's other traffic loses large
+/// packets; a failed remediation says why and keeps that warning.
+#[test]
+fn a_remediation_is_named_in_the_black_hole_it_mitigates() {
+    let run = |error: Option<&str>| {
+        let mut tl = Timeline::new();
+        tl.push("08:00:00", link_mtu("eno1", 1500));
+        healthy(&mut tl, "08:00:00", 5, |_| 42.0);
+        tl.push("08:05:00", mtu_changed("eno1", 1500, 9000));
+        tl.push(
+            "08:05:00",
+            Signal::UploadMssClamp {
+                mss_bytes: Some(1460),
+            },
+        );
+        let mut at = t("08:05:01");
+        while at < t("08:08:00") {
+            for target in [Target::Gateway, Target::Endpoint] {
+                tl.push_ms(at, probe(target, 84, true));
+                tl.push_ms(at, probe(target, 9000, false));
+            }
+            tl.push_ms(at + 2_000, pmtu_result(Target::Gateway, 1500));
+            tl.push_ms(at + 5_000, rate(44.0));
+            at += 10_000;
+        }
+        tl.push(
+            "08:05:04",
+            Signal::Remediation {
+                ifname: "eno1".into(),
+                action: "route MTU 1500 on 2 route(s) of eno1 (table main)".into(),
+                error: error.map(str::to_owned),
+                undo: false,
+            },
+        );
+        let mut engine = engine();
+        replay(&mut engine, tl.sorted());
+        let open: Vec<_> = engine
+            .incidents()
+            .into_iter()
+            .filter(|i| i.resolved_at_ms.is_none())
+            .cloned()
+            .collect();
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(open[0].kind, Kind::PmtuBlackhole);
+        open[0].clone()
+    };
+    let ok = run(None);
+    assert!(
+        ok.root_cause.ends_with(
+            "uploads continue on connections clamped to MSS 1460; remediated at 08:05:04: \
+             route MTU 1500 on 2 route(s) of eno1 (table main)"
+        ),
+        "{}",
+        ok.root_cause
+    );
+    assert!(
+        ok.evidence
+            .iter()
+            .any(|e| e.at_ms == t("08:05:04") && e.text.starts_with("remediated: route MTU")),
+        "{:?}",
+        ok.evidence
+    );
+    let failed = run(Some("RTNETLINK answers: Operation not permitted"));
+    assert!(
+        failed.root_cause.contains(
+            "other traffic on the site still loses large packets; remediation failed at \
+             08:05:04: route MTU 1500 on 2 route(s) of eno1 (table main): RTNETLINK answers: \
+             Operation not permitted"
+        ),
+        "{}",
+        failed.root_cause
+    );
+}

@@ -427,6 +427,24 @@ pub(crate) fn own_clamp(store: &Store) -> Option<(u64, u32)> {
     })?
 }
 
+/// The agent's own latest remediation of `ifname` since `since_ms` (undos aside): when,
+/// what, and why it failed if it did.
+pub(crate) fn remediation<'s>(
+    store: &'s Store,
+    ifname: &str,
+    since_ms: u64,
+) -> Option<(u64, &'s str, Option<&'s str>)> {
+    store.since(since_ms).rev().find_map(|o| match &o.signal {
+        Signal::Remediation {
+            ifname: i,
+            action,
+            error,
+            undo: false,
+        } if i == ifname => Some((o.at_ms, action.as_str(), error.as_deref())),
+        _ => None,
+    })
+}
+
 /// Whether uploads are demonstrably healthy after `onset_ms`: a goodput sample whose 10 s
 /// window lies wholly after the onset shows a healthy rate, and nothing stalled.
 pub(crate) fn uploads_healthy_since(store: &Store, ctx: &Context<'_>, onset_ms: u64) -> bool {

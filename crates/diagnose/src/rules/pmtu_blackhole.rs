@@ -12,8 +12,8 @@
 
 use super::{
     Context, ProbeRun, attribution, change_clause, disk_escalation, drifted_wan, evidence_epoch,
-    frag_needed, goodput, icmp_since, large_failing, mtu_fix, own_clamp, path_mtu, small_ok,
-    stalls, uploads_healthy_since,
+    frag_needed, goodput, icmp_since, large_failing, mtu_fix, own_clamp, path_mtu, remediation,
+    small_ok, stalls, uploads_healthy_since,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -160,14 +160,28 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         onset,
         "no ICMP fragmentation-needed received since",
     ));
+    let remedied = wan.and_then(|w| remediation(store, &w.name, onset));
     if let Some((at, mss)) = clamp {
+        let others = if remedied.is_some_and(|(_, _, error)| error.is_none()) {
+            ""
+        } else {
+            "; other traffic on the site still loses large packets"
+        };
         clauses.push(format!(
-            "uploads continue on connections clamped to MSS {mss}; other traffic on the site still loses large packets"
+            "uploads continue on connections clamped to MSS {mss}{others}"
         ));
         evidence.push(Evidence::new(
             at,
             format!("upload connections clamped to MSS {mss}"),
         ));
+    }
+    if let Some((at, action, error)) = remedied {
+        let (what, failure) = match error {
+            None => ("remediated", String::new()),
+            Some(e) => ("remediation failed", format!(": {e}")),
+        };
+        evidence.push(Evidence::new(at, format!("{what}: {action}{failure}")));
+        clauses.push(format!("{what} at {}: {action}{failure}", ctx.hms(at)));
     }
     let (severity, disk) = disk_escalation(store, ctx, Severity::Warning);
     evidence.extend(disk);

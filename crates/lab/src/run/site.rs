@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{BUCKET, Clock, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, SITE, WEBHOOK_PORT};
-use crate::scenario::{CameraConfig, Scenario};
+use crate::scenario::{CameraConfig, Remediation, Scenario};
 use crate::topology::{CLOUD_ADDR, GW_LAN_ADDR, Lab};
 use crate::{Error, cmd};
 
@@ -27,7 +27,13 @@ pub(super) fn scaled_timer(secs: f64, scale: f64, floor: f64) -> f64 {
     (secs * scale.min(1.0)).max(floor)
 }
 
-pub(super) fn backhaul_config(path: &Path, spool: &Path, scale: f64) -> Result<(), Error> {
+pub(super) fn backhaul_config(
+    path: &Path,
+    spool: &Path,
+    out: &Path,
+    remediation: Remediation,
+    scale: f64,
+) -> Result<(), Error> {
     let timers = format!(
         "stall_timeout_seconds = {}\nrequest_timeout_seconds = {}\nretry_base_milliseconds = {}\n\
          retry_max_seconds = {}\n",
@@ -59,6 +65,13 @@ pub(super) fn backhaul_config(path: &Path, spool: &Path, scale: f64) -> Result<(
         scaled_timer(7200.0, scale, 60.0).round(),
         scaled_timer(1800.0, scale, 30.0).round(),
         scaled_timer(300.0, scale, 10.0).round(),
+    );
+    // The run's own netplan state directory: the host's guarded applies are not the lab's.
+    let text = format!(
+        "{text}\n[remediation]\nmode = \"{}\"\nnetplan_state_dir = \"{}\"\nstate_file = \"{}\"\n",
+        remediation.as_str(),
+        out.join("netplan-state").display(),
+        out.join("remediation.json").display(),
     );
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
 }

@@ -66,6 +66,7 @@ fn status() -> Status {
         alerts_undelivered: 0,
         vpn: "up: site-to-dc (0 flaps)".into(),
         mss_clamp: None,
+        remediation: None,
     }
 }
 
