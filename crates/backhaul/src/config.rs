@@ -51,7 +51,7 @@ pub struct FileConfig {
 
 /// What the agent may change on the site's network by itself, once a PMTUD black hole is
 /// attributed to a declared interface whose MTU left its declared value. Off unless asked:
-/// either mode needs `CAP_NET_ADMIN` (`deploy/systemd/remediation.conf`).
+/// either mode needs `CAP_NET_ADMIN` (`packaging/remediation.conf`, a systemd drop-in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RemediationMode {

@@ -186,7 +186,7 @@ impl Remediator {
     pub(super) fn new(cfg: &RemediationConfig) -> Self {
         let unable = (cfg.mode != RemediationMode::Off && !has_net_admin()).then(|| {
             "no CAP_NET_ADMIN: the agent alerts but changes nothing (install \
-             deploy/systemd/remediation.conf as a drop-in)"
+             packaging/remediation.conf as a systemd drop-in)"
                 .to_owned()
         });
         if let Some(why) = &unable {
