@@ -569,10 +569,11 @@ fn restored_interface(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn inventory() -> Inventory {
+    /// eno1 the WAN at 1500, eno2 the camera VLAN at 9000 (the 2025-11-12 site).
+    pub(crate) fn inventory() -> Inventory {
         let cfg: backhaul_diagnose::InventoryConfig = toml::from_str(
             "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\ninterfaces = [\n\
              { name = \"eno1\", role = \"wan\", mtu_bytes = 1500 },\n\

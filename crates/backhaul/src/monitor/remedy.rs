@@ -386,16 +386,7 @@ fn write_record(path: &Path, record: &Record) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn inventory() -> Inventory {
-        let cfg: backhaul_diagnose::InventoryConfig = toml::from_str(
-            "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\ninterfaces = [\n\
-             { name = \"eno1\", role = \"wan\", mtu_bytes = 1500 },\n\
-             { name = \"eno2\", role = \"camera\", mtu_bytes = 9000 },\n]\n",
-        )
-        .unwrap();
-        cfg.validate().unwrap()
-    }
+    use crate::monitor::tests::inventory;
 
     fn hole(subject: &str) -> Incident {
         Incident {
