@@ -161,21 +161,25 @@ pub async fn agent(
         shutdown.clone(),
     );
     let monitoring = cfg.inventory.is_some();
-    match crate::service::Notifier::from_env() {
-        Ok(Some(notifier)) => {
-            tokio::spawn(crate::service::supervise(
-                notifier,
-                metrics.clone(),
-                board.clone(),
-                monitoring,
-                uploader.ready(),
-                shutdown.clone(),
-            ));
+    // Kept so the agent does not return (and drop the runtime) before the supervisor has
+    // told systemd STOPPING=1.
+    let supervisor = match crate::service::Notifier::from_env() {
+        Ok(Some(notifier)) => Some(tokio::spawn(crate::service::supervise(
+            notifier,
+            metrics.clone(),
+            board.clone(),
+            monitoring,
+            uploader.ready(),
+            shutdown.clone(),
+        ))),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "NOTIFY_SOCKET is set but unusable; systemd will not hear READY=1 or watchdog pings");
+            None
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e,
-            "NOTIFY_SOCKET is set but unusable; systemd will not hear READY=1 or watchdog pings"),
-    }
+    };
+    let stopping = shutdown.clone();
     match cfg.inventory.clone() {
         Some(inventory) => {
             warn_about_degraded_monitoring(&inventory);
@@ -220,6 +224,16 @@ pub async fn agent(
             run.await?
         }
     };
+    if let Some(supervisor) = supervisor {
+        // On shutdown it is already past its loop; a drained spool ends without a signal.
+        if *stopping.borrow() {
+            if let Err(e) = supervisor.await {
+                tracing::warn!(error = %e, "the systemd notify task ended abnormally");
+            }
+        } else {
+            supervisor.abort();
+        }
+    }
     Ok(report)
 }
 
