@@ -167,11 +167,14 @@ pub fn probe_target(
                 // the path (it reported 1499 or 1402 on a 1500-byte path). A smaller path MTU
                 // is believed only when the full size fails again and the boundary passes again.
                 let confirmed = s.largest_passing.filter(|&bytes| {
-                    let passes = |p: &mut Prober, size| {
-                        matches!(p.probe(size), Ok(ProbeOutcome::Passed { .. }))
-                    };
-                    (0..CONFIRM_PROBES).all(|_| !passes(&mut prober, large_size))
-                        && passes(&mut prober, bytes)
+                    let mut sizes = vec![large_size; CONFIRM_PROBES];
+                    sizes.push(bytes);
+                    prober.volley(&sizes).is_ok_and(|outcomes| {
+                        outcomes
+                            .iter()
+                            .map(|o| matches!(o, ProbeOutcome::Passed { .. }))
+                            .eq(sizes.iter().map(|&size| size == bytes))
+                    })
                 });
                 match (s.largest_passing, confirmed) {
                     (_, Some(bytes)) => {

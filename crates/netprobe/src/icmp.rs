@@ -92,14 +92,13 @@ pub(crate) fn echo_request(id: u16, seq: u16, packet_size: usize) -> Vec<u8> {
     p
 }
 
-/// What a received datagram (raw socket: IPv4 header + ICMP) says about probe `id`/`seq` to
-/// `target`; `None` if it is about something else.
+/// What a received datagram (raw socket: IPv4 header + ICMP) says about a probe of `id` to
+/// `target`, with that probe's sequence number; `None` if it is about something else.
 pub(crate) fn classify(
     packet: &[u8],
     id: u16,
-    seq: u16,
     target: Ipv4Addr,
-) -> Option<Result<(), FragNeeded>> {
+) -> Option<(u16, Result<(), FragNeeded>)> {
     let ihl = usize::from(packet.first()? & 0x0f) * 4;
     let src = Ipv4Addr::new(
         *packet.get(12)?,
@@ -110,10 +109,10 @@ pub(crate) fn classify(
     let icmp = packet.get(ihl..)?;
     let (kind, code) = (*icmp.first()?, *icmp.get(1)?);
     let ours = |b: &[u8]| {
-        b.get(4..6) == Some(&id.to_be_bytes()) && b.get(6..8) == Some(&seq.to_be_bytes())
+        (b.get(4..6)? == id.to_be_bytes()).then_some(u16::from_be_bytes([*b.get(6)?, *b.get(7)?]))
     };
     match (kind, code) {
-        (ECHO_REPLY, 0) if src == target && ours(icmp) => Some(Ok(())),
+        (ECHO_REPLY, 0) if src == target => Some((ours(icmp)?, Ok(()))),
         (DEST_UNREACHABLE, FRAG_NEEDED) => {
             let next_hop_mtu = u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]);
             // The error quotes our original IP header and the first 8 bytes of our ICMP.
@@ -126,11 +125,15 @@ pub(crate) fn classify(
                 *inner.get(19)?,
             );
             let quoted = inner.get(inner_ihl..)?;
-            (dst == target && quoted.first() == Some(&ECHO_REQUEST) && ours(quoted)).then_some(Err(
-                FragNeeded {
+            if dst != target || quoted.first() != Some(&ECHO_REQUEST) {
+                return None;
+            }
+            Some((
+                ours(quoted)?,
+                Err(FragNeeded {
                     from: src,
                     next_hop_mtu,
-                },
+                }),
             ))
         }
         _ => None,
@@ -186,36 +189,34 @@ mod tests {
         let mut reply = echo_request(9, 1, 100);
         reply[0] = ECHO_REPLY;
         assert_eq!(
-            classify(&ip(target, me, &reply), 9, 1, target),
-            Some(Ok(()))
+            classify(&ip(target, me, &reply), 9, target),
+            Some((1, Ok(())))
         );
         assert_eq!(
-            classify(&ip(target, me, &reply), 9, 2, target),
-            None,
-            "other sequence"
-        );
-        assert_eq!(
-            classify(&ip(me, me, &reply), 9, 1, target),
+            classify(&ip(me, me, &reply), 9, target),
             None,
             "reply from elsewhere"
         );
 
         let gw = Ipv4Addr::new(192, 0, 2, 1);
         let mut err = vec![DEST_UNREACHABLE, FRAG_NEEDED, 0, 0, 0, 0, 0x05, 0xdc];
-        err.extend(ip(me, target, &echo_request(9, 1, 100)[..8]));
+        err.extend(ip(me, target, &echo_request(9, 3, 100)[..8]));
         assert_eq!(
-            classify(&ip(gw, me, &err), 9, 1, target),
-            Some(Err(FragNeeded {
-                from: gw,
-                next_hop_mtu: 1500
-            }))
+            classify(&ip(gw, me, &err), 9, target),
+            Some((
+                3,
+                Err(FragNeeded {
+                    from: gw,
+                    next_hop_mtu: 1500
+                })
+            ))
         );
         assert_eq!(
-            classify(&ip(gw, me, &err), 8, 1, target),
+            classify(&ip(gw, me, &err), 8, target),
             None,
-            "about another probe"
+            "about another prober's probe"
         );
-        assert_eq!(classify(&[0x45, 0], 9, 1, target), None, "truncated");
+        assert_eq!(classify(&[0x45, 0], 9, target), None, "truncated");
     }
 
     #[test]
