@@ -157,6 +157,7 @@ pub async fn run(
     let mut clamped_for: Option<u32> = None;
     let mut ladder = clamp::Ladder::default();
     let mut stuck_rounds = 0u32;
+    let mut quick_look = upload_signals::QuickLook::default();
     let mut remedy = remedy::Remediator::new(&remediation);
     board.update(|v| v.remediation = Some(remedy.status.clone()));
     let mut next_upload_sample = Instant::now();
@@ -245,6 +246,12 @@ pub async fn run(
             tracing::info!(interface = %restored,
                 "interface MTU back to its declared value; dropping upload connections opened before, uploads resume on fresh ones");
             fresh_connections(&transport, &metrics, &mut tcp_seen, &mut stalls_seen);
+        }
+        if quick_look.stuck(Instant::now(), &transport.tcp_info())
+            && triggered_probe_due(&mut last_stuck_probe)
+        {
+            // The first sign of a path that shrank with no local change: probe now.
+            next_probe = Instant::now();
         }
         if Instant::now() >= next_upload_sample {
             next_upload_sample = Instant::now() + Duration::from_secs(2);

@@ -1,6 +1,7 @@
 //! The uploader's own signals for the rules: `TCP_INFO` of its connections.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use backhaul_diagnose::{Observation, Signal};
 use backhaul_netprobe::TcpInfo;
@@ -65,6 +66,40 @@ pub(super) fn sample_tcp(
     obs
 }
 
+/// The look at the uploader's connections between upload samples (every monitor tick, at
+/// least `QUICK_LOOK_EVERY` apart), for one question only: is one of them resending with
+/// nothing acknowledged since the last look? The 2 s samples answer it late when a path shrinks
+/// with no local change: the acknowledgements of what crossed before the change still arrive
+/// in the first sample's window, so the stall showed only in the second, 2 to 4 s in.
+#[derive(Debug, Default)]
+pub(super) struct QuickLook {
+    at: Option<Instant>,
+    acked: HashMap<u64, u64>,
+}
+
+/// Shorter than any retransmission timeout of a stuck connection is long: a connection that
+/// resends and got nothing acknowledged for this long is stuck, not between two ACKs.
+const QUICK_LOOK_EVERY: Duration = Duration::from_millis(400);
+
+impl QuickLook {
+    /// True when a connection seen at the previous look is resending (`retransmits > 0`) with
+    /// data unacknowledged and not a byte more acknowledged since.
+    pub(super) fn stuck(&mut self, now: Instant, current: &[(u64, TcpInfo)]) -> bool {
+        if self
+            .at
+            .is_some_and(|t| now.duration_since(t) < QUICK_LOOK_EVERY)
+        {
+            return false;
+        }
+        let stuck = current.iter().any(|(id, i)| {
+            i.retransmits > 0 && i.unacked > 0 && self.acked.get(id) == Some(&i.bytes_acked)
+        });
+        self.acked = current.iter().map(|(id, i)| (*id, i.bytes_acked)).collect();
+        self.at = Some(now);
+        stuck
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +116,38 @@ mod tests {
         assert_eq!(acked_since(None, info(0, 900)), 900);
         assert_eq!(acked_since(Some(info(0, 900)), info(2, 900)), 0);
         assert_eq!(acked_since(Some(info(0, 900)), info(0, 5000)), 4100);
+    }
+
+    #[test]
+    fn a_connection_resending_with_nothing_acked_since_the_last_look_is_stuck() {
+        let info = |retransmits, bytes_acked| TcpInfo {
+            retransmits,
+            bytes_acked,
+            unacked: 10,
+            ..TcpInfo::default()
+        };
+        let t0 = Instant::now();
+        let mut look = QuickLook::default();
+        assert!(
+            !look.stuck(t0, &[(1, info(1, 900))]),
+            "first look: no history"
+        );
+        assert!(
+            !look.stuck(t0 + Duration::from_millis(100), &[(1, info(1, 900))]),
+            "too soon after the last look to say"
+        );
+        assert!(look.stuck(t0 + Duration::from_millis(500), &[(1, info(1, 900))]));
+        assert!(
+            !look.stuck(t0 + Duration::from_secs(1), &[(1, info(1, 5000))]),
+            "acknowledged more: moving"
+        );
+        assert!(
+            !look.stuck(t0 + Duration::from_millis(1500), &[(1, info(0, 5000))]),
+            "not resending: idle or waiting, not stuck"
+        );
+        assert!(
+            !look.stuck(t0 + Duration::from_secs(2), &[(2, info(3, 0))]),
+            "a connection the last look did not see"
+        );
     }
 }
