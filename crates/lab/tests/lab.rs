@@ -84,6 +84,14 @@ fn main() {
             lab::diagnose::daemon_alerts_on_the_black_hole_and_resolves_after_the_revert,
         ),
         (
+            "daemon_remediates_the_black_hole_with_a_route_mtu",
+            lab::diagnose::daemon_remediates_the_black_hole_with_a_route_mtu,
+        ),
+        (
+            "daemon_remediates_the_black_hole_by_restoring_the_declared_mtu",
+            lab::diagnose::daemon_remediates_the_black_hole_by_restoring_the_declared_mtu,
+        ),
+        (
             "daemon_classifies_pmtud_working_as_path_mtu_reduced",
             lab::diagnose::daemon_classifies_pmtud_working_as_path_mtu_reduced,
         ),

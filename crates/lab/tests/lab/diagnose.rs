@@ -173,6 +173,51 @@ pub fn daemon_alerts_on_the_black_hole_and_resolves_after_the_revert() {
     );
 }
 
+/// Issue #12's opt-in remediation end to end: with another application's bulk TCP on the site,
+/// the agent acts once the black hole is named, says so in a `remediated` alert, and the other
+/// application's longest stall stays far below the fault (the scenario bounds it). Returns the
+/// `remediated` alert's root cause.
+fn remediated(name: &str) -> String {
+    let (summary, alerts) = run_scenario(name, "0.05");
+    println!(
+        "{name}: bystander's longest stall {} scenario s",
+        summary["bystander_gap_seconds"]
+    );
+    let kinds: Vec<(&str, &str)> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "pmtu_blackhole")
+        .map(|a| (a["reason"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    let (opened, acted) = (
+        kinds.iter().position(|k| *k == ("opened", "firing")),
+        kinds.iter().position(|k| *k == ("remediated", "firing")),
+    );
+    assert!(opened.zip(acted).is_some_and(|(o, a)| o < a), "{alerts:#?}");
+    assert_eq!(kinds.last(), Some(&("resolved", "resolved")), "{alerts:#?}");
+    alerts
+        .iter()
+        .find(|a| a["reason"] == "remediated")
+        .and_then(|a| a["root_cause"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+pub fn daemon_remediates_the_black_hole_with_a_route_mtu() {
+    let cause = remediated("remediate-route-short");
+    assert!(
+        cause.contains("remediated at ") && cause.contains(": route MTU 1500 on "),
+        "{cause}"
+    );
+}
+
+pub fn daemon_remediates_the_black_hole_by_restoring_the_declared_mtu() {
+    let cause = remediated("remediate-restore-short");
+    assert!(
+        cause.contains("remediated at ") && cause.contains(": ip link set dev eno1 mtu 1500"),
+        "{cause}"
+    );
+}
+
 /// The same change where ICMP "fragmentation needed" gets back: the daemon says
 /// `path_mtu_reduced` (and `mtu_drift`), never `pmtu_blackhole`; the scenario asserts the
 /// timing and that no wrong-cause alert fired.
