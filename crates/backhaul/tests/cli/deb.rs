@@ -253,6 +253,11 @@ fn deb_installs_a_working_agent_and_purge_keeps_the_spool() {
         ("/usr/share/doc/backhaul/copyright", 0o644, (0, 0)),
         ("/usr/share/doc/backhaul/changelog.Debian.gz", 0o644, (0, 0)),
         ("/usr/share/doc/backhaul/README.md", 0o644, (0, 0)),
+        (
+            "/usr/share/doc/backhaul/examples/remediation.conf",
+            0o644,
+            (0, 0),
+        ),
         (SPOOL, 0o750, (uid, gid)),
         (STATE, 0o750, (uid, gid)),
     ] {
