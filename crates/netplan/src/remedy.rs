@@ -257,13 +257,14 @@ impl SiteNet {
         first.map_or(Ok(()), Err)
     }
 
-    /// The commands of [`SiteNet::set_route_mtu`] for `routes`, for the record.
-    pub fn route_mtu_commands(&self, set: &RouteMtu) -> Vec<String> {
+    /// The commands of [`SiteNet::set_route_mtu`] (or, with `undo`, of
+    /// [`SiteNet::undo_route_mtu`]) for `set`, for the record.
+    pub fn route_mtu_commands(&self, set: &RouteMtu, undo: bool) -> Vec<String> {
         set.routes
             .iter()
             .map(|r| {
-                r.change(&self.ip(), &set.ifname, Some(set.mtu_bytes))
-                    .join(" ")
+                let mtu = if undo { r.mtu } else { Some(set.mtu_bytes) };
+                r.change(&self.ip(), &set.ifname, mtu).join(" ")
             })
             .collect()
     }
@@ -330,5 +331,22 @@ mod tests {
             set.summary(),
             "route MTU 1500 on 3 route(s) of eno1 (table 220, main)"
         );
+        let net = SiteNet::default();
+        let ends = |undo| -> Vec<String> {
+            net.route_mtu_commands(&set, undo)
+                .iter()
+                .map(|c| c.rsplit(" dev ").next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert!(ends(false).iter().all(|c| c.ends_with(" mtu 1500")));
+        // The undo puts each route's own MTU back (1400 on the kernel's link route), or none.
+        assert_eq!(
+            ends(true)
+                .iter()
+                .map(|c| c.contains(" mtu "))
+                .collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert!(ends(true)[2].ends_with(" mtu 1400"), "{:?}", ends(true));
     }
 }

@@ -306,7 +306,7 @@ fn undo(net: &SiteNet, set: &RouteMtu) -> Done {
         label: "undo_route_mtu",
         ifname: set.ifname.clone(),
         action: format!("{} taken off", set.summary()),
-        commands: Vec::new(),
+        commands: net.route_mtu_commands(set, true),
         // A failed undo keeps the route MTU on record and is tried again after a pause.
         route: Some(error.is_some().then(|| set.clone())),
         error,
@@ -323,7 +323,7 @@ fn run(net: &SiteNet, incident: String, action: &Action) -> Done {
         Action::RouteMtu { ifname, mtu_bytes } => match net.set_route_mtu(ifname, *mtu_bytes) {
             Ok(set) => (
                 set.summary(),
-                net.route_mtu_commands(&set),
+                net.route_mtu_commands(&set, false),
                 Ok(Some(Some(set))),
             ),
             Err(e) => (
