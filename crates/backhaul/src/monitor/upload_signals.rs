@@ -104,14 +104,18 @@ impl QuickLook {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_new_connection_already_resending_has_nothing_acknowledged() {
-        let info = |retransmits, bytes_acked| TcpInfo {
+    /// A connection with data in flight.
+    fn info(retransmits: u32, bytes_acked: u64) -> TcpInfo {
+        TcpInfo {
             retransmits,
             bytes_acked,
             unacked: 10,
             ..TcpInfo::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_new_connection_already_resending_has_nothing_acknowledged() {
         assert_eq!(acked_since(None, info(1, 900)), 0);
         assert_eq!(acked_since(None, info(0, 900)), 900);
         assert_eq!(acked_since(Some(info(0, 900)), info(2, 900)), 0);
@@ -120,12 +124,6 @@ mod tests {
 
     #[test]
     fn a_connection_resending_with_nothing_acked_since_the_last_look_is_stuck() {
-        let info = |retransmits, bytes_acked| TcpInfo {
-            retransmits,
-            bytes_acked,
-            unacked: 10,
-            ..TcpInfo::default()
-        };
         let t0 = Instant::now();
         let mut look = QuickLook::default();
         assert!(
