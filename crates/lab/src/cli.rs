@@ -23,6 +23,12 @@ pub const DEFAULT_LAB_NAME: &str = "lab";
 pub enum UploaderChoice {
     /// `backhaul run` with a generated site config.
     Backhaul,
+    /// backhaul with `[remediation] mode = "route-mtu"`, whatever the scenario says.
+    BackhaulRouteMtu,
+    /// backhaul with `[remediation] mode = "restore-declared"`, whatever the scenario says.
+    BackhaulRestoreDeclared,
+    /// backhaul with the kernel's `net.ipv4.tcp_mtu_probing = 1` in the site.
+    BackhaulMtuProbing,
     /// `rclone move` of the spool on a loop (the incumbent).
     Rclone,
     /// Every uploader, one run after the other, then a comparison.
@@ -35,6 +41,9 @@ pub fn uploaders(choices: &[UploaderChoice]) -> Vec<Uploader> {
     for choice in choices {
         let add: &[Uploader] = match choice {
             UploaderChoice::Backhaul => &[Uploader::Backhaul],
+            UploaderChoice::BackhaulRouteMtu => &[Uploader::BackhaulRouteMtu],
+            UploaderChoice::BackhaulRestoreDeclared => &[Uploader::BackhaulRestoreDeclared],
+            UploaderChoice::BackhaulMtuProbing => &[Uploader::BackhaulMtuProbing],
             UploaderChoice::Rclone => &[Uploader::Rclone],
             UploaderChoice::Both => &Uploader::ALL,
         };
@@ -360,4 +369,33 @@ fn status() -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_uploaders_keeps_its_order_and_names_each_once() {
+        use UploaderChoice as C;
+        assert_eq!(
+            uploaders(&[
+                C::Backhaul,
+                C::BackhaulRouteMtu,
+                C::Both,
+                C::BackhaulMtuProbing
+            ]),
+            [
+                Uploader::Backhaul,
+                Uploader::BackhaulRouteMtu,
+                Uploader::Rclone,
+                Uploader::BackhaulMtuProbing
+            ]
+        );
+        assert_eq!(
+            Uploader::BackhaulRestoreDeclared.name(),
+            "backhaul-restore-declared"
+        );
+        assert!(Uploader::BackhaulMtuProbing.is_backhaul() && !Uploader::Rclone.is_backhaul());
+    }
 }

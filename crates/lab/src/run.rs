@@ -126,7 +126,7 @@ pub fn run_scenario(
     }
     let uploaders = &args.uploaders;
     // Checked before the first run, so `both` does not fail half-way through.
-    if uploaders.contains(&Uploader::Backhaul) && backhaul.is_none() {
+    if uploaders.iter().any(|u| u.is_backhaul()) && backhaul.is_none() {
         return Err(Error::NotFound(
             "--uploader backhaul needs the backhaul binary\nhelp: run `backhaul lab run …`, or \
              pass --backhaul-exe / BACKHAUL_EXE"
@@ -245,7 +245,7 @@ fn play(
     out: &Path,
 ) -> Result<Summary, Error> {
     let scale = args.time_scale;
-    shape_network(lab, scenario)?;
+    shape_network(lab, scenario, uploader_kind)?;
     let disk = SpoolDisk::mount(lab, scenario, scale)?;
     let backlog = write_backlog(scenario, &disk.spool, scale)?;
     let mut cloud = Cloud::start(lab, invocation, args.s3, backhaul, out)?;
@@ -258,7 +258,11 @@ fn play(
         kind: uploader_kind,
         backhaul,
         cap_net_raw: scenario.agent_cap_net_raw,
-        remediation: scenario.agent_remediation,
+        remediation: match uploader_kind {
+            Uploader::BackhaulRouteMtu => scenario::Remediation::RouteMtu,
+            Uploader::BackhaulRestoreDeclared => scenario::Remediation::RestoreDeclared,
+            _ => scenario.agent_remediation,
+        },
     };
     let mut uploader = spawn_uploader(lab, &spec, &cloud, &disk, out, scale)?;
     lab.track("uploader", uploader.id())?;
@@ -344,8 +348,8 @@ fn play(
 }
 
 /// Network shape: RTT as delay on the wan wire, rate as tbf on the gateway's uplink, and the
-/// site's TCP MTU probing.
-fn shape_network(lab: &mut Lab, scenario: &Scenario) -> Result<(), Error> {
+/// site's TCP MTU probing (1 for [`Uploader::BackhaulMtuProbing`]).
+fn shape_network(lab: &mut Lab, scenario: &Scenario, uploader: Uploader) -> Result<(), Error> {
     let network = &scenario.network;
     let half_rtt = network.rtt_ms / 2;
     lab.set_link("wan", |s| {
@@ -354,8 +358,12 @@ fn shape_network(lab: &mut Lab, scenario: &Scenario) -> Result<(), Error> {
         s.jitter_ms = network.jitter_ms;
     })?;
     lab.set_rate(network.rate_mbit)?;
-    if network.tcp_mtu_probing != 0 {
-        let value = format!("net.ipv4.tcp_mtu_probing={}", network.tcp_mtu_probing);
+    let probing = match uploader {
+        Uploader::BackhaulMtuProbing => 1,
+        _ => network.tcp_mtu_probing,
+    };
+    if probing != 0 {
+        let value = format!("net.ipv4.tcp_mtu_probing={probing}");
         cmd::in_ns(&lab.ns(Node::Site), "sysctl", &["-q", "-w", &value])?;
     }
     Ok(())
@@ -385,7 +393,10 @@ fn spawn_uploader(
     let log2 = log.try_clone().map_err(|e| Error::io("open", out, e))?;
     let spool = &disk.spool;
     let mut uploader = match spec.kind {
-        Uploader::Backhaul => {
+        Uploader::Backhaul
+        | Uploader::BackhaulRouteMtu
+        | Uploader::BackhaulRestoreDeclared
+        | Uploader::BackhaulMtuProbing => {
             let exe = spec.backhaul.map(Path::to_owned).unwrap_or_default();
             let config = out.join("site.toml");
             backhaul_config(&config, spool, out, spec.remediation, scale)?;
