@@ -247,13 +247,20 @@ pub async fn run(
                 "interface MTU back to its declared value; dropping upload connections opened before, uploads resume on fresh ones");
             fresh_connections(&transport, &metrics, &mut tcp_seen, &mut stalls_seen);
         }
-        if quick_look.stuck(Instant::now(), &transport.tcp_info())
+        let sample_due = Instant::now() >= next_upload_sample;
+        // One read of the connections serves the quick look and the upload sample.
+        let connections = if sample_due || quick_look.due(Instant::now()) {
+            transport.tcp_info()
+        } else {
+            Vec::new()
+        };
+        if quick_look.stuck(Instant::now(), &connections)
             && triggered_probe_due(&mut last_stuck_probe)
         {
             // The first sign of a path that shrank with no local change: probe now.
             next_probe = Instant::now();
         }
-        if Instant::now() >= next_upload_sample {
+        if sample_due {
             next_upload_sample = Instant::now() + Duration::from_secs(2);
             // Goodput means something only while there is work: an idle uploader behind a
             // camera that records less than the link carries is not a degraded link. And only
@@ -316,7 +323,7 @@ pub async fn run(
                 }
                 *seen = now_counters;
             }
-            let tcp = sample_tcp(&transport, &metrics, &mut tcp_seen, now);
+            let tcp = sample_tcp(&connections, &metrics, &mut tcp_seen, now);
             let stuck_mss = tcp
                 .iter()
                 .filter(|o| o.signal.tcp_stuck())

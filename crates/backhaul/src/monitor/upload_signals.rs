@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use backhaul_diagnose::{Observation, Signal};
 use backhaul_netprobe::TcpInfo;
 use backhaul_telemetry::Metrics;
-use backhaul_upload::Transport;
 
 /// Bytes acknowledged since the previous sample. A connection seen for the first time that is
 /// already resending its oldest segment counts as having nothing acknowledged: what its
@@ -20,17 +19,16 @@ fn acked_since(before: Option<TcpInfo>, now: TcpInfo) -> u64 {
     }
 }
 
-/// Reads `TCP_INFO` of the uploader's open connections: sets the gauges, adds retransmissions
-/// to their counter, and returns an observation for each connection with data in flight
-/// (idle pooled connections say nothing about the path). `seen` holds each connection's
-/// previous sample, for the deltas.
+/// Takes `TCP_INFO` of the uploader's open connections (`backhaul_upload::Transport::tcp_info`): sets the
+/// gauges, adds retransmissions to their counter, and returns an observation for each
+/// connection with data in flight (idle pooled connections say nothing about the path). `seen`
+/// holds each connection's previous sample, for the deltas.
 pub(super) fn sample_tcp(
-    transport: &Transport,
+    current: &[(u64, TcpInfo)],
     metrics: &Metrics,
     seen: &mut HashMap<u64, TcpInfo>,
     now: u64,
 ) -> Vec<Observation> {
-    let current = transport.tcp_info();
     let max = |f: fn(&TcpInfo) -> u32| current.iter().map(|(_, i)| f(i)).max().unwrap_or(0);
     metrics
         .upload_tcp_snd_mss_bytes
@@ -43,7 +41,7 @@ pub(super) fn sample_tcp(
     ));
     let mut obs = Vec::new();
     let mut next = HashMap::new();
-    for (id, info) in current {
+    for &(id, info) in current {
         let before = seen.get(&id).copied();
         metrics.upload_tcp_retransmits.add(u64::from(
             info.total_retrans
@@ -82,13 +80,16 @@ pub(super) struct QuickLook {
 const QUICK_LOOK_EVERY: Duration = Duration::from_millis(400);
 
 impl QuickLook {
+    /// Whether a look at `now` would say anything (the last one is far enough back).
+    pub(super) fn due(&self, now: Instant) -> bool {
+        self.at
+            .is_none_or(|t| now.duration_since(t) >= QUICK_LOOK_EVERY)
+    }
+
     /// True when a connection seen at the previous look is resending (`retransmits > 0`) with
     /// data unacknowledged and not a byte more acknowledged since.
     pub(super) fn stuck(&mut self, now: Instant, current: &[(u64, TcpInfo)]) -> bool {
-        if self
-            .at
-            .is_some_and(|t| now.duration_since(t) < QUICK_LOOK_EVERY)
-        {
+        if !self.due(now) {
             return false;
         }
         let stuck = current.iter().any(|(id, i)| {
