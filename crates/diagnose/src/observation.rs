@@ -252,6 +252,9 @@ pub enum Signal {
         /// How long nothing moved.
         stalled_seconds: u64,
     },
+    /// A request to the store succeeded after upload requests could not reach it: the end of
+    /// an outage, seconds before the first part of the backlog is acknowledged.
+    StoreAnswered,
     /// An upload request failed.
     UploadError {
         /// Its class.

@@ -97,6 +97,10 @@ pub struct Metrics {
     pub retries: Counter,
     /// Part attempts abandoned because no byte was acknowledged within the stall timeout.
     pub stalls: Counter,
+    /// Times a request to the store succeeded after upload requests could not reach it
+    /// (connection refused or broken, no answer in time): the end of an outage, seen at once
+    /// rather than when the first part is acknowledged.
+    pub store_recoveries: Counter,
     /// Un-uploaded chunks deleted because the disk was full (only with an explicit policy).
     pub dropped_chunks: Counter,
     /// Chunks whose file changed or vanished while they were being uploaded.
@@ -232,7 +236,7 @@ impl Metrics {
                 self.goodput.mbps(now, secs),
             );
         }
-        let counters: [(&'static str, &'static str, &Counter); 19] = [
+        let counters: [(&'static str, &'static str, &Counter); 20] = [
             (
                 "backhaul_uploaded_bytes_total",
                 "Bytes acknowledged by the object store.",
@@ -262,6 +266,11 @@ impl Metrics {
                 "backhaul_upload_stalls_total",
                 "Part attempts abandoned after the stall timeout.",
                 &self.stalls,
+            ),
+            (
+                "backhaul_store_recoveries_total",
+                "Times the store answered a request again after it could not be reached.",
+                &self.store_recoveries,
             ),
             (
                 "backhaul_chunks_dropped_total",

@@ -782,7 +782,9 @@ impl ChunkUploader {
     }
 
     fn acknowledged(&self, bytes: u64) {
-        self.health.answered();
+        if self.health.answered() {
+            self.metrics.store_recoveries.inc();
+        }
         self.metrics.uploaded_bytes.add(bytes);
         self.metrics.uploaded_parts.inc();
         self.metrics.goodput.record(Instant::now(), bytes);

@@ -43,11 +43,14 @@ impl StoreHealth {
         }
     }
 
-    /// The store answered: if it was down, wake everything that waits for it.
-    pub fn answered(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
+    /// The store answered: if it was down, wake everything that waits for it. True when it
+    /// was down, so a caller whose request succeeded can report the recovery.
+    pub fn answered(&self) -> bool {
+        let was_down = self.down.swap(false, Ordering::Relaxed);
+        if was_down {
             self.back.send_modify(|n| *n += 1);
         }
+        was_down
     }
 
     /// Whether the last word about the store was that it cannot be reached.
@@ -99,7 +102,7 @@ mod tests {
         // until it has seen one.
         while !waiting.is_finished() {
             health.failed(ErrorClass::Timeout);
-            health.answered();
+            assert!(health.answered(), "it was down");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let waited = waiting.await.unwrap();
@@ -107,7 +110,7 @@ mod tests {
         assert!(!health.is_down());
         // Already up: answering again wakes nobody.
         let before = *health.subscribe().borrow();
-        health.answered();
+        assert!(!health.answered(), "it was up");
         assert_eq!(*health.subscribe().borrow(), before);
     }
 }

@@ -91,9 +91,15 @@ async fn recheck_store(
         }
         let limit = request_timeout.min(crate::health::RECHECK * 5);
         match tokio::time::timeout(limit, client.head_bucket()).await {
-            Ok(Ok(())) => health.answered(),
+            Ok(Ok(())) => {
+                if health.answered() {
+                    metrics.store_recoveries.inc();
+                }
+            }
             Ok(Err(e)) => {
                 metrics.errors.inc(e.class().as_str());
+                // An error answer ends the pauses but is no recovery: the store that answers
+                // 5xx is still failing uploads.
                 if !matches!(e.class(), ErrorClass::Connection | ErrorClass::Timeout) {
                     health.answered();
                 }

@@ -144,6 +144,7 @@ pub async fn run(
     let probes_degraded = Arc::new(AtomicBool::new(false));
     let mut errors_seen: HashMap<ErrorClass, u64> = HashMap::new();
     let mut stalls_seen = metrics.stalls.value();
+    let mut recoveries_seen = metrics.store_recoveries.value();
     // Each probe cycle carries the link generation it started in; a cycle that straddles an
     // interface change measured a configuration that no longer exists and is dropped.
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<(u64, bool, Vec<Observation>)>();
@@ -291,6 +292,11 @@ pub async fn run(
                     },
                 ));
                 stalls_seen = stalls;
+            }
+            let recoveries = metrics.store_recoveries.value();
+            if recoveries > recoveries_seen {
+                obs.push(Observation::new(now, Signal::StoreAnswered));
+                recoveries_seen = recoveries;
             }
             for class in ErrorClass::ALL {
                 let Some(rule) = rule_class(class) else {

@@ -91,8 +91,15 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     // Errors from before a cut beyond the gateway ended are that cut's: the endpoint answering
     // again ends the incident, not the first acknowledged 16 MiB part a few seconds later.
     let endpoint_back = back_at(store, ctx, Target::Endpoint).unwrap_or(0);
+    // The store answering again ends it too: the first part of the backlog is acknowledged
+    // only seconds later (16 MiB shared by the chunks in flight), and "flowing" needs that.
+    let answered = store.since(0).rev().find_map(|o| match o.signal {
+        Signal::StoreAnswered => Some(o.at_ms + 1),
+        _ => None,
+    });
     let since = last_flowing(store)
         .map_or(0, |at| at + 1)
+        .max(answered.unwrap_or(0))
         .max(gateway_back)
         .max(endpoint_back);
     let errors: Vec<(u64, UploadErrorClass)> = store
@@ -215,6 +222,27 @@ mod tests {
         let mut tl = server_outage();
         tl.push(Observation::new(t("10:12:05"), rate(40.0)));
         assert!(run_rule(&tl, "10:12:06", evaluate).is_none());
+    }
+
+    /// The store answers a request again: the outage is over before any part is acknowledged,
+    /// and errors after that answer count afresh.
+    #[test]
+    fn the_store_answering_again_ends_it_and_new_errors_start_a_new_count() {
+        let mut tl = server_outage();
+        tl.push(Observation::new(t("10:12:05"), Signal::StoreAnswered));
+        assert!(run_rule(&tl, "10:12:06", evaluate).is_none());
+        for s in 0..10 {
+            tl.push(Observation::new(
+                t("10:12:10") + s * 1000,
+                upload_error("connection"),
+            ));
+        }
+        let f = run_rule(&tl, "10:12:30", evaluate).expect("a second outage");
+        assert!(
+            f.root_cause.contains("failing since 10:12:10"),
+            "{}",
+            f.root_cause
+        );
     }
 
     /// The gateway answers, the endpoint answers nothing (small probes included), uploads

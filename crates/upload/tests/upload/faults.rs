@@ -128,6 +128,11 @@ async fn uploads_resume_when_the_store_answers_not_after_the_backoff() {
         spool.metrics.errors.value("connection") > 0,
         "the store was never down"
     );
+    // The monitor ends an outage incident on this, before the first part is acknowledged.
+    assert!(
+        spool.metrics.store_recoveries.value() >= 1,
+        "the store answering again was not counted as a recovery"
+    );
     assert!(
         took < std::time::Duration::from_secs(30),
         "drained {took:?} after start: it waited for the 60 s backoff, not for the store"
