@@ -91,8 +91,8 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     // Errors from before a cut beyond the gateway ended are that cut's: the endpoint answering
     // again ends the incident, not the first acknowledged 16 MiB part a few seconds later.
     let endpoint_back = back_at(store, ctx, Target::Endpoint).unwrap_or(0);
-    // The store answering again ends it too: the first part of the backlog is acknowledged
-    // only seconds later (16 MiB shared by the chunks in flight), and "flowing" needs that.
+    // The store answering again ends it too: the parts in flight after the return share the
+    // link, so the first is acknowledged about 10 s later, and "flowing" needs that.
     let answered = store.since(0).rev().find_map(|o| match o.signal {
         Signal::StoreAnswered => Some(o.at_ms + 1),
         _ => None,
