@@ -595,6 +595,23 @@ mod tests {
             Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
         );
         assert_eq!(c.upload.part_size, backhaul_upload::DEFAULT_PART_SIZE_BYTES);
+        assert_eq!(c.upload.multipart_threshold, c.upload.part_size);
+    }
+
+    #[test]
+    fn a_multipart_threshold_below_one_part_is_refused_at_its_line() {
+        let bad = MIN.replace(
+            "bucket = \"video\"",
+            "bucket = \"video\"\nmultipart_threshold_bytes = 1048576",
+        );
+        let e = format!("{:#}", parse(Path::new("site.toml"), &bad).unwrap_err());
+        assert!(
+            e.starts_with("site.toml:8:1: upload.multipart_threshold_bytes"),
+            "{e}"
+        );
+        let good = bad.replace("1048576", "67108864");
+        let c = parse(Path::new("site.toml"), &good).unwrap();
+        assert_eq!(c.upload.multipart_threshold, 64 << 20);
     }
 
     #[test]

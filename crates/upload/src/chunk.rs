@@ -186,7 +186,9 @@ impl ChunkUploader {
         let mut chunk = claimed.clone();
         let mut n = 0;
         loop {
-            let result = if size <= self.settings.part_size {
+            // A chunk whose multipart upload is journaled goes on as one (its finished parts
+            // are kept) even if the threshold was raised since.
+            let result = if size <= self.settings.multipart_threshold && chunk.upload_id.is_none() {
                 self.single(&chunk, &file, &path).await
             } else {
                 self.multipart(&chunk, &file, &path).await

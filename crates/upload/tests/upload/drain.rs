@@ -1,7 +1,7 @@
 use backhaul_spool::ChunkState;
 use backhaul_spool::test_util::{TempSpool, pattern_bytes};
 
-use super::support::{config, drain, files_left, get, key_of, peers};
+use super::support::{config, drain, files_left, get, head, key_of, peers};
 
 const MIB: usize = 1024 * 1024;
 
@@ -51,6 +51,49 @@ async fn drain_uploads_every_size_intact_to_both_servers() {
             files_left(&spool)
         );
         assert_eq!(spool.metrics.uploaded_chunks.value(), chunks.len() as u64);
+    }
+}
+
+/// With `multipart_threshold_bytes` above the part size, a chunk up to it goes as one
+/// PutObject (an ETag without a part count), a larger one as a multipart upload; both arrive
+/// intact and verified on both servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_up_to_the_multipart_threshold_go_as_one_put_object() {
+    let chunks: &[(&str, usize, bool)] = &[
+        ("cam1/two-parts-worth.mp4", 10 * MIB + 3, false),
+        ("cam1/at-threshold.mp4", 12 * MIB, false),
+        ("cam1/above.mp4", 12 * MIB + 1, true),
+    ];
+    for peer in peers().await {
+        let spool = TempSpool::new();
+        for (i, (name, size, _)) in chunks.iter().enumerate() {
+            spool.write_chunk(name, &pattern_bytes(i as u64, *size));
+        }
+        let mut cfg = config(&peer, &peer.endpoint());
+        cfg.multipart_threshold_bytes = Some(12 * MIB as u64);
+        let report = drain(&spool, &peer, &cfg).await;
+        assert!(
+            report.failed.is_empty(),
+            "{}: {:?}",
+            peer.name(),
+            report.failed
+        );
+        for (i, (name, size, multipart)) in chunks.iter().enumerate() {
+            let key = key_of(&spool, name);
+            assert!(
+                get(&peer, &key).await == pattern_bytes(i as u64, *size),
+                "{name} differs"
+            );
+            let etag = head(&peer, &key).await.expect("uploaded").etag;
+            assert_eq!(
+                etag.contains('-'),
+                *multipart,
+                "{}: {name}: ETag {etag}",
+                peer.name()
+            );
+            let c = spool.spool.chunk_by_name(name).unwrap().unwrap();
+            assert_eq!(c.state, ChunkState::Removed, "{}: {name}", peer.name());
+        }
     }
 }
 

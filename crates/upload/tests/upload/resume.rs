@@ -42,6 +42,9 @@ async fn resumes_multipart_from_last_completed_part_after_crash() {
         assert!(journaled >= 3);
 
         cfg.bandwidth_limit = "off".into();
+        // Restarted with a threshold that would send the chunk as one PutObject: the upload
+        // already journaled goes on, keeping its finished parts.
+        cfg.multipart_threshold_bytes = Some(64 * MIB as u64);
         let report = drain(&spool, &peer, &cfg).await;
         assert!(
             report.failed.is_empty(),
