@@ -1,7 +1,7 @@
 use backhaul_spool::ChunkState;
 use backhaul_spool::test_util::{TempSpool, pattern_bytes};
 
-use super::support::{config, drain, files_left, get, head, key_of, peers};
+use super::support::{config, drain, drain_ok, files_left, get, head, key_of, peers};
 
 const MIB: usize = 1024 * 1024;
 
@@ -22,13 +22,7 @@ async fn drain_uploads_every_size_intact_to_both_servers() {
             spool.write_chunk(name, &pattern_bytes(i as u64, *size));
         }
         let cfg = config(&peer, &peer.endpoint());
-        let report = drain(&spool, &peer, &cfg).await;
-        assert!(
-            report.failed.is_empty(),
-            "{}: {:?}",
-            peer.name(),
-            report.failed
-        );
+        let report = drain_ok(&spool, &peer, &cfg).await;
         assert_eq!(report.chunks, chunks.len() as u64, "{}", peer.name());
         for (i, (name, size)) in chunks.iter().enumerate() {
             let key = key_of(&spool, name);
@@ -71,13 +65,7 @@ async fn chunks_up_to_the_multipart_threshold_go_as_one_put_object() {
         }
         let mut cfg = config(&peer, &peer.endpoint());
         cfg.multipart_threshold_bytes = Some(12 * MIB as u64);
-        let report = drain(&spool, &peer, &cfg).await;
-        assert!(
-            report.failed.is_empty(),
-            "{}: {:?}",
-            peer.name(),
-            report.failed
-        );
+        drain_ok(&spool, &peer, &cfg).await;
         for (i, (name, size, multipart)) in chunks.iter().enumerate() {
             let key = key_of(&spool, name);
             assert!(

@@ -10,7 +10,7 @@ use backhaul_upload::test_util::{FaultProxy, Faults, uploader};
 use backhaul_upload::{RunMode, StoreProfile};
 use tokio::sync::watch;
 
-use super::support::{config, drain, files_left, get, head, key_of, peers};
+use super::support::{config, drain, drain_ok, files_left, get, head, key_of, peers};
 
 const MIB: usize = 1024 * 1024;
 
@@ -27,13 +27,7 @@ async fn key_collision_of_subdirectories_keeps_both_recordings() {
             });
             spool.write_chunk("cam5/a/same.mp4", &pattern_bytes(1, 300 * 1024));
             spool.write_chunk("cam5/b/same.mp4", &pattern_bytes(2, 300 * 1024));
-            let report = drain(&spool, &peer, &config(&peer, &peer.endpoint())).await;
-            assert!(
-                report.failed.is_empty(),
-                "{}: {:?}",
-                peer.name(),
-                report.failed
-            );
+            drain_ok(&spool, &peer, &config(&peer, &peer.endpoint())).await;
             let (ka, kb) = (
                 key_of(&spool, "cam5/a/same.mp4"),
                 key_of(&spool, "cam5/b/same.mp4"),
@@ -62,13 +56,7 @@ async fn name_reuse_never_overwrites_the_earlier_recording() {
             let first_key = key_of(&spool, name);
             // The camera's counter reset: the same name again, the same day, other bytes.
             spool.write_chunk(name, &pattern_bytes(seed + 1, size));
-            let report = drain(&spool, &peer, &cfg).await;
-            assert!(
-                report.failed.is_empty(),
-                "{}: {:?}",
-                peer.name(),
-                report.failed
-            );
+            drain_ok(&spool, &peer, &cfg).await;
             let second_key = key_of(&spool, name);
             assert_ne!(first_key, second_key, "{}", peer.name());
             assert_eq!(second_key, backhaul_spool::disambiguate(&first_key, 1));
@@ -97,13 +85,7 @@ async fn the_same_recording_seen_again_is_recognised_not_stored_twice() {
             let key = key_of(&spool, name);
             // Restored from a backup, byte for byte.
             spool.write_chunk(name, &pattern_bytes(30, size));
-            let report = drain(&spool, &peer, &cfg).await;
-            assert!(
-                report.failed.is_empty(),
-                "{}: {:?}",
-                peer.name(),
-                report.failed
-            );
+            let report = drain_ok(&spool, &peer, &cfg).await;
             assert_eq!(key_of(&spool, name), key);
             if size > cfg.part_size_bytes as usize {
                 // Seen by HeadObject before any part was sent.
@@ -281,13 +263,7 @@ async fn upload_orphaned_by_a_crash_before_its_journal_write_is_aborted() {
         }
         let key = "SITE-TEST/cam1/2025-11-12/crashed.mp4";
         let uid = chunks.client.create_multipart(key).await.unwrap();
-        let report = drain(&spool, &peer, &cfg).await;
-        assert!(
-            report.failed.is_empty(),
-            "{}: {:?}",
-            peer.name(),
-            report.failed
-        );
+        drain_ok(&spool, &peer, &cfg).await;
         let open = chunks.client.list_multipart_uploads("SITE-TEST/").await;
         eprintln!("{}: open after drain: {open:?}", peer.name());
         match peer.name() {

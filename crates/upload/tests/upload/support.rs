@@ -26,6 +26,18 @@ pub async fn drain(spool: &TempSpool, peer: &S3Peer, cfg: &UploadConfig) -> RunR
         .unwrap_or_else(|e| panic!("{}: run: {e}", peer.name()))
 }
 
+/// [`drain`], failing the test if any chunk failed.
+pub async fn drain_ok(spool: &TempSpool, peer: &S3Peer, cfg: &UploadConfig) -> RunReport {
+    let report = drain(spool, peer, cfg).await;
+    assert!(
+        report.failed.is_empty(),
+        "{}: {:?}",
+        peer.name(),
+        report.failed
+    );
+    report
+}
+
 /// Reads an object back through the S3 API of `peer` (not through any proxy).
 pub async fn get(peer: &S3Peer, key: &str) -> Vec<u8> {
     let spool = TempSpool::new();
