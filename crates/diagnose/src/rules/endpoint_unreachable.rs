@@ -93,7 +93,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     let endpoint_back = back_at(store, ctx, Target::Endpoint).unwrap_or(0);
     // The store answering again ends it too: the parts in flight after the return share the
     // link, so the first is acknowledged about 10 s later, and "flowing" needs that.
-    let answered = store.since(0).rev().find_map(|o| match o.signal {
+    let answered = store.iter().rev().find_map(|o| match o.signal {
         Signal::StoreAnswered => Some(o.at_ms + 1),
         _ => None,
     });
