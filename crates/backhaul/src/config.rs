@@ -595,7 +595,10 @@ mod tests {
             Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
         );
         assert_eq!(c.upload.part_size, backhaul_upload::DEFAULT_PART_SIZE_BYTES);
-        assert_eq!(c.upload.multipart_threshold, c.upload.part_size);
+        assert_eq!(
+            c.upload.multipart_threshold,
+            backhaul_upload::DEFAULT_MULTIPART_THRESHOLD_BYTES
+        );
     }
 
     #[test]
@@ -609,9 +612,9 @@ mod tests {
             e.starts_with("site.toml:8:1: upload.multipart_threshold_bytes"),
             "{e}"
         );
-        let good = bad.replace("1048576", "67108864");
+        let good = bad.replace("1048576", "16777216");
         let c = parse(Path::new("site.toml"), &good).unwrap();
-        assert_eq!(c.upload.multipart_threshold, 64 << 20);
+        assert_eq!(c.upload.multipart_threshold, 16 << 20);
     }
 
     #[test]

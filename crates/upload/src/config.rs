@@ -26,6 +26,11 @@ pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 32;
 /// `part_size_bytes × parts_in_flight`. 64 MiB is two large chunks at the default part size
 /// and parallelism, 256 chunks of 256 KiB.
 pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default multipart threshold. Below it a chunk goes as one PutObject: one request, and on
+/// stores that check PutObject checksums (s3s-fs) no MD5 to compute. 64 MiB is what a retry
+/// re-sends at most (about 11 s at 50 Mbit/s); s5cmd sends up to 50 MiB and rclone up to
+/// 200 MiB as one request.
+pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 64 * 1024 * 1024;
 /// Default stall timeout: no upload progress for this long abandons the attempt.
 pub const DEFAULT_STALL_TIMEOUT_SECONDS: u64 = 15;
 /// Default timeout of requests without a body.
@@ -80,9 +85,10 @@ pub struct UploadConfig {
     #[serde(default = "default_part_size")]
     pub part_size_bytes: u64,
     /// Chunks up to this size go as one PutObject, larger ones as multipart uploads (default
-    /// the part size). One request per chunk costs fewer round trips and, on a store that
-    /// checks PutObject checksums but not UploadPart's, no MD5; but an interrupted PutObject
-    /// starts again from its first byte, where a multipart upload keeps its finished parts.
+    /// [`DEFAULT_MULTIPART_THRESHOLD_BYTES`], or the part size if that is larger). One request
+    /// per chunk costs fewer round trips and, on a store that checks PutObject checksums but
+    /// not UploadPart's, no MD5; but an interrupted PutObject starts again from its first
+    /// byte, where a multipart upload keeps its finished parts.
     pub multipart_threshold_bytes: Option<u64>,
     /// Parts uploaded at once per chunk.
     #[serde(default = "default_parts_in_flight")]
@@ -257,7 +263,7 @@ impl UploadConfig {
         }
         let multipart_threshold = self
             .multipart_threshold_bytes
-            .unwrap_or(self.part_size_bytes);
+            .unwrap_or(DEFAULT_MULTIPART_THRESHOLD_BYTES.max(self.part_size_bytes));
         if !(self.part_size_bytes..=MAX_PUT_OBJECT_BYTES).contains(&multipart_threshold) {
             return Err((
                 "multipart_threshold_bytes",
@@ -371,6 +377,11 @@ mod tests {
             .unwrap();
         assert_eq!(s.url_style, UrlStyle::Path);
         assert_eq!(s.part_size, DEFAULT_PART_SIZE_BYTES);
+        assert_eq!(s.multipart_threshold, DEFAULT_MULTIPART_THRESHOLD_BYTES);
+        let mut big_parts = UploadConfig::new("http://127.0.0.1:9000", "video");
+        big_parts.part_size_bytes = 128 << 20;
+        // The default threshold follows a part size above it.
+        assert_eq!(big_parts.validate().unwrap().multipart_threshold, 128 << 20);
         let s = UploadConfig::new("https://s3.eu-west-1.amazonaws.com", "video")
             .validate()
             .unwrap();

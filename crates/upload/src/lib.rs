@@ -36,9 +36,9 @@ mod xml;
 
 pub use chunk::{ChunkUploader, Verified, composite_crc32c, multipart_etag};
 pub use config::{
-    DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_IN_FLIGHT_BYTES, DEFAULT_PART_SIZE_BYTES,
-    DEFAULT_PARTS_IN_FLIGHT, DEFAULT_STALL_TIMEOUT_SECONDS, MIN_PART_SIZE_BYTES, UploadConfig,
-    UploadSettings, UrlStyle,
+    DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_IN_FLIGHT_BYTES, DEFAULT_MULTIPART_THRESHOLD_BYTES,
+    DEFAULT_PART_SIZE_BYTES, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_STALL_TIMEOUT_SECONDS,
+    MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle,
 };
 pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
 pub use error::{Error, ErrorClass};

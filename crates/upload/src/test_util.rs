@@ -125,6 +125,9 @@ impl Drop for S3Peer {
 pub fn test_config(endpoint: &str, bucket: &str) -> UploadConfig {
     let mut c = UploadConfig::new(endpoint, bucket);
     c.part_size_bytes = crate::MIN_PART_SIZE_BYTES;
+    // Chunks above one 5 MiB part go as multipart uploads, so tests reach both paths with
+    // small files.
+    c.multipart_threshold_bytes = Some(crate::MIN_PART_SIZE_BYTES);
     c.retry_base_milliseconds = 20;
     c.retry_max_seconds = 1;
     c.stall_timeout_seconds = 3;

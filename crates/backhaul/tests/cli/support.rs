@@ -32,7 +32,7 @@ pub fn site_config(
         "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\
          [upload]\nendpoint = \"{endpoint}\"\nbucket = \"{BUCKET}\"\ncredentials = \"static\"\n\
          access_key_id = \"{}\"\nsecret_access_key = \"{}\"\ncreate_bucket = {}\n\
-         part_size_bytes = 5242880\nretry_base_milliseconds = 20\nretry_max_seconds = 1\n{extra_upload}\n{extra}",
+         part_size_bytes = 5242880\nmultipart_threshold_bytes = 5242880\nretry_base_milliseconds = 20\nretry_max_seconds = 1\n{extra_upload}\n{extra}",
         spool.display(),
         c.access_key_id,
         c.secret_access_key(),
