@@ -77,6 +77,9 @@ pub fn build_uploader(
         notsent_lowat_bytes: parts.settings.notsent_lowat_bytes,
         tcp_user_timeout: Some(parts.settings.stall_timeout * 2),
         ca_bundle: parts.ca_bundle,
+        // The pool never holds more than were in use at once, so the most requests that can
+        // be in flight costs nothing when fewer are.
+        max_idle_per_endpoint: parts.settings.chunks_in_flight * parts.settings.parts_in_flight,
         ..TransportConfig::default()
     }));
     let client = Arc::new(S3Client::new(&parts.settings, transport, parts.creds)?);

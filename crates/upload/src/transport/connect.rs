@@ -40,6 +40,10 @@ pub struct TransportConfig {
     pub tcp_user_timeout: Option<Duration>,
     /// Extra PEM roots (`AWS_CA_BUNDLE`), only read for the first HTTPS connection.
     pub ca_bundle: Option<PathBuf>,
+    /// Most idle connections kept per endpoint. Below the requests that run at once, every
+    /// burst closes connections the next one opens again (a TCP, and over HTTPS a TLS,
+    /// handshake each).
+    pub max_idle_per_endpoint: usize,
 }
 
 impl Default for TransportConfig {
@@ -49,6 +53,7 @@ impl Default for TransportConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tcp_user_timeout: None,
             ca_bundle: None,
+            max_idle_per_endpoint: 16,
         }
     }
 }

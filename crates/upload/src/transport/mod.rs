@@ -30,8 +30,6 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 /// The kernel's accepted `TCP_MAXSEG` range (`TCP_MIN_MSS` .. `MAX_TCP_WINDOW`).
 const MIN_MSS_BYTES: u32 = 88;
 const MAX_MSS_BYTES: u32 = 32767;
-/// Most idle connections kept per endpoint.
-const MAX_IDLE_PER_ENDPOINT: usize = 16;
 
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -212,7 +210,7 @@ impl Transport {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(target.clone()).or_default();
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
+        if list.len() < self.cfg.max_idle_per_endpoint {
             list.push(sender);
         }
     }
