@@ -222,6 +222,16 @@ pub(crate) enum Upsert {
     Replaced(i64, Option<String>),
 }
 
+/// A ready file to journal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ready<'a> {
+    pub name: &'a str,
+    pub camera: &'a str,
+    /// The rendered object key, before disambiguation.
+    pub key: &'a str,
+    pub identity: FileIdentity,
+}
+
 /// The rendered key if no other live chunk holds it, else its first free disambiguation;
 /// the second value is `Some` when the key had to change.
 fn free_key(
@@ -242,6 +252,73 @@ fn free_key(
     }
     let (alt, _) = crate::key::first_free(key, 0, taken)?;
     Ok((alt.clone(), Some(alt)))
+}
+
+/// One file of [`Journal::upsert_ready_many`], inside its transaction.
+fn upsert_in(
+    tx: &rusqlite::Transaction<'_>,
+    f: &Ready<'_>,
+    now: UnixMillis,
+) -> Result<Upsert, Error> {
+    let existing = tx
+        .row_cached(
+            &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
+            [f.name],
+            chunk_from_row,
+        )
+        .optional()
+        .map_err(Error::journal("upsert: select"))?;
+    if let Some(c) = &existing
+        && c.identity == f.identity
+    {
+        return Ok(Upsert::Known(c.id));
+    }
+    let own = existing.as_ref().map(|c| c.id);
+    let key = free_key(tx, f.key, own).map_err(Error::journal("upsert: free key"))?;
+    let row = params![
+        f.name,
+        f.camera,
+        key.0,
+        f.identity.size as i64,
+        ns(f.identity.mtime_ns),
+        f.identity.inode as i64,
+        now
+    ];
+    let outcome = match existing {
+        Some(c) => {
+            if let Some(upload_id) = &c.upload_id {
+                tx.exec_cached(
+                    "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
+                     VALUES (?1, ?2, 'file changed', ?3)",
+                    params![upload_id, c.key, now],
+                )
+                .map_err(Error::journal("upsert: queue abort"))?;
+            }
+            tx.exec_cached("DELETE FROM parts WHERE chunk_id = ?1", [c.id])
+                .map_err(Error::journal("upsert: clear parts"))?;
+            tx.exec_cached(
+                "UPDATE chunks SET camera = ?2, object_key = ?3, size_bytes = ?4, mtime_ns = ?5,
+                   inode = ?6, state = 'discovered', upload_id = NULL, checksum = NULL,
+                   attempts = 0, last_error = NULL, discovered_at = ?7, started_at = NULL,
+                   verified_at = NULL, finished_at = NULL
+                 WHERE name = ?1",
+                row,
+            )
+            .map_err(Error::journal("upsert: replace"))?;
+            Upsert::Replaced(c.id, key.1)
+        }
+        None => {
+            tx.exec_cached(
+                "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode,
+                                     state, discovered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovered', ?7)",
+                row,
+            )
+            .map_err(Error::journal("upsert: insert"))?;
+            Upsert::New(tx.last_insert_rowid(), key.1)
+        }
+    };
+    Ok(outcome)
 }
 
 /// Brings an older journal to [`SCHEMA_VERSION`]. A version-1 journal may hold live chunks
@@ -402,7 +479,7 @@ fn ns(v: i128) -> i64 {
 
 /// One chunk of `state`, not in `busy`, first by `mtime_ns` ascending or descending. The
 /// statement is the same whatever `busy` holds (so it stays prepared): it reads at most one
-/// row more than there are busy chunks.
+/// index entry more than there are busy chunks, and only the chosen chunk's row.
 fn first_in_state(
     conn: &Connection,
     state: ChunkState,
@@ -410,29 +487,26 @@ fn first_in_state(
     newest: bool,
 ) -> rusqlite::Result<Option<Chunk>> {
     let sql = if newest {
-        NEWEST_IN_STATE
+        "SELECT id FROM chunks WHERE state = ?1 ORDER BY mtime_ns DESC, id DESC LIMIT ?2"
     } else {
-        OLDEST_IN_STATE
+        "SELECT id FROM chunks WHERE state = ?1 ORDER BY mtime_ns ASC, id ASC LIMIT ?2"
     };
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params![state.as_str(), busy.len() as i64 + 1])?;
     while let Some(row) = rows.next()? {
-        let chunk = chunk_from_row(row)?;
-        if !busy.contains(&chunk.id) {
-            return Ok(Some(chunk));
+        let id: i64 = row.get(0)?;
+        if !busy.contains(&id) {
+            return conn
+                .row_cached(
+                    &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE id = ?1"),
+                    [id],
+                    chunk_from_row,
+                )
+                .map(Some);
         }
     }
     Ok(None)
 }
-
-/// [`first_in_state`]'s statements, written out so they are constants (they select
-/// [`CHUNK_COLUMNS`], checked by a test).
-const OLDEST_IN_STATE: &str = "SELECT id, name, camera, object_key, size_bytes, mtime_ns, inode, \
-    state, upload_id, checksum, attempts, discovered_at FROM chunks WHERE state = ?1 \
-    ORDER BY mtime_ns ASC, id ASC LIMIT ?2";
-const NEWEST_IN_STATE: &str = "SELECT id, name, camera, object_key, size_bytes, mtime_ns, inode, \
-    state, upload_id, checksum, attempts, discovered_at FROM chunks WHERE state = ?1 \
-    ORDER BY mtime_ns DESC, id DESC LIMIT ?2";
 
 /// [`Journal::next_pending`] on a connection or transaction. Each query walks the
 /// `(state, mtime_ns)` index from one end, so its cost does not grow with finished rows.
@@ -533,6 +607,7 @@ impl Journal {
     /// its multipart upload queued for abort and starts over; a finished one (removed, gone…)
     /// is a new chunk that reuses the name. A key another live chunk holds is disambiguated
     /// ([`crate::key::disambiguate`]); `Upsert` says which key was given.
+    #[cfg(test)]
     pub fn upsert_ready(
         &self,
         name: &str,
@@ -541,69 +616,33 @@ impl Journal {
         id: FileIdentity,
         now: UnixMillis,
     ) -> Result<Upsert, Error> {
+        let ready = [Ready {
+            name,
+            camera,
+            key,
+            identity: id,
+        }];
+        Ok(self.upsert_ready_many(&ready, now)?.remove(0))
+    }
+
+    /// [`Self::upsert_ready`] for many files in one commit, in order (a later file sees the
+    /// keys the earlier ones took). As durable as one commit each: nothing is uploaded before
+    /// it returns, and a crash before it leaves the files to the next scan.
+    pub fn upsert_ready_many(
+        &self,
+        files: &[Ready<'_>],
+        now: UnixMillis,
+    ) -> Result<Vec<Upsert>, Error> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
             .map_err(Error::journal("upsert: begin"))?;
-        let existing = tx
-            .row_cached(
-                &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
-                [name],
-                chunk_from_row,
-            )
-            .optional()
-            .map_err(Error::journal("upsert: select"))?;
-        if let Some(c) = &existing
-            && c.identity == id
-        {
-            return Ok(Upsert::Known(c.id));
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            out.push(upsert_in(&tx, f, now)?);
         }
-        let own = existing.as_ref().map(|c| c.id);
-        let key = free_key(&tx, key, own).map_err(Error::journal("upsert: free key"))?;
-        let outcome = match existing {
-            Some(c) => {
-                if let Some(upload_id) = &c.upload_id {
-                    tx.exec_cached(
-                        "INSERT OR IGNORE INTO aborts (upload_id, object_key, reason, queued_at)
-                         VALUES (?1, ?2, 'file changed', ?3)",
-                        params![upload_id, c.key, now],
-                    )
-                    .map_err(Error::journal("upsert: queue abort"))?;
-                }
-                tx.exec_cached("DELETE FROM parts WHERE chunk_id = ?1", [c.id])
-                    .map_err(Error::journal("upsert: clear parts"))?;
-                tx.exec_cached(
-                    "UPDATE chunks SET camera = ?2, object_key = ?3, size_bytes = ?4, mtime_ns = ?5,
-                       inode = ?6, state = 'discovered', upload_id = NULL, checksum = NULL,
-                       attempts = 0, last_error = NULL, discovered_at = ?7, started_at = NULL,
-                       verified_at = NULL, finished_at = NULL
-                     WHERE id = ?1",
-                    params![c.id, camera, key.0, id.size as i64, ns(id.mtime_ns), id.inode as i64, now],
-                )
-                .map_err(Error::journal("upsert: replace"))?;
-                Upsert::Replaced(c.id, key.1)
-            }
-            None => {
-                tx.exec_cached(
-                    "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode,
-                                         state, discovered_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovered', ?7)",
-                    params![
-                        name,
-                        camera,
-                        key.0,
-                        id.size as i64,
-                        ns(id.mtime_ns),
-                        id.inode as i64,
-                        now
-                    ],
-                )
-                .map_err(Error::journal("upsert: insert"))?;
-                Upsert::New(tx.last_insert_rowid(), key.1)
-            }
-        };
         tx.commit().map_err(Error::journal("upsert: commit"))?;
-        Ok(outcome)
+        Ok(out)
     }
 
     /// One chunk by id.
@@ -1287,6 +1326,43 @@ mod tests {
         );
     }
 
+    /// Files journaled in one commit are taken in order: the second of two with the same key
+    /// sees the first's, and a name already known keeps its row.
+    #[test]
+    fn a_group_of_ready_files_is_journaled_in_order_in_one_commit() {
+        let (_d, j) = journal();
+        let known = new(&j, "cam1/known.mp4", "S/known.mp4", ident(1, 1));
+        let file = |name, key, n| Ready {
+            name,
+            camera: "c",
+            key,
+            identity: ident(n, n as i128),
+        };
+        let got = j
+            .upsert_ready_many(
+                &[
+                    file("cam1/a/same.mp4", "S/same.mp4", 2),
+                    file("cam1/known.mp4", "S/known.mp4", 1),
+                    file("cam1/b/same.mp4", "S/same.mp4", 3),
+                ],
+                4,
+            )
+            .unwrap();
+        let [
+            Upsert::New(a, None),
+            Upsert::Known(k),
+            Upsert::New(b, Some(alt)),
+        ] = got.as_slice()
+        else {
+            panic!("{got:?}");
+        };
+        assert_eq!(*k, known.id);
+        assert_eq!(j.chunk(*a).unwrap().key, "S/same.mp4");
+        assert_eq!(alt, "S/same~1.mp4");
+        assert_eq!(j.chunk(*b).unwrap().key, *alt);
+        assert!(j.upsert_ready_many(&[], 5).unwrap().is_empty());
+    }
+
     #[test]
     fn version_1_journal_with_shared_keys_migrates() {
         let dir = tempfile::tempdir().unwrap();
@@ -1530,16 +1606,6 @@ mod tests {
             "{} of {before} bytes",
             j.size_bytes()
         );
-    }
-
-    #[test]
-    fn the_written_out_claim_statements_select_the_chunk_columns() {
-        for sql in [OLDEST_IN_STATE, NEWEST_IN_STATE] {
-            assert!(
-                sql.starts_with(&format!("SELECT {CHUNK_COLUMNS} FROM chunks ")),
-                "{sql}"
-            );
-        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::journal::{Journal, Upsert};
+use crate::journal::{Journal, Ready, Upsert};
 use crate::remove::drop_unuploaded;
 use crate::scan::{self, Skipped, ignored};
 use crate::writers::{Writers, open_for_writing};
@@ -20,6 +20,9 @@ use crate::{
 
 /// How often files that are not yet settled are looked at again.
 const SETTLE_POLL: Duration = Duration::from_secs(1);
+/// Most files a scan journals in one commit: the journal's lock is held for the group, and
+/// uploads that finish meanwhile wait for it.
+const SCAN_COMMIT_FILES: usize = 256;
 
 /// The spool: directory, journal, the one readiness tracker, and the signal that new chunks
 /// are ready. It owns every chunk's lifecycle; uploaders go through its claim/ack methods
@@ -169,44 +172,68 @@ impl Spool {
     }
 
     fn journal_entry(&self, e: &ScanEntry) -> Result<Option<Upsert>, Error> {
-        let camera = e.camera.as_deref().unwrap_or(&self.settings.default_camera);
-        let key = match self
-            .settings
-            .key
-            .render(camera, e.below_camera(), e.identity.mtime_ns)
-        {
-            Ok(k) => k,
-            Err(err) => {
-                if self.first_warning("unsafe key", &e.name) {
-                    tracing::error!(chunk = ?e.name, error = %err,
-                        "chunk skipped: no safe object key; it stays in the spool (fix spool.key_template or the name)");
+        Ok(self.journal_entries(&[e])?.pop().flatten())
+    }
+
+    /// Journals files that are ready together, in one commit; `None` for a file with no
+    /// safe key (skipped, said once).
+    fn journal_entries(&self, entries: &[&ScanEntry]) -> Result<Vec<Option<Upsert>>, Error> {
+        let mut keyed = Vec::with_capacity(entries.len());
+        for e in entries {
+            let camera = e.camera.as_deref().unwrap_or(&self.settings.default_camera);
+            match self
+                .settings
+                .key
+                .render(camera, e.below_camera(), e.identity.mtime_ns)
+            {
+                Ok(k) => keyed.push(Some((camera, k))),
+                Err(err) => {
+                    if self.first_warning("unsafe key", &e.name) {
+                        tracing::error!(chunk = ?e.name, error = %err,
+                            "chunk skipped: no safe object key; it stays in the spool (fix spool.key_template or the name)");
+                    }
+                    self.skipped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(e.name.clone());
+                    keyed.push(None);
                 }
-                self.skipped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(e.name.clone());
-                return Ok(None);
             }
-        };
-        if e.identity.size == 0 {
-            tracing::warn!(chunk = ?e.name, "zero-byte chunk; uploading it as an empty object");
         }
-        let up = self
-            .journal
-            .upsert_ready(&e.name, camera, &key, e.identity, now_millis())?;
-        match &up {
-            Upsert::Replaced(_, _) => {
+        let (at, ready): (Vec<usize>, Vec<Ready<'_>>) = entries
+            .iter()
+            .zip(&keyed)
+            .enumerate()
+            .filter_map(|(i, (e, k))| {
+                k.as_ref().map(|(camera, key)| {
+                    let ready = Ready {
+                        name: &e.name,
+                        camera,
+                        key,
+                        identity: e.identity,
+                    };
+                    (i, ready)
+                })
+            })
+            .unzip();
+        let outcomes = self.journal.upsert_ready_many(&ready, now_millis())?;
+        let mut out = vec![None; entries.len()];
+        for ((i, f), up) in at.into_iter().zip(&ready).zip(outcomes) {
+            if f.identity.size == 0 {
+                tracing::warn!(chunk = ?f.name, "zero-byte chunk; uploading it as an empty object");
+            }
+            if let Upsert::Replaced(_, _) = &up {
                 self.metrics.changed_chunks.inc();
-                tracing::warn!(chunk = ?e.name, "chunk changed after discovery or upload; it is uploaded again as a new version");
+                tracing::warn!(chunk = ?f.name, "chunk changed after discovery or upload; it is uploaded again as a new version");
             }
-            Upsert::New(_, _) | Upsert::Known(_) => {}
+            if let Upsert::New(_, Some(alt)) | Upsert::Replaced(_, Some(alt)) = &up {
+                self.metrics.key_collisions.inc();
+                tracing::warn!(chunk = ?f.name, key = ?f.key, stored_as = ?alt,
+                    "another chunk in the spool has this object key; stored under a disambiguated key");
+            }
+            out[i] = Some(up);
         }
-        if let Upsert::New(_, Some(alt)) | Upsert::Replaced(_, Some(alt)) = &up {
-            self.metrics.key_collisions.inc();
-            tracing::warn!(chunk = ?e.name, key = ?key, stored_as = ?alt,
-                "another chunk in the spool has this object key; stored under a disambiguated key");
-        }
-        Ok(Some(up))
+        Ok(out)
     }
 
     /// Whether a file that looks ready may be journaled now: nobody holds it open for writing.
@@ -242,6 +269,7 @@ impl Spool {
         let mut report = ScanReport::default();
         let now = Instant::now();
         let mut present = std::collections::HashSet::new();
+        let mut ready = Vec::new();
         for e in &entries {
             present.insert(e.name.as_str());
             if self.is_known(e)? {
@@ -249,12 +277,19 @@ impl Spool {
                 continue;
             }
             if self.ready_now(&mut readiness, e, now) {
-                if let Some(Upsert::New(..) | Upsert::Replaced(..)) = self.journal_entry(e)? {
-                    report.new_chunks += 1;
-                }
+                ready.push(e);
             } else {
                 report.waiting += 1;
             }
+        }
+        // A backlog found at start is journaled a group per commit, not a commit (an fsync)
+        // per file; groups keep the journal free for the uploads in between.
+        for group in ready.chunks(SCAN_COMMIT_FILES) {
+            report.new_chunks += self
+                .journal_entries(group)?
+                .iter()
+                .filter(|u| matches!(u, Some(Upsert::New(..) | Upsert::Replaced(..))))
+                .count();
         }
         for state in [ChunkState::Discovered, ChunkState::Uploading] {
             for c in self.journal.chunks_in(state)? {
@@ -469,6 +504,19 @@ mod tests {
         }
         spool.spool.scan_once().unwrap();
         spool
+    }
+
+    /// A backlog larger than one commit's group is journaled whole, each file once.
+    #[test]
+    fn a_scan_journals_a_backlog_of_several_commit_groups() {
+        let spool = TempSpool::new();
+        let n = super::SCAN_COMMIT_FILES * 2 + 3;
+        for i in 0..n {
+            spool.write_chunk(&format!("cam1/c{i}.mp4"), b"video");
+        }
+        assert_eq!(spool.spool.scan_once().unwrap().new_chunks, n);
+        assert_eq!(spool.spool.backlog().unwrap().chunks, n as u64);
+        assert_eq!(spool.spool.scan_once().unwrap().new_chunks, 0);
     }
 
     #[test]

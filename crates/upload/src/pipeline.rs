@@ -19,6 +19,9 @@ use crate::{Error, ErrorClass};
 
 /// How often disk and backlog metrics are refreshed.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
+/// Most often the backlog gauges are read from the journal on uploads and discoveries: the
+/// read sums every pending row, so once per chunk would make a backlog's drain quadratic.
+const BACKLOG_EVERY: Duration = Duration::from_millis(500);
 /// In `--drain` mode a chunk that failed this many times is reported as failed.
 const DRAIN_MAX_ATTEMPTS: u32 = 6;
 /// Longest idle wait between loop turns.
@@ -167,6 +170,37 @@ struct InFlight {
     id: i64,
     key: String,
     reserved: u64,
+}
+
+/// Backlog gauges that follow uploads and discoveries, at most every [`BACKLOG_EVERY`]; a
+/// change in between is published on a later loop turn (at most a [`TICK`] later).
+#[derive(Default)]
+struct BacklogGauges {
+    last: Option<Instant>,
+    stale: bool,
+}
+
+impl BacklogGauges {
+    fn changed(&mut self) {
+        self.stale = true;
+    }
+
+    fn publish_if_due(&mut self, spool: &Spool) {
+        if self.last.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+            self.publish(spool);
+        }
+    }
+
+    fn publish(&mut self, spool: &Spool) {
+        if !self.stale {
+            return;
+        }
+        self.last = Some(Instant::now());
+        self.stale = false;
+        if let Err(e) = spool.refresh_backlog() {
+            tracing::error!(error = %e, "cannot read the backlog from the journal");
+        }
+    }
 }
 
 fn ids(in_flight: &[InFlight]) -> Vec<i64> {
@@ -366,10 +400,12 @@ impl Uploader {
         self.abort_queued().await;
 
         self.ready.send_replace(true);
+        let mut gauges = BacklogGauges::default();
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            gauges.publish_if_due(&self.spool);
             self.metrics.uploader_heartbeat_seconds.set(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -504,15 +540,9 @@ impl Uploader {
                         }
                     }
                     self.finish(results, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
-                    if let Err(e) = self.spool.refresh_backlog() {
-                        tracing::error!(error = %e, "cannot read the backlog from the journal");
-                    }
+                    gauges.changed();
                 }
-                _ = self.spool.ready().notified() => {
-                    if let Err(e) = self.spool.refresh_backlog() {
-                        tracing::error!(error = %e, "cannot read the backlog from the journal");
-                    }
-                }
+                _ = self.spool.ready().notified() => gauges.changed(),
                 Ok(()) = store_back.changed() => {
                     // Chunks waiting out a backoff waited for the store, and it answers now.
                     let waiting = retries.values().filter(|r| r.not_before > Instant::now()).count();
@@ -535,6 +565,7 @@ impl Uploader {
                 ));
             }
         }
+        gauges.publish(&self.spool);
         // Parts in flight are abandoned; what completed is journaled and resumes next start.
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
