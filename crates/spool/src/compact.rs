@@ -6,9 +6,9 @@
 
 use crate::{Error, Spool, now_millis};
 
-/// Rows deleted per transaction. A batch takes milliseconds, so a claim or an
+/// Rows deleted per transaction. A batch takes a few milliseconds, so a claim or an
 /// acknowledgement waiting for the journal never waits longer than that.
-pub const COMPACT_BATCH_ROWS: usize = 1000;
+pub const COMPACT_BATCH_ROWS: usize = 250;
 
 impl Spool {
     /// Deletes one batch of finished rows older than the retention; returns how many. A full

@@ -30,10 +30,13 @@ const TICK: Duration = Duration::from_secs(1);
 const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// How often the journal is compacted (and once at start).
 const COMPACT_EVERY: Duration = Duration::from_secs(3600);
-/// Shortest pause between compaction batches. The pause is at least twice the batch's own
-/// time, so compaction holds the journal a third of the time at most and claims and
-/// acknowledgements get it in between.
+/// Shortest pause between compaction batches. The pause is at least
+/// [`COMPACT_PAUSE_RATIO`] times the batch's own time, so compaction holds the journal a
+/// tenth of the time at most and uploads starting or finishing meanwhile barely wait: a
+/// journal past its retention (the first start after an upgrade, or after a long stop) is
+/// compacted over minutes, not at the uploads' expense.
 const COMPACT_PAUSE: Duration = Duration::from_millis(20);
+const COMPACT_PAUSE_RATIO: u32 = 9;
 
 /// Daemon (watch forever) or drain (upload what is there, then exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +138,7 @@ async fn compact_journal(spool: Arc<Spool>) {
                 }
                 Err(_) => return,
             }
-            tokio::time::sleep(COMPACT_PAUSE.max(batch.elapsed() * 2)).await;
+            tokio::time::sleep(COMPACT_PAUSE.max(batch.elapsed() * COMPACT_PAUSE_RATIO)).await;
         }
         if deleted > 0 {
             let s = spool.clone();
