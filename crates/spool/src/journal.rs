@@ -254,20 +254,33 @@ fn free_key(
     Ok((alt.clone(), Some(alt)))
 }
 
+/// The chunk with this row id, on a connection or transaction.
+fn chunk_with_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Chunk>> {
+    conn.row_cached(
+        &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE id = ?1"),
+        [id],
+        chunk_from_row,
+    )
+    .optional()
+}
+
+/// The chunk with this name, on a connection or transaction.
+fn chunk_named(conn: &Connection, name: &str) -> rusqlite::Result<Option<Chunk>> {
+    conn.row_cached(
+        &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
+        [name],
+        chunk_from_row,
+    )
+    .optional()
+}
+
 /// One file of [`Journal::upsert_ready_many`], inside its transaction.
 fn upsert_in(
     tx: &rusqlite::Transaction<'_>,
     f: &Ready<'_>,
     now: UnixMillis,
 ) -> Result<Upsert, Error> {
-    let existing = tx
-        .row_cached(
-            &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
-            [f.name],
-            chunk_from_row,
-        )
-        .optional()
-        .map_err(Error::journal("upsert: select"))?;
+    let existing = chunk_named(tx, f.name).map_err(Error::journal("upsert: select"))?;
     if let Some(c) = &existing
         && c.identity == f.identity
     {
@@ -496,13 +509,7 @@ fn first_in_state(
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         if !busy.contains(&id) {
-            return conn
-                .row_cached(
-                    &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE id = ?1"),
-                    [id],
-                    chunk_from_row,
-                )
-                .map(Some);
+            return chunk_with_id(conn, id);
         }
     }
     Ok(None)
@@ -647,27 +654,14 @@ impl Journal {
 
     /// One chunk by id.
     pub fn chunk(&self, id: i64) -> Result<Chunk, Error> {
-        self.conn()
-            .row_cached(
-                &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE id = ?1"),
-                [id],
-                chunk_from_row,
-            )
-            .optional()
+        chunk_with_id(&self.conn(), id)
             .map_err(Error::journal("chunk"))?
             .ok_or(Error::UnknownChunk { id })
     }
 
     /// One chunk by name.
     pub fn chunk_by_name(&self, name: &str) -> Result<Option<Chunk>, Error> {
-        self.conn()
-            .row_cached(
-                &format!("SELECT {CHUNK_COLUMNS} FROM chunks WHERE name = ?1"),
-                [name],
-                chunk_from_row,
-            )
-            .optional()
-            .map_err(Error::journal("chunk by name"))
+        chunk_named(&self.conn(), name).map_err(Error::journal("chunk by name"))
     }
 
     /// Chunks in a state, oldest first.
