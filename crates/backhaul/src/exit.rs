@@ -1,5 +1,5 @@
-//! Exit codes: 0 success, 1 runtime failure, 64 usage error, 78 bad configuration
-//! (sysexits.h `EX_USAGE`/`EX_CONFIG`). A closed stdout (`backhaul … | head`) exits 0.
+//! Exit codes: 0 success, 1 runtime failure, 64 usage error, 75 the spool is another
+//! process's (sysexits.h `EX_TEMPFAIL`), 78 bad configuration (`EX_USAGE`/`EX_CONFIG`). A closed stdout (`backhaul … | head`) exits 0.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -8,6 +8,8 @@ use std::process::ExitCode;
 pub const FAILURE: u8 = 1;
 /// Usage error (sysexits `EX_USAGE`).
 pub const USAGE: u8 = 64;
+/// Another agent owns the spool (sysexits `EX_TEMPFAIL`): try again once it is gone.
+pub const TEMPFAIL: u8 = 75;
 /// Bad configuration (sysexits `EX_CONFIG`).
 pub const CONFIG: u8 = 78;
 
@@ -36,7 +38,15 @@ pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err:#}");
-            if err.chain().any(|c| c.is::<ConfigInvalid>()) {
+            let locked = err.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<backhaul_spool::Error>(),
+                    Some(backhaul_spool::Error::Locked { .. })
+                )
+            });
+            if locked {
+                ExitCode::from(TEMPFAIL)
+            } else if err.chain().any(|c| c.is::<ConfigInvalid>()) {
                 ExitCode::from(CONFIG)
             } else {
                 ExitCode::from(FAILURE)

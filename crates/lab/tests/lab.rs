@@ -1,8 +1,8 @@
 //! The lab's root suite, every test that needs root: ground truth of the lab itself (the black
 //! hole behaves like the incident; revert and PMTUD restore it), netprobe's probes, link watcher
 //! and frag-needed listener inside the lab, `diagnose`/`check` and the daemon end to end, the
-//! VPN signal against real strongSwan, guarded netplan apply inside the site, and cleanup after
-//! a killed lab. One target with
+//! VPN signal against real strongSwan, guarded netplan apply inside the site, the agent on a
+//! full disk (a tmpfs), and cleanup after a killed lab. One target with
 //! `harness = false` (libtest-mimic): without root or the ability to create a namespace it
 //! prints one SKIP line and reports every trial as ignored, never as passed.
 
@@ -19,6 +19,7 @@ mod lab {
     pub mod daemon_signals;
     pub mod diagnose;
     pub mod frag_listener;
+    pub mod full_disk;
     pub mod ground_truth;
     pub mod link_watch;
     pub mod netplan_apply;
@@ -122,6 +123,10 @@ fn main() {
         (
             "netplan_apply_rollback_survives_a_killed_session_and_blocks_a_second_apply",
             lab::netplan_apply::killed_session_does_not_stop_the_rollback_and_blocks_a_second_apply,
+        ),
+        (
+            "full_disk_never_stops_the_agent_and_frees_space_when_the_store_returns",
+            lab::full_disk::full_disk_never_stops_the_agent_and_frees_space_when_the_store_returns,
         ),
         (
             "killed_lab_is_removed_by_the_next_up",

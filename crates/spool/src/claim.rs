@@ -135,12 +135,19 @@ impl Spool {
             if group.is_empty() {
                 continue;
             }
-            for (i, r) in
-                at.into_iter()
-                    .zip(self.journal.finish_many(&group, state, now_millis())?)
-            {
-                if let Err(e) = r {
-                    outcomes[i] = Err(e);
+            // The files are handled and the rows verified: a row that cannot be finished now
+            // is finished by the next `retry_removals`, which finds the file gone.
+            match self.journal.finish_many(&group, state, now_millis()) {
+                Ok(finished) => {
+                    for (i, r) in at.into_iter().zip(finished) {
+                        if let Err(e) = r {
+                            outcomes[i] = Err(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, chunks = group.len(),
+                        "journal: files handled but not yet recorded as such; recorded on the next removal round");
                 }
             }
         }

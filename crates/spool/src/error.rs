@@ -4,13 +4,37 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The journal database could not be opened or migrated.
-    #[error("cannot open the journal at {path}; check that its directory exists and is writable")]
+    #[error("cannot open the journal at {path}: {cause}")]
     JournalOpen {
         /// Journal file.
         path: PathBuf,
+        /// What the filesystem shows.
+        cause: OpenCause,
         /// Cause.
         #[source]
         source: rusqlite::Error,
+    },
+    /// Another process holds the spool (a second agent on the same spool or journal).
+    #[error(
+        "another backhaul ({}) owns the spool {spool}\n  help: stop it first (systemctl stop backhaul), or give this one its own spool.dir and spool.journal",
+        pid.map_or_else(|| "pid unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    Locked {
+        /// The spool directory.
+        spool: PathBuf,
+        /// The process holding it, when the kernel says.
+        pid: Option<u32>,
+    },
+    /// A journal write failed because its filesystem is full, with the reserve spent or not
+    /// for this kind of step (new discoveries wait for space).
+    #[error(
+        "journal at {path}: `{op}` not recorded: the filesystem is full (ENOSPC)\n  help: free space on it; uploads and deletions go on, new chunks are journaled once there is room"
+    )]
+    NoSpace {
+        /// Journal file.
+        path: PathBuf,
+        /// The step that was not recorded.
+        op: &'static str,
     },
     /// The journal file is not a SQLite database any more (a torn or overwritten header).
     #[error(
@@ -115,6 +139,36 @@ pub enum Error {
         /// Row id.
         id: i64,
     },
+}
+
+/// Why the journal could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenCause {
+    /// Its filesystem is full (ENOSPC) and no reserve was left to open it with.
+    NoSpace,
+    /// Its filesystem is mounted read-only, or the file is read-only.
+    ReadOnly,
+    /// This user may not write its directory.
+    NotWritable,
+    /// Something else: the source error says what.
+    Other,
+}
+
+impl std::fmt::Display for OpenCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoSpace => {
+                "its filesystem is full (ENOSPC)\n  help: free some space on it (the journal needs a few MiB); nothing in the spool was deleted"
+            }
+            Self::ReadOnly => {
+                "its filesystem is read-only (EROFS)\n  help: remount it read-write or move `spool.journal` to a writable filesystem"
+            }
+            Self::NotWritable => {
+                "its directory is not writable by this user\n  help: run the agent as the spool's owner (user `backhaul` on a packaged install) or fix the directory's owner and mode"
+            }
+            Self::Other => "check that its directory exists and is writable",
+        })
+    }
 }
 
 impl Error {

@@ -40,6 +40,7 @@ mod disk;
 mod error;
 mod journal;
 mod key;
+mod lock;
 mod outbox;
 mod pattern;
 mod ready;
@@ -59,9 +60,10 @@ pub use config::{
     DEFAULT_SETTLE_SECONDS, DiskFullPolicy, Order, SpoolConfig, SpoolSettings,
 };
 pub use disk::{DiskFeed, DiskLevel, DiskStatus, DiskWatch};
-pub use error::Error;
+pub use error::{Error, OpenCause};
 pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, PartRecord, PendingAbort};
 pub use key::{KeyTemplate, MAX_KEY_BYTES, disambiguate};
+pub use lock::SpoolLock;
 pub use outbox::{Outbox, OutboxMessage};
 pub use pattern::Pattern;
 pub use ready::Readiness;

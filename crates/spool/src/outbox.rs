@@ -42,6 +42,7 @@ impl Outbox {
         // Opening through the journal creates and migrates the schema, outbox included.
         drop(crate::journal::Journal::open(journal)?);
         let open_err = |source| Error::JournalOpen {
+            cause: crate::OpenCause::Other,
             path: journal.to_owned(),
             source,
         };

@@ -90,6 +90,7 @@ mod tests {
             size,
             mtime_ns: size as i128,
             inode: 1,
+            ctime_ns: size as i128,
         }
     }
 

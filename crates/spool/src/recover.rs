@@ -10,7 +10,7 @@ use std::sync::Arc;
 use backhaul_telemetry::Metrics;
 
 use crate::journal::Journal;
-use crate::{Error, Spool, SpoolSettings};
+use crate::{Error, Spool, SpoolLock, SpoolSettings};
 
 /// What a recovery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,9 @@ pub fn journal_is_healthy(path: &Path) -> Result<bool, Error> {
 
 /// Moves the journal aside as `<journal>.corrupt-<unix ms>` and rebuilds it from the spool.
 /// The agent must not be running (the caller says so).
+/// Refused with [`Error::Locked`] while an agent has the spool open.
 pub fn recover_journal(settings: SpoolSettings, metrics: Arc<Metrics>) -> Result<Recovered, Error> {
+    let lock = SpoolLock::acquire(&settings)?;
     let journal = settings.journal.clone();
     let moved_to = if journal.exists() {
         let stamp = crate::now_millis();
@@ -64,7 +66,7 @@ pub fn recover_journal(settings: SpoolSettings, metrics: Arc<Metrics>) -> Result
     } else {
         None
     };
-    let spool = Spool::open(settings, metrics)?;
+    let spool = Spool::open_locked(settings, metrics, lock)?;
     let report = spool.scan_once()?;
     Ok(Recovered {
         moved_to,

@@ -43,11 +43,21 @@ pub enum Skipped {
 }
 
 /// The identity of a file, without following symlinks.
+///
+/// Times are clamped to what the journal stores (64-bit nanoseconds: 1677 to 2262): a file
+/// dated beyond that (ext4 stores such mtimes) must compare equal to its own row, or it would
+/// look changed on every look.
 pub fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
+    let time = |secs: i64, nsec: i64| {
+        i128::from(crate::journal::ns(
+            i128::from(secs) * 1_000_000_000 + i128::from(nsec),
+        ))
+    };
     FileIdentity {
         size: meta.len(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        mtime_ns: time(meta.mtime(), meta.mtime_nsec()),
         inode: meta.ino(),
+        ctime_ns: time(meta.ctime(), meta.ctime_nsec()),
     }
 }
 

@@ -12,8 +12,8 @@ use crate::{Spool, SpoolConfig};
 pub struct TempSpool {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
-    /// The spool.
-    pub spool: Spool,
+    /// The spool (one per directory: it holds the spool's lock; uploaders share it).
+    pub spool: Arc<Spool>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -36,7 +36,9 @@ impl TempSpool {
             .validate("SITE-TEST")
             .unwrap_or_else(|e| panic!("config: {e:?}"));
         let metrics = Arc::new(Metrics::default());
-        let spool = Spool::open(settings, metrics.clone()).unwrap_or_else(|e| panic!("open: {e}"));
+        let spool = Arc::new(
+            Spool::open(settings, metrics.clone()).unwrap_or_else(|e| panic!("open: {e}")),
+        );
         Self {
             dir,
             spool,

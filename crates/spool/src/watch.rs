@@ -15,7 +15,7 @@ use crate::scan::{self, Skipped, ignored};
 use crate::writers::{Writers, open_for_writing};
 use crate::{
     Chunk, ChunkState, DiskFeed, DiskFullPolicy, DiskStatus, DiskWatch, Error, Readiness,
-    ScanEntry, SpoolSettings, UnixMillis,
+    ScanEntry, SpoolLock, SpoolSettings, UnixMillis,
 };
 
 /// How often files that are not yet settled are looked at again.
@@ -40,7 +40,12 @@ pub struct Spool {
     skipped: Mutex<HashSet<String>>,
     /// Said once: the kernel will not tell whether files are open for writing.
     writers_unknown: AtomicBool,
+    /// Ready files could not be journaled because the filesystem is full; they are scanned
+    /// again once there is room.
+    discovery_deferred: AtomicBool,
     disk: DiskFeed,
+    /// Held while the spool is open: one agent per spool.
+    _lock: SpoolLock,
 }
 
 /// Wall-clock milliseconds since the epoch.
@@ -72,8 +77,14 @@ pub struct ScanReport {
 }
 
 impl Spool {
-    /// Opens the spool: the directory must exist; the journal is created if needed.
+    /// Opens the spool: the directory must exist; the journal is created if needed. Refused
+    /// with [`Error::Locked`] while another process has it open.
     pub fn open(settings: SpoolSettings, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        let lock = Self::check_dir(&settings).and_then(|()| SpoolLock::acquire(&settings))?;
+        Self::open_locked(settings, metrics, lock)
+    }
+
+    fn check_dir(settings: &SpoolSettings) -> Result<(), Error> {
         let meta = std::fs::metadata(&settings.dir).map_err(|e| Error::SpoolDir {
             path: settings.dir.clone(),
             source: e,
@@ -88,6 +99,16 @@ impl Spool {
             path: settings.dir.clone(),
             source: e,
         })?;
+        Ok(())
+    }
+
+    /// [`Self::open`] with the spool's lock already taken (journal recovery takes it before
+    /// it moves the old journal aside).
+    pub(crate) fn open_locked(
+        settings: SpoolSettings,
+        metrics: Arc<Metrics>,
+        lock: SpoolLock,
+    ) -> Result<Self, Error> {
         let journal = Journal::open(&settings.journal)?;
         Ok(Self {
             readiness: Mutex::new(Readiness::new(settings.settle)),
@@ -98,7 +119,9 @@ impl Spool {
             warned: Mutex::new(HashSet::new()),
             skipped: Mutex::new(HashSet::new()),
             writers_unknown: AtomicBool::new(false),
+            discovery_deferred: AtomicBool::new(false),
             disk: DiskFeed::default(),
+            _lock: lock,
         })
     }
 
@@ -284,12 +307,22 @@ impl Spool {
         }
         // A backlog found at start is journaled a group per commit, not a commit (an fsync)
         // per file; groups keep the journal free for the uploads in between.
-        for group in ready.chunks(SCAN_COMMIT_FILES) {
-            report.new_chunks += self
-                .journal_entries(group)?
-                .iter()
-                .filter(|u| matches!(u, Some(Upsert::New(..) | Upsert::Replaced(..))))
-                .count();
+        for (i, group) in ready.chunks(SCAN_COMMIT_FILES).enumerate() {
+            match self.journal_entries(group) {
+                Ok(outcomes) => {
+                    report.new_chunks += outcomes
+                        .iter()
+                        .filter(|u| matches!(u, Some(Upsert::New(..) | Upsert::Replaced(..))))
+                        .count();
+                }
+                // The files stay where they are and wait for room, like unsettled ones.
+                Err(e @ Error::NoSpace { .. }) => {
+                    self.discovery_failed(&e);
+                    report.waiting += ready.len() - i * SCAN_COMMIT_FILES;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         for state in [ChunkState::Discovered, ChunkState::Uploading] {
             for c in self.journal.chunks_in(state)? {
@@ -380,15 +413,13 @@ impl Spool {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 _ = rescan.tick() => {
-                    if let Err(e) = self.scan_once() {
-                        tracing::error!(error = %e, "spool rescan failed");
-                    }
+                    self.discovered(self.scan_once().map(|_| false));
                 }
                 _ = settle.tick() => {
                     let mut any = false;
                     let waiting = self.readiness().waiting();
                     for name in waiting {
-                        any |= self.check_path(&self.settings.dir.join(&name), false)?;
+                        any |= self.discovered(self.check_path(&self.settings.dir.join(&name), false));
                     }
                     if any {
                         self.ready.notify_one();
@@ -399,7 +430,7 @@ impl Spool {
                         Ok(ev) => ev,
                         Err(e) => {
                             tracing::warn!(error = %e, "inotify error; rescanning");
-                            self.scan_once()?;
+                            self.discovered(self.scan_once().map(|_| false));
                             continue;
                         }
                     };
@@ -410,7 +441,7 @@ impl Spool {
                     };
                     let mut any = false;
                     if let Some(p) = renamed_to {
-                        any |= self.check_path(p, true)?;
+                        any |= self.discovered(self.check_path(p, true));
                     } else if matches!(
                         ev.kind,
                         EventKind::Create(_)
@@ -420,9 +451,9 @@ impl Spool {
                         for p in &ev.paths {
                             if p.is_dir() {
                                 // Files may have landed before the new directory's watch.
-                                self.scan_once()?;
+                                self.discovered(self.scan_once().map(|_| false));
                             } else {
-                                any |= self.check_path(p, false)?;
+                                any |= self.discovered(self.check_path(p, false));
                             }
                         }
                     }
@@ -430,6 +461,31 @@ impl Spool {
                         self.ready.notify_one();
                     }
                 }
+            }
+        }
+    }
+
+    /// The outcome of a discovery step in the watcher: a failure is said and the watch goes
+    /// on (the next rescan tries again), so the agent never stops over a file it could not
+    /// journal.
+    fn discovered(&self, outcome: Result<bool, Error>) -> bool {
+        outcome.unwrap_or_else(|e| {
+            self.discovery_failed(&e);
+            false
+        })
+    }
+
+    /// Says why discovery failed; a full filesystem once per episode, since it lasts.
+    fn discovery_failed(&self, e: &Error) {
+        match e {
+            Error::NoSpace { .. } => {
+                if !self.discovery_deferred.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e,
+                        "spool: the filesystem is full; new chunks are journaled once uploads have freed space (nothing is lost: they stay in the spool)");
+                }
+            }
+            e => {
+                tracing::error!(error = %e, "spool: discovery failed; the next rescan tries again")
             }
         }
     }
@@ -450,6 +506,12 @@ impl Spool {
     /// Updates backlog and disk metrics; under `drop-oldest` at critical, deletes the oldest
     /// un-uploaded chunks not in `busy` until usage is below critical.
     pub fn housekeeping(&self, disk: &mut DiskWatch, busy: &[i64]) -> Result<DiskStatus, Error> {
+        // The reserve is taken again only with room to spare, so once it is held the files
+        // that waited for space can be journaled.
+        if self.journal.keep_reserve() && self.discovery_deferred.swap(false, Ordering::Relaxed) {
+            tracing::info!("spool: space is back; journaling the chunks that waited for it");
+            self.discovered(self.scan_once().map(|_| false));
+        }
         self.refresh_backlog()?;
         self.metrics
             .journal_size_bytes

@@ -618,7 +618,25 @@ impl Uploader {
                 (uploaded, v.checksum.clone())
             })
             .collect();
-        let outcomes = self.spool.verified_many(&batch)?;
+        let outcomes = match self.spool.verified_many(&batch) {
+            Ok(o) => o,
+            // Nothing is deleted unrecorded: the files stay and the next attempt finds their
+            // objects in the bucket (sending nothing) once the journal has room again.
+            Err(e @ backhaul_spool::Error::NoSpace { .. }) => {
+                tracing::error!(error = %e, chunks = verified.len(),
+                    "uploaded and verified, but the journal cannot record it; the files stay and are checked again shortly");
+                for (chunk, _) in &verified {
+                    let r = retries.entry(chunk.id).or_insert(Retry {
+                        attempts: 0,
+                        not_before: Instant::now(),
+                    });
+                    r.attempts += 1;
+                    r.not_before = Instant::now() + backoff.delay(r.attempts);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         for ((chunk, v), outcome) in verified.into_iter().zip(outcomes) {
             match outcome {
                 Ok(removal) => {
@@ -634,13 +652,21 @@ impl Uploader {
                 }
                 // The file changed while it was uploaded: the new version goes up next.
                 Err(backhaul_spool::Error::Transition { .. }) => {
-                    self.spool.changed(&chunk)?;
+                    self.changed(&chunk);
                     retries.remove(&chunk.id);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(())
+    }
+
+    /// Tells the spool a claimed chunk's file changed or vanished. Not recorded (a full
+    /// filesystem) is not fatal: the next scan sees the file as it is.
+    fn changed(&self, chunk: &Chunk) {
+        if let Err(e) = self.spool.changed(chunk) {
+            tracing::warn!(chunk = ?chunk.name, error = %e, "journal: the change is not recorded now; the next scan finds the file as it is");
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -657,7 +683,7 @@ impl Uploader {
         match error {
             Error::Changed { .. } | Error::Spool(backhaul_spool::Error::Transition { .. }) => {
                 tracing::warn!(chunk = ?chunk.name, "chunk changed or vanished during upload; nothing deleted, the new version is uploaded");
-                self.spool.changed(&chunk)?;
+                self.changed(&chunk);
                 retries.remove(&chunk.id);
             }
             e => {

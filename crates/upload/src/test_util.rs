@@ -142,10 +142,6 @@ pub fn uploader(
     creds: Credentials,
 ) -> (Uploader, Arc<ChunkUploader>) {
     let settings = cfg.validate().unwrap_or_else(|e| panic!("config: {e:?}"));
-    let spool_arc = Arc::new(
-        backhaul_spool::Spool::open(spool.spool.settings().clone(), spool.metrics.clone())
-            .unwrap_or_else(|e| panic!("spool: {e}")),
-    );
     build_uploader(
         UploaderParts {
             settings,
@@ -153,7 +149,7 @@ pub fn uploader(
             ca_bundle: None,
             utc_offset: time::UtcOffset::UTC,
         },
-        spool_arc,
+        spool.spool.clone(),
         spool.metrics.clone(),
     )
     .unwrap_or_else(|e| panic!("uploader: {e}"))

@@ -110,8 +110,16 @@ pub async fn agent(
     on_start: impl FnOnce(Option<std::net::SocketAddr>),
 ) -> anyhow::Result<RunReport> {
     let spool = Spool::open(cfg.spool.clone(), metrics.clone()).map_err(|e| match e {
-        // Its message carries the recovery; the spool directory is fine.
-        backhaul_spool::Error::JournalCorrupt { .. } => anyhow::Error::new(e),
+        // Their messages say what to do; the configuration is fine.
+        backhaul_spool::Error::JournalCorrupt { .. }
+        | backhaul_spool::Error::Locked { .. }
+        | backhaul_spool::Error::JournalOpen {
+            cause:
+                backhaul_spool::OpenCause::NoSpace
+                | backhaul_spool::OpenCause::ReadOnly
+                | backhaul_spool::OpenCause::NotWritable,
+            ..
+        } => anyhow::Error::new(e),
         _ => anyhow::Error::new(ConfigInvalid(format!(
             "{e:#}\n  help: the spool directory must exist and be readable by the agent (spool.dir = {})",
             cfg.spool.dir.display()

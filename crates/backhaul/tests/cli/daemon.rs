@@ -316,3 +316,73 @@ async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
         "rtnetlink works unprivileged: {logs}"
     );
 }
+
+/// One agent per spool: a second one (its own metrics port, so only the spool is shared)
+/// exits 75 naming the first one's pid, and `journal recover` refuses to run under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_one_spool_exits_75_naming_the_first() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let metrics = |port: u16| format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let first_dir = dir.path().join("first");
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&first_dir).unwrap();
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let port = free_port();
+    let first_cfg = site_config(
+        &first_dir,
+        &spool,
+        &peer,
+        &peer.endpoint(),
+        "",
+        &metrics(port),
+    );
+    let second_cfg = site_config(
+        &second_dir,
+        &spool,
+        &peer,
+        &peer.endpoint(),
+        "",
+        &metrics(free_port()),
+    );
+    let first = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", first_cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let owner = format!("another backhaul (pid {}) owns the spool", first.0.id());
+    let second = Command::new(exe())
+        .args(["run", "--config", second_cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{err}");
+    assert!(err.contains(&owner), "{err}");
+    let recover = Command::new(exe())
+        .args([
+            "journal",
+            "recover",
+            "--force",
+            "--config",
+            second_cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&recover.stderr);
+    assert_eq!(recover.status.code(), Some(75), "{err}");
+    assert!(err.contains(&owner), "{err}");
+    assert!(
+        spool.join(".backhaul/journal.sqlite").exists(),
+        "the running agent's journal was not moved aside"
+    );
+}

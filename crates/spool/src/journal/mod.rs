@@ -5,6 +5,7 @@
 //! `schema.rs` holds the tables and their migration; `transitions.rs` every step that changes a
 //! chunk's state; this file the types, the handle and the reads.
 
+mod reserve;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -15,8 +16,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::error::OpenCause;
 use crate::{Error, Order, UnixMillis};
-use schema::{SCHEMA, create_private_dir, migrate, restrict};
+use reserve::Reserve;
+pub(crate) use schema::create_private_dir;
+use schema::{SCHEMA, migrate, restrict};
 
 /// Below this many pages (4 MiB at the default page size) a legacy journal is not worth a
 /// rewrite.
@@ -27,9 +31,11 @@ const NEWEST_STARTED: &str = "newest_started_mtime_ns";
 
 /// States in which a chunk still waits for upload.
 const PENDING: &str = "('discovered','uploading')";
-/// The row still describes the version that was claimed: key ?2, size ?3, mtime ?4, inode ?5.
+/// The row still describes the version that was claimed: key ?2, size ?3, mtime ?4, inode ?5,
+/// ctime ?6.
 const SAME_VERSION: &str =
-    "AND object_key = ?2 AND size_bytes = ?3 AND mtime_ns = ?4 AND inode = ?5";
+    "AND object_key = ?2 AND size_bytes = ?3 AND mtime_ns = ?4 AND inode = ?5
+     AND ctime_ns = ?6";
 
 /// A chunk's journal state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,16 +86,29 @@ impl ChunkState {
 /// What identifies one version of a file: if any of these change, it is a different chunk.
 ///
 /// This is the spool's one rule for "is this still the file that was uploaded": equality of
-/// all three. An mtime that moved with size and inode unchanged is a rewrite in place as far
-/// as anyone can tell, so it is a new version (uploaded again, never deleted unseen).
+/// all four. An mtime that moved with size and inode unchanged is a rewrite in place as far
+/// as anyone can tell, so it is a new version (uploaded again, never deleted unseen). The
+/// status-change time catches what the mtime cannot: a writer that patches a file in place
+/// and puts its mtime back (`touch -r`, `rsync --inplace -t`) still moves the ctime, which no
+/// utime call can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileIdentity {
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, Unix nanoseconds.
+    /// Modification time, Unix nanoseconds (within SQLite's 64-bit range: see
+    /// [`crate::identity_of`]).
     pub mtime_ns: i128,
     /// Inode number.
     pub inode: u64,
+    /// Status-change time, Unix nanoseconds; 0 in a row journaled before it was recorded.
+    pub ctime_ns: i128,
+}
+
+impl FileIdentity {
+    /// The same file as far as a journal row from before ctimes were recorded can tell.
+    pub(crate) fn same_but_ctime(&self, other: &Self) -> bool {
+        self.size == other.size && self.mtime_ns == other.mtime_ns && self.inode == other.inode
+    }
 }
 
 /// A chunk row.
@@ -246,15 +265,68 @@ fn with_sync<T>(
     out
 }
 
+/// Opens the SQLite connection with the journal's settings, its tables and migrations.
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // Only takes effect on a new file (an older one is converted once by `reclaim`): lets
+    // compaction hand freed pages back to the filesystem without rewriting the journal.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    // WAL keeps readers (sqlite3 CLI, `backhaul status`) from blocking the agent;
+    // synchronous=FULL fsyncs the WAL on every commit, which is the durability we promise.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // After a checkpoint the log shrinks back to this, whatever a burst made it grow to.
+    conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Why the journal could not be opened, from what SQLite said and what the filesystem shows.
+fn open_error(path: &Path, reserve: &Reserve, source: rusqlite::Error) -> Error {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let cause = match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            return Error::JournalCorrupt {
+                path: path.to_owned(),
+                source,
+            };
+        }
+        _ if reserve.is_no_space(&source) => OpenCause::NoSpace,
+        Some(rusqlite::ErrorCode::ReadOnly) => OpenCause::ReadOnly,
+        _ if rustix::fs::statvfs(dir)
+            .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY)) =>
+        {
+            OpenCause::ReadOnly
+        }
+        _ if rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_err() => {
+            OpenCause::NotWritable
+        }
+        _ => OpenCause::Other,
+    };
+    Error::JournalOpen {
+        path: path.to_owned(),
+        cause,
+        source,
+    }
+}
+
 /// The journal handle. Statements are short; one connection behind a mutex is enough.
 #[derive(Debug)]
 pub(crate) struct Journal {
     path: PathBuf,
     conn: Mutex<Connection>,
+    reserve: Reserve,
 }
 
 const CHUNK_COLUMNS: &str = "id, name, camera, object_key, size_bytes, mtime_ns, inode, state, \
-                             upload_id, checksum, attempts, discovered_at";
+                             upload_id, checksum, attempts, discovered_at, ctime_ns";
 
 fn chunk_from_row(row: &Row<'_>) -> rusqlite::Result<Chunk> {
     let mtime: i64 = row.get(5)?;
@@ -267,6 +339,7 @@ fn chunk_from_row(row: &Row<'_>) -> rusqlite::Result<Chunk> {
             size: row.get::<_, i64>(4)? as u64,
             mtime_ns: i128::from(mtime),
             inode: row.get::<_, i64>(6)? as u64,
+            ctime_ns: i128::from(row.get::<_, Option<i64>>(12)?.unwrap_or(0)),
         },
         state: ChunkState::parse(&row.get::<_, String>(7)?),
         upload_id: row.get(8)?,
@@ -276,8 +349,9 @@ fn chunk_from_row(row: &Row<'_>) -> rusqlite::Result<Chunk> {
     })
 }
 
-/// SQLite stores 64-bit integers; nanosecond mtimes fit until 2262.
-fn ns(v: i128) -> i64 {
+/// SQLite stores 64-bit integers; nanosecond times fit until 2262 ([`crate::identity_of`]
+/// clamps later ones, so a row and its file agree).
+pub(crate) fn ns(v: i128) -> i64 {
     v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
@@ -285,51 +359,59 @@ impl Journal {
     /// Opens (creating if needed) the journal at `path`: the file `0600` in a `0700` directory
     /// (it names every recording of the site).
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let open_err = |source: rusqlite::Error| match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-                Error::JournalCorrupt {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-            _ => Error::JournalOpen {
-                path: path.to_owned(),
-                source,
-            },
-        };
         if let Some(parent) = path.parent() {
             create_private_dir(parent)?;
         }
-        let conn = Connection::open(path).map_err(open_err)?;
-        // Only takes effect on a new file (an older one is converted once by `reclaim`): lets
-        // compaction hand freed pages back to the filesystem without rewriting the journal.
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-            .map_err(open_err)?;
-        // WAL keeps readers (sqlite3 CLI, `backhaul status`) from blocking the agent;
-        // synchronous=FULL fsyncs the WAL on every commit, which is the durability we promise.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        // After a checkpoint the log shrinks back to this, whatever a burst made it grow to.
-        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        migrate(&conn).map_err(open_err)?;
+        let reserve = Reserve::beside(path);
+        // Opening creates the log and its shared-memory index: on a full disk the reserve
+        // kept by the last run is what makes room for them.
+        let conn = loop {
+            match open_connection(path) {
+                Err(e) if reserve.is_no_space(&e) && reserve.release() => {}
+                other => break other.map_err(|source| open_error(path, &reserve, source))?,
+            }
+        };
         for suffix in ["", "-wal", "-shm"] {
             let mut p = path.as_os_str().to_owned();
             p.push(suffix);
             restrict(Path::new(&p), 0o600)?;
         }
+        reserve.ensure();
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            reserve,
         })
+    }
+
+    /// Takes the reserve for a full disk again if it was spent and there is room for it now;
+    /// whether it is held.
+    pub fn keep_reserve(&self) -> bool {
+        self.reserve.ensure()
+    }
+
+    /// Runs a step that moves chunks towards their deletion (or records an upload in
+    /// progress). On a full filesystem the reserve is given up a step at a time, the step
+    /// tried again after each: these are the steps that free space again.
+    fn freeing<T>(&self, op: &'static str, f: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+        loop {
+            match f() {
+                Err(Error::Journal { source, .. })
+                    if self.reserve.is_no_space(&source) && self.reserve.release() => {}
+                other => return other.map_err(|e| self.no_space(op, e)),
+            }
+        }
+    }
+
+    /// A journal error that comes from a full filesystem, named as such.
+    fn no_space(&self, op: &'static str, e: Error) -> Error {
+        match e {
+            Error::Journal { source, .. } if self.reserve.is_no_space(&source) => Error::NoSpace {
+                path: self.path.clone(),
+                op,
+            },
+            e => e,
+        }
     }
 
     /// The journal file.

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     discovered_at   INTEGER NOT NULL,
     started_at      INTEGER,
     verified_at     INTEGER,
-    finished_at     INTEGER
+    finished_at     INTEGER,
+    ctime_ns        INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_state ON chunks (state, mtime_ns);
 CREATE TABLE IF NOT EXISTS parts (
@@ -74,7 +75,11 @@ CREATE TABLE IF NOT EXISTS spool_state (
     value           INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
-const SCHEMA_VERSION: i64 = 3;
+/// Version 4: the file's status-change time is part of its identity (a writer that patches
+/// a file in place and puts the mtime back still moves it). Rows from before hold NULL until
+/// the next scan sees their file.
+const CTIME_COLUMN: &str = "ALTER TABLE chunks ADD COLUMN ctime_ns INTEGER";
+const SCHEMA_VERSION: i64 = 4;
 
 /// Brings an older journal to [`SCHEMA_VERSION`]. A version-1 journal may hold live chunks
 /// that share a key (the collision version 2 prevents): all but the first get a
@@ -116,11 +121,19 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
          SELECT ?1, MAX(mtime_ns) FROM chunks WHERE started_at IS NOT NULL HAVING COUNT(*) > 0",
         [NEWEST_STARTED],
     )?;
+    let has_ctime: bool = conn.row_cached(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('chunks') WHERE name = 'ctime_ns')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_ctime {
+        conn.execute_batch(CTIME_COLUMN)?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
 /// Creates `dir` (and parents) and makes it `0700` if this agent created it.
-pub(super) fn create_private_dir(dir: &Path) -> Result<(), Error> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), Error> {
     if dir.as_os_str().is_empty() || dir.exists() {
         return Ok(());
     }

@@ -6,6 +6,7 @@ fn ident(size: u64, mtime_ns: i128) -> FileIdentity {
         size,
         mtime_ns,
         inode: 7,
+        ctime_ns: mtime_ns + 1,
     }
 }
 
@@ -451,4 +452,100 @@ fn claim_many_takes_distinct_chunks_in_upload_order_in_one_commit() {
         .unwrap();
     assert_eq!(rest.len(), 1, "the refused chunk is not claimed");
     assert_eq!(j.chunk_by_name("c5").unwrap().unwrap().attempts, 0);
+}
+
+/// A journal from before ctimes were recorded gains the column; a row's file seen again with
+/// the same size, mtime and inode is the same chunk (its ctime recorded, nothing restarted),
+/// and from then on a ctime that moves is a new version.
+#[test]
+fn a_version_3_journal_adopts_ctimes_without_restarting_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&SCHEMA.replace(",\n    ctime_ns        INTEGER\n", "\n"))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode, state,
+                                 upload_id, discovered_at)
+             VALUES ('cam1/a.mp4', 'cam1', 'S/cam1/a.mp4', 10, 100, 7, 'uploading', 'u1', 0)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    let legacy = j.chunk_by_name("cam1/a.mp4").unwrap().unwrap();
+    assert_eq!(legacy.identity.ctime_ns, 0);
+    let seen = ident(10, 100);
+    let up = j
+        .upsert_ready("cam1/a.mp4", "cam1", "S/cam1/a.mp4", seen, 1)
+        .unwrap();
+    assert!(matches!(up, Upsert::Known(_)), "{up:?}");
+    let adopted = j.chunk_by_name("cam1/a.mp4").unwrap().unwrap();
+    assert_eq!(adopted.identity, seen);
+    assert_eq!(
+        adopted.upload_id.as_deref(),
+        Some("u1"),
+        "the open upload goes on"
+    );
+    assert!(j.pending_aborts().unwrap().is_empty());
+    let patched = FileIdentity {
+        ctime_ns: seen.ctime_ns + 5,
+        ..seen
+    };
+    let up = j
+        .upsert_ready("cam1/a.mp4", "cam1", "S/cam1/a.mp4", patched, 2)
+        .unwrap();
+    assert!(matches!(up, Upsert::Replaced(..)), "{up:?}");
+    assert!(
+        j.mark_verified(&adopted, "crc32c:x", 3).is_err(),
+        "the old version is never marked verified"
+    );
+}
+
+/// A chunk dated 2099 (a camera with a wrong clock) is uploaded like a live one, and freshness
+/// goes on for the chunks after it instead of waiting for 2099; a "newest started" from the
+/// future left by an older agent does not hold it off either.
+#[test]
+fn a_chunk_from_the_future_does_not_turn_freshness_off() {
+    let (_d, j) = journal();
+    let now = crate::now_millis();
+    let now_ns = i128::from(now) * 1_000_000;
+    let year_2099_ns = 4_070_908_800 * 1_000_000_000i128;
+    for (name, mtime) in [
+        ("old1", now_ns - 3_600_000_000_000),
+        ("old2", now_ns - 3_000_000_000_000),
+    ] {
+        j.upsert_ready(name, "c", name, ident(1, mtime), now)
+            .unwrap();
+    }
+    j.upsert_ready("future", "c", "future", ident(1, year_2099_ns), now)
+        .unwrap();
+    let first = j.claim(Order::Freshness, &[], now).unwrap().unwrap();
+    assert_eq!(first.name, "future", "the newest counts as live");
+    j.upsert_ready("live", "c", "live", ident(1, now_ns + 1_000_000_000), now)
+        .unwrap();
+    let next = j
+        .claim(Order::Freshness, &[first.id], now + 2_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.name, "live",
+        "freshness still on after the chunk from 2099"
+    );
+
+    j.conn()
+        .execute(
+            "UPDATE spool_state SET value = ?1 WHERE key = ?2",
+            params![ns(year_2099_ns), NEWEST_STARTED],
+        )
+        .unwrap();
+    j.upsert_ready("live2", "c", "live2", ident(1, now_ns + 3_000_000_000), now)
+        .unwrap();
+    let next = j
+        .claim(Order::Freshness, &[first.id, next.id], now + 4_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.name, "live2");
 }

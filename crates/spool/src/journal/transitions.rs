@@ -35,10 +35,19 @@ fn upsert_in(
     now: UnixMillis,
 ) -> Result<Upsert, Error> {
     let existing = chunk_named(tx, f.name).map_err(Error::journal("upsert: select"))?;
-    if let Some(c) = &existing
-        && c.identity == f.identity
-    {
-        return Ok(Upsert::Known(c.id));
+    if let Some(c) = &existing {
+        if c.identity == f.identity {
+            return Ok(Upsert::Known(c.id));
+        }
+        // A row from before ctimes were journaled: the file it describes, now with its ctime.
+        if c.identity.ctime_ns == 0 && c.identity.same_but_ctime(&f.identity) {
+            tx.exec_cached(
+                "UPDATE chunks SET ctime_ns = ?2 WHERE id = ?1",
+                params![c.id, ns(f.identity.ctime_ns)],
+            )
+            .map_err(Error::journal("upsert: record ctime"))?;
+            return Ok(Upsert::Known(c.id));
+        }
     }
     let own = existing.as_ref().map(|c| c.id);
     let key = free_key(tx, f.key, own).map_err(Error::journal("upsert: free key"))?;
@@ -49,7 +58,8 @@ fn upsert_in(
         f.identity.size as i64,
         ns(f.identity.mtime_ns),
         f.identity.inode as i64,
-        now
+        now,
+        ns(f.identity.ctime_ns)
     ];
     let outcome = match existing {
         Some(c) => {
@@ -67,7 +77,7 @@ fn upsert_in(
                 "UPDATE chunks SET camera = ?2, object_key = ?3, size_bytes = ?4, mtime_ns = ?5,
                    inode = ?6, state = 'discovered', upload_id = NULL, checksum = NULL,
                    attempts = 0, last_error = NULL, discovered_at = ?7, started_at = NULL,
-                   verified_at = NULL, finished_at = NULL
+                   verified_at = NULL, finished_at = NULL, ctime_ns = ?8
                  WHERE name = ?1",
                 row,
             )
@@ -77,8 +87,8 @@ fn upsert_in(
         None => {
             tx.exec_cached(
                 "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode,
-                                     state, discovered_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovered', ?7)",
+                                     state, discovered_at, ctime_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'discovered', ?7, ?8)",
                 row,
             )
             .map_err(Error::journal("upsert: insert"))?;
@@ -115,7 +125,31 @@ fn first_in_state(
 
 /// [`Journal::next_pending`] on a connection or transaction. Each query walks the
 /// `(state, mtime_ns)` index from one end, so its cost does not grow with finished rows.
-fn next_pending(conn: &Connection, order: Order, busy: &[i64]) -> rusqlite::Result<Option<Chunk>> {
+/// How far in the future an mtime may be before ordering takes it for "now": a camera with a
+/// wrong clock (a chunk dated 2099) must not look newer than every live chunk to come.
+const FUTURE_TOLERANCE_MS: i64 = 60_000;
+
+/// The mtime freshness ordering goes by: the file's, or `now` for one dated beyond the
+/// tolerance.
+fn ordering_mtime(mtime_ns: i128, now: UnixMillis) -> i128 {
+    if mtime_ns > horizon_ns(now) {
+        i128::from(now) * 1_000_000
+    } else {
+        mtime_ns
+    }
+}
+
+/// The latest mtime taken at its word: `now` plus the tolerance.
+fn horizon_ns(now: UnixMillis) -> i128 {
+    i128::from(now.saturating_add(FUTURE_TOLERANCE_MS)) * 1_000_000
+}
+
+fn next_pending(
+    conn: &Connection,
+    order: Order,
+    busy: &[i64],
+    now: UnixMillis,
+) -> rusqlite::Result<Option<Chunk>> {
     let oldest = match first_in_state(conn, ChunkState::Uploading, busy, false)? {
         Some(open) => Some(open),
         None => first_in_state(conn, ChunkState::Discovered, busy, false)?,
@@ -140,7 +174,12 @@ fn next_pending(conn: &Connection, order: Order, busy: &[i64]) -> rusqlite::Resu
             |r| r.get(0),
         )
         .optional()?;
-    let live = newest_started.is_none_or(|started| i128::from(started) < newest.identity.mtime_ns);
+    // A "newest started" beyond the tolerance can only be left from before it existed: it is
+    // ignored (and replaced by the next claim), so it cannot hold freshness off until then.
+    let live = newest_started
+        .map(i128::from)
+        .filter(|started| *started <= horizon_ns(now))
+        .is_none_or(|started| started < ordering_mtime(newest.identity.mtime_ns, now));
     Ok(if live && newest.state == ChunkState::Discovered {
         Some(newest)
     } else {
@@ -179,16 +218,21 @@ impl Journal {
         files: &[Ready<'_>],
         now: UnixMillis,
     ) -> Result<Vec<Upsert>, Error> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(Error::journal("upsert: begin"))?;
-        let mut out = Vec::with_capacity(files.len());
-        for f in files {
-            out.push(upsert_in(&tx, f, now)?);
-        }
-        tx.commit().map_err(Error::journal("upsert: commit"))?;
-        Ok(out)
+        // New discoveries never take the reserve: on a full disk they wait for space (the
+        // files stay, and the next scan finds them again).
+        let upsert = || {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction()
+                .map_err(Error::journal("upsert: begin"))?;
+            let mut out = Vec::with_capacity(files.len());
+            for f in files {
+                out.push(upsert_in(&tx, f, now)?);
+            }
+            tx.commit().map_err(Error::journal("upsert: commit"))?;
+            Ok(out)
+        };
+        upsert().map_err(|e| self.no_space("journal new chunks", e))
     }
 
     /// The next pending chunk to upload, skipping ids in `busy`.
@@ -199,7 +243,8 @@ impl Journal {
     #[cfg(test)]
     pub fn next_pending(&self, order: Order, busy: &[i64]) -> Result<Option<Chunk>, Error> {
         let conn = self.conn();
-        next_pending(&conn, order, busy).map_err(Error::journal("next pending"))
+        next_pending(&conn, order, busy, crate::now_millis())
+            .map_err(Error::journal("next pending"))
     }
 
     /// Takes the next pending chunk (see [`Self::next_pending`]) and counts the attempt.
@@ -229,8 +274,11 @@ impl Journal {
             let tx = conn.transaction().map_err(Error::journal("claim: begin"))?;
             let mut busy = skip.to_vec();
             let mut claimed = Vec::new();
+            // On a full filesystem the attempt goes uncounted and the upload goes ahead: it is
+            // what frees space.
+            let mut recording = true;
             while claimed.len() < n {
-                let Some(mut chunk) = next_pending(&tx, order, &busy)
+                let Some(mut chunk) = next_pending(&tx, order, &busy, now)
                     .map_err(Error::journal("claim: next pending"))?
                 else {
                     break;
@@ -238,47 +286,65 @@ impl Journal {
                 if !admit(&chunk) {
                     break;
                 }
-                tx.exec_cached(
-                    "UPDATE chunks SET attempts = attempts + 1, started_at = COALESCE(started_at, ?2)
-                     WHERE id = ?1",
-                    params![chunk.id, now],
-                )
-                .map_err(Error::journal("claim"))?;
-                tx.exec_cached(
-                    "INSERT INTO spool_state (key, value) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    params![NEWEST_STARTED, ns(chunk.identity.mtime_ns)],
-                )
-                .map_err(Error::journal("claim: newest started"))?;
-                chunk.attempts += 1;
+                if recording {
+                    let counted = tx
+                        .exec_cached(
+                            "UPDATE chunks SET attempts = attempts + 1, started_at = COALESCE(started_at, ?2)
+                             WHERE id = ?1",
+                            params![chunk.id, now],
+                        )
+                        .and_then(|_| {
+                            tx.exec_cached(
+                                "INSERT INTO spool_state (key, value) VALUES (?1, ?2)
+                                 ON CONFLICT (key) DO UPDATE SET value = CASE
+                                   WHEN value > ?3 THEN excluded.value
+                                   ELSE MAX(value, excluded.value) END",
+                                params![
+                                    NEWEST_STARTED,
+                                    ns(ordering_mtime(chunk.identity.mtime_ns, now)),
+                                    ns(horizon_ns(now))
+                                ],
+                            )
+                        });
+                    match counted {
+                        Ok(_) => chunk.attempts += 1,
+                        Err(e) if self.reserve.is_no_space(&e) => recording = false,
+                        Err(e) => return Err(Error::journal("claim")(e)),
+                    }
+                }
                 busy.push(chunk.id);
                 claimed.push(chunk);
             }
-            tx.commit().map_err(Error::journal("claim: commit"))?;
-            Ok(claimed)
+            match tx.commit() {
+                Ok(()) => Ok(claimed),
+                Err(e) if self.reserve.is_no_space(&e) => Ok(claimed),
+                Err(e) => Err(Error::journal("claim: commit")(e)),
+            }
         })
     }
 
     /// Records the multipart upload id of a chunk (state `uploading`). Refused unless the row
     /// still describes this version of the file, under this key, with no upload open.
     pub fn begin_multipart(&self, chunk: &Chunk, upload_id: &str) -> Result<(), Error> {
-        let n = self
-            .conn()
-            .exec_cached(
-                &format!(
-                    "UPDATE chunks SET state = 'uploading', upload_id = ?6
+        let n = self.freeing("begin multipart", || {
+            self.conn()
+                .exec_cached(
+                    &format!(
+                        "UPDATE chunks SET state = 'uploading', upload_id = ?7
                      WHERE id = ?1 AND state IN {PENDING} AND upload_id IS NULL {SAME_VERSION}"
-                ),
-                params![
-                    chunk.id,
-                    chunk.key,
-                    chunk.identity.size as i64,
-                    ns(chunk.identity.mtime_ns),
-                    chunk.identity.inode as i64,
-                    upload_id
-                ],
-            )
-            .map_err(Error::journal("begin multipart"))?;
+                    ),
+                    params![
+                        chunk.id,
+                        chunk.key,
+                        chunk.identity.size as i64,
+                        ns(chunk.identity.mtime_ns),
+                        chunk.identity.inode as i64,
+                        ns(chunk.identity.ctime_ns),
+                        upload_id
+                    ],
+                )
+                .map_err(Error::journal("begin multipart"))
+        })?;
         self.transitioned(n, chunk, "begin multipart")
     }
 
@@ -291,26 +357,27 @@ impl Journal {
         part: &PartRecord,
         now: UnixMillis,
     ) -> Result<(), Error> {
-        let n = self
-            .conn()
-            .exec_cached(
-                "INSERT OR REPLACE INTO parts
+        let n = self.freeing("record part", || {
+            self.conn()
+                .exec_cached(
+                    "INSERT OR REPLACE INTO parts
                    (chunk_id, part_number, offset_bytes, size_bytes, etag, crc32c, completed_at)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
                  WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?1 AND state = 'uploading'
                                  AND upload_id = ?8)",
-                params![
-                    chunk.id,
-                    part.number,
-                    part.offset as i64,
-                    part.size as i64,
-                    part.etag,
-                    part.crc32c,
-                    now,
-                    upload_id
-                ],
-            )
-            .map_err(Error::journal("record part"))?;
+                    params![
+                        chunk.id,
+                        part.number,
+                        part.offset as i64,
+                        part.size as i64,
+                        part.etag,
+                        part.crc32c,
+                        now,
+                        upload_id
+                    ],
+                )
+                .map_err(Error::journal("record part"))
+        })?;
         self.transitioned(n, chunk, "record part")
     }
 
@@ -376,22 +443,23 @@ impl Journal {
         sync: Sync,
         step: impl Fn(&rusqlite::Transaction<'_>, &Chunk) -> rusqlite::Result<usize>,
     ) -> Result<Vec<Result<(), Error>>, Error> {
-        let mut conn = self.conn();
-        let changed = with_sync(&mut conn, sync, |conn| {
-            let tx = conn.transaction().map_err(Error::journal(op))?;
-            let mut changed = Vec::with_capacity(chunks.len());
-            for chunk in chunks {
-                let n = step(&tx, chunk).map_err(Error::journal(op))?;
-                if n > 0 {
-                    tx.exec_cached("DELETE FROM parts WHERE chunk_id = ?1", [chunk.id])
-                        .map_err(Error::journal(op))?;
+        let changed = self.freeing(op, || {
+            let mut conn = self.conn();
+            with_sync(&mut conn, sync, |conn| {
+                let tx = conn.transaction().map_err(Error::journal(op))?;
+                let mut changed = Vec::with_capacity(chunks.len());
+                for chunk in chunks {
+                    let n = step(&tx, chunk).map_err(Error::journal(op))?;
+                    if n > 0 {
+                        tx.exec_cached("DELETE FROM parts WHERE chunk_id = ?1", [chunk.id])
+                            .map_err(Error::journal(op))?;
+                    }
+                    changed.push(n);
                 }
-                changed.push(n);
-            }
-            tx.commit().map_err(Error::journal(op))?;
-            Ok(changed)
+                tx.commit().map_err(Error::journal(op))?;
+                Ok(changed)
+            })
         })?;
-        drop(conn);
         Ok(chunks
             .iter()
             .zip(changed)
@@ -402,28 +470,31 @@ impl Journal {
     /// Gives a pending chunk with no open upload another object key (its own was taken in the
     /// bucket). The unique index refuses a key another live chunk holds.
     pub fn rekey(&self, chunk: &Chunk, key: &str) -> Result<(), Error> {
-        let n = self
-            .conn()
-            .exec_cached(
-                &format!(
-                    "UPDATE chunks SET object_key = ?2 WHERE id = ?1 AND state IN {PENDING}
+        let n = self.freeing("rekey", || {
+            self.conn()
+                .exec_cached(
+                    &format!(
+                        "UPDATE chunks SET object_key = ?2 WHERE id = ?1 AND state IN {PENDING}
                        AND upload_id IS NULL"
-                ),
-                params![chunk.id, key],
-            )
-            .map_err(Error::journal("rekey"))?;
+                    ),
+                    params![chunk.id, key],
+                )
+                .map_err(Error::journal("rekey"))
+        })?;
         self.transitioned(n, chunk, "rekey")
     }
 
     /// Stores the last error seen for a chunk (for `backhaul status` and sqlite3 readers).
+    /// On a full filesystem it is not recorded: it is for readers, and it never takes the
+    /// reserve.
     pub fn note_error(&self, id: i64, error: &str) -> Result<(), Error> {
-        self.conn()
-            .exec_cached(
-                "UPDATE chunks SET last_error = ?2 WHERE id = ?1",
-                params![id, error],
-            )
-            .map_err(Error::journal("note error"))?;
-        Ok(())
+        match self.conn().exec_cached(
+            "UPDATE chunks SET last_error = ?2 WHERE id = ?1",
+            params![id, error],
+        ) {
+            Err(e) if !self.reserve.is_no_space(&e) => Err(Error::journal("note error")(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Marks a chunk verified in the bucket with the given object checksum (see
@@ -459,7 +530,7 @@ impl Journal {
         self.transitions_dropping_parts(&chunks, "mark verified", Sync::Full, |tx, chunk| {
             tx.exec_cached(
                 &format!(
-                    "UPDATE chunks SET state = 'verified', checksum = ?6, verified_at = ?7,
+                    "UPDATE chunks SET state = 'verified', checksum = ?7, verified_at = ?8,
                        upload_id = NULL, last_error = NULL
                      WHERE id = ?1 AND state IN {PENDING} {SAME_VERSION}"
                 ),
@@ -469,6 +540,7 @@ impl Journal {
                     chunk.identity.size as i64,
                     ns(chunk.identity.mtime_ns),
                     chunk.identity.inode as i64,
+                    ns(chunk.identity.ctime_ns),
                     checksum(chunk),
                     now
                 ],

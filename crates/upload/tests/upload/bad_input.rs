@@ -171,3 +171,68 @@ async fn file_deleted_while_uploading_is_reported_gone_and_its_upload_aborted() 
         );
     }
 }
+
+/// A recorder that patches a finished chunk's header in place while it uploads and puts the
+/// mtime back (`touch -r`, `rsync --inplace -t`): size, mtime and inode are unchanged, the
+/// ctime is not. The patched version is what ends up in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_patched_in_place_with_the_mtime_put_back_is_uploaded_patched() {
+    for peer in peers().await {
+        let header = b"PATCHED-HEADER";
+        let spool = mutate_while_uploading(&peer, |p| {
+            use std::os::unix::fs::FileExt as _;
+            let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.write_all_at(header, 0).unwrap();
+            f.set_modified(mtime).unwrap();
+            assert_eq!(std::fs::metadata(p).unwrap().modified().unwrap(), mtime);
+        })
+        .await;
+        let mut expected = pattern_bytes(7, 20 * MIB);
+        expected[..header.len()].copy_from_slice(header);
+        let key = key_of(&spool, "cam1/moving.mp4");
+        assert!(
+            get(&peer, &key).await == expected,
+            "{}: the bucket holds the unpatched bytes",
+            peer.name()
+        );
+        assert!(files_left(&spool).is_empty(), "{}", peer.name());
+    }
+}
+
+/// A file dated past 2262 (beyond 64-bit nanoseconds; ext4 stores it) is uploaded once, and
+/// `--drain` returns: it must not look changed against its own journal row on every look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_dated_after_2262_is_uploaded_once_and_the_drain_returns() {
+    for peer in peers().await {
+        let spool = TempSpool::new();
+        let path = spool.write_chunk("cam1/far.mp4", &pattern_bytes(3, 300 * 1024));
+        let year_2300 = std::time::UNIX_EPOCH + Duration::from_secs(10_413_792_000);
+        let dated = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(year_2300));
+        if dated.is_err() || std::fs::metadata(&path).unwrap().modified().unwrap() != year_2300 {
+            eprintln!("SKIP: this filesystem cannot store an mtime in 2300");
+            return;
+        }
+        let cfg = config(&peer, &peer.endpoint());
+        tokio::time::timeout(Duration::from_secs(60), drain_ok(&spool, &peer, &cfg))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}: the drain does not return: {:?}",
+                    peer.name(),
+                    spool.spool.chunk_by_name("cam1/far.mp4")
+                )
+            });
+        let key = key_of(&spool, "cam1/far.mp4");
+        assert!(
+            get(&peer, &key).await == pattern_bytes(3, 300 * 1024),
+            "{}",
+            peer.name()
+        );
+        assert!(files_left(&spool).is_empty(), "{}", peer.name());
+        assert_eq!(spool.metrics.changed_chunks.value(), 0, "{}", peer.name());
+    }
+}
