@@ -116,6 +116,14 @@ fn default_settle() -> u64 {
 fn default_rescan() -> u64 {
     DEFAULT_RESCAN_INTERVAL_SECONDS
 }
+/// Whether a pattern matches any name a camera could write (a camera directory, a chunk,
+/// names with and without dots).
+fn ignores_everything(p: &Pattern) -> bool {
+    ["cam1", "0815.mp4", "x", "a.b.c", "2025-11-12T08-15-00Z.ts"]
+        .iter()
+        .all(|name| p.matches(name))
+}
+
 fn default_ignore() -> Vec<String> {
     DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect()
 }
@@ -227,6 +235,32 @@ impl SpoolConfig {
                 "must be a non-empty name without '/', and not '.' or '..'".into(),
             ));
         }
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.as_os_str().is_empty())
+        {
+            return Err((
+                "journal",
+                "is empty: SQLite would keep the journal in a temporary file and lose it at \
+                 every stop (and with it what is uploaded); remove the key for the default \
+                 <dir>/.backhaul/journal.sqlite or name a file"
+                    .into(),
+            ));
+        }
+        if let Some(all) = self
+            .ignore
+            .iter()
+            .find(|p| ignores_everything(&Pattern::new(*p)))
+        {
+            return Err((
+                "ignore",
+                format!(
+                    "`{all}` ignores every file: nothing would ever be uploaded; name what to \
+                     skip (the default is {DEFAULT_IGNORE:?})"
+                ),
+            ));
+        }
         let key = KeyTemplate::parse(&self.key_template, site).map_err(|e| match e {
             Error::KeyTemplate { reason, .. } => ("key_template", reason),
             other => ("key_template", other.to_string()),
@@ -310,6 +344,26 @@ mod tests {
         );
         assert_eq!(s.settle, Duration::from_secs(DEFAULT_SETTLE_SECONDS));
         assert_eq!(s.order, Order::Freshness);
+    }
+
+    /// An empty journal path would make SQLite use a temporary database (durability off
+    /// without a word); a pattern that ignores every name would upload nothing.
+    #[test]
+    fn rejects_an_empty_journal_path_and_ignoring_everything() {
+        let mut c = SpoolConfig::with_dir("/s");
+        c.journal = Some(PathBuf::new());
+        assert_eq!(c.validate("x").unwrap_err().0, "journal");
+        for all in ["*", "**", "*?*"] {
+            let mut c = SpoolConfig::with_dir("/s");
+            c.ignore = vec!["*.part".into(), all.into()];
+            let (key, msg) = c.validate("x").unwrap_err();
+            assert_eq!(key, "ignore", "{all}");
+            assert!(msg.contains("ignores every file"), "{msg}");
+        }
+        let mut c = SpoolConfig::with_dir("/s");
+        c.ignore = vec!["*.mp4".into(), "tmp*".into()];
+        c.validate("x")
+            .expect("patterns that skip some files are fine");
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub use ready::Readiness;
 pub use recover::{Recovered, journal_is_healthy, recover_journal};
 pub use remove::Removal;
 pub use scan::{ScanEntry, identity_of};
-pub use watch::{ScanReport, Spool, now_millis};
+pub use watch::{ScanReport, Skip, Spool, now_millis};
 
 /// Milliseconds since the Unix epoch; the journal's timestamps.
 pub type UnixMillis = i64;

@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,8 +36,8 @@ pub struct Spool {
     readiness: Mutex<Readiness>,
     /// Names already warned about (unusable, unsafe key), so a rescan does not repeat it.
     warned: Mutex<HashSet<String>>,
-    /// Files skipped because no safe object key can be made for them.
-    skipped: Mutex<HashSet<String>>,
+    /// Files that stay in the spool because they cannot become an object, and why.
+    skipped: Mutex<BTreeMap<String, Skip>>,
     /// Said once: the kernel will not tell whether files are open for writing.
     writers_unknown: AtomicBool,
     /// Ready files could not be journaled because the filesystem is full; they are scanned
@@ -63,6 +63,29 @@ fn mtime_age(mtime_ns: i128) -> Option<Duration> {
         .as_nanos() as i128;
     let age = now_ns - mtime_ns;
     (age >= 0).then(|| Duration::from_nanos(age as u64))
+}
+
+/// Why a file in the spool cannot be uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// No safe object key can be made for it (see the log).
+    UnsafeKey,
+    /// Its name is not UTF-8, which an object key must be.
+    NotUtf8,
+}
+
+impl Skip {
+    /// What to tell the operator.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::UnsafeKey => {
+                "no safe object key can be made for it (see the log); it stays in the spool"
+            }
+            Self::NotUtf8 => {
+                "its name is not UTF-8 and cannot become an object key; it stays in the spool (rename it)"
+            }
+        }
+    }
 }
 
 /// What one scan found.
@@ -117,7 +140,7 @@ impl Spool {
             metrics,
             ready: Notify::new(),
             warned: Mutex::new(HashSet::new()),
-            skipped: Mutex::new(HashSet::new()),
+            skipped: Mutex::new(BTreeMap::new()),
             writers_unknown: AtomicBool::new(false),
             discovery_deferred: AtomicBool::new(false),
             disk: DiskFeed::default(),
@@ -142,18 +165,22 @@ impl Spool {
             .insert(format!("{why}\0{name}"))
     }
 
-    /// Files the spool cannot upload because no safe object key can be made for them (they
-    /// stay in place; `--drain` reports them as not uploaded).
-    pub fn skipped(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .skipped
+    /// Files the spool cannot upload, by name, with the reason (they stay in place;
+    /// `--drain` reports them as not uploaded).
+    pub fn skipped(&self) -> Vec<(String, Skip)> {
+        self.skipped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .cloned()
-            .collect();
-        v.sort();
-        v
+            .map(|(n, why)| (n.clone(), *why))
+            .collect()
+    }
+
+    fn skip(&self, name: &str, why: Skip) {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), why);
     }
 
     /// Whether a writer still holds `path` open. When the kernel cannot say, the settle timer
@@ -215,10 +242,7 @@ impl Spool {
                         tracing::error!(chunk = ?e.name, error = %err,
                             "chunk skipped: no safe object key; it stays in the spool (fix spool.key_template or the name)");
                     }
-                    self.skipped
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(e.name.clone());
+                    self.skip(&e.name, Skip::UnsafeKey);
                     keyed.push(None);
                 }
             }
@@ -284,6 +308,7 @@ impl Spool {
                     if self.first_warning("not utf-8", &n) {
                         tracing::warn!(name = ?n, "file name is not UTF-8 and cannot become an object key; skipped (rename it)");
                     }
+                    self.skip(&n, Skip::NotUtf8);
                 }
                 Skipped::Special(n) => tracing::debug!(name = ?n, "special file skipped"),
             }

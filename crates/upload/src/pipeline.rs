@@ -560,12 +560,8 @@ impl Uploader {
             }
         }
         if mode == RunMode::Drain {
-            for name in self.spool.skipped() {
-                report.failed.push((
-                    name,
-                    "no safe object key can be made for it (see the log); it stays in the spool"
-                        .into(),
-                ));
+            for (name, why) in self.spool.skipped() {
+                report.failed.push((name, why.describe().into()));
             }
         }
         gauges.publish(&self.spool);

@@ -40,6 +40,19 @@ async fn drain_exits_non_zero_when_a_chunk_is_skipped() {
         !spool.join("cam1/fine.mp4").exists(),
         "the good one was uploaded"
     );
+
+    // A name that is not UTF-8 cannot become a key either: it stays and the drain says so.
+    use std::os::unix::ffi::OsStrExt as _;
+    std::fs::remove_dir_all(spool.join("cam1").join("d".repeat(250))).unwrap();
+    let latin1 = spool
+        .join("cam1")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.mp4"));
+    std::fs::write(&latin1, pattern_bytes(5, 1000)).unwrap();
+    let out = drain(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not UTF-8"), "{err}");
+    assert!(latin1.exists(), "the file with the Latin-1 name stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
