@@ -20,7 +20,7 @@ use crate::error::OpenCause;
 use crate::{Error, Order, UnixMillis};
 use reserve::Reserve;
 pub(crate) use schema::create_private_dir;
-use schema::{SCHEMA, migrate, restrict};
+use schema::{migrate, restrict, schema};
 
 /// Below this many pages (4 MiB at the default page size) a legacy journal is not worth a
 /// rewrite.
@@ -29,8 +29,34 @@ const RECLAIM_MIN_PAGES: i64 = 1024;
 /// `spool_state` key: the newest mtime of any chunk ever claimed (freshness order).
 const NEWEST_STARTED: &str = "newest_started_mtime_ns";
 
+/// A set of states as an SQL list, `('discovered','uploading')`: every list of states in the
+/// journal's SQL is written from [`ChunkState`] through one of these, never by hand.
+#[derive(Clone, Copy)]
+pub(crate) struct States(fn(ChunkState) -> bool);
+
+impl std::fmt::Display for States {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(")?;
+        for (i, s) in ChunkState::ALL.iter().filter(|s| (self.0)(**s)).enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "'{}'", s.as_str())?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Every state (the column's CHECK).
+pub(crate) const ANY: States = States(|_| true);
 /// States in which a chunk still waits for upload.
-const PENDING: &str = "('discovered','uploading')";
+pub(crate) const PENDING: States = States(ChunkState::is_pending);
+/// States whose chunk holds its object key (unique among them).
+pub(crate) const LIVE: States = States(ChunkState::is_live);
+/// States of finished chunks, whose rows compaction deletes after the retention.
+pub(crate) const FINISHED: States = States(ChunkState::is_finished);
+/// Just `verified`: the state a chunk is removed or retained from.
+pub(crate) const VERIFIED: States = States(|s| s == ChunkState::Verified);
 /// The row still describes the version that was claimed: key ?2, size ?3, mtime ?4, inode ?5,
 /// ctime ?6.
 const SAME_VERSION: &str =
@@ -57,6 +83,17 @@ pub enum ChunkState {
 }
 
 impl ChunkState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 7] = [
+        Self::Discovered,
+        Self::Uploading,
+        Self::Verified,
+        Self::Removed,
+        Self::Retained,
+        Self::Gone,
+        Self::Dropped,
+    ];
+
     /// The name stored in the `state` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -70,16 +107,28 @@ impl ChunkState {
         }
     }
 
-    fn parse(s: &str) -> Self {
-        match s {
-            "uploading" => Self::Uploading,
-            "verified" => Self::Verified,
-            "removed" => Self::Removed,
-            "retained" => Self::Retained,
-            "gone" => Self::Gone,
-            "dropped" => Self::Dropped,
-            _ => Self::Discovered,
+    /// Still waiting for its upload.
+    pub fn is_pending(self) -> bool {
+        match self {
+            Self::Discovered | Self::Uploading => true,
+            Self::Verified | Self::Removed | Self::Retained | Self::Gone | Self::Dropped => false,
         }
+    }
+
+    /// Holds its object key: pending, or verified with its file not yet handled.
+    pub fn is_live(self) -> bool {
+        self.is_pending() || self == Self::Verified
+    }
+
+    /// Done with: its row is kept for the retention only.
+    pub fn is_finished(self) -> bool {
+        !self.is_live()
+    }
+
+    /// The state named `s`; `None` for a name this agent does not know (a newer agent's
+    /// journal, or a hand edit), which is never taken for another state.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
 }
 
@@ -280,7 +329,7 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(64);
-    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(&schema())?;
     migrate(&conn)?;
     Ok(conn)
 }
@@ -341,7 +390,16 @@ fn chunk_from_row(row: &Row<'_>) -> rusqlite::Result<Chunk> {
             inode: row.get::<_, i64>(6)? as u64,
             ctime_ns: i128::from(row.get::<_, Option<i64>>(12)?.unwrap_or(0)),
         },
-        state: ChunkState::parse(&row.get::<_, String>(7)?),
+        state: {
+            let name: String = row.get(7)?;
+            ChunkState::parse(&name).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    7,
+                    rusqlite::types::Type::Text,
+                    format!("unknown chunk state `{name}` (a journal of a newer agent?)").into(),
+                )
+            })?
+        },
         upload_id: row.get(8)?,
         checksum: row.get(9)?,
         attempts: row.get::<_, i64>(10)? as u32,
@@ -478,8 +536,10 @@ impl Journal {
     pub fn key_taken(&self, key: &str, chunk: &Chunk) -> Result<bool, Error> {
         self.conn()
             .row_cached(
-                "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id != ?2
-                   AND state IN ('discovered','uploading','verified'))",
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id != ?2
+                   AND state IN {LIVE})"
+                ),
                 params![key, chunk.id],
                 |r| r.get(0),
             )
@@ -524,8 +584,10 @@ impl Journal {
     pub fn backlog(&self) -> Result<Backlog, Error> {
         self.conn()
             .row_cached(
-                "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0), MIN(mtime_ns) FROM chunks
-                 WHERE state IN ('discovered','uploading')",
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0), MIN(mtime_ns) FROM chunks
+                 WHERE state IN {PENDING}"
+                ),
                 [],
                 |r| {
                     Ok(Backlog {
@@ -544,10 +606,12 @@ impl Journal {
     pub fn compact(&self, before: UnixMillis, limit: usize) -> Result<usize, Error> {
         self.conn()
             .exec_cached(
-                "DELETE FROM chunks WHERE id IN (
+                &format!(
+                    "DELETE FROM chunks WHERE id IN (
                    SELECT id FROM chunks INDEXED BY chunks_finished
-                   WHERE state IN ('removed','retained','gone','dropped') AND finished_at < ?1
-                   ORDER BY finished_at LIMIT ?2)",
+                   WHERE state IN {FINISHED} AND finished_at < ?1
+                   ORDER BY finished_at LIMIT ?2)"
+                ),
                 params![before, limit as i64],
             )
             .map_err(Error::journal("compact"))

@@ -5,10 +5,13 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use super::{Cached, NEWEST_STARTED};
+use super::{ANY, Cached, FINISHED, LIVE, NEWEST_STARTED};
 use crate::Error;
 
-pub(super) const SCHEMA: &str = "
+/// The tables of a journal of this version (every statement `IF NOT EXISTS`).
+pub(super) fn schema() -> String {
+    format!(
+        "
 CREATE TABLE IF NOT EXISTS chunks (
     id              INTEGER PRIMARY KEY,
     name            TEXT    NOT NULL UNIQUE,
@@ -18,7 +21,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     mtime_ns        INTEGER NOT NULL,
     inode           INTEGER NOT NULL,
     state           TEXT    NOT NULL CHECK (state IN
-                      ('discovered','uploading','verified','removed','retained','gone','dropped')),
+                      {ANY}),
     upload_id       TEXT,
     checksum        TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -57,24 +60,33 @@ CREATE TABLE IF NOT EXISTS aborts (
     reason          TEXT    NOT NULL,
     queued_at       INTEGER NOT NULL
 );
-";
+"
+    )
+}
 
 /// Version 2: no two live chunks (discovered, uploading, verified) share an object key.
-const LIVE_KEY_INDEX: &str =
-    "CREATE UNIQUE INDEX IF NOT EXISTS chunks_live_key ON chunks (object_key)
-    WHERE state IN ('discovered','uploading','verified')";
+fn live_key_index() -> String {
+    format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS chunks_live_key ON chunks (object_key)
+    WHERE state IN {LIVE}"
+    )
+}
 /// Version 3: every statement of the upload path uses an index, so its cost follows the
 /// backlog, not the history; finished rows can be found by age for compaction; state that
 /// must outlive the rows it came from lives in `spool_state`.
-const HISTORY_INDEXES: &str = "
+fn history_indexes() -> String {
+    format!(
+        "
 CREATE INDEX IF NOT EXISTS chunks_upload_id ON chunks (upload_id) WHERE upload_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS chunks_finished ON chunks (finished_at)
-    WHERE state IN ('removed','retained','gone','dropped');
+    WHERE state IN {FINISHED};
 CREATE TABLE IF NOT EXISTS spool_state (
     key             TEXT    PRIMARY KEY,
     value           INTEGER NOT NULL
 ) WITHOUT ROWID;
-";
+"
+    )
+}
 /// Version 4: the file's status-change time is part of its identity (a writer that patches
 /// a file in place and puts the mtime back still moves it). Rows from before hold NULL until
 /// the next scan sees their file.
@@ -93,9 +105,9 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if version < 2 {
         let dupes: Vec<(i64, String)> = {
             let mut stmt = conn.prepare(
-                "SELECT id, object_key FROM chunks c WHERE state IN ('discovered','uploading','verified')
+                &format!("SELECT id, object_key FROM chunks c WHERE state IN {LIVE}
                    AND EXISTS (SELECT 1 FROM chunks o WHERE o.object_key = c.object_key AND o.id < c.id
-                     AND o.state IN ('discovered','uploading','verified'))",
+                     AND o.state IN {LIVE})"),
             )?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?
@@ -113,9 +125,9 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                 params![id, alt],
             )?;
         }
-        conn.execute_batch(LIVE_KEY_INDEX)?;
+        conn.execute_batch(&live_key_index())?;
     }
-    conn.execute_batch(HISTORY_INDEXES)?;
+    conn.execute_batch(&history_indexes())?;
     conn.exec_cached(
         "INSERT OR IGNORE INTO spool_state (key, value)
          SELECT ?1, MAX(mtime_ns) FROM chunks WHERE started_at IS NOT NULL HAVING COUNT(*) > 0",

@@ -1,4 +1,4 @@
-use super::schema::SCHEMA;
+use super::schema::schema;
 use super::*;
 
 fn ident(size: u64, mtime_ns: i128) -> FileIdentity {
@@ -193,7 +193,7 @@ fn version_1_journal_with_shared_keys_migrates() {
     let path = dir.path().join("j.sqlite");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(&schema()).unwrap();
         conn.execute_batch(
             "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode, state, discovered_at)
              VALUES ('c/a/x', 'c', 'S/c/x', 1, 1, 1, 'discovered', 0),
@@ -463,7 +463,7 @@ fn a_version_3_journal_adopts_ctimes_without_restarting_chunks() {
     let path = dir.path().join("j.sqlite");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&SCHEMA.replace(",\n    ctime_ns        INTEGER\n", "\n"))
+        conn.execute_batch(&schema().replace(",\n    ctime_ns        INTEGER\n", "\n"))
             .unwrap();
         conn.execute(
             "INSERT INTO chunks (name, camera, object_key, size_bytes, mtime_ns, inode, state,
@@ -548,4 +548,38 @@ fn a_chunk_from_the_future_does_not_turn_freshness_off() {
         .unwrap()
         .unwrap();
     assert_eq!(next.name, "live2");
+}
+
+/// The SQL lists of states are written from `ChunkState`: each state is in exactly one of
+/// pending, verified and finished, and a name the agent does not know is refused, never read
+/// as another state.
+#[test]
+fn state_lists_come_from_chunk_state_and_unknown_states_are_refused() {
+    assert_eq!(PENDING.to_string(), "('discovered','uploading')");
+    assert_eq!(LIVE.to_string(), "('discovered','uploading','verified')");
+    assert_eq!(
+        FINISHED.to_string(),
+        "('removed','retained','gone','dropped')"
+    );
+    for s in ChunkState::ALL {
+        assert_eq!(ChunkState::parse(s.as_str()), Some(s));
+        let classes = [s.is_pending(), s == ChunkState::Verified, s.is_finished()];
+        assert_eq!(classes.iter().filter(|c| **c).count(), 1, "{s:?}");
+    }
+    assert_eq!(ChunkState::parse("archived"), None);
+
+    let (_d, j) = journal();
+    let c = new(&j, "a", "k", ident(1, 1));
+    j.conn()
+        .execute_batch("PRAGMA ignore_check_constraints = ON")
+        .unwrap();
+    j.conn()
+        .execute("UPDATE chunks SET state = 'archived' WHERE id = ?1", [c.id])
+        .unwrap();
+    let err = j.chunk(c.id).unwrap_err().to_string();
+    assert!(err.contains("journal operation"), "{err}");
+    assert!(
+        format!("{:?}", j.chunk(c.id).unwrap_err()).contains("unknown chunk state `archived`"),
+        "refused, not read as discovered"
+    );
 }

@@ -15,8 +15,10 @@ fn free_key(
 ) -> rusqlite::Result<(String, Option<String>)> {
     let taken = |k: &str| -> rusqlite::Result<bool> {
         tx.row_cached(
-            "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id IS NOT ?2
-               AND state IN ('discovered','uploading','verified'))",
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM chunks WHERE object_key = ?1 AND id IS NOT ?2
+               AND state IN {LIVE})"
+            ),
             params![k, own],
             |r| r.get(0),
         )
@@ -564,7 +566,7 @@ impl Journal {
         now: UnixMillis,
     ) -> Result<Vec<Result<(), Error>>, Error> {
         let from = match state {
-            ChunkState::Removed | ChunkState::Retained => "('verified')",
+            ChunkState::Removed | ChunkState::Retained => VERIFIED,
             _ => PENDING,
         };
         // A verified chunk whose file is gone is finished again by the next start.
