@@ -14,24 +14,6 @@ use crate::{
 };
 
 impl Spool {
-    /// Claims the next chunk to upload in the configured order, skipping ids in `skip` (in
-    /// flight, backing off), and counts the attempt.
-    pub fn claim(&self, skip: &[i64]) -> Result<Option<Chunk>, Error> {
-        self.journal.claim(self.settings.order, skip, now_millis())
-    }
-
-    /// Claims up to `n` chunks at once (see [`Self::claim`]) in one journal commit, stopping
-    /// at the first one `admit` refuses (for example, one that does not fit a byte budget).
-    pub fn claim_many(
-        &self,
-        skip: &[i64],
-        n: usize,
-        admit: impl FnMut(&Chunk) -> bool,
-    ) -> Result<Vec<Chunk>, Error> {
-        self.journal
-            .claim_many(self.settings.order, skip, n, now_millis(), admit)
-    }
-
     /// Parts of the claimed chunk's open multipart upload that the journal holds.
     pub fn parts(&self, chunk: &Chunk) -> Result<Vec<PartRecord>, Error> {
         self.journal.parts(chunk.id)
@@ -87,11 +69,6 @@ impl Spool {
         ))
     }
 
-    /// An attempt failed; the error is kept for `backhaul status` and `sqlite3` readers.
-    pub fn failed(&self, chunk: &Chunk, error: &str) -> Result<(), Error> {
-        self.journal.note_error(chunk.id, error)
-    }
-
     /// The chunk's object is in the bucket and matches what was read from the file: the chunk
     /// is marked verified (refused if the file changed meanwhile), then its file is deleted or
     /// retained, unless it changed or a writer still holds it.
@@ -110,6 +87,12 @@ impl Spool {
         verified: &[(Chunk, String)],
     ) -> Result<Vec<Result<Removal, Error>>, Error> {
         let marked = self.journal.mark_verified_many(verified, now_millis())?;
+        for ((chunk, _), mark) in verified.iter().zip(&marked) {
+            if mark.is_ok() {
+                self.settled(chunk.id);
+            }
+        }
+        self.backlog_changed();
         let mut outcomes = Vec::with_capacity(verified.len());
         let mut to_finish: Vec<(usize, Chunk, ChunkState)> = Vec::new();
         for (i, ((chunk, checksum), mark)) in verified.iter().zip(marked).enumerate() {
@@ -199,6 +182,8 @@ impl Spool {
     /// Re-reads a claimed chunk's file after the uploader saw it change or vanish: a vanished
     /// file is `gone` (reported), a changed one starts over as a new version.
     pub fn changed(&self, chunk: &Chunk) -> Result<(), Error> {
+        self.settled(chunk.id);
+        self.backlog_changed();
         let path = self.path_of(chunk);
         match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -303,7 +288,7 @@ mod tests {
         let spool = TempSpool::new();
         let path = spool.write_chunk("cam1/a.mp4", data);
         spool.spool.scan_once().unwrap();
-        let chunk = spool.spool.claim(&[]).unwrap().unwrap();
+        let chunk = spool.spool.claim().unwrap().unwrap().chunk().clone();
         (spool, path, chunk)
     }
 
@@ -343,7 +328,7 @@ mod tests {
         spool.spool.retry_removals().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"first and more");
         spool.spool.scan_once().unwrap();
-        let again = spool.spool.claim(&[]).unwrap().unwrap();
+        let again = spool.spool.claim().unwrap().unwrap().chunk().clone();
         assert_eq!(again.identity.size, 14);
         assert_eq!(again.state, ChunkState::Discovered);
     }

@@ -4,11 +4,14 @@
 //! Owns: finding chunks in the spool directory (inotify plus a periodic rescan, one watcher
 //! with one readiness tracker), deciding when a chunk is ready (renamed in, or unchanged for
 //! the settle time, and in either case open for writing by nobody), the durable SQLite journal
-//! (private: uploaders go through the claim/ack methods of [`Spool`] in `claim.rs`), unique
-//! object keys, the upload order, the disk watermarks, journal recovery and compaction (a
-//! journal bounded by `journal_retention_days`, not by history), the durable outbox of
-//! alerts (in the journal's file, so an alert survives the outage and the restart it reports),
-//! and the only code allowed to delete a chunk file.
+//! (private: uploaders go through the claim/ack methods of [`Spool`] in `claim.rs`, and a
+//! [`Claim`] holds a chunk's opened file and keeps it in flight; which chunks are in flight or
+//! backing off is the spool's to know), unique object keys, the upload order, the disk
+//! watermarks, the upkeep beside the uploader (`upkeep.rs`), journal recovery and compaction
+//! (a journal bounded by `journal_retention_days`, not by history), its reserve for a full
+//! disk, one agent per spool (`lock.rs`), the durable outbox of alerts (in the journal's
+//! file, so an alert survives the outage and the restart it reports), and the only code
+//! allowed to delete a chunk file.
 //!
 //! Does not own: talking to S3 (`backhaul-upload`), serving metrics (the binary), or judging
 //! what a full disk means for the site (`backhaul-diagnose`).
@@ -38,6 +41,7 @@ mod compact;
 mod config;
 mod disk;
 mod error;
+mod flight;
 mod journal;
 mod key;
 mod lock;
@@ -50,6 +54,7 @@ mod scan;
 pub mod synthetic;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+mod upkeep;
 mod watch;
 mod writers;
 
@@ -61,6 +66,7 @@ pub use config::{
 };
 pub use disk::{DiskFeed, DiskLevel, DiskStatus, DiskWatch};
 pub use error::{Error, OpenCause};
+pub use flight::{AfterFailure, Claim};
 pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, PartRecord, PendingAbort};
 pub use key::{KeyTemplate, MAX_KEY_BYTES, disambiguate};
 pub use lock::SpoolLock;

@@ -9,6 +9,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::flight::Flights;
 use crate::journal::{Journal, Ready, Upsert};
 use crate::remove::drop_unuploaded;
 use crate::scan::{self, Skipped, ignored};
@@ -46,6 +47,10 @@ pub struct Spool {
     disk: DiskFeed,
     /// Held while the spool is open: one agent per spool.
     _lock: SpoolLock,
+    /// Chunks out on upload, backing off or given up on, in this process.
+    pub(crate) flights: Arc<Mutex<Flights>>,
+    /// The backlog gauges are behind the journal (upkeep reads it again).
+    pub(crate) backlog_stale: AtomicBool,
 }
 
 /// Wall-clock milliseconds since the epoch.
@@ -145,6 +150,8 @@ impl Spool {
             discovery_deferred: AtomicBool::new(false),
             disk: DiskFeed::default(),
             _lock: lock,
+            flights: Arc::default(),
+            backlog_stale: AtomicBool::new(true),
         })
     }
 
@@ -280,6 +287,12 @@ impl Spool {
             }
             out[i] = Some(up);
         }
+        if out
+            .iter()
+            .any(|u| matches!(u, Some(Upsert::New(..) | Upsert::Replaced(..))))
+        {
+            self.backlog_changed();
+        }
         Ok(out)
     }
 
@@ -355,6 +368,7 @@ impl Spool {
                     tracing::error!(chunk = ?c.name, "chunk vanished before upload; not ours to lose, reported");
                     self.metrics.changed_chunks.inc();
                     self.journal.finish(&c, ChunkState::Gone, now_millis())?;
+                    self.backlog_changed();
                     report.gone += 1;
                 }
             }
@@ -529,8 +543,9 @@ impl Spool {
     }
 
     /// Updates backlog and disk metrics; under `drop-oldest` at critical, deletes the oldest
-    /// un-uploaded chunks not in `busy` until usage is below critical.
-    pub fn housekeeping(&self, disk: &mut DiskWatch, busy: &[i64]) -> Result<DiskStatus, Error> {
+    /// un-uploaded chunks not in flight until usage is below critical.
+    pub fn housekeeping(&self, disk: &mut DiskWatch) -> Result<DiskStatus, Error> {
+        let busy: Vec<i64> = self.in_flight().iter().map(|c| c.id).collect();
         // The reserve is taken again only with room to spare, so once it is held the files
         // that waited for space can be journaled.
         if self.journal.keep_reserve() && self.discovery_deferred.swap(false, Ordering::Relaxed) {
@@ -561,6 +576,7 @@ impl Spool {
                 self.journal
                     .finish(&victim, ChunkState::Dropped, now_millis())?;
                 self.metrics.dropped_chunks.inc();
+                self.backlog_changed();
                 tracing::error!(chunk = ?victim.name, used_percent = status.used_percent,
                     "disk critical: dropped un-uploaded chunk (disk_full_policy = drop-oldest)");
                 status = disk.sample(&self.settings.dir, Instant::now())?;
@@ -611,7 +627,7 @@ mod tests {
         let spool = full_spool(DiskFullPolicy::Keep);
         let status = spool
             .spool
-            .housekeeping(&mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)), &[])
+            .housekeeping(&mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)))
             .unwrap();
         assert_eq!(status.level, crate::DiskLevel::Critical);
         assert_eq!(spool.spool.backlog().unwrap().chunks, 3);
@@ -623,21 +639,23 @@ mod tests {
     #[test]
     fn drop_oldest_deletes_only_idle_chunks_and_counts_them() {
         let spool = full_spool(DiskFullPolicy::DropOldest);
-        let busy = spool.spool.chunk_by_name("c1.mp4").unwrap().unwrap().id;
+        let busy = spool.spool.claim().unwrap().unwrap();
         spool
             .spool
-            .housekeeping(
-                &mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)),
-                &[busy],
-            )
+            .housekeeping(&mut DiskWatch::new(0.0, 0.0, Duration::from_secs(300)))
             .unwrap();
         assert_eq!(spool.metrics.dropped_chunks.value(), 2);
         assert!(
-            spool.path().join("c1.mp4").exists(),
+            spool.path().join(&busy.chunk().name).exists(),
             "a chunk being uploaded is never dropped"
         );
-        assert!(!spool.path().join("c0.mp4").exists());
-        let c0 = spool.spool.chunk_by_name("c0.mp4").unwrap().unwrap();
-        assert_eq!(c0.state, ChunkState::Dropped);
+        for c in ["c0.mp4", "c1.mp4", "c2.mp4"] {
+            let row = spool.spool.chunk_by_name(c).unwrap().unwrap();
+            if c == busy.chunk().name {
+                continue;
+            }
+            assert!(!spool.path().join(c).exists(), "{c}");
+            assert_eq!(row.state, ChunkState::Dropped, "{c}");
+        }
     }
 }

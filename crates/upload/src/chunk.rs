@@ -2,12 +2,11 @@
 //! resumes from the parts the journal and the server agree on, then verification.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use backhaul_spool::{Chunk, PartRecord, Spool, identity_of};
+use backhaul_spool::{Chunk, Claim, PartRecord, Spool, identity_of};
 use backhaul_telemetry::Metrics;
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -136,31 +135,6 @@ impl ChunkUploader {
         }
     }
 
-    fn open(&self, chunk: &Chunk) -> Result<(Arc<File>, PathBuf), Error> {
-        let path = self.spool.path_of(chunk);
-        // O_NOFOLLOW: a chunk swapped for a symlink after discovery is never followed.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::Changed { path: path.clone() },
-                _ if e.raw_os_error() == Some(libc::ELOOP) => Error::Changed { path: path.clone() },
-                _ => Error::Read {
-                    path: path.to_owned(),
-                    source: e,
-                },
-            })?;
-        let meta = file.metadata().map_err(|e| Error::Read {
-            path: path.clone(),
-            source: e,
-        })?;
-        if identity_of(&meta) != chunk.identity {
-            return Err(Error::Changed { path });
-        }
-        Ok((Arc::new(file), path))
-    }
-
     /// The file must still be the discovered version, both by descriptor and by name.
     fn still_same(&self, file: &File, path: &Path, chunk: &Chunk) -> Result<(), Error> {
         let by_fd = file.metadata().map(|m| identity_of(&m)).ok();
@@ -179,8 +153,13 @@ impl ChunkUploader {
     /// Uploads and verifies one chunk. The journal records progress as it goes. A key taken in
     /// the bucket by different content moves the chunk to a disambiguated key; nothing that
     /// is already in the bucket is ever overwritten.
-    pub async fn upload(self: &Arc<Self>, claimed: &Chunk) -> Result<Verified, Error> {
-        let (file, path) = self.open(claimed)?;
+    pub async fn upload(self: &Arc<Self>, claim: &Claim) -> Result<Verified, Error> {
+        let claimed = claim.chunk();
+        let path = claim.path().to_owned();
+        let file = claim.file().map_err(|e| Error::Read {
+            path: path.clone(),
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        })?;
         let size = claimed.identity.size;
         let base = claimed.key.clone();
         let mut chunk = claimed.clone();
@@ -189,9 +168,9 @@ impl ChunkUploader {
             // A chunk whose multipart upload is journaled goes on as one (its finished parts
             // are kept) even if the threshold was raised since.
             let result = if size <= self.settings.multipart_threshold && chunk.upload_id.is_none() {
-                self.single(&chunk, &file, &path).await
+                self.single(&chunk, file, &path).await
             } else {
-                self.multipart(&chunk, &file, &path).await
+                self.multipart(&chunk, file, &path).await
             };
             match result {
                 Err(Error::KeyTaken { .. }) if n < MAX_DISAMBIGUATIONS => {
@@ -200,7 +179,7 @@ impl ChunkUploader {
                 }
                 // A read error is often the file being truncated or replaced under us.
                 Err(e @ (Error::Read { .. } | Error::Http { .. })) => {
-                    self.still_same(&file, &path, &chunk)?;
+                    self.still_same(file, &path, &chunk)?;
                     return Err(e);
                 }
                 other => return other,

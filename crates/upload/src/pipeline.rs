@@ -1,14 +1,15 @@
 //! The agent's upload loop: claims ready chunks from the spool in order, uploads up to
-//! `chunks_in_flight` at once within the `in_flight_bytes` budget, reports each verified object to the spool (which removes the
-//! file), backs failing chunks off, aborts orphaned multipart uploads, and keeps the backlog
-//! and disk metrics current. Watching the spool directory is not its job: the binary runs
-//! [`Spool::watch`] beside it (drain mode rescans through the same spool).
+//! `chunks_in_flight` at once within the `in_flight_bytes` budget, reports each verified
+//! object to the spool (which removes the file), tells it how long a failed chunk backs off,
+//! and aborts orphaned multipart uploads. Which chunks are in flight or backing off is the
+//! spool's to know ([`backhaul_spool::Claim`]); watching the spool directory is not this
+//! loop's job either: the binary runs [`Spool::watch`] beside it (drain mode rescans through
+//! the same spool), and the spool's upkeep (disk, backlog gauges, compaction) runs beside it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backhaul_spool::{Chunk, DiskWatch, Spool};
+use backhaul_spool::{AfterFailure, Chunk, Claim, Spool};
 use backhaul_telemetry::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -17,26 +18,14 @@ use crate::chunk::{ChunkUploader, Verified};
 use crate::retry::Backoff;
 use crate::{Error, ErrorClass};
 
-/// How often disk and backlog metrics are refreshed.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
-/// Most often the backlog gauges are read from the journal on uploads and discoveries: the
-/// read sums every pending row, so once per chunk would make a backlog's drain quadratic.
-const BACKLOG_EVERY: Duration = Duration::from_millis(500);
+/// How often queued multipart aborts are retried (daemon).
+const ABORTS_EVERY: Duration = Duration::from_secs(2);
 /// In `--drain` mode a chunk that failed this many times is reported as failed.
 const DRAIN_MAX_ATTEMPTS: u32 = 6;
 /// Longest idle wait between loop turns.
 const TICK: Duration = Duration::from_secs(1);
 /// How often the site prefix is listed for multipart uploads no journal row knows.
 const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-/// How often the journal is compacted (and once at start).
-const COMPACT_EVERY: Duration = Duration::from_secs(3600);
-/// Shortest pause between compaction batches. The pause is at least
-/// [`COMPACT_PAUSE_RATIO`] times the batch's own time, so compaction holds the journal a
-/// tenth of the time at most and uploads starting or finishing meanwhile barely wait: a
-/// journal past its retention (the first start after an upgrade, or after a long stop) is
-/// compacted over minutes, not at the uploads' expense.
-const COMPACT_PAUSE: Duration = Duration::from_millis(20);
-const COMPACT_PAUSE_RATIO: u32 = 9;
 
 /// Daemon (watch forever) or drain (upload what is there, then exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,46 +104,6 @@ async fn recheck_store(
     }
 }
 
-/// Deletes journal rows of chunks finished longer ago than the retention, a batch at a time
-/// on a blocking thread, then hands the freed pages back; at start and every
-/// [`COMPACT_EVERY`].
-async fn compact_journal(spool: Arc<Spool>) {
-    loop {
-        let mut deleted = 0;
-        let started = Instant::now();
-        loop {
-            let s = spool.clone();
-            let batch = Instant::now();
-            match tokio::task::spawn_blocking(move || s.compact_journal()).await {
-                Ok(Ok(n)) => {
-                    deleted += n;
-                    if n < backhaul_spool::COMPACT_BATCH_ROWS {
-                        break;
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "journal compaction failed; retried in an hour");
-                    break;
-                }
-                Err(_) => return,
-            }
-            tokio::time::sleep(COMPACT_PAUSE.max(batch.elapsed() * COMPACT_PAUSE_RATIO)).await;
-        }
-        if deleted > 0 {
-            let s = spool.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.reclaim_journal()).await {
-                tracing::error!(error = %e, "journal: cannot give compacted pages back");
-            }
-            tracing::info!(
-                rows = deleted,
-                seconds = started.elapsed().as_secs_f64(),
-                "journal compacted: rows of chunks finished before the retention deleted"
-            );
-        }
-        tokio::time::sleep(COMPACT_EVERY).await;
-    }
-}
-
 fn bucket_help(e: &Error) -> &'static str {
     match e.class() {
         ErrorClass::NoSuchBucket => "create the bucket or fix upload.bucket",
@@ -166,53 +115,6 @@ fn bucket_help(e: &Error) -> &'static str {
         }
         _ => "see the error; chunks stay in the spool until it is fixed",
     }
-}
-
-/// A chunk being uploaded: its id, object key and the bytes of the in-flight budget it holds.
-struct InFlight {
-    id: i64,
-    key: String,
-    reserved: u64,
-}
-
-/// Backlog gauges that follow uploads and discoveries, at most every [`BACKLOG_EVERY`]; a
-/// change in between is published on a later loop turn (at most a [`TICK`] later).
-#[derive(Default)]
-struct BacklogGauges {
-    last: Option<Instant>,
-    stale: bool,
-}
-
-impl BacklogGauges {
-    fn changed(&mut self) {
-        self.stale = true;
-    }
-
-    fn publish_if_due(&mut self, spool: &Spool) {
-        if self.last.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
-            self.publish(spool);
-        }
-    }
-
-    fn publish(&mut self, spool: &Spool) {
-        if !self.stale {
-            return;
-        }
-        self.last = Some(Instant::now());
-        self.stale = false;
-        if let Err(e) = spool.refresh_backlog() {
-            tracing::error!(error = %e, "cannot read the backlog from the journal");
-        }
-    }
-}
-
-fn ids(in_flight: &[InFlight]) -> Vec<i64> {
-    in_flight.iter().map(|f| f.id).collect()
-}
-
-struct Retry {
-    attempts: u32,
-    not_before: Instant,
 }
 
 /// The upload loop.
@@ -362,20 +264,11 @@ impl Uploader {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<RunReport, Error> {
         let started = Instant::now();
-        let settings = self.spool.settings().clone();
         let mut report = RunReport::default();
-        let mut disk = DiskWatch::new(
-            settings.disk_warning_percent,
-            settings.disk_critical_percent,
-            settings.fill_rate_window,
-        );
-        let mut tasks: JoinSet<(Chunk, Result<Verified, Error>)> = JoinSet::new();
-        let mut in_flight: Vec<InFlight> = Vec::new();
+        let mut tasks: JoinSet<(Claim, Result<Verified, Error>)> = JoinSet::new();
         let mut last_sweep: Option<Instant> = None;
         let mut listing_unsupported = false;
-        let mut retries: HashMap<i64, Retry> = HashMap::new();
-        let mut failed_out: Vec<i64> = Vec::new();
-        let mut last_housekeeping: Option<Instant> = None;
+        let mut last_aborts: Option<Instant> = None;
         let backoff = Backoff {
             base: self.chunks.settings.retry_base,
             max: self.chunks.settings.retry_max,
@@ -387,15 +280,14 @@ impl Uploader {
         };
 
         let mut store_back = self.chunks.health.subscribe();
-        // Ends with this run on every path out of it, errors included.
+        // Both end with this run on every path out of it, errors included.
         let _recheck = AbortOnDrop(tokio::spawn(recheck_store(
             self.chunks.client.clone(),
             self.chunks.health.clone(),
             self.metrics.clone(),
             self.chunks.settings.request_timeout,
         )));
-
-        let _compact = AbortOnDrop(tokio::spawn(compact_journal(self.spool.clone())));
+        let _upkeep = AbortOnDrop(tokio::spawn(self.spool.clone().upkeep()));
 
         // Whatever a previous run left half-done: verified-not-removed files, queued aborts.
         self.spool.scan_once()?;
@@ -403,36 +295,21 @@ impl Uploader {
         self.abort_queued().await;
 
         self.ready.send_replace(true);
-        let mut gauges = BacklogGauges::default();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            gauges.publish_if_due(&self.spool);
             self.metrics.uploader_heartbeat_seconds.set(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64()),
             );
             let now = Instant::now();
-            if last_housekeeping.is_none_or(|t| now.duration_since(t) >= HOUSEKEEPING_EVERY) {
-                last_housekeeping = Some(now);
-                match self.spool.housekeeping(&mut disk, &ids(&in_flight)) {
-                    Ok(status) if status.level == backhaul_spool::DiskLevel::Critical => {
-                        tracing::error!(
-                            used_percent = status.used_percent,
-                            "spool disk above critical watermark"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "spool housekeeping failed"),
-                }
-                if let Err(e) = self.spool.retry_removals() {
-                    tracing::error!(error = %e, "spool: cannot retry removals");
-                }
-                if mode == RunMode::Daemon {
-                    self.abort_queued().await;
-                }
+            if mode == RunMode::Daemon
+                && last_aborts.is_none_or(|t| now.duration_since(t) >= ABORTS_EVERY)
+            {
+                last_aborts = Some(now);
+                self.abort_queued().await;
             }
             if !bucket.ok && now >= bucket.next_check {
                 match self.preflight().await {
@@ -465,59 +342,46 @@ impl Uploader {
             }
             if bucket.ok && last_sweep.is_none_or(|t| now.duration_since(t) >= ORPHAN_SWEEP_EVERY) {
                 last_sweep = Some(now);
-                let keys: Vec<String> = in_flight.iter().map(|f| f.key.clone()).collect();
+                let keys: Vec<String> = self.spool.in_flight().into_iter().map(|c| c.key).collect();
                 self.sweep_orphans(&keys, &mut listing_unsupported).await;
             }
             let max_in_flight = self.chunks.settings.chunks_in_flight;
             if bucket.ok && tasks.len() < max_in_flight {
-                let mut skip = ids(&in_flight);
-                skip.extend(
-                    retries
-                        .iter()
-                        .filter(|(_, r)| r.not_before > now)
-                        .map(|(id, _)| *id),
-                );
-                skip.extend(&failed_out);
                 let budget = self.chunks.settings.in_flight_bytes;
-                let mut reserved: u64 = in_flight.iter().map(|f| f.reserved).sum();
-                let mut running = tasks.len();
-                let claimed = self
+                let mut reserved: u64 = self
                     .spool
-                    .claim_many(&skip, max_in_flight - tasks.len(), |c| {
-                        let want = self.reservation(c);
-                        let fits = running == 0 || reserved + want <= budget;
-                        if fits {
-                            reserved += want;
-                            running += 1;
-                        }
-                        fits
-                    })?;
-                for chunk in claimed {
-                    in_flight.push(InFlight {
-                        id: chunk.id,
-                        key: chunk.key.clone(),
-                        reserved: self.reservation(&chunk),
-                    });
+                    .in_flight()
+                    .iter()
+                    .map(|c| self.reservation(c))
+                    .sum();
+                let mut running = tasks.len();
+                let claimed = self.spool.claim_many(max_in_flight - tasks.len(), |c| {
+                    let want = self.reservation(c);
+                    let fits = running == 0 || reserved + want <= budget;
+                    if fits {
+                        reserved += want;
+                        running += 1;
+                    }
+                    fits
+                })?;
+                for claim in claimed {
                     let up = self.chunks.clone();
                     tasks.spawn(async move {
-                        let r = up.upload(&chunk).await;
-                        (chunk, r)
+                        let r = up.upload(&claim).await;
+                        (claim, r)
                     });
                 }
             }
             if mode == RunMode::Drain && tasks.is_empty() && bucket.ok {
                 let scan = self.spool.scan_once()?;
-                let waiting_retry = retries.keys().any(|id| !failed_out.contains(id));
-                if scan.new_chunks == 0 && scan.waiting == 0 && !waiting_retry {
+                if scan.new_chunks == 0 && scan.waiting == 0 && !self.spool.retrying() {
                     break;
                 }
             }
-            let next_retry = retries
-                .values()
-                .map(|r| r.not_before)
-                .filter(|t| *t > now)
-                .min()
-                .map_or(TICK, |t| t.duration_since(now).min(TICK));
+            let next_retry = self
+                .spool
+                .next_retry()
+                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK));
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
                     // Everything else that finished meanwhile goes with it: one journal commit
@@ -530,28 +394,21 @@ impl Uploader {
                     for joined in done {
                         match joined {
                             Ok(v) => results.push(v),
-                            Err(e) => {
-                                tracing::error!(error = %e, "upload task panicked");
-                                in_flight.clear();
-                            }
+                            // Its claim went with the task: the chunk is claimed again.
+                            Err(e) => tracing::error!(error = %e, "upload task panicked"),
                         }
                     }
-                    for (chunk, result) in &results {
-                        in_flight.retain(|f| f.id != chunk.id);
+                    for (_, result) in &results {
                         if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
                             bucket.ok = false;
                         }
                     }
-                    self.finish(results, mode, &backoff, &mut retries, &mut failed_out, &mut report)?;
-                    gauges.changed();
+                    self.finish(results, mode, &backoff, &mut report)?;
                 }
-                _ = self.spool.ready().notified() => gauges.changed(),
+                _ = self.spool.ready().notified() => {}
                 Ok(()) = store_back.changed() => {
                     // Chunks waiting out a backoff waited for the store, and it answers now.
-                    let waiting = retries.values().filter(|r| r.not_before > Instant::now()).count();
-                    for r in retries.values_mut() {
-                        r.not_before = Instant::now();
-                    }
+                    let waiting = self.spool.retry_now();
                     bucket.next_check = Instant::now();
                     tracing::info!(waiting, "the store answers again; retrying now instead of after the backoff");
                 }
@@ -564,7 +421,9 @@ impl Uploader {
                 report.failed.push((name, why.describe().into()));
             }
         }
-        gauges.publish(&self.spool);
+        if let Err(e) = self.spool.refresh_backlog() {
+            tracing::error!(error = %e, "cannot read the backlog from the journal");
+        }
         // Parts in flight are abandoned; what completed is journaled and resumes next start.
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
@@ -584,21 +443,19 @@ impl Uploader {
     }
 
     /// Settles the chunks that finished together: the verified ones in one journal commit
-    /// ([`Spool::verified_many`]), each failure on its own.
+    /// ([`Spool::verified_many`]), each failure on its own. Their claims end here.
     fn finish(
         &self,
-        results: Vec<(Chunk, Result<Verified, Error>)>,
+        results: Vec<(Claim, Result<Verified, Error>)>,
         mode: RunMode,
         backoff: &Backoff,
-        retries: &mut HashMap<i64, Retry>,
-        failed_out: &mut Vec<i64>,
         report: &mut RunReport,
     ) -> Result<(), Error> {
         let mut verified = Vec::new();
-        for (chunk, result) in results {
+        for (claim, result) in results {
             match result {
-                Ok(v) => verified.push((chunk, v)),
-                Err(e) => self.failed(chunk, e, mode, backoff, retries, failed_out, report)?,
+                Ok(v) => verified.push((claim, v)),
+                Err(e) => self.failed(claim, e, mode, backoff, report),
             }
         }
         if verified.is_empty() {
@@ -606,10 +463,10 @@ impl Uploader {
         }
         let batch: Vec<(Chunk, String)> = verified
             .iter()
-            .map(|(chunk, v)| {
+            .map(|(claim, v)| {
                 let uploaded = Chunk {
                     key: v.key.clone(),
-                    ..chunk.clone()
+                    ..claim.chunk().clone()
                 };
                 (uploaded, v.checksum.clone())
             })
@@ -621,19 +478,17 @@ impl Uploader {
             Err(e @ backhaul_spool::Error::NoSpace { .. }) => {
                 tracing::error!(error = %e, chunks = verified.len(),
                     "uploaded and verified, but the journal cannot record it; the files stay and are checked again shortly");
-                for (chunk, _) in &verified {
-                    let r = retries.entry(chunk.id).or_insert(Retry {
-                        attempts: 0,
-                        not_before: Instant::now(),
+                for (claim, _) in verified {
+                    self.spool.failed(claim, &e.to_string(), |n| {
+                        AfterFailure::RetryIn(backoff.delay(n))
                     });
-                    r.attempts += 1;
-                    r.not_before = Instant::now() + backoff.delay(r.attempts);
                 }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        for ((chunk, v), outcome) in verified.into_iter().zip(outcomes) {
+        for ((claim, v), outcome) in verified.into_iter().zip(outcomes) {
+            let chunk = claim.chunk();
             match outcome {
                 Ok(removal) => {
                     self.metrics.uploaded_chunks.inc();
@@ -641,16 +496,12 @@ impl Uploader {
                     report.bytes += chunk.identity.size;
                     report.bytes_sent += v.bytes_sent;
                     report.parts_resumed += u64::from(v.parts_resumed);
-                    retries.remove(&chunk.id);
                     tracing::info!(chunk = ?chunk.name, key = ?v.key, bytes = chunk.identity.size,
                         checksum = %v.checksum, parts_resumed = v.parts_resumed, removal = ?removal,
                         "chunk uploaded and verified");
                 }
                 // The file changed while it was uploaded: the new version goes up next.
-                Err(backhaul_spool::Error::Transition { .. }) => {
-                    self.changed(&chunk);
-                    retries.remove(&chunk.id);
-                }
+                Err(backhaul_spool::Error::Transition { .. }) => self.changed(chunk),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -665,54 +516,53 @@ impl Uploader {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A chunk's attempt failed: the spool keeps the error and backs the chunk off for as
+    /// long as this says (a drain gives up on it after [`DRAIN_MAX_ATTEMPTS`]).
     fn failed(
         &self,
-        chunk: Chunk,
+        claim: Claim,
         error: Error,
         mode: RunMode,
         backoff: &Backoff,
-        retries: &mut HashMap<i64, Retry>,
-        failed_out: &mut Vec<i64>,
         report: &mut RunReport,
-    ) -> Result<(), Error> {
-        match error {
-            Error::Changed { .. } | Error::Spool(backhaul_spool::Error::Transition { .. }) => {
-                tracing::warn!(chunk = ?chunk.name, "chunk changed or vanished during upload; nothing deleted, the new version is uploaded");
-                self.changed(&chunk);
-                retries.remove(&chunk.id);
+    ) {
+        let name = claim.chunk().name.clone();
+        if let Error::Changed { .. } | Error::Spool(backhaul_spool::Error::Transition { .. }) =
+            error
+        {
+            tracing::warn!(chunk = ?name, "chunk changed or vanished during upload; nothing deleted, the new version is uploaded");
+            self.changed(claim.chunk());
+            return;
+        }
+        // Request failures were counted where they happened; these two never are.
+        if matches!(error, Error::Verify { .. } | Error::Spool(_)) {
+            self.metrics.errors.inc(error.class().as_str());
+        }
+        // Credentials and missing buckets need a human; do not hammer the endpoint.
+        let floor = if error.is_retryable() {
+            Duration::ZERO
+        } else {
+            backoff.max.min(Duration::from_secs(10))
+        };
+        let (attempts, after) = self.spool.failed(claim, &error.to_string(), |n| {
+            let give_up = mode == RunMode::Drain
+                && (n >= DRAIN_MAX_ATTEMPTS || (!error.is_retryable() && n >= 2));
+            if give_up {
+                AfterFailure::GiveUp
+            } else {
+                AfterFailure::RetryIn(backoff.delay(n).max(floor))
             }
-            e => {
-                // Request failures were counted where they happened; these two never are.
-                if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
-                    self.metrics.errors.inc(e.class().as_str());
-                }
-                if let Err(je) = self.spool.failed(&chunk, &e.to_string()) {
-                    tracing::error!(error = %je, "journal: cannot record the chunk's last error");
-                }
-                let r = retries.entry(chunk.id).or_insert(Retry {
-                    attempts: 0,
-                    not_before: Instant::now(),
-                });
-                r.attempts += 1;
-                // Credentials and missing buckets need a human; do not hammer the endpoint.
-                let floor = if e.is_retryable() {
-                    Duration::ZERO
-                } else {
-                    backoff.max.min(Duration::from_secs(10))
-                };
-                let delay = backoff.delay(r.attempts).max(floor);
-                r.not_before = Instant::now() + delay;
-                tracing::error!(chunk = ?chunk.name, class = e.class().as_str(), error = %e, attempts = r.attempts,
+        });
+        match after {
+            AfterFailure::RetryIn(delay) => {
+                tracing::error!(chunk = ?name, class = error.class().as_str(), error = %error, attempts,
                     retry_in_s = delay.as_secs_f64(), "chunk upload failed; nothing deleted, will retry");
-                let give_up = mode == RunMode::Drain
-                    && (r.attempts >= DRAIN_MAX_ATTEMPTS || (!e.is_retryable() && r.attempts >= 2));
-                if give_up {
-                    failed_out.push(chunk.id);
-                    report.failed.push((chunk.name.clone(), e.to_string()));
-                }
+            }
+            AfterFailure::GiveUp => {
+                tracing::error!(chunk = ?name, class = error.class().as_str(), error = %error, attempts,
+                    "chunk upload failed; nothing deleted, given up for this drain");
+                report.failed.push((name, error.to_string()));
             }
         }
-        Ok(())
     }
 }

@@ -250,6 +250,7 @@ impl Journal {
     }
 
     /// Takes the next pending chunk (see [`Self::next_pending`]) and counts the attempt.
+    #[cfg(test)]
     pub fn claim(
         &self,
         order: Order,
