@@ -8,26 +8,39 @@ use backhaul_upload::test_util::{FaultProxy, Faults, S3Peer, uploader};
 use super::support::{BUCKET, exe, site_config};
 
 const MIB: u64 = 1024 * 1024;
-const CHUNKS: u64 = 8;
-const CHUNK_BYTES: u64 = 20 * MIB;
 const KILLS: usize = 20;
 const PARTS_IN_FLIGHT: u64 = 2;
 const CHUNKS_IN_FLIGHT: u64 = 2;
 const PART: u64 = 5 * MIB;
 
+/// Multipart chunks: at a kill at most the parts in flight are sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
+    torture(8, 20 * MIB, CHUNKS_IN_FLIGHT * PARTS_IN_FLIGHT * PART).await;
+}
+
+/// Chunks below the multipart threshold go as one PutObject each: at a kill at most the
+/// chunks in flight are sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_twenty_times_on_the_put_object_path_loses_nothing() {
+    torture(40, 3 * MIB, CHUNKS_IN_FLIGHT * 3 * MIB).await;
+}
+
+/// Uploads `chunks` chunks of `chunk_bytes`, SIGKILLs the agent [`KILLS`] times at random
+/// moments, drains, and checks every object byte for byte, an empty spool, and at most
+/// `resend_per_kill` bytes sent again per kill, on both stores.
+async fn torture(chunks: u64, chunk_bytes: u64, resend_per_kill: u64) {
     for peer in [S3Peer::embedded(BUCKET).await, S3Peer::moto().await] {
         // A pass-through proxy counts every body byte that reaches the server.
         let proxy = FaultProxy::start(peer.socket_addr(), Faults::default()).await;
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
         let mut keys = Vec::new();
-        for i in 0..CHUNKS {
+        for i in 0..chunks {
             let path = write_chunk(
                 &spool,
                 &format!("cam{}/k{i}.mp4", i % 2),
-                &pattern_bytes(i, CHUNK_BYTES as usize),
+                &pattern_bytes(i, chunk_bytes as usize),
             );
             // The default key template dates a chunk by its mtime (UTC).
             let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
@@ -68,7 +81,7 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
             let before = proxy.stats.forwarded_body_bytes.load(Relaxed);
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
-            if before < CHUNKS * CHUNK_BYTES {
+            if before < chunks * chunk_bytes {
                 killed_mid_upload += 1;
             }
         }
@@ -101,7 +114,7 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
                 .await
                 .unwrap_or_else(|e| panic!("{}: {key}: {e}", peer.name()));
             assert!(
-                got == pattern_bytes(i, CHUNK_BYTES as usize),
+                got == pattern_bytes(i, chunk_bytes as usize),
                 "{}: {key} differs",
                 peer.name()
             );
@@ -114,7 +127,7 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
         );
 
         let forwarded = proxy.stats.forwarded_body_bytes.load(Relaxed);
-        let resent = forwarded.saturating_sub(CHUNKS * CHUNK_BYTES);
+        let resent = forwarded.saturating_sub(chunks * chunk_bytes);
         let per_kill = resent as f64 / KILLS as f64;
         println!(
             "{}: {KILLS} SIGKILLs ({killed_mid_upload} mid-upload), {:.1} MiB re-sent in all = {:.2} MiB per kill \
@@ -130,9 +143,9 @@ async fn sigkill_twenty_times_loses_nothing_and_resends_little() {
             "{}: too few kills landed mid-upload ({killed_mid_upload})",
             peer.name()
         );
-        // At a kill at most the parts in flight are lost: never more than that is sent again.
+        // At a kill at most what was in flight is lost: never more than that is sent again.
         assert!(
-            resent <= KILLS as u64 * CHUNKS_IN_FLIGHT * PARTS_IN_FLIGHT * PART,
+            resent <= KILLS as u64 * resend_per_kill,
             "{}: re-sent {resent} bytes",
             peer.name()
         );

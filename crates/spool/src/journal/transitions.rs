@@ -2,7 +2,8 @@
 //! that the row still describes the claimed version; a step on a chunk that changed meanwhile
 //! is refused ([`Error::Transition`]).
 
-use rusqlite::{Connection, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
 
 use super::*;
 
@@ -127,6 +128,19 @@ fn first_in_state(
 
 /// [`Journal::next_pending`] on a connection or transaction. Each query walks the
 /// `(state, mtime_ns)` index from one end, so its cost does not grow with finished rows.
+/// The parameters `?1`..`?6` of a statement that checks [`SAME_VERSION`]: the chunk's id,
+/// key and identity.
+fn same_version(chunk: &Chunk) -> [Value; 6] {
+    [
+        chunk.id.into(),
+        chunk.key.clone().into(),
+        (chunk.identity.size as i64).into(),
+        ns(chunk.identity.mtime_ns).into(),
+        (chunk.identity.inode as i64).into(),
+        ns(chunk.identity.ctime_ns).into(),
+    ]
+}
+
 /// How far in the future an mtime may be before ordering takes it for "now": a camera with a
 /// wrong clock (a chunk dated 2099) must not look newer than every live chunk to come.
 const FUTURE_TOLERANCE_MS: i64 = 60_000;
@@ -336,15 +350,11 @@ impl Journal {
                         "UPDATE chunks SET state = 'uploading', upload_id = ?7
                      WHERE id = ?1 AND state IN {PENDING} AND upload_id IS NULL {SAME_VERSION}"
                     ),
-                    params![
-                        chunk.id,
-                        chunk.key,
-                        chunk.identity.size as i64,
-                        ns(chunk.identity.mtime_ns),
-                        chunk.identity.inode as i64,
-                        ns(chunk.identity.ctime_ns),
-                        upload_id
-                    ],
+                    params_from_iter(
+                        same_version(chunk)
+                            .into_iter()
+                            .chain([upload_id.to_owned().into()]),
+                    ),
                 )
                 .map_err(Error::journal("begin multipart"))
         })?;
@@ -537,16 +547,11 @@ impl Journal {
                        upload_id = NULL, last_error = NULL
                      WHERE id = ?1 AND state IN {PENDING} {SAME_VERSION}"
                 ),
-                params![
-                    chunk.id,
-                    chunk.key,
-                    chunk.identity.size as i64,
-                    ns(chunk.identity.mtime_ns),
-                    chunk.identity.inode as i64,
-                    ns(chunk.identity.ctime_ns),
-                    checksum(chunk),
-                    now
-                ],
+                params_from_iter(
+                    same_version(chunk)
+                        .into_iter()
+                        .chain([checksum(chunk).map(str::to_owned).into(), now.into()]),
+                ),
             )
         })
     }
