@@ -136,6 +136,19 @@ pub enum Error {
         /// ETag the store returned.
         got: String,
     },
+    /// The store refused the request because this host's clock and the store's differ by more
+    /// than S3 allows (15 minutes): signatures carry the time. Credentials are not the problem.
+    #[error(
+        "{op} {key}: the store refused the request because this host's clock is off ({detail}); fix the system clock (chrony or systemd-timesyncd: `chronyc tracking`, `timedatectl status`), not the credentials; chunks stay in the spool meanwhile"
+    )]
+    ClockSkew {
+        /// Operation.
+        op: &'static str,
+        /// Object key or bucket.
+        key: String,
+        /// The store's words, or the two clocks.
+        detail: String,
+    },
     /// A different object already has the chunk's key; it is never overwritten.
     #[error("{key}: a different object already has this key in the bucket")]
     KeyTaken {
@@ -179,6 +192,8 @@ pub enum ErrorClass {
     Checksum,
     /// 401/403: credentials rejected.
     Auth,
+    /// The store refused a request for the host's clock (`RequestTimeTooSkewed`).
+    ClockSkew,
     /// No response in time.
     Timeout,
     /// 5xx from the store.
@@ -213,7 +228,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, for iterating over the metric's series.
-    pub const ALL: [ErrorClass; 22] = [
+    pub const ALL: [ErrorClass; 23] = [
         Self::SlowDown,
         Self::NoSuchBucket,
         Self::NoSuchUpload,
@@ -221,6 +236,7 @@ impl ErrorClass {
         Self::NotImplemented,
         Self::Checksum,
         Self::Auth,
+        Self::ClockSkew,
         Self::Timeout,
         Self::Server5xx,
         Self::Client4xx,
@@ -248,6 +264,7 @@ impl ErrorClass {
             Self::NotImplemented => "not_implemented",
             Self::Checksum => "checksum",
             Self::Auth => "auth",
+            Self::ClockSkew => "clock_skew",
             Self::Timeout => "timeout",
             Self::Server5xx => "server_5xx",
             Self::Client4xx => "client_4xx",
@@ -329,6 +346,7 @@ impl Error {
             Error::Changed { .. } => ErrorClass::ChunkChanged,
             Error::Verify { .. } => ErrorClass::Verify,
             Error::Corrupt { .. } => ErrorClass::Corrupt,
+            Error::ClockSkew { .. } => ErrorClass::ClockSkew,
             Error::KeyTaken { .. } => ErrorClass::KeyTaken,
             Error::Credentials { .. } => ErrorClass::Credentials,
             Error::Endpoint { .. } => ErrorClass::Config,

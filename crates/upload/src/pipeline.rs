@@ -161,11 +161,41 @@ fn bucket_help(e: &Error) -> &'static str {
         ErrorClass::Auth | ErrorClass::Credentials => {
             "check the credentials: upload.credentials, AWS_* variables, the shared profile"
         }
+        ErrorClass::ClockSkew => {
+            "fix this host's clock (chrony or systemd-timesyncd; `chronyc tracking`, `timedatectl status`); the credentials are not the problem"
+        }
         ErrorClass::Connection | ErrorClass::Timeout | ErrorClass::Tls => {
             "check the endpoint and the network path to it"
         }
-        _ => "see the error; chunks stay in the spool until it is fixed",
+        ErrorClass::SlowDown
+        | ErrorClass::NoSuchUpload
+        | ErrorClass::Precondition
+        | ErrorClass::NotImplemented
+        | ErrorClass::Checksum
+        | ErrorClass::Server5xx
+        | ErrorClass::Client4xx
+        | ErrorClass::Stall
+        | ErrorClass::Abandoned
+        | ErrorClass::Protocol
+        | ErrorClass::LocalIo
+        | ErrorClass::ChunkChanged
+        | ErrorClass::Verify
+        | ErrorClass::Corrupt
+        | ErrorClass::KeyTaken
+        | ErrorClass::Config => "see the error; chunks stay in the spool until it is fixed",
     }
+}
+
+/// Classes after which no request can succeed until an operator acts (credentials, bucket,
+/// clock): uploads wait behind the bucket gate instead of failing chunk by chunk.
+fn closes_the_gate(class: ErrorClass) -> bool {
+    matches!(
+        class,
+        ErrorClass::Auth
+            | ErrorClass::NoSuchBucket
+            | ErrorClass::Credentials
+            | ErrorClass::ClockSkew
+    )
 }
 
 /// A chunk being uploaded: its id, object key and the bytes of the in-flight budget it holds.
@@ -538,7 +568,7 @@ impl Uploader {
                     }
                     for (chunk, result) in &results {
                         in_flight.retain(|f| f.id != chunk.id);
-                        if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
+                        if result.as_ref().is_err_and(|e| closes_the_gate(e.class())) {
                             bucket.ok = false;
                         }
                     }

@@ -211,6 +211,21 @@ impl S3Client {
             return Ok(resp);
         }
         let (mut code, message) = xml::error_code(&resp.body);
+        if let Some(detail) = clock_skew(
+            resp.status.as_u16(),
+            &code,
+            &message,
+            resp.headers
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok()),
+            now,
+        ) {
+            return Err(Error::ClockSkew {
+                op,
+                key: key_s,
+                detail,
+            });
+        }
         if code.is_empty() {
             code = match resp.status.as_u16() {
                 404 if key.is_some() => "NoSuchKey".into(),
@@ -624,6 +639,46 @@ impl S3Client {
     }
 }
 
+/// How far apart the two clocks may be before S3 refuses a signature.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Whether an error answer is the store refusing our clock rather than our credentials: S3's
+/// `RequestTimeTooSkewed` (some stores put it in a 403's message only), or a 403 without a
+/// body (HeadObject, HeadBucket) whose `Date` is further from ours than S3 allows. Returns
+/// what to tell the operator.
+fn clock_skew(
+    status: u16,
+    code: &str,
+    message: &str,
+    date: Option<&str>,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let theirs = date.and_then(|d| {
+        time::PrimitiveDateTime::parse(
+            d,
+            time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            ),
+        )
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+    });
+    let clocks = |t: OffsetDateTime| {
+        format!(
+            "store time {t}, this host {now}, {:.0} s apart",
+            (now - t).abs().as_seconds_f64()
+        )
+    };
+    let named = code == "RequestTimeTooSkewed"
+        || (status == 403 && message.contains("RequestTimeTooSkewed"))
+        || (status == 403 && message.to_ascii_lowercase().contains("too skewed"));
+    if named {
+        return Some(theirs.map_or_else(|| format!("{code}: {message}"), clocks));
+    }
+    let t = theirs.filter(|_| status == 403 && code.is_empty())?;
+    ((now - t).abs() > MAX_CLOCK_SKEW).then(|| clocks(t))
+}
+
 /// A multipart upload the store holds open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenUpload {
@@ -650,6 +705,31 @@ mod tests {
             CredentialsProvider::fixed(crate::Credentials::new("a", "b", None)),
         )
         .unwrap()
+    }
+
+    /// A clock two years off reads as a credentials problem unless the answer is recognised.
+    #[test]
+    fn a_skewed_clock_is_told_apart_from_bad_credentials() {
+        let now = OffsetDateTime::from_unix_timestamp(1_765_000_000).unwrap();
+        let date = "Sat, 06 Dec 2025 05:46:40 GMT";
+        let named = clock_skew(
+            403,
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            Some(date),
+            now + time::Duration::days(730),
+        )
+        .unwrap();
+        assert!(named.contains("apart"), "{named}");
+        assert!(clock_skew(403, "AccessDenied", "RequestTimeTooSkewed", None, now).is_some());
+        // HeadObject's 403 has no body: the store's Date decides.
+        assert!(clock_skew(403, "", "", Some(date), now + time::Duration::days(730)).is_some());
+        assert_eq!(clock_skew(403, "", "", Some(date), now), None);
+        assert_eq!(
+            clock_skew(403, "SignatureDoesNotMatch", "", Some(date), now),
+            None
+        );
+        assert_eq!(clock_skew(403, "", "", None, now), None);
     }
 
     #[test]
