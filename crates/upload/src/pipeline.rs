@@ -181,6 +181,7 @@ fn bucket_help(e: &Error) -> &'static str {
         | ErrorClass::ChunkChanged
         | ErrorClass::Verify
         | ErrorClass::Corrupt
+        | ErrorClass::Unproven
         | ErrorClass::KeyTaken
         | ErrorClass::Config => "see the error; chunks stay in the spool until it is fixed",
     }
@@ -295,10 +296,19 @@ impl Uploader {
                 self.chunks.settings.request_timeout,
             )
             .await?;
+            let verification =
+                crate::integrity::Verification::of(self.chunks.integrity.mode(), &profile);
             tracing::info!(bucket = %client.bucket(), conditional_writes = profile.conditional_writes,
                 put_checksum_validated = profile.put_checksum_validated,
                 part_checksum_validated = profile.part_checksum_validated,
-                "store integrity: {}", profile.describe());
+                md5_etags = profile.md5_etags,
+                "store integrity: {}; {}", profile.describe(), verification.describe());
+            if [verification.put_object, verification.multipart]
+                .contains(&crate::integrity::Proof::Unproven)
+            {
+                tracing::error!(bucket = %client.bucket(),
+                    "upload.verify = \"head\", and HeadObject proves nothing on this store: objects it cannot prove stay unproven and their files stay in the spool (backhaul_upload_unproven_total); set upload.verify = \"auto\" to read them back");
+            }
         }
         Ok(())
     }
@@ -691,8 +701,11 @@ impl Uploader {
                 retries.remove(&chunk.id);
             }
             e => {
-                // Request failures were counted where they happened; these two never are.
-                if matches!(e, Error::Verify { .. } | Error::Spool(_)) {
+                // Request failures were counted where they happened; these never are.
+                if matches!(
+                    e,
+                    Error::Verify { .. } | Error::Unproven { .. } | Error::Spool(_)
+                ) {
                     self.metrics.errors.inc(e.class().as_str());
                 }
                 if let Err(je) = self.spool.failed(&chunk, &e.to_string()) {

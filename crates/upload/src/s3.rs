@@ -622,6 +622,79 @@ impl S3Client {
         }
     }
 
+    /// GetObject of `len` bytes from `offset` into memory: the read-back proof reads an object
+    /// a part at a time, so memory stays at one part per read.
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, Error> {
+        let range = format!("bytes={offset}-{}", offset + len.max(1) - 1);
+        let body = self
+            .call(
+                "GET",
+                "GetObject",
+                Some(key),
+                &[],
+                &[("range", range)],
+                ReqBody::empty(),
+                None,
+            )
+            .await?
+            .body;
+        if body.len() as u64 != len {
+            return Err(Error::Protocol {
+                op: "GetObject",
+                key: key.to_owned(),
+                detail: format!(
+                    "asked for {len} bytes from offset {offset}, got {}",
+                    body.len()
+                ),
+            });
+        }
+        Ok(body)
+    }
+
+    /// ListObjectsV2 under `prefix`, following pagination: the keys.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = vec![
+                ("list-type".to_owned(), "2".to_owned()),
+                ("prefix".to_owned(), prefix.to_owned()),
+            ];
+            if let Some(t) = &token {
+                q.push(("continuation-token".to_owned(), t.clone()));
+            }
+            let resp = self
+                .call(
+                    "GET",
+                    "ListObjectsV2",
+                    None,
+                    &q,
+                    &[],
+                    ReqBody::empty(),
+                    None,
+                )
+                .await?;
+            let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+                op: "ListObjectsV2",
+                key: prefix.to_owned(),
+                detail,
+            })?;
+            let root = "ListBucketResult";
+            for rec in xml::records(&leaves, &format!("{root}/Contents")) {
+                if let Some((_, k)) = rec.iter().find(|(n, _)| n == "Key") {
+                    out.push(k.clone());
+                }
+            }
+            let truncated = xml::first(&leaves, &format!("{root}/IsTruncated")) == Some("true");
+            let next = xml::first(&leaves, &format!("{root}/NextContinuationToken"));
+            match (truncated, next) {
+                (true, Some(n)) if token.as_deref() != Some(n) => token = Some(n.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// GetObject of a whole object into memory (verification and tests; not the upload path).
     pub async fn get_object(&self, key: &str) -> Result<Bytes, Error> {
         Ok(self

@@ -236,6 +236,7 @@ impl Sender {
                 | ErrorClass::ChunkChanged
                 | ErrorClass::Verify
                 | ErrorClass::Corrupt
+                | ErrorClass::Unproven
                 | ErrorClass::KeyTaken
                 | ErrorClass::Credentials
                 | ErrorClass::Config => Undelivered::Refused(message),

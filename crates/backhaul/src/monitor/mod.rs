@@ -71,6 +71,7 @@ fn rule_class(class: ErrorClass) -> Option<UploadErrorClass> {
         | ErrorClass::ChunkChanged
         | ErrorClass::Verify
         | ErrorClass::Corrupt
+        | ErrorClass::Unproven
         | ErrorClass::KeyTaken
         | ErrorClass::Config => return None,
     })
