@@ -139,15 +139,20 @@ pub struct UploadStatus {
     /// start-up probe (`None` until the store has answered it).
     #[serde(default)]
     pub store_integrity: Option<backhaul_upload::StoreProfile>,
+    /// How uploaded objects are proven before their files are deleted (`upload.verify` and
+    /// what it means on this store; `None` until the probe has run).
+    #[serde(default)]
+    pub verification: Option<backhaul_upload::Verification>,
 }
 
 impl UploadStatus {
     /// What the start-up probe found the store checks, or that it has not run yet.
     pub fn store(&self) -> String {
-        self.store_integrity.map_or(
-            "not probed yet (the bucket has not answered)".to_owned(),
-            |p| p.describe(),
-        )
+        match (self.store_integrity, self.verification) {
+            (Some(p), Some(v)) => format!("{}; {}", p.describe(), v.describe()),
+            (Some(p), None) => p.describe(),
+            (None, _) => "not probed yet (the bucket has not answered)".to_owned(),
+        }
     }
 }
 
@@ -244,6 +249,11 @@ impl StatusBoard {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .and_then(|f| f.latest());
+        let integrity = self
+            .integrity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Status {
             site: self.site.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
@@ -263,12 +273,8 @@ impl StatusBoard {
                 disk_full_projected_seconds: disk
                     .map(|d| d.seconds_to_full)
                     .filter(|s| s.is_finite()),
-                store_integrity: self
-                    .integrity
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .and_then(|i| i.probed()),
+                store_integrity: integrity.as_ref().and_then(|i| i.probed()),
+                verification: integrity.as_ref().and_then(|i| i.verification()),
             },
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)

@@ -65,6 +65,8 @@ pub enum VpnState {
 pub enum UploadErrorClass {
     /// 401/403: credentials rejected.
     Auth,
+    /// The store refuses our requests' time (`RequestTimeTooSkewed`): the host's clock is off.
+    ClockSkew,
     /// No credentials found.
     Credentials,
     /// The bucket does not exist.
@@ -93,6 +95,7 @@ impl UploadErrorClass {
     pub(crate) fn from_class(class: &str) -> Self {
         match class {
             "auth" => Self::Auth,
+            "clock_skew" => Self::ClockSkew,
             "credentials" => Self::Credentials,
             "no_such_bucket" => Self::NoSuchBucket,
             "connection" => Self::Connection,
@@ -109,6 +112,7 @@ impl UploadErrorClass {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auth => "auth",
+            Self::ClockSkew => "clock_skew",
             Self::Credentials => "credentials",
             Self::NoSuchBucket => "no_such_bucket",
             Self::Connection => "connection",
@@ -121,9 +125,13 @@ impl UploadErrorClass {
         }
     }
 
-    /// Whether this class means the store refuses us (credentials or bucket), not the network.
+    /// Whether this class means the store refuses us (credentials, clock or bucket), not the
+    /// network.
     pub fn is_auth(self) -> bool {
-        matches!(self, Self::Auth | Self::Credentials | Self::NoSuchBucket)
+        matches!(
+            self,
+            Self::Auth | Self::ClockSkew | Self::Credentials | Self::NoSuchBucket
+        )
     }
 
     /// Whether this class means the endpoint could not be reached or did not serve us.

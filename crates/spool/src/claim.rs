@@ -69,6 +69,23 @@ impl Spool {
         ))
     }
 
+    /// The object key the key template gives the chunk, before any disambiguation: the base
+    /// that [`Self::rekey`] counts from when the chunk's key (maybe `~N` already) is taken.
+    pub fn template_key(&self, chunk: &Chunk) -> Result<String, Error> {
+        let (camera, file_name, name) = scan::split_name(std::path::Path::new(&chunk.name))
+            .ok_or_else(|| Error::UnsafeKey {
+                name: chunk.name.clone(),
+                key: chunk.key.clone(),
+                reason: "the journaled name is not a plain relative path",
+            })?;
+        self.key_of(&ScanEntry {
+            name,
+            camera,
+            file_name,
+            identity: chunk.identity,
+        })
+    }
+
     /// The chunk's object is in the bucket and matches what was read from the file: the chunk
     /// is marked verified (refused if the file changed meanwhile), then its file is deleted or
     /// retained, unless it changed or a writer still holds it.

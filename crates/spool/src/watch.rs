@@ -232,17 +232,21 @@ impl Spool {
         Ok(self.journal_entries(&[e])?.pop().flatten())
     }
 
+    /// The object key the key template gives a file, before any disambiguation.
+    pub(crate) fn key_of(&self, e: &ScanEntry) -> Result<String, Error> {
+        let camera = e.camera.as_deref().unwrap_or(&self.settings.default_camera);
+        self.settings
+            .key
+            .render(camera, e.below_camera(), e.identity.mtime_ns)
+    }
+
     /// Journals files that are ready together, in one commit; `None` for a file with no
     /// safe key (skipped, said once).
     fn journal_entries(&self, entries: &[&ScanEntry]) -> Result<Vec<Option<Upsert>>, Error> {
         let mut keyed = Vec::with_capacity(entries.len());
         for e in entries {
             let camera = e.camera.as_deref().unwrap_or(&self.settings.default_camera);
-            match self
-                .settings
-                .key
-                .render(camera, e.below_camera(), e.identity.mtime_ns)
-            {
+            match self.key_of(e) {
                 Ok(k) => keyed.push(Some((camera, k))),
                 Err(err) => {
                     if self.first_warning("unsafe key", &e.name) {

@@ -111,6 +111,16 @@ pub struct Metrics {
     /// Parts or objects the store acknowledged with an ETag that is not the MD5 of what was
     /// sent (corrupted in transit on a store that does not validate checksums); re-sent.
     pub corrupt_in_transit: Counter,
+    /// Chunks stored but not proven (`upload.verify = "head"` on a store whose HeadObject
+    /// proves nothing): kept in the spool, never deleted. Worth an alert.
+    pub upload_unproven: Counter,
+    /// Objects proven by reading them back (the store's HeadObject proved nothing, or
+    /// `upload.verify = "read-back"`).
+    pub upload_read_backs: Counter,
+    /// How objects are proven, as `(request, mode)`: `request` is `put_object` or
+    /// `multipart`, `mode` `head`, `read-back` or `none`; exported as
+    /// `backhaul_upload_verify_mode`.
+    pub upload_verify_modes: Mutex<Vec<(&'static str, &'static str)>>,
     /// Multipart uploads under the site prefix that no journal row knew, aborted.
     pub orphan_uploads_aborted: Counter,
     /// Alerts queued in the outbox and not delivered yet.
@@ -165,6 +175,16 @@ pub struct Metrics {
     pub vpn_flaps: Counter,
     /// Open incidents as `(kind, severity)`; exported as `backhaul_incident_active`.
     pub incidents: Mutex<Vec<(String, String)>>,
+}
+
+impl Metrics {
+    /// Replaces the verification modes in effect (`(request, mode)` pairs).
+    pub fn set_verify_modes(&self, modes: &[(&'static str, &'static str)]) {
+        *self
+            .upload_verify_modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = modes.to_vec();
+    }
 }
 
 /// Whether a sample is a counter or a gauge.
@@ -236,7 +256,7 @@ impl Metrics {
                 self.goodput.mbps(now, secs),
             );
         }
-        let counters: [(&'static str, &'static str, &Counter); 20] = [
+        let counters: [(&'static str, &'static str, &Counter); 22] = [
             (
                 "backhaul_uploaded_bytes_total",
                 "Bytes acknowledged by the object store.",
@@ -291,6 +311,16 @@ impl Metrics {
                 "backhaul_upload_corrupt_in_transit_total",
                 "Parts or objects whose store ETag was not the MD5 of what was sent; re-sent.",
                 &self.corrupt_in_transit,
+            ),
+            (
+                "backhaul_upload_unproven_total",
+                "Chunks stored but not proven (upload.verify = head and HeadObject proves nothing); kept in the spool.",
+                &self.upload_unproven,
+            ),
+            (
+                "backhaul_upload_read_backs_total",
+                "Objects proven by reading them back and comparing CRC32C with the file's.",
+                &self.upload_read_backs,
             ),
             (
                 "backhaul_journal_compacted_rows_total",
@@ -454,6 +484,20 @@ impl Metrics {
         ];
         for (name, help, g) in gauges {
             push(name, help, G, Vec::new(), g.value());
+        }
+        let modes = self
+            .upload_verify_modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (request, mode) in modes {
+            push(
+                "backhaul_upload_verify_mode",
+                "How uploaded objects are proven before their files are deleted (1 for the mode in effect per request kind).",
+                G,
+                vec![("request", request.to_owned()), ("mode", mode.to_owned())],
+                1.0,
+            );
         }
         let incidents = self
             .incidents

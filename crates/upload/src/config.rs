@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::creds::CredentialSource;
 use crate::ratelimit::BandwidthSchedule;
@@ -56,6 +56,35 @@ pub enum UrlStyle {
     Path,
     /// `https://bucket.endpoint/key`.
     VirtualHosted,
+}
+
+/// How an uploaded object is proven to hold the file's bytes before the file may be deleted.
+/// Every PutObject and CompleteMultipartUpload is followed by a HeadObject (size, and any
+/// checksum the store reports); the modes differ in what counts as proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// HeadObject where it proves the bytes (a CRC32C the store validated, or an MD5 ETag),
+    /// otherwise read the object back.
+    #[default]
+    Auto,
+    /// HeadObject only (one small request per chunk). Where it proves nothing, the chunk is
+    /// kept in the spool, counted in `backhaul_upload_unproven_total` and logged.
+    Head,
+    /// Always read the object back and compare its CRC32C with the file's: one GET of the
+    /// whole object per chunk, downloaded bytes equal to uploaded ones.
+    ReadBack,
+}
+
+impl VerifyMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Head => "head",
+            Self::ReadBack => "read-back",
+        }
+    }
 }
 
 /// The `[upload]` table as written in the config file.
@@ -128,6 +157,9 @@ pub struct UploadConfig {
     /// this old.
     #[serde(default = "default_orphan_age")]
     pub orphan_upload_age_seconds: u64,
+    /// `auto`, `head` or `read-back`: what proves an object before its file is deleted.
+    #[serde(default)]
+    pub verify: VerifyMode,
 }
 
 fn default_region() -> String {
@@ -209,6 +241,8 @@ pub struct UploadSettings {
     pub notsent_lowat_bytes: u32,
     /// Age after which an unknown multipart upload is aborted.
     pub orphan_upload_age: Duration,
+    /// What proves an object.
+    pub verify: VerifyMode,
 }
 
 impl UploadConfig {
@@ -237,6 +271,7 @@ impl UploadConfig {
             create_bucket: false,
             tcp_notsent_lowat_bytes: DEFAULT_NOTSENT_LOWAT_BYTES,
             orphan_upload_age_seconds: DEFAULT_ORPHAN_UPLOAD_AGE_SECONDS,
+            verify: VerifyMode::Auto,
         }
     }
 
@@ -354,6 +389,7 @@ impl UploadConfig {
             create_bucket: self.create_bucket,
             notsent_lowat_bytes: self.tcp_notsent_lowat_bytes,
             orphan_upload_age: Duration::from_secs(self.orphan_upload_age_seconds),
+            verify: self.verify,
         })
     }
 }

@@ -136,6 +136,31 @@ pub enum Error {
         /// ETag the store returned.
         got: String,
     },
+    /// The store refused the request because this host's clock and the store's differ by more
+    /// than S3 allows (15 minutes): signatures carry the time. Credentials are not the problem.
+    #[error(
+        "{op} {key}: the store refused the request because this host's clock is off ({detail}); fix the system clock (chrony or systemd-timesyncd: `chronyc tracking`, `timedatectl status`), not the credentials; chunks stay in the spool meanwhile"
+    )]
+    ClockSkew {
+        /// Operation.
+        op: &'static str,
+        /// Object key or bucket.
+        key: String,
+        /// The store's words, or the two clocks.
+        detail: String,
+    },
+    /// The object in the bucket has the right size, but nothing the store returned proves its
+    /// bytes and `upload.verify = "head"` forbids reading it back: the chunk is not marked
+    /// verified and its file stays in the spool.
+    #[error(
+        "{key}: stored, but not proven: {why}; the file stays in the spool (set upload.verify = \"auto\" or \"read-back\" to prove it by reading the object back)"
+    )]
+    Unproven {
+        /// Object key.
+        key: String,
+        /// Why HeadObject proves nothing on this store.
+        why: String,
+    },
     /// A different object already has the chunk's key; it is never overwritten.
     #[error("{key}: a different object already has this key in the bucket")]
     KeyTaken {
@@ -179,6 +204,8 @@ pub enum ErrorClass {
     Checksum,
     /// 401/403: credentials rejected.
     Auth,
+    /// The store refused a request for the host's clock (`RequestTimeTooSkewed`).
+    ClockSkew,
     /// No response in time.
     Timeout,
     /// 5xx from the store.
@@ -203,6 +230,8 @@ pub enum ErrorClass {
     Verify,
     /// The store's ETag is not the MD5 of what was sent.
     Corrupt,
+    /// The object is stored but HeadObject proves nothing and reading back is not allowed.
+    Unproven,
     /// A different object has the chunk's key.
     KeyTaken,
     /// No credentials could be found.
@@ -213,7 +242,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, for iterating over the metric's series.
-    pub const ALL: [ErrorClass; 22] = [
+    pub const ALL: [ErrorClass; 24] = [
         Self::SlowDown,
         Self::NoSuchBucket,
         Self::NoSuchUpload,
@@ -221,6 +250,7 @@ impl ErrorClass {
         Self::NotImplemented,
         Self::Checksum,
         Self::Auth,
+        Self::ClockSkew,
         Self::Timeout,
         Self::Server5xx,
         Self::Client4xx,
@@ -233,6 +263,7 @@ impl ErrorClass {
         Self::ChunkChanged,
         Self::Verify,
         Self::Corrupt,
+        Self::Unproven,
         Self::KeyTaken,
         Self::Credentials,
         Self::Config,
@@ -248,6 +279,7 @@ impl ErrorClass {
             Self::NotImplemented => "not_implemented",
             Self::Checksum => "checksum",
             Self::Auth => "auth",
+            Self::ClockSkew => "clock_skew",
             Self::Timeout => "timeout",
             Self::Server5xx => "server_5xx",
             Self::Client4xx => "client_4xx",
@@ -260,6 +292,7 @@ impl ErrorClass {
             Self::ChunkChanged => "chunk_changed",
             Self::Verify => "verify",
             Self::Corrupt => "corrupt",
+            Self::Unproven => "unproven",
             Self::KeyTaken => "key_taken",
             Self::Credentials => "credentials",
             Self::Config => "config",
@@ -329,6 +362,8 @@ impl Error {
             Error::Changed { .. } => ErrorClass::ChunkChanged,
             Error::Verify { .. } => ErrorClass::Verify,
             Error::Corrupt { .. } => ErrorClass::Corrupt,
+            Error::ClockSkew { .. } => ErrorClass::ClockSkew,
+            Error::Unproven { .. } => ErrorClass::Unproven,
             Error::KeyTaken { .. } => ErrorClass::KeyTaken,
             Error::Credentials { .. } => ErrorClass::Credentials,
             Error::Endpoint { .. } => ErrorClass::Config,
@@ -341,7 +376,13 @@ impl Error {
     /// with a long backoff, so an operator can fix credentials without losing anything.
     pub fn is_retryable(&self) -> bool {
         let c = self.class();
-        c.is_transient() || matches!(c, ErrorClass::Checksum | ErrorClass::Corrupt)
+        // A wrong or missing object after a write was deleted (or never stored): sending the
+        // chunk again soon may succeed.
+        c.is_transient()
+            || matches!(
+                c,
+                ErrorClass::Checksum | ErrorClass::Corrupt | ErrorClass::Verify
+            )
     }
 
     /// Whether the failure is the path's or a busy store's, not an answer about the request.

@@ -1,17 +1,22 @@
 //! What the store guarantees by itself, found out once at start: whether it refuses a taken
-//! key under `If-None-Match: *` (conditional writes), and whether it refuses a PutObject or
-//! an UploadPart whose `x-amz-checksum-crc32c` does not match the bytes. Where it does not
-//! validate checksums, every part's MD5 is computed locally and compared with the ETag the
-//! store returns, so corruption in transit is found before anything is marked verified.
+//! key under `If-None-Match: *` (conditional writes), whether it refuses a PutObject or an
+//! UploadPart whose `x-amz-checksum-crc32c` does not match the bytes, and whether its ETags
+//! are MD5s of the stored bytes. Where it does not validate checksums but gives MD5 ETags,
+//! every part's MD5 is computed locally and compared with the ETag the store returns, so
+//! corruption in transit is found before anything is marked verified. From the profile and
+//! `upload.verify` follows how each object is proven ([`Verification`]); where HeadObject
+//! proves nothing, the object is read back.
 
 use std::sync::RwLock;
 
 use base64::Engine as _;
+use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 use backhaul_telemetry::Metrics;
 
 use crate::body::ReqBody;
+use crate::config::VerifyMode;
 use crate::progress::Deadline;
 use crate::s3::S3Client;
 use crate::{Error, ErrorClass};
@@ -25,6 +30,114 @@ pub struct StoreProfile {
     pub put_checksum_validated: bool,
     /// An UploadPart with a wrong CRC32C was refused.
     pub part_checksum_validated: bool,
+    /// The ETag of a plain PutObject is the MD5 of the stored bytes, computed by the store (the
+    /// probe sends no Content-MD5). Not so on SSE-KMS-style gateways; and turned off for the
+    /// rest of the run the first time an ETag of another shape arrives.
+    #[serde(default)]
+    pub md5_etags: bool,
+}
+
+/// What a HeadObject can prove on a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadProof {
+    /// The object's CRC32C, which the store computed over what it stored: it refuses a
+    /// PutObject whose CRC32C header does not match the bytes.
+    Crc32c,
+    /// The composite CRC32C of a multipart object whose parts' CRC32Cs the store validated.
+    CompositeCrc32c,
+    /// The ETag is the MD5 the agent computed while reading the file.
+    Md5Etag,
+    /// The ETag is `md5(part MD5s)-N` of parts whose ETags were the agent's own MD5s.
+    MultipartEtag,
+}
+
+impl HeadProof {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Crc32c => "HeadObject: size and the CRC32C the store validated",
+            Self::CompositeCrc32c => {
+                "HeadObject: size and the composite CRC32C of parts the store validated"
+            }
+            Self::Md5Etag => "HeadObject: size and the ETag, the MD5 of the file",
+            Self::MultipartEtag => "HeadObject: size and the multipart ETag of the parts' MD5s",
+        }
+    }
+}
+
+/// How objects of one kind are proven before their files may be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Proof {
+    /// By HeadObject.
+    Head(HeadProof),
+    /// By reading the object back and comparing its CRC32C with the file's.
+    ReadBack,
+    /// Not at all (`upload.verify = "head"` on a store whose HeadObject proves nothing): the
+    /// files stay in the spool.
+    Unproven,
+}
+
+impl Proof {
+    /// The `mode` label of `backhaul_upload_verify_mode`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Head(_) => "head",
+            Self::ReadBack => "read-back",
+            Self::Unproven => "none",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Head(h) => h.describe(),
+            Self::ReadBack => "read back: the object's CRC32C compared with the file's",
+            Self::Unproven => {
+                "NOT PROVEN: HeadObject proves nothing on this store and upload.verify = \"head\" forbids reading back; files stay in the spool"
+            }
+        }
+    }
+
+    fn choose(mode: VerifyMode, head: Option<HeadProof>) -> Self {
+        match (mode, head) {
+            (VerifyMode::ReadBack, _) => Self::ReadBack,
+            (VerifyMode::Auto | VerifyMode::Head, Some(h)) => Self::Head(h),
+            (VerifyMode::Auto, None) => Self::ReadBack,
+            (VerifyMode::Head, None) => Self::Unproven,
+        }
+    }
+}
+
+/// The verification in effect: the configured mode and what it means on this store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// `upload.verify`.
+    pub mode: VerifyMode,
+    /// How a PutObject is proven.
+    pub put_object: Proof,
+    /// How a multipart upload is proven.
+    pub multipart: Proof,
+}
+
+impl Verification {
+    /// What `mode` means on a store with `profile`.
+    pub fn of(mode: VerifyMode, profile: &StoreProfile) -> Self {
+        Self {
+            mode,
+            put_object: Proof::choose(mode, profile.put_proof()),
+            multipart: Proof::choose(mode, profile.multipart_proof()),
+        }
+    }
+
+    /// One line for the log and `/status`.
+    pub fn describe(&self) -> String {
+        format!(
+            "verify = \"{}\": PutObject by {}; multipart by {}",
+            self.mode.as_str(),
+            self.put_object.describe(),
+            self.multipart.describe()
+        )
+    }
 }
 
 impl StoreProfile {
@@ -33,19 +146,61 @@ impl StoreProfile {
         conditional_writes: false,
         put_checksum_validated: false,
         part_checksum_validated: false,
+        md5_etags: false,
     };
+
+    /// Whether a PutObject carries its MD5, to be compared with the ETag: only where the
+    /// store does not validate the CRC32C and its ETags are MD5s (elsewhere the MD5 would
+    /// prove nothing and cost a hash of every byte).
+    pub fn put_md5(&self) -> bool {
+        !self.put_checksum_validated && self.md5_etags
+    }
+
+    /// [`Self::put_md5`] for UploadPart.
+    pub fn part_md5(&self) -> bool {
+        !self.part_checksum_validated && self.md5_etags
+    }
 
     /// Whether parts and objects carry a local MD5 that is compared with the store's ETag.
     pub fn md5_checked(&self) -> bool {
-        !(self.put_checksum_validated && self.part_checksum_validated)
+        self.put_md5() || self.part_md5()
+    }
+
+    /// What a HeadObject after a PutObject can prove on this store.
+    pub fn put_proof(&self) -> Option<HeadProof> {
+        if self.put_checksum_validated {
+            Some(HeadProof::Crc32c)
+        } else if self.md5_etags {
+            Some(HeadProof::Md5Etag)
+        } else {
+            None
+        }
+    }
+
+    /// What a HeadObject after a CompleteMultipartUpload can prove on this store.
+    pub fn multipart_proof(&self) -> Option<HeadProof> {
+        if self.part_checksum_validated {
+            Some(HeadProof::CompositeCrc32c)
+        } else if self.md5_etags {
+            Some(HeadProof::MultipartEtag)
+        } else {
+            None
+        }
     }
 
     /// One line for the log and `/status`.
     pub fn describe(&self) -> String {
-        let integrity = if self.md5_checked() {
-            "the store does not validate CRC32C on every request: each part's MD5 is compared with its ETag"
-        } else {
-            "the store validates CRC32C on every request"
+        let integrity = match (
+            self.put_checksum_validated && self.part_checksum_validated,
+            self.md5_checked(),
+        ) {
+            (true, _) => "the store validates CRC32C on every request",
+            (false, true) => {
+                "the store does not validate CRC32C on every request: each part's MD5 is compared with its ETag"
+            }
+            (false, false) => {
+                "the store does not validate CRC32C on every request and its ETags are not MD5s: corruption in transit is only found by reading back"
+            }
         };
         let writes = if self.conditional_writes {
             "a taken key is refused by the store (If-None-Match)"
@@ -56,21 +211,27 @@ impl StoreProfile {
     }
 }
 
-/// The profile, shared by every upload task.
+/// The profile and the verification mode, shared by every upload task and `/status`.
 #[derive(Debug)]
 pub struct Integrity {
+    mode: VerifyMode,
     profile: RwLock<Option<StoreProfile>>,
 }
 
-impl Default for Integrity {
-    fn default() -> Self {
+impl Integrity {
+    /// Before the probe, with `upload.verify = mode`.
+    pub fn new(mode: VerifyMode) -> Self {
         Self {
+            mode,
             profile: RwLock::new(None),
         }
     }
-}
 
-impl Integrity {
+    /// `upload.verify`.
+    pub fn mode(&self) -> VerifyMode {
+        self.mode
+    }
+
     /// The probed profile, or the cautious one before the probe.
     pub fn profile(&self) -> StoreProfile {
         self.probed().unwrap_or(StoreProfile::UNKNOWN)
@@ -81,8 +242,39 @@ impl Integrity {
         *self.profile.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, p: StoreProfile) {
+    /// The verification in effect, `None` before the probe ran.
+    pub fn verification(&self) -> Option<Verification> {
+        self.probed().map(|p| Verification::of(self.mode, &p))
+    }
+
+    fn set(&self, p: StoreProfile, metrics: &Metrics) {
         *self.profile.write().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        self.publish(metrics);
+    }
+
+    /// An ETag that is not an MD5 arrived for a plain object or part (a gateway started
+    /// encrypting, a proxy rewrites them): from now on ETags prove nothing, and what relied
+    /// on them is proven by reading back (or not at all under `verify = "head"`). Said once.
+    pub(crate) fn etag_not_md5(&self, key: &str, etag: &str, metrics: &Metrics) {
+        let mut guard = self.profile.write().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = guard.as_mut().filter(|p| p.md5_etags) else {
+            return;
+        };
+        p.md5_etags = false;
+        let v = Verification::of(self.mode, p);
+        drop(guard);
+        self.publish(metrics);
+        tracing::warn!(key = ?key, etag = %etag, verification = %v.describe(),
+            "the store's ETags are no longer MD5s of the bytes; they prove nothing from now on");
+    }
+
+    fn publish(&self, metrics: &Metrics) {
+        if let Some(v) = self.verification() {
+            metrics.set_verify_modes(&[
+                ("put_object", v.put_object.label()),
+                ("multipart", v.multipart.label()),
+            ]);
+        }
     }
 }
 
@@ -135,6 +327,9 @@ pub async fn probe(
     let body = || ReqBody::bytes(bytes::Bytes::from_static(PROBE_BODY));
     let good = crc_b64(PROBE_BODY);
 
+    // A killed probe leaves its scratch objects behind; nothing else ever deletes them.
+    sweep_scratch(client, metrics, prefix).await;
+
     let key = scratch("conditional");
     // A first write whose answer was lost comes back as 412 on its retry; either way the
     // scratch object now exists.
@@ -163,6 +358,13 @@ pub async fn probe(
         }
         Err(e) => return Err(e),
     };
+
+    // The probe sends no Content-MD5, so an ETag equal to the body's MD5 was computed by the
+    // store over what it stored.
+    let body_md5 = crate::sigv4::hex(&Md5::digest(PROBE_BODY));
+    let md5_etags = answered(metrics, || client.head_object(&key))
+        .await?
+        .is_some_and(|h| h.etag == body_md5);
 
     let bad_key = scratch("put-checksum");
     let put = answered(metrics, || {
@@ -194,9 +396,36 @@ pub async fn probe(
         conditional_writes,
         put_checksum_validated,
         part_checksum_validated,
+        md5_etags,
     };
-    integrity.set(profile);
+    integrity.set(profile, metrics);
     Ok(profile)
+}
+
+/// Deletes every object under the probe's scratch directory: those of probes killed before
+/// they cleaned up. Failures are logged; they cost storage, never a recording.
+async fn sweep_scratch(client: &S3Client, metrics: &Metrics, prefix: &str) {
+    let dir = format!("{prefix}{SCRATCH_DIR}");
+    let keys = match answered(metrics, || client.list_objects(&dir)).await {
+        Ok(k) => k,
+        Err(e) => {
+            metrics.errors.inc(e.class().as_str());
+            tracing::warn!(prefix = ?dir, error = %e,
+                "integrity probe: cannot list leftover scratch objects (no s3:ListBucket?); a lifecycle rule on the prefix can expire them");
+            return;
+        }
+    };
+    for k in keys.iter().filter(|k| is_scratch(prefix, k)) {
+        match answered(metrics, || client.delete_object(k)).await {
+            Ok(()) => {
+                tracing::info!(key = ?k, "integrity probe: deleted a scratch object a killed probe left")
+            }
+            Err(e) => {
+                metrics.errors.inc(e.class().as_str());
+                tracing::warn!(key = ?k, error = %e, "integrity probe: could not delete a leftover scratch object");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

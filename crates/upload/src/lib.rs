@@ -32,17 +32,18 @@ pub mod sigv4;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 mod transport;
+mod verify;
 mod xml;
 
 pub use chunk::{ChunkUploader, Verified, composite_crc32c, multipart_etag};
 pub use config::{
     DEFAULT_CHUNKS_IN_FLIGHT, DEFAULT_IN_FLIGHT_BYTES, DEFAULT_MULTIPART_THRESHOLD_BYTES,
     DEFAULT_PART_SIZE_BYTES, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_STALL_TIMEOUT_SECONDS,
-    MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle,
+    MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle, VerifyMode,
 };
 pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
 pub use error::{Error, ErrorClass};
-pub use integrity::{Integrity, StoreProfile};
+pub use integrity::{HeadProof, Integrity, Proof, StoreProfile, Verification};
 pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
@@ -87,13 +88,14 @@ pub fn build_uploader(
         parts.settings.bandwidth.clone(),
         parts.utc_offset,
     ));
+    let verify = parts.settings.verify;
     let chunks = Arc::new(ChunkUploader {
         client,
         spool,
         settings: parts.settings,
         limiter,
         metrics,
-        integrity: Arc::new(Integrity::default()),
+        integrity: Arc::new(Integrity::new(verify)),
         health: Arc::new(health::StoreHealth::default()),
     });
     Ok((Uploader::new(chunks.clone()), chunks))

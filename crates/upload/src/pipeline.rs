@@ -110,11 +110,42 @@ fn bucket_help(e: &Error) -> &'static str {
         ErrorClass::Auth | ErrorClass::Credentials => {
             "check the credentials: upload.credentials, AWS_* variables, the shared profile"
         }
+        ErrorClass::ClockSkew => {
+            "fix this host's clock (chrony or systemd-timesyncd; `chronyc tracking`, `timedatectl status`); the credentials are not the problem"
+        }
         ErrorClass::Connection | ErrorClass::Timeout | ErrorClass::Tls => {
             "check the endpoint and the network path to it"
         }
-        _ => "see the error; chunks stay in the spool until it is fixed",
+        ErrorClass::SlowDown
+        | ErrorClass::NoSuchUpload
+        | ErrorClass::Precondition
+        | ErrorClass::NotImplemented
+        | ErrorClass::Checksum
+        | ErrorClass::Server5xx
+        | ErrorClass::Client4xx
+        | ErrorClass::Stall
+        | ErrorClass::Abandoned
+        | ErrorClass::Protocol
+        | ErrorClass::LocalIo
+        | ErrorClass::ChunkChanged
+        | ErrorClass::Verify
+        | ErrorClass::Corrupt
+        | ErrorClass::Unproven
+        | ErrorClass::KeyTaken
+        | ErrorClass::Config => "see the error; chunks stay in the spool until it is fixed",
     }
+}
+
+/// Classes after which no request can succeed until an operator acts (credentials, bucket,
+/// clock): uploads wait behind the bucket gate instead of failing chunk by chunk.
+fn closes_the_gate(class: ErrorClass) -> bool {
+    matches!(
+        class,
+        ErrorClass::Auth
+            | ErrorClass::NoSuchBucket
+            | ErrorClass::Credentials
+            | ErrorClass::ClockSkew
+    )
 }
 
 /// The upload loop.
@@ -167,10 +198,19 @@ impl Uploader {
                 self.chunks.settings.request_timeout,
             )
             .await?;
+            let verification =
+                crate::integrity::Verification::of(self.chunks.integrity.mode(), &profile);
             tracing::info!(bucket = %client.bucket(), conditional_writes = profile.conditional_writes,
                 put_checksum_validated = profile.put_checksum_validated,
                 part_checksum_validated = profile.part_checksum_validated,
-                "store integrity: {}", profile.describe());
+                md5_etags = profile.md5_etags,
+                "store integrity: {}; {}", profile.describe(), verification.describe());
+            if [verification.put_object, verification.multipart]
+                .contains(&crate::integrity::Proof::Unproven)
+            {
+                tracing::error!(bucket = %client.bucket(),
+                    "upload.verify = \"head\", and HeadObject proves nothing on this store: objects it cannot prove stay unproven and their files stay in the spool (backhaul_upload_unproven_total); set upload.verify = \"auto\" to read them back");
+            }
         }
         Ok(())
     }
@@ -399,7 +439,7 @@ impl Uploader {
                         }
                     }
                     for (_, result) in &results {
-                        if result.as_ref().is_err_and(|e| matches!(e.class(), ErrorClass::Auth | ErrorClass::NoSuchBucket | ErrorClass::Credentials)) {
+                        if result.as_ref().is_err_and(|e| closes_the_gate(e.class())) {
                             bucket.ok = false;
                         }
                     }
@@ -534,8 +574,11 @@ impl Uploader {
             self.changed(claim.chunk());
             return;
         }
-        // Request failures were counted where they happened; these two never are.
-        if matches!(error, Error::Verify { .. } | Error::Spool(_)) {
+        // Request failures were counted where they happened; these never are.
+        if matches!(
+            error,
+            Error::Verify { .. } | Error::Unproven { .. } | Error::Spool(_)
+        ) {
             self.metrics.errors.inc(error.class().as_str());
         }
         // Credentials and missing buckets need a human; do not hammer the endpoint.

@@ -211,6 +211,21 @@ impl S3Client {
             return Ok(resp);
         }
         let (mut code, message) = xml::error_code(&resp.body);
+        if let Some(detail) = clock_skew(
+            resp.status.as_u16(),
+            &code,
+            &message,
+            resp.headers
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok()),
+            now,
+        ) {
+            return Err(Error::ClockSkew {
+                op,
+                key: key_s,
+                detail,
+            });
+        }
         if code.is_empty() {
             code = match resp.status.as_u16() {
                 404 if key.is_some() => "NoSuchKey".into(),
@@ -607,6 +622,79 @@ impl S3Client {
         }
     }
 
+    /// GetObject of `len` bytes from `offset` into memory: the read-back proof reads an object
+    /// a part at a time, so memory stays at one part per read.
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, Error> {
+        let range = format!("bytes={offset}-{}", offset + len.max(1) - 1);
+        let body = self
+            .call(
+                "GET",
+                "GetObject",
+                Some(key),
+                &[],
+                &[("range", range)],
+                ReqBody::empty(),
+                None,
+            )
+            .await?
+            .body;
+        if body.len() as u64 != len {
+            return Err(Error::Protocol {
+                op: "GetObject",
+                key: key.to_owned(),
+                detail: format!(
+                    "asked for {len} bytes from offset {offset}, got {}",
+                    body.len()
+                ),
+            });
+        }
+        Ok(body)
+    }
+
+    /// ListObjectsV2 under `prefix`, following pagination: the keys.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = vec![
+                ("list-type".to_owned(), "2".to_owned()),
+                ("prefix".to_owned(), prefix.to_owned()),
+            ];
+            if let Some(t) = &token {
+                q.push(("continuation-token".to_owned(), t.clone()));
+            }
+            let resp = self
+                .call(
+                    "GET",
+                    "ListObjectsV2",
+                    None,
+                    &q,
+                    &[],
+                    ReqBody::empty(),
+                    None,
+                )
+                .await?;
+            let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+                op: "ListObjectsV2",
+                key: prefix.to_owned(),
+                detail,
+            })?;
+            let root = "ListBucketResult";
+            for rec in xml::records(&leaves, &format!("{root}/Contents")) {
+                if let Some((_, k)) = rec.iter().find(|(n, _)| n == "Key") {
+                    out.push(k.clone());
+                }
+            }
+            let truncated = xml::first(&leaves, &format!("{root}/IsTruncated")) == Some("true");
+            let next = xml::first(&leaves, &format!("{root}/NextContinuationToken"));
+            match (truncated, next) {
+                (true, Some(n)) if token.as_deref() != Some(n) => token = Some(n.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// GetObject of a whole object into memory (verification and tests; not the upload path).
     pub async fn get_object(&self, key: &str) -> Result<Bytes, Error> {
         Ok(self
@@ -622,6 +710,46 @@ impl S3Client {
             .await?
             .body)
     }
+}
+
+/// How far apart the two clocks may be before S3 refuses a signature.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Whether an error answer is the store refusing our clock rather than our credentials: S3's
+/// `RequestTimeTooSkewed` (some stores put it in a 403's message only), or a 403 without a
+/// body (HeadObject, HeadBucket) whose `Date` is further from ours than S3 allows. Returns
+/// what to tell the operator.
+fn clock_skew(
+    status: u16,
+    code: &str,
+    message: &str,
+    date: Option<&str>,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let theirs = date.and_then(|d| {
+        time::PrimitiveDateTime::parse(
+            d,
+            time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            ),
+        )
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+    });
+    let clocks = |t: OffsetDateTime| {
+        format!(
+            "store time {t}, this host {now}, {:.0} s apart",
+            (now - t).abs().as_seconds_f64()
+        )
+    };
+    let named = code == "RequestTimeTooSkewed"
+        || (status == 403 && message.contains("RequestTimeTooSkewed"))
+        || (status == 403 && message.to_ascii_lowercase().contains("too skewed"));
+    if named {
+        return Some(theirs.map_or_else(|| format!("{code}: {message}"), clocks));
+    }
+    let t = theirs.filter(|_| status == 403 && code.is_empty())?;
+    ((now - t).abs() > MAX_CLOCK_SKEW).then(|| clocks(t))
 }
 
 /// A multipart upload the store holds open.
@@ -650,6 +778,31 @@ mod tests {
             CredentialsProvider::fixed(crate::Credentials::new("a", "b", None)),
         )
         .unwrap()
+    }
+
+    /// A clock two years off reads as a credentials problem unless the answer is recognised.
+    #[test]
+    fn a_skewed_clock_is_told_apart_from_bad_credentials() {
+        let now = OffsetDateTime::from_unix_timestamp(1_765_000_000).unwrap();
+        let date = "Sat, 06 Dec 2025 05:46:40 GMT";
+        let named = clock_skew(
+            403,
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            Some(date),
+            now + time::Duration::days(730),
+        )
+        .unwrap();
+        assert!(named.contains("apart"), "{named}");
+        assert!(clock_skew(403, "AccessDenied", "RequestTimeTooSkewed", None, now).is_some());
+        // HeadObject's 403 has no body: the store's Date decides.
+        assert!(clock_skew(403, "", "", Some(date), now + time::Duration::days(730)).is_some());
+        assert_eq!(clock_skew(403, "", "", Some(date), now), None);
+        assert_eq!(
+            clock_skew(403, "SignatureDoesNotMatch", "", Some(date), now),
+            None
+        );
+        assert_eq!(clock_skew(403, "", "", None, now), None);
     }
 
     #[test]

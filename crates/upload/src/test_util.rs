@@ -155,9 +155,44 @@ pub fn uploader(
     .unwrap_or_else(|e| panic!("uploader: {e}"))
 }
 
+/// Stores `data` under `key` with a plain PutObject (a stand-in for objects others left).
+pub async fn put_bytes(
+    client: &crate::S3Client,
+    key: &str,
+    data: &[u8],
+) -> Result<(), crate::Error> {
+    let crc = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        crc32c::crc32c(data).to_be_bytes(),
+    );
+    client
+        .put_object(
+            key,
+            crate::body::ReqBody::bytes(bytes::Bytes::copy_from_slice(data)),
+            &crc,
+            None,
+            crate::progress::Deadline::Total(Duration::from_secs(10)),
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Reads a whole file (panics with the path on error).
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// How a [`FaultProxy`] rewrites the ETags the store returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EtagRewrite {
+    /// As the store sent them.
+    #[default]
+    Kept,
+    /// 40 hex digits instead of the 32 of an MD5, as SSE-KMS-style gateways return: the
+    /// original followed by 8 more.
+    Opaque,
+    /// The first 16 hex digits only (gateways that shorten ETags).
+    Truncated,
 }
 
 /// Faults a [`FaultProxy`] injects, as probabilities per request.
@@ -175,6 +210,22 @@ pub struct Faults {
     /// [`CORRUPT_MIN_BODY`] bytes, headers (checksums included) left intact: corruption in
     /// transit that only a store validating checksums, or the uploader, can notice.
     pub corrupt_first_bodies: u64,
+    /// Also strip `x-amz-checksum-crc32c` and `Content-MD5` from the corrupted requests (and
+    /// sign them again), so not even a store that validates checksums can notice.
+    pub hide_corruption: bool,
+    /// Rewrite the ETags of every answer (headers and XML bodies); the part ETags of a
+    /// CompleteMultipartUpload are mapped back to the store's own on the way in.
+    pub etags: EtagRewrite,
+    /// Rewrite ETags only from the first body of at least [`CORRUPT_MIN_BODY`] bytes on, so
+    /// the start-up probe sees the store's ETags and the uploads see others.
+    pub etags_after_first_large_body: bool,
+    /// Answer the first this many PutObjects of at least [`CORRUPT_MIN_BODY`] bytes 200, with
+    /// the body's MD5 as ETag and the request's CRC32C echoed, without forwarding them: a
+    /// store that acknowledges and drops.
+    pub drop_first_puts: u64,
+    /// Remove the last part from the first this many CompleteMultipartUpload requests: the
+    /// store assembles an object that is not the file.
+    pub truncate_first_completes: u64,
 }
 
 /// Bodies smaller than this (the integrity probe's) are never corrupted.
@@ -192,6 +243,148 @@ pub struct ProxyStats {
     /// Bodies of at least [`CORRUPT_MIN_BODY`] bytes seen (the first
     /// `Faults::corrupt_first_bodies` of them were corrupted).
     pub large_bodies: std::sync::atomic::AtomicU64,
+    /// PutObjects answered without being forwarded (`Faults::drop_first_puts`).
+    pub dropped_puts: std::sync::atomic::AtomicU64,
+    /// CompleteMultipartUploads whose last part was removed.
+    pub truncated_completes: std::sync::atomic::AtomicU64,
+    /// ETags rewritten in answers.
+    pub rewritten_etags: std::sync::atomic::AtomicU64,
+    /// Ranged GetObject requests forwarded (the uploader's read-backs).
+    pub ranged_gets: std::sync::atomic::AtomicU64,
+    /// Rewritten ETag → the store's own.
+    etags: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl ProxyStats {
+    fn rewrite_etag(&self, how: EtagRewrite, etag: &str) -> String {
+        let (hex, suffix) = match etag.split_once('-') {
+            Some((h, n)) => (h, format!("-{n}")),
+            None => (etag, String::new()),
+        };
+        let hex = match how {
+            EtagRewrite::Kept => return etag.to_owned(),
+            EtagRewrite::Opaque => format!("{hex}{:08x}", crc32c::crc32c(hex.as_bytes())),
+            EtagRewrite::Truncated => hex.chars().take(16).collect(),
+        };
+        let new = format!("{hex}{suffix}");
+        self.rewritten_etags
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.etags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(new.clone(), etag.to_owned());
+        new
+    }
+
+    fn original_etag(&self, etag: &str) -> Option<String> {
+        self.etags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(etag)
+            .cloned()
+    }
+}
+
+/// Replaces the text of every `<ETag>` element of an XML body through `f` (quotes, raw or as
+/// `&quot;`, kept around the new value).
+fn map_xml_etags(xml: &str, mut f: impl FnMut(&str) -> String) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<ETag>") {
+        let Some(len) = rest[start..].find("</ETag>") else {
+            break;
+        };
+        let inner = &rest[start + 6..start + len];
+        let bare = inner.trim_matches('"').replace("&quot;", "");
+        out.push_str(&rest[..start + 6]);
+        out.push_str(&format!("&quot;{}&quot;", f(&bare)));
+        out.push_str("</ETag>");
+        rest = &rest[start + len + 7..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Signs a request the proxy changed again, as the uploader would have, with the headers it
+/// signed originally less those the proxy removed (s3s-fs checks signatures).
+fn sign_again(parts: &mut http::request::Parts) {
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let field = |name: &str| {
+        auth.split([',', ' '])
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let region = field("Credential=")
+        .split('/')
+        .nth(2)
+        .unwrap_or("us-east-1")
+        .to_owned();
+    let now = time::OffsetDateTime::now_utc();
+    parts.headers.insert(
+        "x-amz-date",
+        http::HeaderValue::from_str(&crate::sigv4::amz_date(now)).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let headers: Vec<(String, String)> = field("SignedHeaders=")
+        .split(';')
+        .filter_map(|h| {
+            let v = parts.headers.get(h)?.to_str().ok()?;
+            Some((h.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match (b[i], b.get(i + 1..i + 3)) {
+                (b'%', Some(h)) => {
+                    out.push(
+                        u8::from_str_radix(std::str::from_utf8(h).unwrap_or("00"), 16).unwrap_or(0),
+                    );
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    let auth = crate::sigv4::authorization(
+        &crate::sigv4::SignRequest {
+            method: parts.method.as_str(),
+            canonical_uri: parts.uri.path(),
+            query: &query,
+            headers: &headers,
+            payload_hash: crate::sigv4::UNSIGNED_PAYLOAD,
+            region: &region,
+            service: "s3",
+        },
+        &Credentials::new(EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, None),
+        now,
+    );
+    parts.headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&auth).unwrap_or_else(|e| panic!("{e}")),
+    );
 }
 
 /// An HTTP proxy on loopback in front of an S3 server that injects faults and counts the body
@@ -320,15 +513,75 @@ async fn proxy_one(
         return Err(std::io::Error::other("stall ended"));
     }
     let counter = stats.clone();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let mut corrupt = length >= CORRUPT_MIN_BODY
-        && stats.large_bodies.fetch_add(1, Relaxed) < faults.corrupt_first_bodies;
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let large = length >= CORRUPT_MIN_BODY;
+    let put_object = parts.method == http::Method::PUT && !query.contains("uploadId");
+    if large && put_object && stats.dropped_puts.fetch_add(1, Relaxed) < faults.drop_first_puts {
+        stats.faults.fetch_add(1, Relaxed);
+        let bytes = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        use md5::Digest as _;
+        let mut r =
+            http::Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+        let etag = format!("\"{}\"", crate::sigv4::hex(&md5::Md5::digest(&bytes)));
+        r.headers_mut().insert(
+            http::header::ETAG,
+            http::HeaderValue::from_str(&etag).map_err(std::io::Error::other)?,
+        );
+        if let Some(crc) = parts.headers.get("x-amz-checksum-crc32c") {
+            r.headers_mut().insert("x-amz-checksum-crc32c", crc.clone());
+        }
+        return Ok(r);
+    }
+    let rewrite = faults.etags != EtagRewrite::Kept
+        && (!faults.etags_after_first_large_body || large || stats.large_bodies.load(Relaxed) > 0);
+    let mut corrupt =
+        large && stats.large_bodies.fetch_add(1, Relaxed) < faults.corrupt_first_bodies;
+    if corrupt && faults.hide_corruption {
+        parts.headers.remove("x-amz-checksum-crc32c");
+        parts.headers.remove("content-md5");
+        sign_again(&mut parts);
+    }
+    let complete = parts.method == http::Method::POST && query.contains("uploadId");
+    let body = if complete {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        let mut xml = map_xml_etags(&String::from_utf8_lossy(&bytes), |e| {
+            stats.original_etag(e).unwrap_or_else(|| e.to_owned())
+        });
+        if stats.truncated_completes.fetch_add(1, Relaxed) < faults.truncate_first_completes
+            && let Some(last) = xml.rfind("<Part>")
+            && let Some(end) = xml[last..].find("</Part>")
+        {
+            stats.faults.fetch_add(1, Relaxed);
+            xml.replace_range(last..last + end + 7, "");
+        }
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(xml.len()),
+        );
+        http_body_util::Full::new(bytes::Bytes::from(xml))
+            .map_err(|e| match e {})
+            .boxed()
+    } else {
+        body.map_err(std::io::Error::other).boxed()
+    };
+    if parts.method == http::Method::GET && parts.headers.contains_key(http::header::RANGE) {
+        stats.ranged_gets.fetch_add(1, Relaxed);
+    }
     let body = body
         .map_frame(move |f| match f.into_data() {
             Ok(d) => {
@@ -346,7 +599,6 @@ async fn proxy_one(
             }
             Err(f) => f,
         })
-        .map_err(std::io::Error::other)
         .boxed();
     let up = tokio::net::TcpStream::connect(upstream).await?;
     let (mut sender, conn) =
@@ -360,7 +612,46 @@ async fn proxy_one(
         .send_request(http::Request::from_parts(parts, body))
         .await
         .map_err(std::io::Error::other)?;
-    Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed()))
+    if !rewrite {
+        return Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed()));
+    }
+    let (mut head, body) = resp.into_parts();
+    if let Some(e) = head
+        .headers
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+    {
+        let new = format!(
+            "\"{}\"",
+            stats.rewrite_etag(faults.etags, e.trim_matches('"'))
+        );
+        head.headers.insert(
+            http::header::ETAG,
+            http::HeaderValue::from_str(&new).map_err(std::io::Error::other)?,
+        );
+    }
+    // XML answers (CompleteMultipartUpload, ListParts) carry ETags in the body.
+    if query.contains("uploadId") && head.status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        let xml = map_xml_etags(&String::from_utf8_lossy(&bytes), |e| {
+            stats.rewrite_etag(faults.etags, e)
+        });
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        return Ok(http::Response::from_parts(
+            head,
+            http_body_util::Full::new(bytes::Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed(),
+        ));
+    }
+    Ok(http::Response::from_parts(
+        head,
+        body.map_err(std::io::Error::other).boxed(),
+    ))
 }
 
 impl S3Peer {

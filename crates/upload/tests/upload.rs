@@ -11,4 +11,5 @@ mod upload {
     pub mod loss;
     pub mod resume;
     pub mod support;
+    pub mod verify;
 }

@@ -219,7 +219,27 @@ impl Sender {
                 ErrorClass::Connection | ErrorClass::Timeout | ErrorClass::Tls => {
                     Undelivered::Unreachable(message)
                 }
-                _ => Undelivered::Refused(message),
+                ErrorClass::SlowDown
+                | ErrorClass::NoSuchBucket
+                | ErrorClass::NoSuchUpload
+                | ErrorClass::Precondition
+                | ErrorClass::NotImplemented
+                | ErrorClass::Checksum
+                | ErrorClass::Auth
+                | ErrorClass::ClockSkew
+                | ErrorClass::Server5xx
+                | ErrorClass::Client4xx
+                | ErrorClass::Stall
+                | ErrorClass::Abandoned
+                | ErrorClass::Protocol
+                | ErrorClass::LocalIo
+                | ErrorClass::ChunkChanged
+                | ErrorClass::Verify
+                | ErrorClass::Corrupt
+                | ErrorClass::Unproven
+                | ErrorClass::KeyTaken
+                | ErrorClass::Credentials
+                | ErrorClass::Config => Undelivered::Refused(message),
             }
         })
     }

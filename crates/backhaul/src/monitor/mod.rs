@@ -51,6 +51,7 @@ const GOODPUT_WINDOW_SECONDS: u64 = 10;
 fn rule_class(class: ErrorClass) -> Option<UploadErrorClass> {
     Some(match class {
         ErrorClass::Auth => UploadErrorClass::Auth,
+        ErrorClass::ClockSkew => UploadErrorClass::ClockSkew,
         ErrorClass::Credentials => UploadErrorClass::Credentials,
         ErrorClass::NoSuchBucket => UploadErrorClass::NoSuchBucket,
         ErrorClass::Connection => UploadErrorClass::Connection,
@@ -59,7 +60,20 @@ fn rule_class(class: ErrorClass) -> Option<UploadErrorClass> {
         ErrorClass::Server5xx => UploadErrorClass::Server5xx,
         ErrorClass::SlowDown => UploadErrorClass::SlowDown,
         ErrorClass::Tls => UploadErrorClass::Tls,
-        _ => return None,
+        ErrorClass::NoSuchUpload
+        | ErrorClass::Precondition
+        | ErrorClass::NotImplemented
+        | ErrorClass::Checksum
+        | ErrorClass::Client4xx
+        | ErrorClass::Abandoned
+        | ErrorClass::Protocol
+        | ErrorClass::LocalIo
+        | ErrorClass::ChunkChanged
+        | ErrorClass::Verify
+        | ErrorClass::Corrupt
+        | ErrorClass::Unproven
+        | ErrorClass::KeyTaken
+        | ErrorClass::Config => return None,
     })
 }
 
@@ -614,6 +628,7 @@ pub(crate) mod tests {
             ErrorClass::ALL.into_iter().filter_map(rule_class).collect();
         for c in [
             UploadErrorClass::Auth,
+            UploadErrorClass::ClockSkew,
             UploadErrorClass::Credentials,
             UploadErrorClass::NoSuchBucket,
             UploadErrorClass::Connection,

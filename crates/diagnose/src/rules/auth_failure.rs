@@ -27,7 +27,19 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
             "provide credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or the \
              instance role), then run `backhaul config check`",
         ),
-        _ => (
+        UploadErrorClass::ClockSkew => (
+            "the store refuses our requests because this host's clock is off by more than 15 minutes",
+            "fix the system clock, not the credentials: check `timedatectl status` and \
+             `chronyc tracking`, and enable NTP (chrony or systemd-timesyncd)",
+        ),
+        UploadErrorClass::Auth
+        | UploadErrorClass::Connection
+        | UploadErrorClass::Timeout
+        | UploadErrorClass::Stall
+        | UploadErrorClass::Server5xx
+        | UploadErrorClass::SlowDown
+        | UploadErrorClass::Tls
+        | UploadErrorClass::Other => (
             "the store rejects our credentials",
             "check the access key, its expiry and its policy (s3:PutObject, \
              s3:AbortMultipartUpload, s3:ListMultipartUploadParts), then run \
@@ -80,5 +92,16 @@ mod tests {
         );
         tl.push("10:05:00", rate(40.0));
         assert!(run_rule(&tl.obs, "10:05:01", evaluate).is_none());
+    }
+
+    /// A clock two years off used to read as "check the credentials".
+    #[test]
+    fn a_skewed_clock_is_reported_as_a_clock_problem() {
+        let mut tl = Timeline::new();
+        tl.push("10:01:00", upload_error("clock_skew"));
+        let f = run_rule(&tl.obs, "10:01:01", evaluate).unwrap();
+        assert!(f.root_cause.contains("clock"), "{}", f.root_cause);
+        assert!(f.fix[0].contains("chronyc"), "{:?}", f.fix);
+        assert!(!f.fix[0].contains("access key"), "{:?}", f.fix);
     }
 }

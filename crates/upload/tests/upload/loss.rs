@@ -240,11 +240,13 @@ async fn integrity_probe_reads_each_store_right() {
                 conditional_writes: true,
                 put_checksum_validated: true,
                 part_checksum_validated: false,
+                md5_etags: true,
             },
             _ => StoreProfile {
                 conditional_writes: true,
                 put_checksum_validated: false,
                 part_checksum_validated: false,
+                md5_etags: true,
             },
         };
         assert_eq!(chunks.integrity.probed(), Some(expected), "{}", peer.name());

@@ -60,6 +60,7 @@ fn status() -> Status {
             disk_used_percent: 61.0,
             disk_full_projected_seconds: None,
             store_integrity: None,
+            verification: None,
         },
         frag_needed_total: 0,
         frag_needed_last_mtu_bytes: None,
