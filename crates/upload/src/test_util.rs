@@ -226,6 +226,9 @@ pub struct Faults {
     /// Remove the last part from the first this many CompleteMultipartUpload requests: the
     /// store assembles an object that is not the file.
     pub truncate_first_completes: u64,
+    /// Answer every request 403 `RequestTimeTooSkewed`, as S3 does when the host's clock is
+    /// more than 15 minutes off.
+    pub clock_skewed: bool,
 }
 
 /// Bodies smaller than this (the integrity probe's) are never corrupted.
@@ -484,6 +487,20 @@ async fn proxy_one(
     use http_body_util::BodyExt;
     use std::sync::atomic::Ordering::Relaxed;
     stats.requests.fetch_add(1, Relaxed);
+    if faults.clock_skewed {
+        stats.faults.fetch_add(1, Relaxed);
+        // The store's clock, 20 minutes ahead of ours: what a HEAD's bodiless 403 carries.
+        let theirs = (time::OffsetDateTime::now_utc() + Duration::from_secs(1200))
+            .format(time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            ))
+            .unwrap_or_default();
+        let mut r = s3_error(403, "RequestTimeTooSkewed");
+        if let Ok(v) = http::HeaderValue::from_str(&theirs) {
+            r.headers_mut().insert(http::header::DATE, v);
+        }
+        return Ok(r);
+    }
     let roll = fastrand::f64();
     let mut edge = faults.server_error;
     if roll < edge {

@@ -339,3 +339,38 @@ async fn each_mode_costs_the_requests_it_documents() {
         );
     }
 }
+
+/// A store that refuses this host's clock (S3's `RequestTimeTooSkewed`, here from a proxy in
+/// front of each store, since neither checks the time of header-signed requests): the drain
+/// names the clock and its fix, not the credentials, counts `clock_skew`, and deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_the_clock_is_named_as_a_clock_problem_and_nothing_is_deleted() {
+    for peer in peers().await {
+        let proxy = FaultProxy::start(
+            peer.socket_addr(),
+            Faults {
+                clock_skewed: true,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let spool = TempSpool::new();
+        spool.write_chunk("cam1/a.mp4", &pattern_bytes(41, 300 * 1024));
+        let report = drain(&spool, &peer, &config(&peer, &proxy.endpoint())).await;
+        let text = format!("{:?}", report.failed);
+        assert!(!report.failed.is_empty(), "{}: {text}", peer.name());
+        assert!(text.contains("clock"), "{}: {text}", peer.name());
+        assert!(text.contains("chrony"), "{}: {text}", peer.name());
+        assert!(
+            !text.contains("check the credentials"),
+            "{}: {text}",
+            peer.name()
+        );
+        assert!(
+            spool.metrics.errors.value("clock_skew") > 0,
+            "{}: counted as clock_skew",
+            peer.name()
+        );
+        assert_eq!(files_left(&spool), ["cam1/a.mp4"], "{}", peer.name());
+    }
+}
