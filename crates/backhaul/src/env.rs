@@ -14,6 +14,37 @@ pub struct ProcessEnv {
     pub utc_offset: time::UtcOffset,
     /// This executable, to start helper processes (the netplan apply's detached verifier).
     pub exe: PathBuf,
+    /// Where standard error goes, which shapes the log.
+    pub stderr: Stderr,
+}
+
+/// Where standard error goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stderr {
+    /// A terminal: colour is welcome (unless `NO_COLOR` is set).
+    pub colour: bool,
+    /// systemd's journal (`JOURNAL_STREAM` names this very stream): it stamps the time itself
+    /// and reads a line's priority from a `<N>` prefix.
+    pub journal: bool,
+}
+
+impl Stderr {
+    fn read() -> Self {
+        use std::io::IsTerminal as _;
+        use std::os::unix::fs::MetadataExt as _;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // `/proc/self/fd/2` stats what the descriptor points at, a socket or a pipe included.
+        let ours = std::fs::metadata("/proc/self/fd/2")
+            .ok()
+            .map(|m| format!("{}:{}", m.dev(), m.ino()));
+        let journal = std::env::var("JOURNAL_STREAM")
+            .ok()
+            .is_some_and(|j| ours.as_deref() == Some(j.as_str()));
+        Self {
+            colour: std::io::stderr().is_terminal() && !no_color,
+            journal,
+        }
+    }
 }
 
 impl ProcessEnv {
@@ -24,6 +55,7 @@ impl ProcessEnv {
             aws: AwsEnv::from_lookup(|k| std::env::var(k).ok(), home),
             utc_offset: time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("backhaul")),
+            stderr: Stderr::read(),
         }
     }
 }

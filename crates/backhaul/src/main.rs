@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => cmd::run::main(args, process),
         cli::Command::Demo(args) => cmd::demo::main(args, process),
-        cli::Command::S3Server(args) => cmd::s3_server::main(args),
+        cli::Command::S3Server(args) => cmd::s3_server::main(args, &process),
         cli::Command::Lab { command } => cmd::lab::main(command),
         cli::Command::Netplan { command } => cmd::netplan::main(command, &process),
         cli::Command::Diagnose(args) => cmd::diagnose::diagnose(args),

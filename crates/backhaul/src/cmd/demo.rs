@@ -27,7 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(300);
 
 /// Entry point.
 pub fn main(args: DemoArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
-    logging::init(&args.log, None, Some("info"));
+    logging::init(&args.log, None, Some("info"), env.stderr);
     if args.chunks == 0 || args.cameras == 0 || args.chunk_mib == 0 {
         anyhow::bail!("--chunks, --cameras and --chunk-mib must be at least 1");
     }

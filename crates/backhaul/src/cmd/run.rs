@@ -22,7 +22,12 @@ use crate::{logging, metrics_server};
 /// Entry point.
 pub fn main(args: RunArgs, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     let cfg = config::load(&args.config)?;
-    logging::init(&args.log, cfg.log_format, cfg.log_level.as_deref());
+    logging::init(
+        &args.log,
+        cfg.log_format,
+        cfg.log_level.as_deref(),
+        env.stderr,
+    );
     let mode = if args.drain {
         RunMode::Drain
     } else {

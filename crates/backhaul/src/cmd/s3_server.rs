@@ -7,11 +7,12 @@ use anyhow::Context as _;
 use backhaul_upload::embedded::{EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY, EmbeddedS3};
 
 use crate::cli::S3ServerArgs;
+use crate::env::ProcessEnv;
 use crate::logging;
 
 /// Entry point.
-pub fn main(args: S3ServerArgs) -> anyhow::Result<ExitCode> {
-    logging::init(&args.log, None, Some("warn"));
+pub fn main(args: S3ServerArgs, env: &ProcessEnv) -> anyhow::Result<ExitCode> {
+    logging::init(&args.log, None, Some("warn"), env.stderr);
     let rt = super::run::runtime()?;
     rt.block_on(async {
         let server = EmbeddedS3::start(&args.root, args.listen).await?;

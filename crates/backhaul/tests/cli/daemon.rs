@@ -386,3 +386,66 @@ async fn a_second_agent_on_one_spool_exits_75_naming_the_first() {
         "the running agent's journal was not moved aside"
     );
 }
+
+/// Logs for journald and log shippers: no colour when stderr is not a terminal, and under
+/// systemd's journal (`JOURNAL_STREAM` naming stderr) every line starts with its syslog
+/// priority and carries no timestamp of its own, so `journalctl -p err` finds the errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_no_colour_on_a_pipe_and_syslog_priorities_under_the_journal() {
+    use std::os::unix::fs::MetadataExt as _;
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    write_chunk(&spool, "cam1/a.mp4", &pattern_bytes(1, 1000));
+    // Nothing listens there: the drain logs errors and gives up.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let cfg = site_config(
+        dir.path(),
+        &spool,
+        &peer,
+        &nobody,
+        "",
+        "[metrics]\nlisten = \"off\"\n",
+    );
+    let drain = |stderr: Stdio, journal: Option<String>| {
+        let mut cmd = Command::new(exe());
+        cmd.args(["run", "--drain", "--config", cfg.to_str().unwrap()])
+            .env_remove("NO_COLOR")
+            .env_remove("JOURNAL_STREAM")
+            .stderr(stderr);
+        if let Some(j) = journal {
+            cmd.env("JOURNAL_STREAM", j);
+        }
+        cmd.output().unwrap()
+    };
+
+    let piped = drain(Stdio::piped(), None);
+    let text = String::from_utf8_lossy(&piped.stderr);
+    assert!(text.contains("ERROR"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour on a pipe:\n{text}");
+
+    let log = dir.path().join("journal-stream");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    drain(
+        Stdio::from(file),
+        Some(format!("{}:{}", meta.dev(), meta.ino())),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('<')).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("<3>")),
+        "errors at <3>:\n{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("<6>")),
+        "info at <6>:\n{text}"
+    );
+    for l in &lines {
+        assert!(
+            !l[3..].trim_start().starts_with("20"),
+            "no timestamp under the journal: {l}"
+        );
+        assert!(!l.contains('\u{1b}'), "{l}");
+    }
+}
