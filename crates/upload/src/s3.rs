@@ -531,6 +531,23 @@ impl S3Client {
         .map(|_| ())
     }
 
+    /// One page of a bucket listing (`op`) under `prefix`: the XML leaves of the answer.
+    async fn list_page(
+        &self,
+        op: &'static str,
+        prefix: &str,
+        query: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, Error> {
+        let resp = self
+            .call("GET", op, None, query, &[], ReqBody::empty(), None)
+            .await?;
+        xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
+            op,
+            key: prefix.to_owned(),
+            detail,
+        })
+    }
+
     /// ListMultipartUploads under `prefix`, following pagination.
     pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, Error> {
         let mut out = Vec::new();
@@ -544,22 +561,7 @@ impl S3Client {
                 q.push(("key-marker".to_owned(), k.clone()));
                 q.push(("upload-id-marker".to_owned(), u.clone()));
             }
-            let resp = self
-                .call(
-                    "GET",
-                    "ListMultipartUploads",
-                    None,
-                    &q,
-                    &[],
-                    ReqBody::empty(),
-                    None,
-                )
-                .await?;
-            let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
-                op: "ListMultipartUploads",
-                key: prefix.to_owned(),
-                detail,
-            })?;
+            let leaves = self.list_page("ListMultipartUploads", prefix, &q).await?;
             let root = "ListMultipartUploadsResult";
             for rec in xml::records(&leaves, &format!("{root}/Upload")) {
                 let get = |n: &str| rec.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
@@ -663,22 +665,7 @@ impl S3Client {
             if let Some(t) = &token {
                 q.push(("continuation-token".to_owned(), t.clone()));
             }
-            let resp = self
-                .call(
-                    "GET",
-                    "ListObjectsV2",
-                    None,
-                    &q,
-                    &[],
-                    ReqBody::empty(),
-                    None,
-                )
-                .await?;
-            let leaves = xml::leaves(&resp.body).map_err(|detail| Error::Protocol {
-                op: "ListObjectsV2",
-                key: prefix.to_owned(),
-                detail,
-            })?;
+            let leaves = self.list_page("ListObjectsV2", prefix, &q).await?;
             let root = "ListBucketResult";
             for rec in xml::records(&leaves, &format!("{root}/Contents")) {
                 if let Some((_, k)) = rec.iter().find(|(n, _)| n == "Key") {
