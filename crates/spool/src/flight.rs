@@ -15,10 +15,6 @@ use crate::scan::identity_of;
 use crate::watch::now_millis;
 use crate::{Chunk, Error, Spool};
 
-/// A chunk whose file cannot be read (permissions, I/O error) waits this long before it is
-/// claimed again.
-const UNREADABLE_RETRY: Duration = Duration::from_secs(5);
-
 /// What became of a chunk's failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
@@ -196,11 +192,6 @@ impl Spool {
             AfterFailure::GiveUp => b.given_up = true,
         }
         (b.failures, after)
-    }
-
-    /// A claimed chunk's file could not be read: it waits a little and is tried again.
-    pub fn unreadable(&self, claim: Claim, error: &str) {
-        self.failed(claim, error, |_| AfterFailure::RetryIn(UNREADABLE_RETRY));
     }
 
     /// The store answers again: every chunk waiting out a backoff may be claimed now (those
