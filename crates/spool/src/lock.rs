@@ -72,9 +72,7 @@ impl SpoolLock {
 
 /// `<journal>.lock`.
 fn lock_file(journal: &Path) -> PathBuf {
-    let mut p = journal.as_os_str().to_owned();
-    p.push(".lock");
-    PathBuf::from(p)
+    crate::journal::sibling(journal, ".lock")
 }
 
 fn take(file: &File, path: &Path, spool: &Path) -> Result<(), Error> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use backhaul_telemetry::Metrics;
 
-use crate::journal::Journal;
+use crate::journal::{Journal, sibling};
 use crate::{Error, Spool, SpoolLock, SpoolSettings};
 
 /// What a recovery did.
@@ -43,18 +43,13 @@ pub fn recover_journal(settings: SpoolSettings, metrics: Arc<Metrics>) -> Result
     let journal = settings.journal.clone();
     let moved_to = if journal.exists() {
         let stamp = crate::now_millis();
-        let mut aside = journal.as_os_str().to_owned();
-        aside.push(format!(".corrupt-{stamp}"));
-        let aside = PathBuf::from(aside);
+        let aside = sibling(&journal, &format!(".corrupt-{stamp}"));
         for suffix in ["", "-wal", "-shm"] {
-            let mut from = journal.as_os_str().to_owned();
-            from.push(suffix);
-            let mut to = aside.as_os_str().to_owned();
-            to.push(suffix);
+            let (from, to) = (sibling(&journal, suffix), sibling(&aside, suffix));
             match std::fs::rename(&from, &to) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(Error::ChunkIo {
-                        path: PathBuf::from(from),
+                        path: from,
                         action: "move the corrupt journal aside",
                         source: e,
                     });

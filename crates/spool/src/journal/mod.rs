@@ -334,12 +334,24 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Why the journal could not be opened, from what SQLite said and what the filesystem shows.
-fn open_error(path: &Path, reserve: &Reserve, source: rusqlite::Error) -> Error {
-    let dir = path
+/// A file beside the journal: its path with `suffix` appended (`-wal`, `.lock`).
+pub(crate) fn sibling(journal: &Path, suffix: &str) -> PathBuf {
+    let mut p = journal.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// The directory holding the journal (`.` for a bare file name).
+pub(crate) fn dir_of(journal: &Path) -> &Path {
+    journal
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+/// Why the journal could not be opened, from what SQLite said and what the filesystem shows.
+fn open_error(path: &Path, reserve: &Reserve, source: rusqlite::Error) -> Error {
+    let dir = dir_of(path);
     let cause = match source.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
             return Error::JournalCorrupt {
@@ -430,9 +442,7 @@ impl Journal {
             }
         };
         for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            restrict(Path::new(&p), 0o600)?;
+            restrict(&sibling(path, suffix), 0o600)?;
         }
         reserve.ensure();
         Ok(Self {
@@ -657,11 +667,7 @@ impl Journal {
     pub fn size_bytes(&self) -> u64 {
         ["", "-wal"]
             .iter()
-            .filter_map(|suffix| {
-                let mut p = self.path.as_os_str().to_owned();
-                p.push(suffix);
-                std::fs::metadata(Path::new(&p)).ok()
-            })
+            .filter_map(|suffix| std::fs::metadata(sibling(&self.path, suffix)).ok())
             .map(|m| m.len())
             .sum()
     }

@@ -3,9 +3,9 @@
 //! With the journal on the spool's filesystem (the default layout) a camera that fills the
 //! disk would leave the journal no room to record the very steps that free space again (a
 //! chunk verified, its file removed), and the agent would stop with the disk full. So the
-//! journal holds a preallocated file beside itself and gives it up when a commit that moves a
-//! chunk towards deletion fails for space; the commit is then retried once in the space it
-//! freed. New discoveries never take the reserve: they wait for space (the next rescan finds
+//! journal holds a preallocated file beside itself and gives it up, a step at a time, when a
+//! commit that moves a chunk towards deletion fails for space; the commit is retried after
+//! each step in the space it freed. New discoveries never take the reserve: they wait for space (the next rescan finds
 //! the files again), so the reserve is spent only on steps that free more than it holds. The
 //! reserve is taken again once the filesystem has room for it with a margin.
 
@@ -35,15 +35,9 @@ impl Reserve {
     /// The reserve beside the journal at `journal` (`<journal>.reserve`); holds it if the file
     /// is already there (kept from an earlier run).
     pub(crate) fn beside(journal: &Path) -> Self {
-        let mut p = journal.as_os_str().to_owned();
-        p.push(".reserve");
-        let path = PathBuf::from(p);
+        let path = super::sibling(journal, ".reserve");
         let held = std::fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVE_BYTES);
-        let dir = journal
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_owned();
+        let dir = super::dir_of(journal).to_owned();
         Self {
             path,
             dir,
