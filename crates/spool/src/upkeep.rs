@@ -45,12 +45,15 @@ impl Spool {
         );
         let mut last_housekeeping: Option<Instant> = None;
         loop {
+            let due = last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING_EVERY);
+            // Housekeeping reads the backlog itself: one sum over the pending rows a turn.
             if self.backlog_stale.swap(false, Ordering::Relaxed)
+                && !due
                 && let Err(e) = self.refresh_backlog()
             {
                 tracing::error!(error = %e, "cannot read the backlog from the journal");
             }
-            if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING_EVERY) {
+            if due {
                 last_housekeeping = Some(Instant::now());
                 match self.housekeeping(&mut disk) {
                     Ok(status) if status.level == DiskLevel::Critical => {

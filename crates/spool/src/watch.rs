@@ -291,10 +291,7 @@ impl Spool {
             }
             out[i] = Some(up);
         }
-        if out
-            .iter()
-            .any(|u| matches!(u, Some(Upsert::New(..) | Upsert::Replaced(..))))
-        {
+        if out.iter().flatten().any(Upsert::is_new) {
             self.backlog_changed();
         }
         Ok(out)
@@ -352,10 +349,7 @@ impl Spool {
         for (i, group) in ready.chunks(SCAN_COMMIT_FILES).enumerate() {
             match self.journal_entries(group) {
                 Ok(outcomes) => {
-                    report.new_chunks += outcomes
-                        .iter()
-                        .filter(|u| matches!(u, Some(Upsert::New(..) | Upsert::Replaced(..))))
-                        .count();
+                    report.new_chunks += outcomes.iter().flatten().filter(|u| u.is_new()).count();
                 }
                 // The files stay where they are and wait for room, like unsettled ones.
                 Err(e @ Error::NoSpace { .. }) => {
@@ -423,10 +417,7 @@ impl Spool {
             readiness.mark_renamed(&entry.name);
         }
         if self.ready_now(&mut readiness, &entry, Instant::now()) {
-            return Ok(matches!(
-                self.journal_entry(&entry)?,
-                Some(Upsert::New(..) | Upsert::Replaced(..))
-            ));
+            return Ok(self.journal_entry(&entry)?.is_some_and(|u| u.is_new()));
         }
         Ok(false)
     }

@@ -231,6 +231,16 @@ pub(crate) enum Upsert {
     Replaced(i64, Option<String>),
 }
 
+impl Upsert {
+    /// A chunk to upload that was not pending before: a new file or a new version.
+    pub(crate) fn is_new(&self) -> bool {
+        match self {
+            Self::New(..) | Self::Replaced(..) => true,
+            Self::Known(_) => false,
+        }
+    }
+}
+
 /// A ready file to journal.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ready<'a> {
