@@ -30,10 +30,12 @@ mod delivery;
 pub(crate) mod remedy;
 mod sources;
 mod upload_signals;
+mod vpn;
 
 use delivery::{Delivery, log_transition};
-use sources::{disk_signal, link_observation, listen_frag_needed, watch_links, watch_vpn};
+use sources::{disk_signal, link_observation, listen_frag_needed, watch_links};
 use upload_signals::sample_tcp;
+use vpn::watch_vpn;
 
 /// Least time between probe rounds triggered by stuck upload connections or frag-needed, so a
 /// lossy link whose connections keep timing out (or a stream of ICMP) does not probe
