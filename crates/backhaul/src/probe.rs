@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backhaul_diagnose::{Observation, Signal, Target};
-use backhaul_netprobe::{ProbeOutcome, Prober};
+use backhaul_netprobe::{ProbeOutcome, Prober, Route};
 
 /// Small probes: a ping's size, which passed all through the 2025-11-12 black hole.
 pub const SMALL_PROBE_BYTES: usize = 84;
@@ -65,7 +65,10 @@ pub fn read_sys(ifname: &str, file: &str) -> Option<String> {
 }
 
 /// Small, full-size and (on failure) searching DF probes toward one target; pushes the
-/// observations and returns what it found.
+/// observations and returns what it found. Full-size probes start at the smaller of
+/// `large_size` and the MTU of the device the route toward the target leaves through: a
+/// bigger probe never leaves the host (the kernel refuses it with `EMSGSIZE`), which says
+/// nothing about the path and is never counted as an answer.
 pub fn probe_target(
     name: &'static str,
     target: Target,
@@ -85,11 +88,24 @@ pub fn probe_target(
         frag_needed: None,
         note: None,
         no_permission: false,
+        route: None,
     };
     let Some(ip) = addr else {
         r.note = Some("no IPv4 address to probe".into());
         return r;
     };
+    match Route::to(ip) {
+        Ok(Some(route)) => {
+            r.large_size = large_size.min(route.device_mtu as usize);
+            r.route = Some(route);
+        }
+        Ok(None) => {
+            r.note = Some(format!("no route toward {ip} (unreachable)"));
+            return r;
+        }
+        Err(e) => tracing::debug!(error = %e, %ip, "route lookup failed; probing at full size"),
+    }
+    let large_size = r.large_size;
     let mut prober = match Prober::new(ip, timeout) {
         Ok(p) => p,
         Err(e) => {
@@ -98,11 +114,20 @@ pub fn probe_target(
             return r;
         }
     };
+    let refused = |size: usize, route: &Option<Route>| match route {
+        Some(route) => format!(
+            "refused locally: {} MTU {} (a {size}-byte probe cannot leave the host)",
+            route.device,
+            backhaul_netprobe::Link::from_sysfs(&route.device)
+                .map_or(route.device_mtu, |l| l.mtu_bytes)
+        ),
+        None => format!("refused locally: a {size}-byte probe cannot leave the host"),
+    };
+    // `None`: the probe never left the host (the device's MTU changed under it). That says
+    // nothing about the path; the link MTU is observed separately.
     let record = |size: usize, outcome: &ProbeOutcome, obs: &mut Vec<Observation>| {
         if *outcome == ProbeOutcome::LocalTooBig {
-            // The interface itself refused the size (its MTU changed under the probe); that
-            // says nothing about the path, and the link MTU is observed separately.
-            return true;
+            return None;
         }
         let (ok, rtt_ms) = match outcome {
             ProbeOutcome::Passed { rtt_us } => (true, Some(*rtt_us as f64 / 1000.0)),
@@ -127,10 +152,15 @@ pub fn probe_target(
                 },
             ));
         }
-        ok
+        Some(ok)
     };
     match prober.probe(SMALL_PROBE_BYTES) {
-        Ok(o) => r.small_ok = Some(record(SMALL_PROBE_BYTES, &o, obs)),
+        Ok(o) => {
+            r.small_ok = record(SMALL_PROBE_BYTES, &o, obs);
+            if r.small_ok.is_none() {
+                r.note = Some(refused(SMALL_PROBE_BYTES, &r.route));
+            }
+        }
         Err(e) => r.note = Some(e.to_string()),
     }
     // `None` until a probe actually went out: a send error is not a pass.
@@ -141,8 +171,10 @@ pub fn probe_target(
                 if let ProbeOutcome::FragNeeded(f) = o {
                     r.frag_needed = Some((f.from, f.next_hop_mtu));
                 }
-                let ok = record(large_size, &o, obs);
-                large_ok = Some(large_ok.unwrap_or(true) && ok);
+                match record(large_size, &o, obs) {
+                    Some(ok) => large_ok = Some(large_ok.unwrap_or(true) && ok),
+                    None => r.note = Some(refused(large_size, &r.route)),
+                }
             }
             Err(e) => r.note = Some(e.to_string()),
         }
@@ -222,4 +254,6 @@ pub struct TargetReport {
     pub note: Option<String>,
     /// The probe socket could not be opened for lack of CAP_NET_RAW.
     pub no_permission: bool,
+    /// The route the probes took (`None`: not looked up).
+    pub route: Option<Route>,
 }

@@ -121,7 +121,7 @@ pub fn status_line(metrics: &Metrics, board: &StatusBoard) -> String {
             .collect();
         line.push_str(&format!("; incident {}", open.join(", ")));
     }
-    if let Some(c) = s.mss_clamp {
+    if let Some(c) = &s.mss_clamp {
         line.push_str(&format!("; uploads clamped to MSS {}", c.mss_bytes));
     }
     line

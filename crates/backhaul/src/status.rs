@@ -47,6 +47,9 @@ pub struct Status {
     /// VPN: `up: <tunnels>`, `down: …`, or `not monitored: <why>` (no socket, no connection
     /// loaded, no `[inventory]`), with the flap count while monitored; never "healthy".
     pub vpn: String,
+    /// strongSwan's CHILD_SAs: what carries the site's packets, its proposal and counters.
+    #[serde(default)]
+    pub vpn_children: Vec<VpnChildStatus>,
     /// The MSS new upload connections are clamped to and the path MTU it follows (`None`: not
     /// clamped; the interface MTU fits the path).
     #[serde(default)]
@@ -78,6 +81,72 @@ pub struct IncidentStatus {
     /// stalls, as the rules saw them.
     #[serde(default)]
     pub evidence: Vec<String>,
+}
+
+/// One CHILD_SA of the site's VPN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VpnChildStatus {
+    /// IKE SA (connection) name.
+    pub ike: String,
+    /// CHILD_SA name.
+    pub name: String,
+    /// `INSTALLED`, `REKEYING`, ….
+    pub state: String,
+    /// The proposal and what it costs each packet: `ESP AES_GCM_16 over UDP: 62 B`.
+    pub proposal: String,
+    /// Remote traffic selectors.
+    pub remote_ts: Vec<String>,
+    /// Bytes decrypted.
+    pub bytes_in: u64,
+    /// Bytes encrypted.
+    pub bytes_out: u64,
+    /// Packets decrypted.
+    pub packets_in: u64,
+    /// Packets encrypted.
+    pub packets_out: u64,
+    /// Seconds since a packet came in (`None`: none yet).
+    pub use_in_seconds: Option<u64>,
+    /// Seconds since a packet went out.
+    pub use_out_seconds: Option<u64>,
+}
+
+impl From<&backhaul_netprobe::ChildSa> for VpnChildStatus {
+    fn from(c: &backhaul_netprobe::ChildSa) -> Self {
+        Self {
+            ike: c.ike.clone(),
+            name: c.name.clone(),
+            state: c.state.clone(),
+            proposal: crate::monitor::tunnel::EspOverhead::of(c).describe(),
+            remote_ts: c.remote_ts.clone(),
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            packets_in: c.packets_in,
+            packets_out: c.packets_out,
+            use_in_seconds: c.use_in_seconds,
+            use_out_seconds: c.use_out_seconds,
+        }
+    }
+}
+
+impl VpnChildStatus {
+    /// `net INSTALLED (ESP AES_GCM_16 over UDP: 62 B) → 203.0.113.128/26: in 1.2 MB/10 pkts, last 3 s ago; out …`.
+    pub fn line(&self) -> String {
+        let last = |s: Option<u64>| s.map_or("never".to_owned(), |s| format!("last {s} s ago"));
+        format!(
+            "{}/{} {} ({}) → {}: in {} B/{} pkts, {}; out {} B/{} pkts, {}",
+            self.ike,
+            self.name,
+            self.state,
+            self.proposal,
+            self.remote_ts.join(", "),
+            self.bytes_in,
+            self.packets_in,
+            last(self.use_in_seconds),
+            self.bytes_out,
+            self.packets_out,
+            last(self.use_out_seconds)
+        )
+    }
 }
 
 /// One inventory interface.
@@ -182,6 +251,8 @@ pub struct MonitorView {
     pub probes: BTreeMap<&'static str, ProbeStatus>,
     /// The VPN line while the monitor watches strongSwan (empty until its first look).
     pub vpn: String,
+    /// See [`Status::vpn_children`].
+    pub vpn_children: Vec<VpnChildStatus>,
     /// See [`Status::mss_clamp`].
     pub mss_clamp: Option<crate::monitor::clamp::MssClamp>,
     /// See [`Status::remediation`].
@@ -285,6 +356,7 @@ impl StatusBoard {
             } else {
                 m.vpn
             },
+            vpn_children: m.vpn_children,
             mss_clamp: m.mss_clamp,
             remediation: m.remediation,
         }
@@ -362,12 +434,15 @@ impl Status {
 
     /// The upload connections' MSS clamp, one line, while the path is monitored.
     pub fn clamp_line(&self) -> Option<String> {
-        self.monitoring.then(|| match self.mss_clamp {
+        self.monitoring.then(|| match &self.mss_clamp {
             Some(c) => format!(
-                "upload connections: MSS clamped to {} (path MTU {} from {})",
+                "upload connections: MSS clamped to {} (path MTU {} from {}{})",
                 c.mss_bytes,
                 c.path_mtu_bytes,
-                c.source.as_str()
+                c.source.as_str(),
+                c.tunnel
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(", inside {t}"))
             ),
             None => "upload connections: not clamped (the WAN MTU fits the path)".into(),
         })
@@ -471,6 +546,9 @@ impl Status {
         out.extend(self.clamp_line());
         out.extend(self.remediation_line());
         out.push(format!("vpn: {}", self.vpn));
+        for c in &self.vpn_children {
+            out.push(format!("  child sa: {}", c.line()));
+        }
         if self.alerts_undelivered > 0 {
             out.push(format!(
                 "alerts: {} not delivered yet (kept in the journal, retried)",

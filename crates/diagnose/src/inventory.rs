@@ -78,7 +78,14 @@ pub struct InventoryConfig {
     /// The path MTU expected upstream of the WAN interface.
     #[serde(default = "default_path_mtu")]
     pub path_mtu_bytes: u32,
+    /// Bytes a VPN tunnel adds to every upload packet, for sites whose tunnel the agent cannot
+    /// read over strongSwan's VICI (62 for ESP AES-GCM-16 in UDP over IPv4).
+    #[serde(default)]
+    pub vpn_overhead_bytes: Option<u32>,
 }
+
+/// More than any ESP, GRE or WireGuard encapsulation adds.
+const MAX_VPN_OVERHEAD_BYTES: u32 = 200;
 
 fn default_path_mtu() -> u32 {
     DEFAULT_PATH_MTU_BYTES
@@ -107,6 +114,7 @@ pub struct Inventory {
     endpoint_host: String,
     expected_upload_mbps: Option<f64>,
     path_mtu_bytes: u32,
+    vpn_overhead_bytes: Option<u32>,
 }
 
 impl InventoryConfig {
@@ -185,12 +193,24 @@ impl InventoryConfig {
                 ),
             ));
         }
+        if let Some(bytes) = self.vpn_overhead_bytes
+            && !(1..=MAX_VPN_OVERHEAD_BYTES).contains(&bytes)
+        {
+            return Err(invalid(
+                "vpn_overhead_bytes".into(),
+                format!(
+                    "{bytes} is not a tunnel overhead; give 1-{MAX_VPN_OVERHEAD_BYTES} bytes \
+                     (62 for ESP AES-GCM-16 in UDP over IPv4), or leave it out"
+                ),
+            ));
+        }
         Ok(Inventory {
             interfaces,
             gateway: self.gateway,
             endpoint_host: host.to_string(),
             expected_upload_mbps: self.expected_upload_mbps,
             path_mtu_bytes: self.path_mtu_bytes,
+            vpn_overhead_bytes: self.vpn_overhead_bytes,
         })
     }
 }
@@ -255,6 +275,11 @@ impl Inventory {
     /// The path MTU expected upstream.
     pub fn path_mtu_bytes(&self) -> u32 {
         self.path_mtu_bytes
+    }
+
+    /// The tunnel overhead the site declares, if any.
+    pub fn vpn_overhead_bytes(&self) -> Option<u32> {
+        self.vpn_overhead_bytes
     }
 }
 

@@ -298,6 +298,19 @@ pub enum Signal {
     UploadMssClamp {
         /// `TCP_MAXSEG` of new upload connections.
         mss_bytes: Option<u32>,
+        /// The tunnel whose overhead it includes (`ESP AES_GCM_16 over UDP: 62 B`), if the
+        /// uploads ride one.
+        tunnel: Option<String>,
+    },
+    /// Upload connections stuck resending full-size segments made the agent step its clamp
+    /// down, whatever the probes measured: the disagreement is evidence about the path.
+    ClampStuck {
+        /// The segment size the stuck connections resent.
+        stuck_mss: u32,
+        /// The clamp's new MSS.
+        next_mss: u32,
+        /// The path MTU the clamp followed before (a measurement), if any.
+        measured_path_mtu: Option<u32>,
     },
     /// The agent changed the site's network by itself (`[remediation]`), or tried to.
     Remediation {

@@ -6,7 +6,8 @@
 //! sends none), and the frag-needed messages seen on the probe socket with their next-hop MTU;
 //! interface MTU and state changes from an rtnetlink `RTNLGRP_LINK` subscription, with old and
 //! new values ([`LinkWatcher`]; [`Link::from_sysfs`] is the polling fallback); the host-wide
-//! frag-needed listener for every socket's packets ([`FragNeededListener`]); the kernel's
+//! frag-needed listener for every socket's packets ([`FragNeededListener`]); the route toward an
+//! address with its device, MTU and whether it is a tunnel ([`Route`]); the kernel's
 //! PMTU-related counters ([`KernelCounters`]); `TCP_INFO` of a connection ([`TcpInfo`]);
 //! strongSwan's tunnels over its VICI socket ([`Vici`]).
 //!
@@ -25,6 +26,7 @@ mod frag;
 mod icmp;
 mod link;
 mod pmtu;
+mod route;
 mod sys;
 mod tcp;
 mod vici;
@@ -35,5 +37,6 @@ pub use frag::FragNeededListener;
 pub use icmp::{FragNeeded, FragNeededSeen, ProbeOutcome};
 pub use link::{Link, LinkEvent, LinkTable, LinkWatcher};
 pub use pmtu::{MIN_IPV4_MTU, Prober, SearchResult};
+pub use route::Route;
 pub use tcp::TcpInfo;
-pub use vici::{VICI_SOCKET, Vici, VpnTunnels};
+pub use vici::{ChildSa, VICI_SOCKET, Vici, VpnEvent, VpnEventKind, VpnTunnels};

@@ -72,3 +72,16 @@ pub(crate) fn tcp_info(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<libc:
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// `if_indextoname(3)`: the name of interface `index` in the caller's network namespace.
+pub(crate) fn if_indextoname(index: u32) -> std::io::Result<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` is IF_NAMESIZE bytes, the size the function writes at most (with its NUL),
+    // and outlives the call.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}

@@ -118,10 +118,181 @@ fn packet(kind: u8, name: &str) -> Vec<u8> {
 /// The tunnels strongSwan has loaded and which of them are up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VpnTunnels {
-    /// Connection names loaded (`get-conns`).
+    /// Names of the loaded connections (`get-conns`).
     pub configured: Vec<String>,
-    /// IKE SAs in state `ESTABLISHED` (`list-sas`), by connection name.
+    /// Names of the IKE SAs in state `ESTABLISHED` (`list-sas`).
     pub established: Vec<String>,
+    /// Every CHILD_SA of every IKE SA (`list-sas`).
+    pub children: Vec<ChildSa>,
+}
+
+/// One CHILD_SA as `list-sas` describes it: what carries the site's packets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChildSa {
+    /// The IKE SA (connection) it belongs to.
+    pub ike: String,
+    /// The child's configured name (`net`).
+    pub name: String,
+    /// `INSTALLED`, `REKEYING`, …
+    pub state: String,
+    /// `ESP` or `AH`.
+    pub protocol: String,
+    /// ESP is encapsulated in UDP (NAT traversal, or kernel-libipsec, which always does).
+    pub encap: bool,
+    /// `AES_GCM_16`, `AES_CBC`, …
+    pub encr_alg: String,
+    /// Key bits.
+    pub encr_keysize: Option<u32>,
+    /// `HMAC_SHA2_256_128`, …; none for AEAD ciphers.
+    pub integ_alg: Option<String>,
+    /// The IKE SA's remote address: an IPv6 outer header costs 20 bytes more.
+    pub remote_host: Option<std::net::IpAddr>,
+    /// Bytes decrypted.
+    pub bytes_in: u64,
+    /// Bytes encrypted.
+    pub bytes_out: u64,
+    /// Packets decrypted.
+    pub packets_in: u64,
+    /// Packets encrypted.
+    pub packets_out: u64,
+    /// Seconds since a packet last came in, if one did.
+    pub use_in_seconds: Option<u64>,
+    /// Seconds since a packet last went out, if one did.
+    pub use_out_seconds: Option<u64>,
+    /// Local traffic selectors (`192.0.2.0/24`).
+    pub local_ts: Vec<String>,
+    /// Remote traffic selectors.
+    pub remote_ts: Vec<String>,
+}
+
+impl ChildSa {
+    /// Whether a remote traffic selector covers `addr` (IPv4 CIDR selectors; `dynamic` and
+    /// ranges are not matched).
+    pub fn covers(&self, addr: std::net::Ipv4Addr) -> bool {
+        self.remote_ts.iter().any(|ts| {
+            let ts = ts.split('[').next().unwrap_or(ts);
+            let (net, bits) = ts.split_once('/').unwrap_or((ts, "32"));
+            match (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) {
+                (Ok(net), Ok(bits)) if bits <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                    u32::from(net) & mask == u32::from(addr) & mask
+                }
+                _ => false,
+            }
+        })
+    }
+}
+
+/// The CHILD_SAs in one `list-sa` event's items.
+fn child_sas(items: &[Item]) -> Vec<ChildSa> {
+    use std::collections::BTreeMap;
+    let mut children: BTreeMap<(String, String), ChildSa> = BTreeMap::new();
+    let mut remote_hosts: BTreeMap<String, std::net::IpAddr> = BTreeMap::new();
+    for item in items {
+        let (path, key, value, list) = match item {
+            Item::Value { path, key, value } => (path, key.as_str(), value, None),
+            Item::ListItem { path, list, value } => (path, "", value, Some(list.as_str())),
+        };
+        if let [ike] = path.as_slice()
+            && key == "remote-host"
+            && let Ok(ip) = value.parse()
+        {
+            remote_hosts.insert(ike.clone(), ip);
+        }
+        let [ike, section, child] = path.as_slice() else {
+            continue;
+        };
+        if section != "child-sas" {
+            continue;
+        }
+        let c = children
+            .entry((ike.clone(), child.clone()))
+            .or_insert_with(|| ChildSa {
+                ike: ike.clone(),
+                name: child.clone(),
+                ..ChildSa::default()
+            });
+        let n = || value.parse::<u64>().unwrap_or(0);
+        match (list, key) {
+            (Some("local-ts"), _) => c.local_ts.push(value.clone()),
+            (Some("remote-ts"), _) => c.remote_ts.push(value.clone()),
+            (Some(_), _) => {}
+            (None, "name") => c.name = value.clone(),
+            (None, "state") => c.state = value.clone(),
+            (None, "protocol") => c.protocol = value.clone(),
+            (None, "encap") => c.encap = value == "yes",
+            (None, "encr-alg") => c.encr_alg = value.clone(),
+            (None, "encr-keysize") => c.encr_keysize = value.parse().ok(),
+            (None, "integ-alg") => c.integ_alg = Some(value.clone()),
+            (None, "bytes-in") => c.bytes_in = n(),
+            (None, "bytes-out") => c.bytes_out = n(),
+            (None, "packets-in") => c.packets_in = n(),
+            (None, "packets-out") => c.packets_out = n(),
+            (None, "use-in") => c.use_in_seconds = value.parse().ok(),
+            (None, "use-out") => c.use_out_seconds = value.parse().ok(),
+            (None, _) => {}
+        }
+    }
+    children
+        .into_values()
+        .map(|mut c| {
+            c.remote_host = remote_hosts.get(&c.ike).copied();
+            c
+        })
+        .collect()
+}
+
+/// A tunnel coming up or going down, as charon announces it (`ike-updown`, `child-updown`):
+/// every one arrives, however quickly the tunnel comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnEvent {
+    /// `ike-updown` or `child-updown`.
+    pub kind: VpnEventKind,
+    /// Up (`true`) or down.
+    pub up: bool,
+    /// The IKE SA's name.
+    pub ike: String,
+}
+
+/// Which SA an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VpnEventKind {
+    /// The IKE SA.
+    Ike,
+    /// A CHILD_SA.
+    Child,
+}
+
+impl VpnEventKind {
+    fn event_name(self) -> &'static str {
+        match self {
+            VpnEventKind::Ike => "ike-updown",
+            VpnEventKind::Child => "child-updown",
+        }
+    }
+}
+
+/// The up/down events of one updown message: `up = yes` is present only on the way up.
+fn updown(kind: VpnEventKind, items: &[Item]) -> Option<VpnEvent> {
+    let mut ike = None;
+    let mut up = false;
+    for item in items {
+        match item {
+            Item::Value { path, key, value } if path.is_empty() && key == "up" => {
+                up = value == "yes";
+            }
+            Item::Value { path, .. } | Item::ListItem { path, .. } => {
+                if let Some(first) = path.first() {
+                    ike.get_or_insert_with(|| first.clone());
+                }
+            }
+        }
+    }
+    Some(VpnEvent {
+        kind,
+        up,
+        ike: ike?,
+    })
 }
 
 /// A VICI session with charon.
@@ -227,8 +398,9 @@ impl Vici {
                 _ => None,
             })
             .collect();
-        let established = self
-            .command("list-sas", Some("list-sa"))?
+        let sas = self.command("list-sas", Some("list-sa"))?;
+        let children = sas.iter().flat_map(|items| child_sas(items)).collect();
+        let established = sas
             .into_iter()
             .flatten()
             .filter_map(|i| match i {
@@ -243,7 +415,55 @@ impl Vici {
         Ok(VpnTunnels {
             configured,
             established,
+            children,
         })
+    }
+
+    /// Registers for charon's up/down events on this connection; read them with
+    /// [`Vici::next_event`]. Commands must then go over another connection.
+    pub fn subscribe(&mut self) -> Result<(), Error> {
+        for kind in [VpnEventKind::Ike, VpnEventKind::Child] {
+            self.send(&packet(EVENT_REGISTER, kind.event_name()), "register")?;
+            match self.recv("register")?.0 {
+                EVENT_CONFIRM => {}
+                EVENT_UNKNOWN => {
+                    return Err(protocol("register", "charon does not know the event"));
+                }
+                _ => {
+                    return Err(protocol(
+                        "register",
+                        "unexpected answer to event registration",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next up/down event, or `None` when none came within the connection's timeout.
+    pub fn next_event(&mut self) -> Result<Option<VpnEvent>, Error> {
+        let (kind, name, msg) = match self.recv("event") {
+            Ok(p) => p,
+            Err(Error::Vici { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if kind != EVENT {
+            return Ok(None);
+        }
+        let which = match name.as_str() {
+            "ike-updown" => VpnEventKind::Ike,
+            "child-updown" => VpnEventKind::Child,
+            _ => return Ok(None),
+        };
+        let items = parse_message(&msg).ok_or_else(|| protocol("event", "malformed message"))?;
+        Ok(updown(which, &items))
     }
 }
 
@@ -308,6 +528,79 @@ mod tests {
             None,
             "item outside a list"
         );
+    }
+
+    fn list(name: &str, values: &[&str]) -> Vec<u8> {
+        let mut b = vec![LIST_START, name.len() as u8];
+        b.extend(name.as_bytes());
+        for v in values {
+            b.push(LIST_ITEM);
+            b.extend((v.len() as u16).to_be_bytes());
+            b.extend(v.as_bytes());
+        }
+        b.push(LIST_END);
+        b
+    }
+
+    #[test]
+    fn reads_a_child_sa_with_its_proposal_counters_and_selectors() {
+        let mut child = kv("name", "net");
+        for (k, v) in [
+            ("state", "INSTALLED"),
+            ("protocol", "ESP"),
+            ("encap", "yes"),
+            ("encr-alg", "AES_GCM_16"),
+            ("encr-keysize", "256"),
+            ("bytes-in", "1200"),
+            ("packets-in", "10"),
+            ("use-in", "3"),
+            ("bytes-out", "98000"),
+            ("packets-out", "70"),
+            ("use-out", "0"),
+        ] {
+            child.extend(kv(k, v));
+        }
+        child.extend(list("local-ts", &["198.51.100.200/32"]));
+        child.extend(list("remote-ts", &["203.0.113.128/26"]));
+        let mut ike = kv("state", "ESTABLISHED");
+        ike.extend(kv("remote-host", "203.0.113.10"));
+        ike.extend(section("child-sas", section("net-2", child)));
+        let items = parse_message(&section("site-vpn", ike)).unwrap();
+        let children = child_sas(&items);
+        assert_eq!(children.len(), 1);
+        let c = &children[0];
+        assert_eq!(
+            (c.ike.as_str(), c.name.as_str(), c.state.as_str()),
+            ("site-vpn", "net", "INSTALLED")
+        );
+        assert!(c.encap);
+        assert_eq!(
+            (c.encr_alg.as_str(), c.encr_keysize),
+            ("AES_GCM_16", Some(256))
+        );
+        assert_eq!(c.integ_alg, None);
+        assert_eq!(
+            (c.bytes_in, c.bytes_out, c.packets_in, c.packets_out),
+            (1200, 98000, 10, 70)
+        );
+        assert_eq!((c.use_in_seconds, c.use_out_seconds), (Some(3), Some(0)));
+        assert_eq!(c.remote_host, Some("203.0.113.10".parse().unwrap()));
+        assert!(c.covers("203.0.113.130".parse().unwrap()));
+        assert!(
+            !c.covers("203.0.113.10".parse().unwrap()),
+            "the outer address"
+        );
+    }
+
+    #[test]
+    fn an_updown_event_says_up_only_on_the_way_up() {
+        let mut up = kv("up", "yes");
+        up.extend(section("site-vpn", kv("state", "ESTABLISHED")));
+        let ev = updown(VpnEventKind::Ike, &parse_message(&up).unwrap()).unwrap();
+        assert_eq!((ev.up, ev.ike.as_str()), (true, "site-vpn"));
+        let down = section("site-vpn", kv("state", "DELETING"));
+        let ev = updown(VpnEventKind::Child, &parse_message(&down).unwrap()).unwrap();
+        assert_eq!((ev.kind, ev.up), (VpnEventKind::Child, false));
     }
 
     #[test]

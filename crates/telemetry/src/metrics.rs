@@ -51,8 +51,13 @@ pub struct LabeledCounter {
 impl LabeledCounter {
     /// Adds one to the series with this label value.
     pub fn inc(&self, label: &str) {
+        self.add(label, 1);
+    }
+
+    /// Adds `n` to the series with this label value.
+    pub fn add(&self, label: &str, n: u64) {
         let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        *values.entry(label.to_owned()).or_default() += 1;
+        *values.entry(label.to_owned()).or_default() += n;
     }
 
     /// The count for one label value (0 when never seen).
@@ -173,6 +178,10 @@ pub struct Metrics {
     pub vpn_up: Gauge,
     /// Established tunnels that dropped since the agent started.
     pub vpn_flaps: Counter,
+    /// 1 while a CHILD_SA is installed (the tunnel carries packets), 0 otherwise.
+    pub vpn_child_sa_up: Gauge,
+    /// Bytes through the tunnel's CHILD_SAs, by `direction` (`in` decrypted, `out` encrypted).
+    pub vpn_bytes: LabeledCounter,
     /// Open incidents as `(kind, severity)`; exported as `backhaul_incident_active`.
     pub incidents: Mutex<Vec<(String, String)>>,
 }
@@ -380,7 +389,13 @@ impl Metrics {
                 n as f64,
             );
         }
-        let labeled: [(&'static str, &'static str, &'static str, &LabeledCounter); 3] = [
+        let labeled: [(&'static str, &'static str, &'static str, &LabeledCounter); 4] = [
+            (
+                "backhaul_vpn_bytes_total",
+                "Bytes through strongSwan's CHILD_SAs, by direction (in: decrypted, out: encrypted).",
+                "direction",
+                &self.vpn_bytes,
+            ),
             (
                 "backhaul_remediations_total",
                 "Changes the agent made to the site's network by itself ([remediation]), by action.",
@@ -405,7 +420,12 @@ impl Metrics {
                 push(name, help, C, vec![(label, value)], n as f64);
             }
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 15] = [
+        let gauges: [(&'static str, &'static str, &Gauge); 16] = [
+            (
+                "backhaul_vpn_child_sa_up",
+                "1 while strongSwan has a CHILD_SA installed (0 also when not monitored).",
+                &self.vpn_child_sa_up,
+            ),
             (
                 "backhaul_alerts_undelivered",
                 "Alerts queued in the durable outbox and not delivered yet.",

@@ -10,15 +10,23 @@
 //! change's probe round reports: the 2025-11-12 change (1500 → 9000 behind a 1500-byte path) is
 //! clamped the moment rtnetlink reports it.
 //!
-//! Without any measurement (probes not permitted) and with a path smaller than the inventory
-//! says, the [`Ladder`] steps the clamp down when upload connections are stuck retransmitting
-//! full-size segments, in the style of RFC 8899's search, and raises it again after its
-//! `PMTU_RAISE_TIMER` (600 s).
+//! Inside a VPN tunnel (a CHILD_SA covering the endpoint, a route through a tunnel device, or
+//! `[inventory] vpn_overhead_bytes`) every upload packet pays the tunnel's overhead on the
+//! outer path: the clamp follows the measured inner path MTU (the endpoint's probes cross the
+//! tunnel), else the outer one less the SA's overhead ([`super::tunnel`]), against the MTU of
+//! the device the uploads leave through.
+//!
+//! When upload connections stay stuck retransmitting full-size segments, with or without a
+//! measurement (probes not permitted, or probes that call a clamp good which the connections
+//! show is not), the [`Ladder`] steps the clamp down in the style of RFC 8899's search, and
+//! raises it again after its `PMTU_RAISE_TIMER` (600 s) or when full-size probes pass again.
 
 use std::time::{Duration, Instant};
 
 use backhaul_diagnose::{Signal, Target};
 use serde::{Deserialize, Serialize};
+
+use super::tunnel::EspOverhead;
 
 /// IPv4 and TCP header bytes between a packet size and the segment it carries.
 const TCP_IP_HEADER_BYTES: u32 = 40;
@@ -53,14 +61,17 @@ impl ClampSource {
 }
 
 /// The clamp new upload connections get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MssClamp {
     /// `TCP_MAXSEG`.
     pub mss_bytes: u32,
-    /// The path MTU it follows.
+    /// The path MTU it follows (inside the tunnel, when uploads ride one).
     pub path_mtu_bytes: u32,
     /// Where that came from.
     pub source: ClampSource,
+    /// The tunnel whose overhead was taken off the outer path (`ESP AES_GCM_16 over UDP: 62 B`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
 }
 
 /// What has been measured about the path since the last WAN change.
@@ -96,9 +107,15 @@ impl PathMtuKnown {
         *self = Self::default();
     }
 
-    /// Whether anything was measured since the last WAN change.
-    pub fn measured(&self) -> bool {
-        self.best().is_some()
+    /// The outer path as measured: the gateway's probes and frag-needed (the endpoint's
+    /// probes cross the tunnel when there is one).
+    fn outer(&self) -> Option<(u32, ClampSource)> {
+        let probed = self.by_target[Target::Gateway as usize].map(|b| (b, ClampSource::Probe));
+        let icmp = self.frag_needed.map(|b| (b, ClampSource::FragNeeded));
+        match (probed, icmp) {
+            (Some(p), Some(f)) => Some(if f.0 < p.0 { f } else { p }),
+            (p, f) => p.or(f),
+        }
     }
 
     fn best(&self) -> Option<(u32, ClampSource)> {
@@ -116,27 +133,68 @@ impl PathMtuKnown {
     }
 }
 
-/// The clamp for a WAN interface at `interface_mtu`: none while the best known path MTU is at
-/// least the interface's (the kernel's own MSS then fits); the ladder's rung when it is lower.
-pub fn decide(
-    interface_mtu: Option<u32>,
-    known: &PathMtuKnown,
-    inventory_path_mtu: u32,
-    ladder: &Ladder,
-) -> Option<MssClamp> {
-    let interface = interface_mtu?;
-    let (path, source) = known
-        .best()
-        .unwrap_or((inventory_path_mtu, ClampSource::Inventory));
-    let from_path = (path < interface).then(|| MssClamp {
+/// What the clamp decision reads; everything is measured or configured elsewhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The WAN interface's MTU now.
+    pub wan_mtu: Option<u32>,
+    /// MTU of the device the route toward the endpoint leaves through, when it is not the WAN
+    /// interface (a tunnel device): the size the kernel's own MSS follows.
+    pub route_mtu: Option<u32>,
+    /// The tunnel the uploads ride, if any.
+    pub tunnel: Option<&'a EspOverhead>,
+    /// Measurements since the last WAN change.
+    pub known: &'a PathMtuKnown,
+    /// The inventory's `path_mtu_bytes` (the outer path).
+    pub inventory_path_mtu: u32,
+    /// Stuck connections' verdict.
+    pub ladder: &'a Ladder,
+}
+
+/// The clamp for uploads: none while what the path carries is at least what the kernel sends
+/// (the device's MTU); the ladder's rung when that is lower. Inside a tunnel the path MTU is
+/// the measured inner one (the endpoint's probes cross the tunnel), else the outer path's
+/// (gateway probes, frag-needed, inventory) less the tunnel's overhead.
+pub fn decide(inputs: &Inputs<'_>) -> Option<MssClamp> {
+    // Under xfrm the route leaves through the WAN interface and the kernel takes the SA's
+    // overhead off its MTU itself; a tunnel device has its own MTU.
+    let sends = match (inputs.route_mtu, inputs.tunnel) {
+        (Some(device), _) => device,
+        (None, Some(t)) => t.inner_mtu(inputs.wan_mtu?),
+        (None, None) => inputs.wan_mtu?,
+    };
+    let known = inputs.known;
+    let (path, source, tunnel) = match inputs.tunnel {
+        None => {
+            let (path, source) = known
+                .best()
+                .unwrap_or((inputs.inventory_path_mtu, ClampSource::Inventory));
+            (path, source, None)
+        }
+        Some(t) => {
+            let (path, source) = match known.by_target[Target::Endpoint as usize] {
+                Some(inner) => (inner, ClampSource::Probe),
+                None => {
+                    let (outer, source) = known
+                        .outer()
+                        .unwrap_or((inputs.inventory_path_mtu, ClampSource::Inventory));
+                    (t.inner_mtu(outer), source)
+                }
+            };
+            (path, source, Some(t.describe()))
+        }
+    };
+    let from_path = (path < sends).then(|| MssClamp {
         mss_bytes: path.saturating_sub(TCP_IP_HEADER_BYTES),
         path_mtu_bytes: path,
         source,
+        tunnel: tunnel.clone(),
     });
-    let rung = ladder.mss().map(|mss| MssClamp {
+    let rung = inputs.ladder.mss().map(|mss| MssClamp {
         mss_bytes: mss,
         path_mtu_bytes: mss + TCP_IP_HEADER_BYTES,
         source: ClampSource::Ladder,
+        tunnel,
     });
     match (from_path, rung) {
         (Some(p), Some(r)) if r.mss_bytes < p.mss_bytes => Some(r),
@@ -209,7 +267,7 @@ impl Ladder {
 
 /// Whether going from `before` to `after` makes segments smaller: connections opened before
 /// carry segments the path drops, so they are abandoned, not left to stall.
-pub fn tightens(before: Option<MssClamp>, after: Option<MssClamp>) -> bool {
+pub fn tightens(before: Option<&MssClamp>, after: Option<&MssClamp>) -> bool {
     match (before, after) {
         (_, None) => false,
         (None, Some(_)) => true,
@@ -227,31 +285,116 @@ mod tests {
         Signal::PathMtu { target, bytes }
     }
 
+    /// No tunnel: the WAN interface is what the kernel sends on.
+    fn plain(
+        wan_mtu: Option<u32>,
+        known: &PathMtuKnown,
+        inventory_path_mtu: u32,
+        ladder: &Ladder,
+    ) -> Option<MssClamp> {
+        decide(&Inputs {
+            wan_mtu,
+            route_mtu: None,
+            tunnel: None,
+            known,
+            inventory_path_mtu,
+            ladder,
+        })
+    }
+
+    fn gcm() -> EspOverhead {
+        EspOverhead::of(&backhaul_netprobe::ChildSa {
+            encap: true,
+            encr_alg: "AES_GCM_16".into(),
+            remote_host: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10))),
+            ..Default::default()
+        })
+    }
+
+    fn tunneled(
+        wan_mtu: u32,
+        tunnel_device_mtu: u32,
+        known: &PathMtuKnown,
+        ladder: &Ladder,
+    ) -> Option<MssClamp> {
+        decide(&Inputs {
+            wan_mtu: Some(wan_mtu),
+            route_mtu: Some(tunnel_device_mtu),
+            tunnel: Some(&gcm()),
+            known,
+            inventory_path_mtu: 1500,
+            ladder,
+        })
+    }
+
+    /// The 2025-11-12 change as xfrm models it: eno1 and the tunnel device follow 9000.
+    #[test]
+    fn inside_a_tunnel_the_clamp_takes_the_esp_overhead_off_the_outer_path() {
+        let mut known = PathMtuKnown::default();
+        let ladder = Ladder::default();
+        assert_eq!(tunneled(1500, 1438, &known, &ladder), None, "healthy");
+        let c = tunneled(9000, 8938, &known, &ladder).unwrap();
+        assert_eq!(
+            (c.mss_bytes, c.path_mtu_bytes, c.source),
+            (1398, 1438, ClampSource::Inventory)
+        );
+        assert_eq!(c.tunnel.as_deref(), Some("ESP AES_GCM_16 over UDP: 62 B"));
+        // The gateway's probes measure the outer path; the endpoint's cross the tunnel and win.
+        known.observe(&pmtu(Target::Gateway, 1450));
+        let c = tunneled(9000, 8938, &known, &ladder).unwrap();
+        assert_eq!((c.mss_bytes, c.source), (1346, ClampSource::Probe));
+        known.observe(&pmtu(Target::Endpoint, 1386));
+        assert_eq!(
+            tunneled(9000, 8938, &known, &ladder).unwrap().mss_bytes,
+            1346
+        );
+    }
+
+    /// libipsec's stock 1400-byte device behind a hop that shrank to 1450: nothing changed on
+    /// the site, only the measurement tells.
+    #[test]
+    fn a_stock_tunnel_device_is_clamped_only_when_the_inner_path_is_below_it() {
+        let mut known = PathMtuKnown::default();
+        let ladder = Ladder::default();
+        assert_eq!(tunneled(1500, 1400, &known, &ladder), None);
+        known.observe(&pmtu(Target::Endpoint, 1386));
+        let c = tunneled(1500, 1400, &known, &ladder).unwrap();
+        assert_eq!((c.mss_bytes, c.path_mtu_bytes), (1346, 1386));
+        // Without probes, stuck connections at the device's 1360 take the ladder below it.
+        let mut ladder = Ladder::default();
+        assert!(ladder.stuck(1360, Instant::now()));
+        let c = tunneled(1500, 1400, &PathMtuKnown::default(), &ladder).unwrap();
+        assert!(
+            c.mss_bytes <= 1346 && c.source == ClampSource::Ladder,
+            "{c:?}"
+        );
+    }
+
     #[test]
     fn the_incident_is_clamped_from_the_inventory_at_once_then_from_the_probe() {
         let mut known = PathMtuKnown::default();
         assert_eq!(
-            decide(Some(1500), &known, 1500, &Ladder::default()),
+            plain(Some(1500), &known, 1500, &Ladder::default()),
             None,
             "healthy"
         );
         // eno1 1500 -> 9000: nothing measured yet for the new configuration.
         known.forget();
-        let c = decide(Some(9000), &known, 1500, &Ladder::default()).unwrap();
+        let c = plain(Some(9000), &known, 1500, &Ladder::default()).unwrap();
         assert_eq!(
             (c.mss_bytes, c.path_mtu_bytes, c.source),
             (1460, 1500, ClampSource::Inventory)
         );
         known.observe(&pmtu(Target::Gateway, 1500));
         assert_eq!(
-            decide(Some(9000), &known, 1500, &Ladder::default())
+            plain(Some(9000), &known, 1500, &Ladder::default())
                 .unwrap()
                 .source,
             ClampSource::Probe
         );
         // The revert: the interface is back at what the path carries.
         known.forget();
-        assert_eq!(decide(Some(1500), &known, 1500, &Ladder::default()), None);
+        assert_eq!(plain(Some(1500), &known, 1500, &Ladder::default()), None);
     }
 
     #[test]
@@ -260,12 +403,12 @@ mod tests {
         known.observe(&pmtu(Target::Gateway, 9000));
         known.observe(&pmtu(Target::Endpoint, 9000));
         assert_eq!(
-            decide(Some(9000), &known, 1500, &Ladder::default()),
+            plain(Some(9000), &known, 1500, &Ladder::default()),
             None,
             "measured beats inventory"
         );
         assert_eq!(
-            decide(None, &known, 1500, &Ladder::default()),
+            plain(None, &known, 1500, &Ladder::default()),
             None,
             "no WAN MTU known"
         );
@@ -277,7 +420,7 @@ mod tests {
         known.observe(&pmtu(Target::Gateway, 1500));
         known.observe(&pmtu(Target::Endpoint, 1400));
         assert_eq!(
-            decide(Some(1500), &known, 1500, &Ladder::default())
+            plain(Some(1500), &known, 1500, &Ladder::default())
                 .unwrap()
                 .mss_bytes,
             1360
@@ -286,15 +429,15 @@ mod tests {
             from: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             next_hop_mtu: 1280,
         });
-        let c = decide(Some(1500), &known, 1500, &Ladder::default()).unwrap();
+        let c = plain(Some(1500), &known, 1500, &Ladder::default()).unwrap();
         assert_eq!((c.mss_bytes, c.source), (1240, ClampSource::FragNeeded));
         // The path is whole again: full-size passes toward both.
         known.observe(&pmtu(Target::Endpoint, 1500));
         known.observe(&pmtu(Target::Gateway, 1500));
-        assert_eq!(decide(Some(1500), &known, 1500, &Ladder::default()), None);
+        assert_eq!(plain(Some(1500), &known, 1500, &Ladder::default()), None);
         // Nonsense is not believed.
         known.observe(&pmtu(Target::Endpoint, 100));
-        assert_eq!(decide(Some(1500), &known, 1500, &Ladder::default()), None);
+        assert_eq!(plain(Some(1500), &known, 1500, &Ladder::default()), None);
     }
 
     #[test]
@@ -302,10 +445,10 @@ mod tests {
         let t0 = Instant::now();
         let known = PathMtuKnown::default();
         let mut ladder = Ladder::default();
-        assert_eq!(decide(Some(1500), &known, 1500, &ladder), None);
+        assert_eq!(plain(Some(1500), &known, 1500, &ladder), None);
         // Stuck with the interface's 1448-byte segments: first rung.
         assert!(ladder.stuck(1448, t0));
-        let c = decide(Some(1500), &known, 1500, &ladder).unwrap();
+        let c = plain(Some(1500), &known, 1500, &ladder).unwrap();
         assert_eq!((c.mss_bytes, c.source), (1360, ClampSource::Ladder));
         // Fresh connections get time to prove the rung before it moves again.
         assert!(!ladder.stuck(1360, t0 + Duration::from_secs(2)));
@@ -335,32 +478,35 @@ mod tests {
         let mut ladder = Ladder::default();
         ladder.stuck(1448, t0);
         assert_eq!(
-            decide(Some(1500), &known, 1500, &ladder).unwrap().mss_bytes,
+            plain(Some(1500), &known, 1500, &ladder).unwrap().mss_bytes,
             1260
         );
         ladder.stuck(1260, t0 + Duration::from_secs(6));
         assert_eq!(
-            decide(Some(1500), &known, 1500, &ladder).unwrap().mss_bytes,
+            plain(Some(1500), &known, 1500, &ladder).unwrap().mss_bytes,
             1200
         );
     }
 
     #[test]
     fn only_a_smaller_clamp_drops_connections() {
-        let c = |mss_bytes| {
-            Some(MssClamp {
-                mss_bytes,
-                path_mtu_bytes: mss_bytes + 40,
-                source: ClampSource::Probe,
-            })
+        let c = |mss_bytes| MssClamp {
+            mss_bytes,
+            path_mtu_bytes: mss_bytes + 40,
+            source: ClampSource::Probe,
+            tunnel: None,
         };
-        assert!(tightens(None, c(1460)));
-        assert!(tightens(c(1460), c(1360)));
+        let (big, small) = (c(1460), c(1360));
+        assert!(tightens(None, Some(&big)));
+        assert!(tightens(Some(&big), Some(&small)));
         assert!(
-            !tightens(c(1360), c(1460)),
+            !tightens(Some(&small), Some(&big)),
             "raised: flowing connections stay"
         );
-        assert!(!tightens(c(1460), None), "lifted: flowing connections stay");
+        assert!(
+            !tightens(Some(&big), None),
+            "lifted: flowing connections stay"
+        );
         assert!(!tightens(None, None));
     }
 }

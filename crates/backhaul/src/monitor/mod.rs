@@ -8,6 +8,7 @@
 //! alerts.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use backhaul_diagnose::{
     AlertPolicy, Engine, Inventory, Kind, Observation, PathRecovery, Settings, Signal, Target,
     TimeBase, UploadErrorClass,
 };
-use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, TcpInfo};
+use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, Route, TcpInfo};
 use backhaul_telemetry::Metrics;
 use backhaul_upload::{ErrorClass, Transport};
 use tokio::sync::{mpsc, watch};
@@ -29,6 +30,7 @@ pub(crate) mod clamp;
 mod delivery;
 pub(crate) mod remedy;
 mod sources;
+pub(crate) mod tunnel;
 mod upload_signals;
 mod vpn;
 
@@ -145,7 +147,7 @@ pub async fn run(
     // The polling fallback's view of the inventory's interfaces.
     let mut polled = LinkTable::default();
     let (signal_tx, mut signal_rx) = mpsc::unbounded_channel::<Observation>();
-    watch_vpn(
+    let vpn_view = watch_vpn(
         cfg.vici_socket.clone(),
         signal_tx.clone(),
         metrics.clone(),
@@ -163,7 +165,7 @@ pub async fn run(
     let mut recoveries_seen = metrics.store_recoveries.value();
     // Each probe cycle carries the link generation it started in; a cycle that straddles an
     // interface change measured a configuration that no longer exists and is dropped.
-    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<(u64, bool, Vec<Observation>)>();
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<ProbeRound>();
     let mut generation = 0u64;
     let mut probing = false;
     let mut next_probe = Instant::now();
@@ -171,6 +173,8 @@ pub async fn run(
     let mut path_recovery = PathRecovery::default();
     let mut known = clamp::PathMtuKnown::default();
     let mut mss_clamp: Option<clamp::MssClamp> = None;
+    // The route toward the endpoint and its address, from the latest probe round.
+    let mut endpoint: Option<(Ipv4Addr, Option<Route>)> = None;
     let mut clamped_for: Option<u32> = None;
     let mut ladder = clamp::Ladder::default();
     let mut stuck_rounds = 0u32;
@@ -191,9 +195,12 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tick.tick() => {}
-            Some((born, last, found)) = probe_rx.recv() => {
+            Some(ProbeRound { born, last, found, endpoint: seen }) = probe_rx.recv() => {
                 if last {
                     probing = false;
+                }
+                if let Some(seen) = seen {
+                    endpoint = Some(seen);
                 }
                 if born == generation {
                     // Every probe goes through the tracker (no short-circuit): it keeps state.
@@ -202,6 +209,8 @@ pub async fn run(
                         .filter(|o| path_recovery.observe(&o.signal, small_probe_max_bytes))
                         .count();
                     if recoveries > 0 {
+                        // Whatever stuck connections said was about the path that recovered.
+                        ladder.reset();
                         // The path carries full-size packets again with no local change (a
                         // shrunk hop recovered): connections opened meanwhile sit in
                         // retransmission backoff, and their late stalls would read as fresh
@@ -247,6 +256,19 @@ pub async fn run(
         }
         let now = now_ms();
         let mtus_before = (!link_events.is_empty()).then(|| mtus.clone());
+        for (_, event) in &link_events {
+            // The tunnel device's MTU follows the WAN's under xfrm-like tunnels: keep the route's view current.
+            if let (
+                LinkEvent::MtuChanged {
+                    ifname, new_bytes, ..
+                },
+                Some((_, Some(route))),
+            ) = (event, &mut endpoint)
+                && *ifname == route.device
+            {
+                route.device_mtu = *new_bytes;
+            }
+        }
         for (at, event) in link_events {
             if link_observation(&inventory, (&mut mtus, &mut ups), at, event, &mut obs) {
                 // A change is when a black hole begins: look now, not at the next interval.
@@ -359,19 +381,32 @@ pub async fn run(
             } else {
                 0
             };
-            // Two samples in a row (4 s) with nothing acknowledged while resending, and nothing
-            // measured the path: the ladder's next rung (random loss does not stay that stuck).
+            // Two samples in a row (4 s) with nothing acknowledged while resending: the
+            // ladder's next rung (random loss does not stay that stuck), also under a clamp
+            // the probes call good: the connections are what carries the uploads.
             if let Some(mss) = stuck_mss
                 && stuck_rounds >= 2
-                && !known.measured()
                 && ladder.stuck(mss, Instant::now())
             {
                 stuck_rounds = 0;
+                let measured = mss_clamp
+                    .as_ref()
+                    .filter(|c| c.source != clamp::ClampSource::Ladder)
+                    .map(|c| c.path_mtu_bytes);
                 tracing::warn!(
                     stuck_mss = mss,
                     next_mss = ladder.mss(),
-                    "upload connections stuck resending full-size segments and no path MTU measured; stepping the clamp down"
+                    measured_path_mtu = measured,
+                    "upload connections stuck resending full-size segments; stepping the clamp down"
                 );
+                obs.push(Observation::new(
+                    now,
+                    Signal::ClampStuck {
+                        stuck_mss: mss,
+                        next_mss: ladder.mss().unwrap_or(mss),
+                        measured_path_mtu: measured,
+                    },
+                ));
             }
             if stuck_mss.is_some() && triggered_probe_due(&mut last_stuck_probe) {
                 // A connection in retransmission timeout with nothing acknowledged is the first
@@ -407,6 +442,7 @@ pub async fn run(
             let tx = probe_tx.clone();
             let large = full_size(&inv, inv.wan().and_then(|w| mtus.get(&w.name).copied()));
             let born = generation;
+            let wan_name = inv.wan().map(|w| w.name.clone());
             let hint = Some(inv.path_mtu_bytes() as usize);
             let board = board.clone();
             let degraded = probes_degraded.clone();
@@ -433,7 +469,13 @@ pub async fn run(
                     v.probes.insert(g.name, ProbeStatus::from(&g));
                 });
                 // The gateway's verdict goes out before the endpoint is probed.
-                tx.send((born, false, std::mem::take(&mut found))).ok();
+                tx.send(ProbeRound {
+                    born,
+                    last: false,
+                    found: std::mem::take(&mut found),
+                    endpoint: None,
+                })
+                .ok();
                 let endpoint = endpoint_v4(&inv);
                 let e = probe_target(
                     "endpoint",
@@ -447,7 +489,15 @@ pub async fn run(
                 board.update(|v| {
                     v.probes.insert(e.name, ProbeStatus::from(&e));
                 });
-                tx.send((born, true, found)).ok();
+                // A route out of the WAN interface itself is no tunnel device of its own.
+                let route = e.route.filter(|r| Some(&r.device) != wan_name.as_ref());
+                tx.send(ProbeRound {
+                    born,
+                    last: true,
+                    found,
+                    endpoint: e.addr.map(|a| (a, route)),
+                })
+                .ok();
             });
         }
         let wan_mtu = inventory.wan().and_then(|w| mtus.get(&w.name).copied());
@@ -460,36 +510,46 @@ pub async fn run(
         }
         for o in &obs {
             known.observe(&o.signal);
-            if matches!(o.signal, Signal::PathMtu { .. }) {
-                ladder.reset();
-            }
         }
         ladder.raise_if_due(Instant::now());
-        let next = clamp::decide(wan_mtu, &known, inventory.path_mtu_bytes(), &ladder);
+        let overhead = tunnel_overhead(&inventory, endpoint.as_ref(), &vpn_view);
+        let next = clamp::decide(&clamp::Inputs {
+            wan_mtu,
+            route_mtu: endpoint
+                .as_ref()
+                .and_then(|(_, r)| r.as_ref())
+                .map(|r| r.device_mtu),
+            tunnel: overhead.as_ref(),
+            known: &known,
+            inventory_path_mtu: inventory.path_mtu_bytes(),
+            ladder: &ladder,
+        });
         if next != mss_clamp {
-            transport.set_mss_clamp(next.map(|c| c.mss_bytes));
+            transport.set_mss_clamp(next.as_ref().map(|c| c.mss_bytes));
             metrics
                 .upload_mss_clamp_bytes
-                .set(f64::from(next.map_or(0, |c| c.mss_bytes)));
-            board.update(|v| v.mss_clamp = next);
+                .set(f64::from(next.as_ref().map_or(0, |c| c.mss_bytes)));
+            board.update(|v| v.mss_clamp = next.clone());
             obs.push(Observation::new(
                 now,
                 Signal::UploadMssClamp {
-                    mss_bytes: next.map(|c| c.mss_bytes),
+                    mss_bytes: next.as_ref().map(|c| c.mss_bytes),
+                    tunnel: next.as_ref().and_then(|c| c.tunnel.clone()),
                 },
             ));
-            match next {
+            match &next {
                 Some(c) => tracing::warn!(
                     mss_bytes = c.mss_bytes,
                     path_mtu_bytes = c.path_mtu_bytes,
                     source = c.source.as_str(),
+                    tunnel = c.tunnel.as_deref(),
                     "upload connections clamped to the path MTU"
                 ),
                 None => tracing::info!(
                     "upload connections no longer clamped: the interface MTU fits the path"
                 ),
             }
-            if clamp::tightens(mss_clamp, next) {
+            if clamp::tightens(mss_clamp.as_ref(), next.as_ref()) {
                 // Open connections keep the segment size the path drops: replace them now
                 // rather than after their stall timeout; their parts resume from the journal.
                 fresh_connections(&transport, &metrics, &mut tcp_seen, &mut stalls_seen);
@@ -498,7 +558,9 @@ pub async fn run(
         }
         // Before this turn's observations reach the rules: a restored MTU's link event must
         // find the remediation already in the store, so the resolve says who fixed it.
-        let path_mtu = mss_clamp.map_or(inventory.path_mtu_bytes(), |c| c.path_mtu_bytes);
+        let path_mtu = mss_clamp
+            .as_ref()
+            .map_or(inventory.path_mtu_bytes(), |c| c.path_mtu_bytes);
         let turn = remedy.turn(&engine.incidents(), &inventory, &mtus, path_mtu);
         if let Some(held) = turn.held {
             metrics.remediation_held.inc(held);
@@ -562,6 +624,37 @@ pub async fn run(
             delivery.send(&a);
         }
     }
+}
+
+/// One probe round's report to the loop: the generation it started in, whether it is the
+/// round's last, its observations, and (with the endpoint's) the endpoint's address and the
+/// route toward it when that leaves through another device than the WAN interface.
+struct ProbeRound {
+    born: u64,
+    last: bool,
+    found: Vec<Observation>,
+    endpoint: Option<(Ipv4Addr, Option<Route>)>,
+}
+
+/// The tunnel the uploads ride, if any: the CHILD_SA covering the endpoint (its proposal gives
+/// the overhead); else, when the route leaves through a tunnel device or nothing reads VICI,
+/// what the inventory declares; a tunnel device with nothing declared counts as the worst
+/// common ESP.
+fn tunnel_overhead(
+    inventory: &Inventory,
+    endpoint: Option<&(Ipv4Addr, Option<Route>)>,
+    vpn: &vpn::VpnView,
+) -> Option<tunnel::EspOverhead> {
+    if let Some(sa) = endpoint.and_then(|(addr, _)| vpn.covering(*addr)) {
+        return Some(tunnel::EspOverhead::of(&sa));
+    }
+    if let Some(bytes) = inventory.vpn_overhead_bytes() {
+        return Some(tunnel::EspOverhead::declared(bytes));
+    }
+    endpoint
+        .and_then(|(_, route)| route.as_ref())
+        .filter(|r| r.tunnel_device)
+        .map(|r| tunnel::EspOverhead::unknown(&r.device))
 }
 
 /// Drops every upload connection (the path changed under them) and forgets what their

@@ -387,6 +387,7 @@ fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
         "08:05:00",
         Signal::UploadMssClamp {
             mss_bytes: Some(1460),
+            tunnel: None,
         },
     );
     let mut at = t("08:05:01");
@@ -400,17 +401,43 @@ fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
         at += 10_000;
     }
     tl.push("08:15:00", mtu_changed("eno1", 9000, 1500));
-    tl.push("08:15:00", Signal::UploadMssClamp { mss_bytes: None });
+    tl.push(
+        "08:15:00",
+        Signal::UploadMssClamp {
+            mss_bytes: None,
+            tunnel: None,
+        },
+    );
     healthy(&mut tl, "08:15:01", 5, |_| 44.0);
+    let all = tl.sorted();
     let mut engine = engine();
-    let log = replay(&mut engine, tl.sorted());
+    let log = replay(&mut engine, all.clone());
     let (at, hole) = opened(&log, Kind::PmtuBlackhole).unwrap();
     assert!(at <= t("08:05:05"), "{}", TimeBase::UNIX.hms(at));
+    // Nothing acknowledged yet when it opens: the clamp is no proof that uploads flow.
     assert!(
         hole.root_cause
-            .contains("uploads continue on connections clamped to MSS 1460"),
+            .contains("upload connections clamped to MSS 1460 at 08:05:00; none acknowledged yet"),
         "{}",
         hole.root_cause
+    );
+    // Once bytes are acknowledged under the clamp, the live text says uploads continue.
+    let mut live = self::engine();
+    replay(
+        &mut live,
+        all.into_iter()
+            .filter(|o| o.at_ms < t("08:14:00"))
+            .collect(),
+    );
+    let text = live
+        .incidents()
+        .into_iter()
+        .find(|i| i.kind == Kind::PmtuBlackhole)
+        .map(|i| i.root_cause.clone())
+        .unwrap();
+    assert!(
+        text.contains("uploads continue on connections clamped to MSS 1460"),
+        "{text}"
     );
     assert!(opened(&log, Kind::PathMtuReduced).is_none(), "{log:?}");
     assert_eq!(resolved_at(&log, Kind::PmtuBlackhole), Some(t("08:15:00")));
@@ -419,6 +446,54 @@ fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
         .filter(|(_, t)| matches!(t, Transition::Opened(_)))
         .count();
     assert_eq!(opens, 1, "{log:?}");
+}
+
+/// A clamp that does not fit the path (a tunnel's overhead missed) leaves uploads stopped:
+/// the alert must say so, from the connections, not from the clamp being set.
+#[test]
+fn a_clamp_with_nothing_acknowledged_says_uploads_stopped() {
+    let mut tl = Timeline::new();
+    tl.push("08:00:00", link_mtu("eno1", 1500));
+    healthy(&mut tl, "08:00:00", 5, |_| 42.0);
+    tl.push("08:05:00", mtu_changed("eno1", 1500, 9000));
+    tl.push(
+        "08:05:00",
+        Signal::UploadMssClamp {
+            mss_bytes: Some(1460),
+            tunnel: Some("ESP AES_GCM_16 over UDP: 62 B".into()),
+        },
+    );
+    let mut at = t("08:05:01");
+    while at < t("08:06:00") {
+        for target in [Target::Gateway, Target::Endpoint] {
+            tl.push_ms(at, probe(target, 84, true));
+            tl.push_ms(at, probe(target, 9000, false));
+        }
+        tl.push_ms(at + 1_000, tcp(1460, 1500, 4, 0));
+        tl.push_ms(at + 5_000, rate(0.0));
+        at += 2_000;
+    }
+    let mut engine = engine();
+    replay(&mut engine, tl.sorted());
+    let incidents = engine.incidents();
+    let last = incidents
+        .iter()
+        .find(|i| i.kind == Kind::PmtuBlackhole)
+        .unwrap();
+    assert!(
+        last.root_cause.contains(
+            "uploads stopped: nothing acknowledged since the clamp to MSS 1460 at 08:05:00"
+        ),
+        "{}",
+        last.root_cause
+    );
+    assert!(
+        last.root_cause
+            .contains("uploads ride a VPN tunnel (ESP AES_GCM_16 over UDP: 62 B)"),
+        "{}",
+        last.root_cause
+    );
+    assert!(!last.root_cause.contains("continue"), "{}", last.root_cause);
 }
 
 /// The incident with the agent's own remediation (`[remediation] mode = "route-mtu"`): the
@@ -436,6 +511,7 @@ fn a_remediation_is_named_in_the_black_hole_it_mitigates() {
             "08:05:00",
             Signal::UploadMssClamp {
                 mss_bytes: Some(1460),
+                tunnel: None,
             },
         );
         let mut at = t("08:05:01");

@@ -116,9 +116,14 @@ pub(crate) fn attribution<'s>(
     ctx: &Context<'_>,
     onset_ms: u64,
 ) -> Option<&'s MtuChange> {
+    // A change back to the declared MTU (a revert) is never the cause of what follows it.
     last_wan_change(store, ctx).filter(|c| {
         c.at_ms <= onset_ms
             && onset_ms - c.at_ms <= Settings::ms(ctx.settings.attribution_window_seconds)
+            && ctx
+                .inventory
+                .interface(&c.ifname)
+                .is_none_or(|i| i.mtu_bytes != c.new_bytes)
     })
 }
 
@@ -422,9 +427,47 @@ pub(crate) fn last_flowing(store: &Store) -> Option<u64> {
 /// The MSS the agent clamps its own upload connections to now, and since when, if it does.
 pub(crate) fn own_clamp(store: &Store) -> Option<(u64, u32)> {
     store.iter().rev().find_map(|o| match o.signal {
-        Signal::UploadMssClamp { mss_bytes } => Some(mss_bytes.map(|m| (o.at_ms, m))),
+        Signal::UploadMssClamp { mss_bytes, .. } => Some(mss_bytes.map(|m| (o.at_ms, m))),
         _ => None,
     })?
+}
+
+/// The tunnel the agent's clamp includes the overhead of, if its latest clamp does.
+pub(crate) fn own_clamp_tunnel(store: &Store) -> Option<&str> {
+    store.iter().rev().find_map(|o| match &o.signal {
+        Signal::UploadMssClamp { tunnel, .. } => Some(tunnel.as_deref()),
+        _ => None,
+    })?
+}
+
+/// How long without an acknowledged upload byte before uploads count as stopped.
+pub(crate) const ACKED_WITHIN_MS: u64 = 10_000;
+
+/// When upload data was last acknowledged after `since_ms`, if within the last
+/// [`ACKED_WITHIN_MS`]: a connection's `TCP_INFO` with bytes acknowledged, or goodput over
+/// the 10 s window above a trickle. A clamp being set proves nothing by itself.
+pub(crate) fn acked_recently(store: &Store, ctx: &Context<'_>, since_ms: u64) -> Option<u64> {
+    let from = since_ms.max(ctx.now_ms.saturating_sub(ACKED_WITHIN_MS));
+    store.since(from).rev().find_map(|o| match o.signal {
+        Signal::TcpInfo {
+            bytes_acked_delta, ..
+        } if bytes_acked_delta > 0 => Some(o.at_ms),
+        Signal::UploadGoodput { mbps_10s } if mbps_10s >= FLOWING_MBPS => Some(o.at_ms),
+        _ => None,
+    })
+}
+
+/// The latest time stuck connections stepped the clamp down since `since_ms`: (when, stuck
+/// MSS, new MSS, the measured path MTU they disagreed with).
+pub(crate) fn clamp_stuck(store: &Store, since_ms: u64) -> Option<(u64, u32, u32, Option<u32>)> {
+    store.since(since_ms).rev().find_map(|o| match o.signal {
+        Signal::ClampStuck {
+            stuck_mss,
+            next_mss,
+            measured_path_mtu,
+        } => Some((o.at_ms, stuck_mss, next_mss, measured_path_mtu)),
+        _ => None,
+    })
 }
 
 /// The agent's own latest remediation of `ifname` since `since_ms` (undos aside): when,

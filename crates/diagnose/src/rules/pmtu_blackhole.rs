@@ -11,9 +11,9 @@
 //! the onset, and uploads not demonstrably healthy.
 
 use super::{
-    Context, ProbeRun, attribution, change_clause, disk_escalation, drifted_wan, evidence_epoch,
-    frag_needed, goodput, icmp_since, large_failing, mtu_fix, own_clamp, path_mtu, remediation,
-    small_ok, stalls, uploads_healthy_since,
+    Context, ProbeRun, acked_recently, attribution, change_clause, clamp_stuck, disk_escalation,
+    drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix,
+    own_clamp, own_clamp_tunnel, path_mtu, remediation, small_ok, stalls, uploads_healthy_since,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -161,15 +161,44 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         "no ICMP fragmentation-needed received since",
     ));
     let remedied = wan.and_then(|w| remediation(store, &w.name, onset));
+    if let Some(tunnel) = own_clamp_tunnel(store) {
+        clauses.push(format!("uploads ride a VPN tunnel ({tunnel})"));
+    }
+    if let Some((at, stuck, next, measured)) = clamp_stuck(store, onset) {
+        let disagrees = measured.map_or(String::new(), |m| {
+            format!(" although probes measured a path MTU of {m}")
+        });
+        evidence.push(Evidence::new(
+            at,
+            format!(
+                "upload connections stuck resending {stuck}-byte segments{disagrees}; clamp stepped to MSS {next}"
+            ),
+        ));
+    }
     if let Some((at, mss)) = clamp {
         let others = if remedied.is_some_and(|(_, _, error)| error.is_none()) {
             ""
         } else {
             "; other traffic on the site still loses large packets"
         };
-        clauses.push(format!(
-            "uploads continue on connections clamped to MSS {mss}{others}"
-        ));
+        // Said only from acknowledged bytes: a clamp that does not fit the path (a tunnel's
+        // overhead missed) leaves uploads as stopped as no clamp at all.
+        match acked_recently(store, ctx, at) {
+            Some(_) => clauses.push(format!(
+                "uploads continue on connections clamped to MSS {mss}{others}"
+            )),
+            None if ctx.now_ms.saturating_sub(at) < super::ACKED_WITHIN_MS => {
+                clauses.push(format!(
+                    "upload connections clamped to MSS {mss} at {}; none acknowledged yet{others}",
+                    ctx.hms(at)
+                ))
+            }
+            None => clauses.push(format!(
+                "uploads stopped: nothing acknowledged since the clamp to MSS {mss} at {}, \
+                 so the path carries less than the clamp allows{others}",
+                ctx.hms(at)
+            )),
+        }
         evidence.push(Evidence::new(
             at,
             format!("upload connections clamped to MSS {mss}"),

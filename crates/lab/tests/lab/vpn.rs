@@ -145,7 +145,8 @@ pub fn vici_sees_strongswan_tunnels_and_the_daemon_counts_a_flap() {
         tunnels(&socket),
         VpnTunnels {
             configured: vec!["site-vpn".into()],
-            established: vec![]
+            established: vec![],
+            children: vec![],
         }
     );
     // The CHILD_SA cannot be installed without xfrm; swanctl then exits non-zero while the

@@ -65,6 +65,7 @@ fn status() -> Status {
         frag_needed_total: 0,
         frag_needed_last_mtu_bytes: None,
         alerts_undelivered: 0,
+        vpn_children: Vec::new(),
         vpn: "up: site-to-dc (0 flaps)".into(),
         mss_clamp: None,
         remediation: None,
