@@ -362,8 +362,14 @@ fn status() -> Result<ExitCode, Error> {
             for (link, c) in counters {
                 let t = c.total();
                 println!(
-                    "  wire {link}: forwarded {} frames, dropped oversize {}, loss {}, down {}",
-                    t.forwarded_frames, t.dropped_oversize, t.dropped_loss, t.dropped_down
+                    "  wire {link}: forwarded {} frames, dropped oversize {} (ESP {}, TCP {}, ICMP {}), loss {}, down {}",
+                    t.forwarded_frames,
+                    t.dropped_oversize,
+                    t.dropped_oversize_esp,
+                    t.dropped_oversize_tcp,
+                    t.dropped_oversize_icmp,
+                    t.dropped_loss,
+                    t.dropped_down
                 );
             }
         }

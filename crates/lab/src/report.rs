@@ -583,6 +583,22 @@ pub fn text(s: &Summary) -> String {
         s.peak_disk_used_percent,
         s.frag_needed_sent,
     );
+    for (link, c) in &s.wire {
+        let c = c.total();
+        if c.dropped_oversize > 0 {
+            t.push_str(&format!(
+                "  wire {link}: dropped oversize {} (ESP {}, TCP {}, ICMP {}, other {})\n",
+                c.dropped_oversize,
+                c.dropped_oversize_esp,
+                c.dropped_oversize_tcp,
+                c.dropped_oversize_icmp,
+                c.dropped_oversize
+                    - c.dropped_oversize_esp
+                    - c.dropped_oversize_tcp
+                    - c.dropped_oversize_icmp
+            ));
+        }
+    }
     if let Some(gap) = s.bystander_gap_seconds {
         t.push_str(&format!(
             "  another application's bulk TCP: longest stretch in the fault with nothing received {gap:.0} s\n"

@@ -102,6 +102,15 @@ pub struct DirectionCounters {
     pub forwarded_bytes: u64,
     /// Frames dropped because their L3 payload exceeded the link MTU.
     pub dropped_oversize: u64,
+    /// Of those, ESP (IP protocol 50, or in UDP port 4500): a VPN tunnel's packets.
+    #[serde(default)]
+    pub dropped_oversize_esp: u64,
+    /// Of those, TCP in the clear.
+    #[serde(default)]
+    pub dropped_oversize_tcp: u64,
+    /// Of those, ICMP (probes).
+    #[serde(default)]
+    pub dropped_oversize_icmp: u64,
     /// Frames dropped by random loss.
     pub dropped_loss: u64,
     /// Frames dropped because the link was cut.
@@ -127,6 +136,9 @@ impl LinkCounters {
             forwarded_frames: x.forwarded_frames + y.forwarded_frames,
             forwarded_bytes: x.forwarded_bytes + y.forwarded_bytes,
             dropped_oversize: x.dropped_oversize + y.dropped_oversize,
+            dropped_oversize_esp: x.dropped_oversize_esp + y.dropped_oversize_esp,
+            dropped_oversize_tcp: x.dropped_oversize_tcp + y.dropped_oversize_tcp,
+            dropped_oversize_icmp: x.dropped_oversize_icmp + y.dropped_oversize_icmp,
             dropped_loss: x.dropped_loss + y.dropped_loss,
             dropped_down: x.dropped_down + y.dropped_down,
             write_errors: x.write_errors + y.write_errors,
@@ -139,6 +151,9 @@ struct Counters {
     forwarded_frames: AtomicU64,
     forwarded_bytes: AtomicU64,
     dropped_oversize: AtomicU64,
+    dropped_oversize_esp: AtomicU64,
+    dropped_oversize_tcp: AtomicU64,
+    dropped_oversize_icmp: AtomicU64,
     dropped_loss: AtomicU64,
     dropped_down: AtomicU64,
     write_errors: AtomicU64,
@@ -151,6 +166,9 @@ impl Counters {
             forwarded_frames: r(&self.forwarded_frames),
             forwarded_bytes: r(&self.forwarded_bytes),
             dropped_oversize: r(&self.dropped_oversize),
+            dropped_oversize_esp: r(&self.dropped_oversize_esp),
+            dropped_oversize_tcp: r(&self.dropped_oversize_tcp),
+            dropped_oversize_icmp: r(&self.dropped_oversize_icmp),
             dropped_loss: r(&self.dropped_loss),
             dropped_down: r(&self.dropped_down),
             write_errors: r(&self.write_errors),
@@ -203,6 +221,44 @@ fn l3_len(frame: &[u8]) -> usize {
         ETH_HEADER_BYTES
     };
     frame.len().saturating_sub(header)
+}
+
+/// What an IPv4 frame carries, as far as the drop counters tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// ESP, or ESP in UDP on port 4500 (NAT traversal, and kernel-libipsec always).
+    Esp,
+    Tcp,
+    Icmp,
+    Other,
+}
+
+fn protocol(frame: &[u8]) -> Protocol {
+    let tagged = frame.len() >= 16 && frame[12] == 0x81 && frame[13] == 0x00;
+    let ip = if tagged {
+        ETH_HEADER_BYTES + 4
+    } else {
+        ETH_HEADER_BYTES
+    };
+    if frame.get(ip - 2..ip) != Some(&[0x08, 0x00]) {
+        return Protocol::Other;
+    }
+    let Some(&ver_ihl) = frame.get(ip) else {
+        return Protocol::Other;
+    };
+    let l4 = ip + usize::from(ver_ihl & 0x0f) * 4;
+    let port = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+    };
+    match frame.get(ip + 9) {
+        Some(50) => Protocol::Esp,
+        Some(6) => Protocol::Tcp,
+        Some(1) => Protocol::Icmp,
+        Some(17) if port(l4) == Some(4500) || port(l4 + 2) == Some(4500) => Protocol::Esp,
+        _ => Protocol::Other,
+    }
 }
 
 /// What happens to one frame.
@@ -271,6 +327,15 @@ fn pump(from: Arc<File>, to: Arc<File>, shared: Arc<Shared>, counters: Arc<Count
             Verdict::Forward => {}
             Verdict::Oversize => {
                 counters.dropped_oversize.fetch_add(1, Ordering::Relaxed);
+                let by = match protocol(frame) {
+                    Protocol::Esp => Some(&counters.dropped_oversize_esp),
+                    Protocol::Tcp => Some(&counters.dropped_oversize_tcp),
+                    Protocol::Icmp => Some(&counters.dropped_oversize_icmp),
+                    Protocol::Other => None,
+                };
+                if let Some(c) = by {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
             Verdict::Loss => {
@@ -488,6 +553,27 @@ mod tests {
         assert_eq!(judge(&frame(1501, false), &shared), Verdict::Oversize);
         assert_eq!(judge(&frame(1500, true), &shared), Verdict::Forward);
         assert_eq!(judge(&frame(9000, false), &shared), Verdict::Oversize);
+    }
+
+    fn ipv4(proto: u8, dst_port: u16) -> Vec<u8> {
+        let mut f = frame(1600, false);
+        f[13] = 0x00;
+        f[ETH_HEADER_BYTES] = 0x45;
+        f[ETH_HEADER_BYTES + 9] = proto;
+        f[ETH_HEADER_BYTES + 22..ETH_HEADER_BYTES + 24].copy_from_slice(&dst_port.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn oversize_drops_are_told_apart_by_protocol() {
+        assert_eq!(protocol(&ipv4(17, 4500)), Protocol::Esp);
+        assert_eq!(protocol(&ipv4(50, 0)), Protocol::Esp);
+        assert_eq!(protocol(&ipv4(6, 443)), Protocol::Tcp);
+        assert_eq!(protocol(&ipv4(1, 0)), Protocol::Icmp);
+        assert_eq!(protocol(&ipv4(17, 53)), Protocol::Other);
+        let mut v6 = ipv4(6, 443);
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(protocol(&v6), Protocol::Other);
     }
 
     #[test]
