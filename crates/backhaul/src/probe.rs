@@ -105,7 +105,7 @@ pub fn probe_target(
         }
         Err(e) => tracing::debug!(error = %e, %ip, "route lookup failed; probing at full size"),
     }
-    let large_size = r.large_size;
+    let (requested, large_size) = (large_size, r.large_size);
     let mut prober = match Prober::new(ip, timeout) {
         Ok(p) => p,
         Err(e) => {
@@ -223,6 +223,15 @@ pub fn probe_target(
             }
             Err(e) => r.note = Some(e.to_string()),
         }
+    } else if large_ok == Some(true) && large_size < requested {
+        // The route's device (a tunnel's, inside which every packet is smaller than the WAN's)
+        // is the limit, and the path carries what it sends: no path MTU was measured beyond it.
+        r.note.get_or_insert_with(|| {
+            format!(
+                "full size capped at {} MTU {large_size}: the path carries all this host sends that way",
+                r.route.as_ref().map_or("the route's device", |route| route.device.as_str())
+            )
+        });
     } else if large_ok == Some(true) {
         // A full-size packet passed: the path carries it, which ends a reduced path MTU.
         r.path_mtu = Some(large_size);

@@ -6,7 +6,7 @@
 //! Owns: the namespace + TAP topology ([`topology`]), the userspace wire that silently drops
 //! oversize frames and counts what it did ([`wire`]), the lab's state files and the cleanup of
 //! stale instances ([`state`]), the peers inside (S3 server, camera simulator, webhook receiver,
-//! the uploader under test), the scenario format ([`scenario`]), the runner and its report
+//! the uploader under test), the scenario format ([`scenario`]), the `[vpn]` tunnel between two strongSwan charons ([`vpn`]), the runner and its report
 //! ([`run`], [`report`]), what a run puts under test ([`peers`]), the side-by-side comparison of uploaders ([`compare`]), and the `lab`
 //! command line ([`cli`]).
 //!
@@ -30,6 +30,7 @@ pub mod scenario;
 pub mod state;
 mod sys;
 pub mod topology;
+pub mod vpn;
 pub mod wire;
 
 pub use cli::{LabCommand, run, run_with};

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::peers::{S3Server, Uploader};
 use crate::report::{self, AppliedEvent, Sample, Summary};
 use crate::scenario::{self, Action, Scenario};
-use crate::topology::{Invocation, Lab, LabOptions, Node, require_root};
+use crate::topology::{CLOUD_ADDR, Invocation, Lab, LabOptions, Node, require_root};
+use crate::vpn::{CLOUD_INNER_ADDR, Tunnel};
 use crate::{Error, cmd, compare, probe};
 
 mod bystander;
@@ -48,6 +49,16 @@ pub const SITE: &str = "SITE-2847";
 const S3_PORT: u16 = 9000;
 /// Webhook receiver port in the cloud.
 const WEBHOOK_PORT: u16 = 8080;
+
+/// Where the site reaches the cloud's services (S3, the webhook receiver): the cloud's own
+/// address, or its inner address behind the `[vpn]` tunnel, with the site charon's VICI socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Service {
+    /// The address S3 and the webhook receiver listen on.
+    pub(crate) addr: String,
+    /// The site charon's VICI socket, for the agent's `[monitor] vici_socket`.
+    pub(crate) vici_socket: Option<PathBuf>,
+}
 
 /// The longest the agent takes, at real time, to resolve an incident after its fault ends
 /// (issue #11's target is 10 s) with room to see it re-open.
@@ -246,9 +257,23 @@ fn play(
 ) -> Result<Summary, Error> {
     let scale = args.time_scale;
     shape_network(lab, scenario, uploader_kind)?;
+    let mut tunnel = match &scenario.vpn {
+        Some(cfg) => Some(Tunnel::start(lab, cfg, out)?),
+        None => None,
+    };
+    let service = match &tunnel {
+        Some(t) => Service {
+            addr: CLOUD_INNER_ADDR.to_owned(),
+            vici_socket: Some(t.site_vici()),
+        },
+        None => Service {
+            addr: CLOUD_ADDR.to_owned(),
+            vici_socket: None,
+        },
+    };
     let disk = SpoolDisk::mount(lab, scenario, scale)?;
     let backlog = write_backlog(scenario, &disk.spool, scale)?;
-    let mut cloud = Cloud::start(lab, invocation, args.s3, backhaul, out)?;
+    let mut cloud = Cloud::start(lab, invocation, args.s3, backhaul, out, &service.addr)?;
     let bystander = if scenario.bystander_tcp {
         Some(Bystander::start(lab, invocation, out)?)
     } else {
@@ -263,6 +288,7 @@ fn play(
             Uploader::BackhaulRestoreDeclared => scenario::Remediation::RestoreDeclared,
             _ => scenario.agent_remediation,
         },
+        service,
     };
     let mut uploader = spawn_uploader(lab, &spec, &cloud, &disk, out, scale)?;
     lab.track("uploader", uploader.id())?;
@@ -276,7 +302,7 @@ fn play(
         scenario,
         lab,
         invocation,
-        (&mut cloud, bystander.as_ref()),
+        (&mut cloud, bystander.as_ref(), tunnel.as_mut()),
         &disk,
         &camera,
         clock,
@@ -378,6 +404,8 @@ struct UploaderSpec<'a> {
     cap_net_raw: bool,
     /// backhaul's `[remediation] mode`.
     remediation: scenario::Remediation,
+    /// Where S3 and the webhook are.
+    service: Service,
 }
 
 /// The uploader under test, started in the site.
@@ -399,7 +427,7 @@ fn spawn_uploader(
         | Uploader::BackhaulMtuProbing => {
             let exe = spec.backhaul.map(Path::to_owned).unwrap_or_default();
             let config = out.join("site.toml");
-            backhaul_config(&config, spool, out, spec.remediation, scale)?;
+            backhaul_config(&config, spool, out, spec.remediation, scale, &spec.service)?;
             let mut c = if spec.cap_net_raw {
                 lab.command(Node::Site, &exe.to_string_lossy())
             } else {
@@ -450,7 +478,7 @@ fn play_timeline(
     scenario: &Scenario,
     lab: &mut Lab,
     invocation: &Invocation,
-    (cloud, bystander): (&mut Cloud, Option<&Bystander>),
+    (cloud, bystander, mut tunnel): (&mut Cloud, Option<&Bystander>, Option<&mut Tunnel>),
     disk: &SpoolDisk,
     camera: &Camera,
     clock: Clock,
@@ -482,7 +510,7 @@ fn play_timeline(
             apply(
                 lab,
                 invocation,
-                &mut cloud.s3,
+                (&mut cloud.s3, tunnel.as_deref_mut()),
                 &e.action,
                 &disk.fill_extra,
                 clock.scale,
@@ -546,7 +574,7 @@ fn play_timeline(
 fn apply(
     lab: &mut Lab,
     invocation: &Invocation,
-    s3: &mut S3,
+    (s3, tunnel): (&mut S3, Option<&mut Tunnel>),
     action: &Action,
     filler: &Path,
     scale: f64,
@@ -556,7 +584,21 @@ fn apply(
             node,
             interface,
             mtu_bytes,
-        } => lab.set_mtu(*node, interface, *mtu_bytes),
+        } => {
+            lab.set_mtu(*node, interface, *mtu_bytes)?;
+            match tunnel {
+                Some(t) if *node == Node::Site && interface == "eno1" => {
+                    t.follow_wan(lab, *mtu_bytes)
+                }
+                _ => Ok(()),
+            }
+        }
+        Action::Vpn(op) => match tunnel {
+            Some(t) => t.act(lab, *op),
+            None => Err(Error::Scenario(
+                "a `vpn` event needs a [vpn] table in the scenario".into(),
+            )),
+        },
         Action::Icmp(policy) => lab.set_icmp(*policy),
         Action::Link {
             link,

@@ -21,6 +21,13 @@
 //! jitter_ms = 0                    # extra random delay 0..jitter on the wan wire
 //! tcp_mtu_probing = 0              # the site namespace's net.ipv4.tcp_mtu_probing (0, 1, 2)
 //!
+//! [vpn]                          # omit for uploads in the clear
+//! kind = "strongswan"              # IKEv2 + kernel-libipsec ESP-in-UDP between site and cloud;
+//!                                  # S3 and the webhook behind it on inner addresses
+//! inner_mtu = "stock"              # "stock": libipsec's fixed 1400 | "follow-wan": the tunnel
+//!                                  # MTU follows eno1 minus the ESP overhead, as xfrm does
+//! dpd_seconds = 10
+//!
 //! [camera]
 //! cameras = 1
 //! chunk_bytes = 82_000_000         # scaled by --time-scale, like every duration
@@ -54,6 +61,9 @@
 //!   objects on restart, so use `--s3 embedded` for this action).
 //! * `fill-disk`: `bytes` (scaled) written to a filler file beside the spool; `free-disk`
 //!   empties it.
+//! * `vpn` (needs `[vpn]`): `op` = `down` (the site's charon terminates the IKE SA), `up`
+//!   (initiates it again), `kill-charon` (SIGKILL the site's charon; the lab starts a new one
+//!   a second later, as systemd would).
 //!
 //! `cause_kinds` is how a run tells an alert that names the fault's real cause from one that
 //! only says uploads are failing: the `kind` field of the alert's structured body (backhaul's
@@ -125,6 +135,57 @@ impl Default for NetworkConfig {
             tcp_mtu_probing: 0,
         }
     }
+}
+
+/// `[vpn]`: the uploads ride an IPsec tunnel between site and cloud.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VpnConfig {
+    /// The implementation.
+    pub kind: VpnKind,
+    /// How the site's tunnel device gets its MTU.
+    #[serde(default)]
+    pub inner_mtu: InnerMtu,
+    /// strongSwan's `dpd_delay`.
+    #[serde(default = "default_dpd")]
+    pub dpd_seconds: u32,
+}
+
+fn default_dpd() -> u32 {
+    10
+}
+
+/// `[vpn] kind`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VpnKind {
+    /// IKEv2 with a pre-shared key, ESP in UDP through strongSwan's kernel-libipsec (this
+    /// kernel has no xfrm).
+    Strongswan,
+}
+
+/// `[vpn] inner_mtu`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InnerMtu {
+    /// kernel-libipsec's fixed 1400-byte TUN device.
+    #[default]
+    Stock,
+    /// Each side's tunnel device follows its link MTU minus the ESP overhead, as the
+    /// kernel's xfrm derives it (needs the plugin built with a larger TUN buffer).
+    FollowWan,
+}
+
+/// `vpn` event operations.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VpnOp {
+    /// Terminate the IKE SA from the site.
+    Down,
+    /// Initiate it again.
+    Up,
+    /// SIGKILL the site's charon; a new one starts a second later.
+    KillCharon,
 }
 
 /// `[camera]`.
@@ -208,6 +269,7 @@ enum ActionKind {
     S3,
     FillDisk,
     FreeDisk,
+    Vpn,
 }
 
 impl ActionKind {
@@ -221,6 +283,7 @@ impl ActionKind {
             ActionKind::S3 => "s3",
             ActionKind::FillDisk => "fill-disk",
             ActionKind::FreeDisk => "free-disk",
+            ActionKind::Vpn => "vpn",
         }
     }
 }
@@ -245,6 +308,7 @@ struct RawEvent {
     mbit: Option<f64>,
     running: Option<bool>,
     bytes: Option<u64>,
+    op: Option<VpnOp>,
 }
 
 /// What an event does.
@@ -287,6 +351,8 @@ pub enum Action {
     FillDisk(u64),
     /// Empty the filler file.
     FreeDisk,
+    /// Act on the site's tunnel.
+    Vpn(VpnOp),
 }
 
 /// One timeline event.
@@ -410,6 +476,8 @@ struct RawScenario {
     backlog: BacklogConfig,
     #[serde(default)]
     disk: DiskConfig,
+    #[serde(default)]
+    vpn: Option<VpnConfig>,
     #[serde(default, rename = "event")]
     events: Vec<Spanned<RawEvent>>,
     #[serde(default, rename = "assert")]
@@ -471,6 +539,8 @@ pub struct Scenario {
     pub backlog: BacklogConfig,
     /// Spool filesystem.
     pub disk: DiskConfig,
+    /// The tunnel the uploads ride, if any.
+    pub vpn: Option<VpnConfig>,
     /// Timeline, ordered by time.
     pub events: Vec<Event>,
     /// Assertions.
@@ -584,7 +654,8 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
                 &format!("use 0 ..= duration_seconds ({})", raw.duration_seconds),
             ));
         }
-        let fields: [(&str, bool); 13] = [
+        let fields: [(&str, bool); 14] = [
+            ("op", e.op.is_some()),
             ("node", e.node.is_some()),
             ("interface", e.interface.is_some()),
             ("mtu_bytes", e.mtu_bytes.is_some()),
@@ -614,6 +685,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
             ActionKind::S3 => &["running"],
             ActionKind::FillDisk => &["bytes"],
             ActionKind::FreeDisk => &[],
+            ActionKind::Vpn => &["op"],
         };
         if let Some((extra, _)) = fields
             .iter()
@@ -660,6 +732,15 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
             },
             ActionKind::FillDisk => Action::FillDisk(e.bytes.ok_or_else(|| need("bytes"))?),
             ActionKind::FreeDisk => Action::FreeDisk,
+            ActionKind::Vpn => {
+                if raw.vpn.is_none() {
+                    return Err(err(
+                        "action \"vpn\" needs a tunnel",
+                        "add a [vpn] table (kind = \"strongswan\")",
+                    ));
+                }
+                Action::Vpn(e.op.ok_or_else(|| need("op"))?)
+            }
         };
         let label = e
             .label
@@ -704,6 +785,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, Error> {
         camera: raw.camera,
         backlog: raw.backlog,
         disk: raw.disk,
+        vpn: raw.vpn,
         events,
         asserts,
     })

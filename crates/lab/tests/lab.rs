@@ -25,6 +25,7 @@ mod lab {
     pub mod netplan_apply;
     pub mod pmtu_probe;
     pub mod support;
+    pub mod tunnel;
     pub mod vpn;
 }
 
@@ -71,6 +72,14 @@ fn main() {
         (
             "netprobe_frag_needed_listener_sees_nothing_when_icmp_is_blocked",
             lab::frag_listener::listener_sees_nothing_when_icmp_is_blocked,
+        ),
+        (
+            "vpn_follow_wan_black_hole_is_clamped_inside_the_tunnel_and_named",
+            lab::tunnel::follow_wan_black_hole_is_clamped_inside_the_tunnel_and_named,
+        ),
+        (
+            "vpn_esp_larger_than_the_path_is_found_by_probes_through_the_tunnel",
+            lab::tunnel::esp_larger_than_the_path_is_found_by_probes_through_the_tunnel,
         ),
         (
             "diagnose_names_the_black_hole_its_interface_and_the_fix",

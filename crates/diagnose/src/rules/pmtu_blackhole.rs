@@ -216,8 +216,24 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     evidence.extend(disk);
     evidence.sort();
 
+    let tunneled = own_clamp_tunnel(store).is_some();
     let fix = match (drifted_wan(store, ctx), wan, current, pmtu) {
         (Some((w, _)), ..) => mtu_fix(w),
+        // Inside a tunnel the WAN's MTU is not what is too big: the tunnel's packets are. The
+        // endpoint's probes measured the inner path; the clamp belongs on traffic to it.
+        (None, _, _, Some((_, bytes))) if tunneled && target == Target::Endpoint => vec![
+            format!(
+                "clamp TCP MSS of traffic into the tunnel: iptables -t mangle -A POSTROUTING \
+                 -d {} -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {}",
+                ctx.inventory.endpoint_host(),
+                bytes.saturating_sub(TCP_IP_HEADER_BYTES)
+            ),
+            format!(
+                "or set the tunnel interface's MTU to {bytes} (the largest inner packet the path \
+                 carries), and find the hop that shrank: tracepath -n {}",
+                ctx.inventory.endpoint_host()
+            ),
+        ],
         (None, Some(w), Some(mtu), Some((_, bytes))) if bytes < mtu => vec![
             format!("ip link set {} mtu {bytes}", w.name),
             format!(

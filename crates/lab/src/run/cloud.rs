@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use super::{BUCKET, S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY, WEBHOOK_PORT, open_log, scrub_env};
 use crate::Error;
 use crate::peers::S3Server;
-use crate::topology::{CLOUD_ADDR, Invocation, Lab, Node};
+use crate::topology::{Invocation, Lab, Node};
 
 /// The S3 server in the cloud namespace (restartable for the `s3` action).
 pub(super) struct S3 {
@@ -16,6 +16,8 @@ pub(super) struct S3 {
     backhaul: Option<PathBuf>,
     root: PathBuf,
     log: PathBuf,
+    /// Where it listens: the cloud's address, or its inner address behind a tunnel.
+    addr: String,
     pub(super) child: Option<Child>,
 }
 
@@ -25,7 +27,7 @@ impl S3 {
         let log2 = log
             .try_clone()
             .map_err(|e| Error::io("open", &self.log, e))?;
-        let listen = format!("{CLOUD_ADDR}:{S3_PORT}");
+        let listen = format!("{}:{S3_PORT}", self.addr);
         let mut c = match (self.kind, &self.backhaul) {
             (S3Server::Embedded, Some(exe)) => {
                 let mut c = lab.command(Node::Cloud, &exe.to_string_lossy());
@@ -35,7 +37,7 @@ impl S3 {
             }
             _ => {
                 let mut c = lab.command(Node::Cloud, "moto_server");
-                c.args(["-H", CLOUD_ADDR, "-p", &S3_PORT.to_string()]);
+                c.args(["-H", &self.addr, "-p", &S3_PORT.to_string()]);
                 c
             }
         };
@@ -104,10 +106,10 @@ fn rclone(lab: &Lab, node: Node, args: &[&str]) -> Result<String, Error> {
     }
 }
 
-fn rclone_config(path: &Path) -> Result<(), Error> {
+fn rclone_config(path: &Path, addr: &str) -> Result<(), Error> {
     let text = format!(
         "[lab]\ntype = s3\nprovider = Other\naccess_key_id = {S3_ACCESS_KEY}\n\
-         secret_access_key = {S3_SECRET_KEY}\nendpoint = http://{CLOUD_ADDR}:{S3_PORT}\n\
+         secret_access_key = {S3_SECRET_KEY}\nendpoint = http://{addr}:{S3_PORT}\n\
          force_path_style = true\nregion = us-east-1\n"
     );
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
@@ -175,6 +177,7 @@ impl Cloud {
         asked: S3Server,
         backhaul: Option<&Path>,
         out: &Path,
+        addr: &str,
     ) -> Result<Self, Error> {
         let kind = match (asked, backhaul) {
             (S3Server::Embedded, Some(exe)) if has_s3_server(exe) => S3Server::Embedded,
@@ -191,6 +194,7 @@ impl Cloud {
             backhaul: backhaul.map(Path::to_owned),
             root: out.join("bucket-root"),
             log: out.join("s3.log"),
+            addr: addr.to_owned(),
             child: None,
         };
         if kind == S3Server::Embedded {
@@ -199,7 +203,7 @@ impl Cloud {
         }
         s3.start(lab, invocation)?;
         let rclone_conf = out.join("rclone.conf");
-        rclone_config(&rclone_conf)?;
+        rclone_config(&rclone_conf, addr)?;
         let conf = rclone_conf.to_string_lossy().into_owned();
         rclone(
             lab,
@@ -209,7 +213,7 @@ impl Cloud {
 
         let alerts = out.join("alerts.jsonl");
         let argv = invocation.argv("webhook");
-        let listen = format!("{CLOUD_ADDR}:{WEBHOOK_PORT}");
+        let listen = format!("{addr}:{WEBHOOK_PORT}");
         let child = lab
             .command(Node::Cloud, &argv[0])
             .args(&argv[1..])

@@ -1,0 +1,66 @@
+//! The incident's real path: uploads inside a strongSwan IPsec tunnel (kernel-libipsec, ESP in
+//! UDP 4500) between the lab's site and cloud, S3 and the webhook on the cloud's inner address.
+//! Both models of the tunnel MTU, time-scaled: the 2025-11-12 change with the tunnel following
+//! eno1 as xfrm does, and libipsec's stock device behind a hop that shrinks under it. The agent
+//! must keep uploading (the scenarios bound the longest stretch with nothing on the WAN), name
+//! the black hole with the tunnel in its cause, and resolve it after the revert.
+
+use super::diagnose::run_scenario;
+
+fn firing_blackhole(alerts: &[serde_json::Value]) -> Vec<String> {
+    alerts
+        .iter()
+        .filter(|a| a["kind"] == "pmtu_blackhole" && a["status"] == "firing")
+        .map(|a| a["root_cause"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn resolved(alerts: &[serde_json::Value]) -> bool {
+    alerts
+        .iter()
+        .any(|a| a["kind"] == "pmtu_blackhole" && a["status"] == "resolved")
+}
+
+pub fn follow_wan_black_hole_is_clamped_inside_the_tunnel_and_named() {
+    if let Err(e) = backhaul_lab::vpn::patched_plugin() {
+        println!("SKIP vpn follow-wan: the kernel-libipsec plugin cannot be built here: {e}");
+        return;
+    }
+    let (summary, alerts) = run_scenario("vpn-follow-wan-short", "0.02");
+    let causes = firing_blackhole(&alerts);
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.starts_with("eno1 MTU changed 1500 → 9000")
+                && c.contains("ESP AES_GCM_16 over UDP: 62 B")
+                && c.contains("clamped to MSS 1398")),
+        "{alerts:#?}"
+    );
+    assert!(resolved(&alerts), "{alerts:#?}");
+    println!(
+        "vpn-follow-wan-short: WAN while busy {} Mbit/s before, {} during the fault",
+        summary["busy_wire_mbps"][0], summary["busy_wire_mbps"][1]
+    );
+}
+
+pub fn esp_larger_than_the_path_is_found_by_probes_through_the_tunnel() {
+    let (summary, alerts) = run_scenario("vpn-stock-path-shrink-short", "0.02");
+    let causes = firing_blackhole(&alerts);
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("path MTU to endpoint 1386") && !c.contains("MTU changed")),
+        "{alerts:#?}"
+    );
+    assert!(
+        alerts.iter().any(|a| a["kind"] == "pmtu_blackhole"
+            && a["status"] == "firing"
+            && a["fix"][0].as_str().unwrap().ends_with("--set-mss 1346")),
+        "{alerts:#?}"
+    );
+    assert!(resolved(&alerts), "{alerts:#?}");
+    let esp = summary["wire"]["lan"]["a_to_b"]["dropped_oversize_esp"]
+        .as_u64()
+        .unwrap();
+    assert!(esp > 0, "the wire dropped no ESP: {summary:#}");
+}
