@@ -24,6 +24,15 @@ fn explained_by(kind: Kind) -> &'static [Kind] {
             Kind::UplinkDown,
             Kind::EndpointUnreachable,
         ],
+        // Tunnel flaps while the path is broken are that outage's symptom (DPD fails with
+        // everything else), reported under it rather than as a second page.
+        Kind::VpnFlapping => &[
+            Kind::PmtuBlackhole,
+            Kind::PathMtuReduced,
+            Kind::UplinkDown,
+            Kind::UplinkDegraded,
+            Kind::EndpointUnreachable,
+        ],
         _ => &[],
     }
 }
@@ -139,7 +148,8 @@ impl Engine {
     /// Current findings, before they are turned into incidents (for one-shot checks).
     ///
     /// A finding another one explains is folded into it: the explaining finding takes the
-    /// higher severity of the two and, for a filling disk, its line as evidence. An incident
+    /// higher severity of the two and, for a filling disk or a flapping tunnel, its line as
+    /// evidence. An incident
     /// already open is never explained away: it resolves only when its own signals recover, so
     /// a late explanation cannot send a resolve for a fault that is still there.
     pub fn findings(&self) -> Vec<Finding> {
@@ -169,7 +179,9 @@ impl Engine {
             for j in causes {
                 let cause = &mut findings[j];
                 cause.severity = cause.severity.max(severity);
-                if kind == Kind::DiskPressure && !cause.evidence.contains(&line) {
+                if matches!(kind, Kind::DiskPressure | Kind::VpnFlapping)
+                    && !cause.evidence.contains(&line)
+                {
                     cause.evidence.push(line.clone());
                     cause.evidence.sort();
                 }

@@ -302,6 +302,14 @@ pub enum Signal {
         /// uploads ride one.
         tunnel: Option<String>,
     },
+    /// The VPN's CHILD_SAs encrypted `bytes_out` in `seconds` and got (almost) nothing back:
+    /// what goes into the tunnel does not come out at the far end.
+    VpnOneWay {
+        /// Bytes encrypted meanwhile.
+        bytes_out: u64,
+        /// Over how long.
+        seconds: u64,
+    },
     /// Upload connections stuck resending full-size segments made the agent step its clamp
     /// down, whatever the probes measured: the disagreement is evidence about the path.
     ClampStuck {

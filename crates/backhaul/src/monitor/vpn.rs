@@ -15,6 +15,8 @@ use crate::status::{StatusBoard, VpnChildStatus};
 
 /// How often strongSwan is asked for its SAs' counters (state changes come as events).
 const VPN_POLL: Duration = Duration::from_secs(2);
+/// Bytes out in one poll, with under 1 % of them back, that count as sending into a hole.
+const ONE_WAY_MIN_BYTES: u64 = 64 * 1024;
 /// How long one read of the event connection waits.
 const EVENT_WAIT: Duration = Duration::from_millis(500);
 
@@ -113,7 +115,16 @@ pub(super) fn watch_vpn(
                         0.0
                     },
                 );
-                w.count_bytes(&children, &metrics);
+                if let Some(bytes_out) = w.count_bytes(&children, &metrics) {
+                    tx.send(Observation::new(
+                        now_ms(),
+                        Signal::VpnOneWay {
+                            bytes_out,
+                            seconds: VPN_POLL.as_secs(),
+                        },
+                    ))
+                    .ok();
+                }
                 if w.last != Some(state) || flapped {
                     tracing::info!(vpn = %text, flaps = w.flaps, "VPN state");
                     tx.send(Observation::new(
@@ -191,18 +202,28 @@ impl Watch {
         }
     }
 
-    /// Adds what each CHILD_SA moved since the last look to `backhaul_vpn_bytes_total`.
-    fn count_bytes(&mut self, children: &[ChildSa], metrics: &Metrics) {
+    /// Adds what each CHILD_SA moved since the last look to `backhaul_vpn_bytes_total`, and
+    /// returns the bytes that went out while (almost) nothing came back, if that happened:
+    /// the tunnel sends into a black hole.
+    fn count_bytes(&mut self, children: &[ChildSa], metrics: &Metrics) -> Option<u64> {
         let mut now = BTreeMap::new();
+        let (mut total_in, mut total_out) = (0, 0);
         for c in children {
             let key = format!("{}/{}", c.ike, c.name);
             let (was_in, was_out) = self.counted.get(&key).copied().unwrap_or((0, 0));
             let grew = |now: u64, was: u64| if now >= was { now - was } else { now };
-            metrics.vpn_bytes.add("in", grew(c.bytes_in, was_in));
-            metrics.vpn_bytes.add("out", grew(c.bytes_out, was_out));
+            let (bytes_in, bytes_out) = (grew(c.bytes_in, was_in), grew(c.bytes_out, was_out));
+            metrics.vpn_bytes.add("in", bytes_in);
+            metrics.vpn_bytes.add("out", bytes_out);
+            total_in += bytes_in;
+            total_out += bytes_out;
             now.insert(key, (c.bytes_in, c.bytes_out));
         }
+        let first = self.counted.is_empty();
         self.counted = now;
+        // Probe replies and DPD come back even into a black hole: "nothing" is under 1 %.
+        (!first && total_out >= ONE_WAY_MIN_BYTES && total_in * 100 <= total_out)
+            .then_some(total_out)
     }
 }
 

@@ -61,8 +61,18 @@ pub fn render(status: &Status, samples: &[Sample], now: Instant, now_ms: u64) ->
     charts(&mut out, samples, now);
     interfaces(&mut out, status);
     probes(&mut out, status, now_ms);
+    let children: String = status
+        .vpn_children
+        .iter()
+        .map(|c| format!("<li>{}</li>\n", escape(&c.line())))
+        .collect();
+    let children = if children.is_empty() {
+        String::new()
+    } else {
+        format!("<ul class=\"child-sas\">\n{children}</ul>\n")
+    };
     out.push_str(&format!(
-        "<section id=\"vpn\">\n<h2>VPN</h2>\n<p>{}</p>\n</section>\n",
+        "<section id=\"vpn\">\n<h2>VPN</h2>\n<p>{}</p>\n{children}</section>\n",
         escape(&status.vpn)
     ));
     out.push_str(&format!(

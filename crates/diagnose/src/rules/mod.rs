@@ -457,6 +457,14 @@ pub(crate) fn acked_recently(store: &Store, ctx: &Context<'_>, since_ms: u64) ->
     })
 }
 
+/// The first time since `since_ms` the tunnel sent into a hole: (when, bytes out, seconds).
+pub(crate) fn vpn_one_way(store: &Store, since_ms: u64) -> Option<(u64, u64, u64)> {
+    store.since(since_ms).find_map(|o| match o.signal {
+        Signal::VpnOneWay { bytes_out, seconds } => Some((o.at_ms, bytes_out, seconds)),
+        _ => None,
+    })
+}
+
 /// The latest time stuck connections stepped the clamp down since `since_ms`: (when, stuck
 /// MSS, new MSS, the measured path MTU they disagreed with).
 pub(crate) fn clamp_stuck(store: &Store, since_ms: u64) -> Option<(u64, u32, u32, Option<u32>)> {

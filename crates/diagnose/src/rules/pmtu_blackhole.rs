@@ -14,6 +14,7 @@ use super::{
     Context, ProbeRun, acked_recently, attribution, change_clause, clamp_stuck, disk_escalation,
     drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix,
     own_clamp, own_clamp_tunnel, path_mtu, remediation, small_ok, stalls, uploads_healthy_since,
+    vpn_one_way,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -163,6 +164,15 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     let remedied = wan.and_then(|w| remediation(store, &w.name, onset));
     if let Some(tunnel) = own_clamp_tunnel(store) {
         clauses.push(format!("uploads ride a VPN tunnel ({tunnel})"));
+    }
+    if let Some((at, bytes_out, seconds)) = vpn_one_way(store, onset) {
+        evidence.push(Evidence::new(
+            at,
+            format!(
+                "VPN tunnel sent {} kB in {seconds} s and got nothing back",
+                bytes_out / 1000
+            ),
+        ));
     }
     if let Some((at, stuck, next, measured)) = clamp_stuck(store, onset) {
         let disagrees = measured.map_or(String::new(), |m| {

@@ -65,7 +65,19 @@ fn status() -> Status {
         frag_needed_total: 0,
         frag_needed_last_mtu_bytes: None,
         alerts_undelivered: 0,
-        vpn_children: Vec::new(),
+        vpn_children: vec![crate::status::VpnChildStatus {
+            ike: "site-to-dc".into(),
+            name: "net".into(),
+            state: "INSTALLED".into(),
+            proposal: "ESP AES_GCM_16 over UDP: 62 B".into(),
+            remote_ts: vec!["203.0.113.128/26".into()],
+            bytes_in: 1200,
+            bytes_out: 98000,
+            packets_in: 10,
+            packets_out: 70,
+            use_in_seconds: Some(3),
+            use_out_seconds: None,
+        }],
         vpn: "up: site-to-dc (0 flaps)".into(),
         mss_clamp: None,
         remediation: None,
@@ -119,6 +131,13 @@ fn the_page_shows_incident_fix_evidence_interfaces_probes_vpn_and_four_charts() 
     );
     assert!(page.contains("1500 bytes lost"));
     assert!(page.contains("<p>up: site-to-dc (0 flaps)</p>"));
+    assert!(
+        page.contains(
+            "<li>site-to-dc/net INSTALLED (ESP AES_GCM_16 over UDP: 62 B) → 203.0.113.128/26: \
+             in 1200 B/10 pkts, last 3 s ago; out 98000 B/70 pkts, never</li>"
+        ),
+        "{page}"
+    );
     assert!(page.contains("14 chunks") && page.contains("1.1 GB, oldest 5 min"));
     assert!(page.contains("44 Mbit/s now"), "the latest sample: {page}");
     for id in ["goodput", "backlog-chunks", "backlog-bytes", "disk"] {
@@ -155,6 +174,7 @@ fn strings_from_config_and_incidents_are_escaped() {
     let mut s = status();
     s.site = HOSTILE.into();
     s.vpn = HOSTILE.into();
+    s.vpn_children[0].name = HOSTILE.into();
     s.link_watch = HOSTILE.into();
     let i = &mut s.incidents[0];
     i.kind = HOSTILE.into();
@@ -179,8 +199,9 @@ fn strings_from_config_and_incidents_are_escaped() {
     // The site and the verdict's kind and subject in the title and the header (6); the
     // incident's kind, severity, subject, cause, fix, runbook and two evidence lines (8); the
     // interface's name and role, the link watch, the probe's target, address and note, the
-    // VPN (7). (The verdict's upper-cased severity is escaped too, but reads differently.)
-    assert_eq!(page.matches(escaped).count(), 21, "{page}");
+    // VPN and its CHILD_SA (8). (The verdict's upper-cased severity is escaped too, but reads
+    // differently.)
+    assert_eq!(page.matches(escaped).count(), 22, "{page}");
     // The only script is the page's own, and it is the last thing in the body.
     assert_eq!(page.matches("<script>").count(), 1);
     assert!(page.contains("</script>\n</body>"));
