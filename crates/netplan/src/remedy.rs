@@ -131,6 +131,10 @@ pub fn wan_routes(json: &str) -> Result<Vec<KernelRoute>, serde_json::Error> {
 pub struct RouteMtu {
     /// The interface whose routes carry it.
     pub ifname: String,
+    /// When those are a tunnel device's routes: the WAN interface whose change made the
+    /// tunnel's packets too big, and whose restore takes the route MTU off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<String>,
     /// The MTU set.
     pub mtu_bytes: u32,
     /// Each route before the change.
@@ -234,6 +238,7 @@ impl SiteNet {
         }
         Ok(RouteMtu {
             ifname: ifname.to_owned(),
+            wan: None,
             mtu_bytes,
             routes,
         })
@@ -324,6 +329,7 @@ mod tests {
     fn a_summary_says_what_and_where() {
         let set = RouteMtu {
             ifname: "eno1".into(),
+            wan: None,
             mtu_bytes: 1500,
             routes: wan_routes(SHOWN).unwrap(),
         };

@@ -14,11 +14,11 @@ use backhaul_netplan::cli::Runtime;
 use backhaul_netplan::{
     Connectivity, Measurement, ProbeKind, ProbeResult, ProbeTarget, VerifyPolicy,
 };
-use backhaul_netprobe::{ProbeOutcome, Prober};
+use backhaul_netprobe::{ProbeOutcome, Prober, Route};
 
 use crate::env::ProcessEnv;
 use crate::exit::ConfigInvalid;
-use crate::probe::{SMALL_PROBE_BYTES, read_sys};
+use crate::probe::SMALL_PROBE_BYTES;
 
 /// `apply` exits with this when another guarded apply holds the lock (sysexits `EX_TEMPFAIL`).
 const PENDING: u8 = 75;
@@ -61,20 +61,11 @@ struct NetprobeConnectivity {
     timeout: Duration,
 }
 
-/// The link the kernel routes `addr` through (`ip -o -4 route get`), and its MTU now.
+/// The link the kernel routes `addr` through (a tunnel device for an address behind one), and
+/// its MTU now.
 fn egress(addr: Ipv4Addr) -> Option<(String, u32)> {
-    let out = std::process::Command::new("ip")
-        .args(["-o", "-4", "route", "get", &addr.to_string()])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let dev = text
-        .split_whitespace()
-        .skip_while(|w| *w != "dev")
-        .nth(1)?
-        .to_string();
-    let mtu = read_sys(&dev, "mtu")?.parse().ok()?;
-    Some((dev, mtu))
+    let route = Route::to(addr).ok()??;
+    Some((route.device, route.device_mtu))
 }
 
 impl NetprobeConnectivity {

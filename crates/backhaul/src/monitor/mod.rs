@@ -561,7 +561,18 @@ pub async fn run(
         let path_mtu = mss_clamp
             .as_ref()
             .map_or(inventory.path_mtu_bytes(), |c| c.path_mtu_bytes);
-        let turn = remedy.turn(&engine.incidents(), &inventory, &mtus, path_mtu);
+        let tunnel_device = overhead
+            .as_ref()
+            .and(endpoint.as_ref())
+            .and_then(|(_, route)| route.as_ref())
+            .map(|r| r.device.as_str());
+        let turn = remedy.turn(
+            &engine.incidents(),
+            &inventory,
+            &mtus,
+            path_mtu,
+            tunnel_device,
+        );
         if let Some(held) = turn.held {
             metrics.remediation_held.inc(held);
         }
@@ -651,9 +662,10 @@ fn tunnel_overhead(
     if let Some(bytes) = inventory.vpn_overhead_bytes() {
         return Some(tunnel::EspOverhead::declared(bytes));
     }
+    // Until strongSwan was asked once, a tunnel device is not yet a tunnel of unknown kind.
     endpoint
         .and_then(|(_, route)| route.as_ref())
-        .filter(|r| r.tunnel_device)
+        .filter(|r| r.tunnel_device && vpn.looked())
         .map(|r| tunnel::EspOverhead::unknown(&r.device))
 }
 

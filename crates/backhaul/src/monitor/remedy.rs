@@ -37,12 +37,15 @@ pub(super) enum Action {
         /// Its declared MTU.
         mtu_bytes: u32,
     },
-    /// The path MTU on the interface's routes.
+    /// The path MTU on the interface's routes, or on a tunnel device's when the uploads ride
+    /// one (the tunnel's inner path MTU).
     RouteMtu {
         /// Interface.
         ifname: String,
         /// The path MTU.
         mtu_bytes: u32,
+        /// The tunnel device whose routes carry the uploads, if any.
+        device: Option<String>,
     },
 }
 
@@ -90,6 +93,7 @@ pub(super) fn plan(
         RemediationMode::RouteMtu => Some(Action::RouteMtu {
             ifname,
             mtu_bytes: path_mtu_bytes.min(declared.mtu_bytes).min(current),
+            device: None,
         }),
     }
 }
@@ -97,7 +101,7 @@ pub(super) fn plan(
 /// Whether the route MTU in force should come off: its interface is back at its declared MTU.
 pub(super) fn undo_due(set: &RouteMtu, inventory: &Inventory, mtus: &HashMap<String, u32>) -> bool {
     inventory
-        .interface(&set.ifname)
+        .interface(set.wan.as_deref().unwrap_or(&set.ifname))
         .is_some_and(|i| mtus.get(&i.name) == Some(&i.mtu_bytes))
 }
 
@@ -224,6 +228,7 @@ impl Remediator {
         inventory: &Inventory,
         mtus: &HashMap<String, u32>,
         path_mtu_bytes: u32,
+        tunnel_device: Option<&str>,
     ) -> Turn {
         if self.mode == RemediationMode::Off || self.unable.is_some() {
             return Turn::default();
@@ -244,7 +249,18 @@ impl Remediator {
             if self.acted.contains(&i.id) {
                 return None;
             }
-            Some((*i, plan(self.mode, i, inventory, mtus, path_mtu_bytes)?))
+            let action = match plan(self.mode, i, inventory, mtus, path_mtu_bytes)? {
+                // The tunnel's packets are what is too big: its routes get the inner path MTU.
+                Action::RouteMtu {
+                    ifname, mtu_bytes, ..
+                } => Action::RouteMtu {
+                    ifname,
+                    mtu_bytes,
+                    device: tunnel_device.map(str::to_owned),
+                },
+                other @ Action::LinkMtu { .. } => other,
+            };
+            Some((*i, action))
         }) else {
             return Turn::default();
         };
@@ -320,18 +336,28 @@ fn run(net: &SiteNet, incident: String, action: &Action) -> Done {
             let result = net.set_link_mtu(ifname, *mtu_bytes).map(|()| None);
             (command.clone(), vec![command], result)
         }
-        Action::RouteMtu { ifname, mtu_bytes } => match net.set_route_mtu(ifname, *mtu_bytes) {
-            Ok(set) => (
-                set.summary(),
-                net.route_mtu_commands(&set, false),
-                Ok(Some(Some(set))),
-            ),
-            Err(e) => (
-                format!("route MTU {mtu_bytes} on the routes of {ifname}"),
-                Vec::new(),
-                Err(e),
-            ),
-        },
+        Action::RouteMtu {
+            ifname,
+            mtu_bytes,
+            device,
+        } => {
+            let on = device.as_deref().unwrap_or(ifname);
+            match net.set_route_mtu(on, *mtu_bytes) {
+                Ok(mut set) => {
+                    set.wan = device.as_ref().map(|_| ifname.clone());
+                    (
+                        set.summary(),
+                        net.route_mtu_commands(&set, false),
+                        Ok(Some(Some(set))),
+                    )
+                }
+                Err(e) => (
+                    format!("route MTU {mtu_bytes} on the routes of {on}"),
+                    Vec::new(),
+                    Err(e),
+                ),
+            }
+        }
     };
     let (route, error) = match result {
         Ok(route) => (route, None),
@@ -435,7 +461,8 @@ mod tests {
             ),
             Some(Action::RouteMtu {
                 ifname: "eno1".into(),
-                mtu_bytes: 1400
+                mtu_bytes: 1400,
+                device: None,
             })
         );
         assert_eq!(
@@ -448,7 +475,8 @@ mod tests {
             ),
             Some(Action::RouteMtu {
                 ifname: "eno1".into(),
-                mtu_bytes: 1500
+                mtu_bytes: 1500,
+                device: None,
             })
         );
         assert_eq!(
@@ -486,12 +514,21 @@ mod tests {
         let inv = inventory();
         let set = RouteMtu {
             ifname: "eno1".into(),
+            wan: None,
             mtu_bytes: 1500,
             routes: Vec::new(),
         };
         assert!(!undo_due(&set, &inv, &mtus(9000)));
         assert!(undo_due(&set, &inv, &mtus(1500)));
         assert!(!undo_due(&set, &inv, &HashMap::new()));
+        // A tunnel device's routes come off when the WAN that broke them is restored.
+        let tunnel = RouteMtu {
+            ifname: "ipsec0".into(),
+            wan: Some("eno1".into()),
+            ..set
+        };
+        assert!(!undo_due(&tunnel, &inv, &mtus(9000)));
+        assert!(undo_due(&tunnel, &inv, &mtus(1500)));
     }
 
     #[test]
@@ -501,6 +538,7 @@ mod tests {
         assert!(read_record(&path).route_mtu.is_none(), "no file yet");
         let set = RouteMtu {
             ifname: "eno1".into(),
+            wan: None,
             mtu_bytes: 1500,
             routes: backhaul_netplan::wan_routes(
                 r#"[{"dst":"default","gateway":"192.0.2.1","flags":[]}]"#,

@@ -21,9 +21,9 @@ const ONE_WAY_MIN_BYTES: u64 = 64 * 1024;
 const EVENT_WAIT: Duration = Duration::from_millis(500);
 
 /// The CHILD_SAs strongSwan reported last, shared with the monitor loop (the clamp reads the
-/// one covering the endpoint).
+/// one covering the endpoint); `None` until the watcher's first look.
 #[derive(Debug, Clone, Default)]
-pub(super) struct VpnView(Arc<Mutex<Vec<ChildSa>>>);
+pub(super) struct VpnView(Arc<Mutex<Option<Vec<ChildSa>>>>);
 
 impl VpnView {
     /// The installed CHILD_SA whose remote selectors cover `addr`.
@@ -32,12 +32,18 @@ impl VpnView {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
+            .flatten()
             .find(|c| c.state == "INSTALLED" && c.covers(addr))
             .cloned()
     }
 
+    /// Whether the watcher has looked once: before that, no SA is no news.
+    pub(super) fn looked(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     fn set(&self, children: Vec<ChildSa>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = children;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(children);
     }
 }
 
@@ -73,7 +79,9 @@ pub(super) fn watch_vpn(
                         .ok();
                 }
                 let mut flapped = false;
-                if let Some(v) = &mut events {
+                if w.last.is_none() {
+                    // The first look goes first: the clamp waits for it.
+                } else if let Some(v) = &mut events {
                     loop {
                         match v.next_event() {
                             Ok(Some(e)) => {

@@ -501,7 +501,7 @@ fn a_clamp_with_nothing_acknowledged_says_uploads_stopped() {
         .unwrap();
     assert!(
         last.root_cause.contains(
-            "uploads stopped: nothing acknowledged since the clamp to MSS 1460 at 08:05:00"
+            "uploads stopped: nothing acknowledged since 08:05:00 under the clamp to MSS 1460"
         ),
         "{}",
         last.root_cause

@@ -441,20 +441,50 @@ pub(crate) fn own_clamp_tunnel(store: &Store) -> Option<&str> {
 }
 
 /// How long without an acknowledged upload byte before uploads count as stopped.
-pub(crate) const ACKED_WITHIN_MS: u64 = 10_000;
+const ACKED_WITHIN_MS: u64 = 10_000;
 
-/// When upload data was last acknowledged after `since_ms`, if within the last
-/// [`ACKED_WITHIN_MS`]: a connection's `TCP_INFO` with bytes acknowledged, or goodput over
-/// the 10 s window above a trickle. A clamp being set proves nothing by itself.
-pub(crate) fn acked_recently(store: &Store, ctx: &Context<'_>, since_ms: u64) -> Option<u64> {
-    let from = since_ms.max(ctx.now_ms.saturating_sub(ACKED_WITHIN_MS));
-    store.since(from).rev().find_map(|o| match o.signal {
-        Signal::TcpInfo {
-            bytes_acked_delta, ..
-        } if bytes_acked_delta > 0 => Some(o.at_ms),
-        Signal::UploadGoodput { mbps_10s } if mbps_10s >= FLOWING_MBPS => Some(o.at_ms),
-        _ => None,
-    })
+/// What the uploads did under the agent's clamp since `clamp_ms`, from acknowledged bytes
+/// alone: a clamp being set proves nothing by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Bytes were acknowledged in the last [`ACKED_WITHIN_MS`], or were since the clamp and
+    /// nothing has waited unacknowledged since (an idle uploader between chunks).
+    Continues,
+    /// Work waited unacknowledged for [`ACKED_WITHIN_MS`]: nothing acknowledged since this time.
+    Stopped(u64),
+    /// Nothing acknowledged since the clamp, and too soon to say.
+    NotYet,
+}
+
+/// See [`Flow`]: a connection's `TCP_INFO` with bytes acknowledged, or goodput over the 10 s
+/// window above a trickle, is an acknowledgement; a stuck connection or goodput below it while
+/// there is a backlog (goodput is only reported then) is work waiting.
+pub(crate) fn upload_flow(store: &Store, ctx: &Context<'_>, clamp_ms: u64) -> Flow {
+    let recent = clamp_ms.max(ctx.now_ms.saturating_sub(ACKED_WITHIN_MS));
+    let mut acked: Option<u64> = None;
+    let mut waiting = false;
+    for o in store.since(clamp_ms) {
+        let (ack, wait) = match o.signal {
+            Signal::TcpInfo {
+                bytes_acked_delta, ..
+            } => (bytes_acked_delta > 0, o.signal.tcp_stuck()),
+            Signal::UploadGoodput { mbps_10s } => {
+                (mbps_10s >= FLOWING_MBPS, mbps_10s < FLOWING_MBPS)
+            }
+            _ => (false, false),
+        };
+        if ack {
+            acked = Some(o.at_ms);
+        }
+        waiting |= wait && o.at_ms >= recent;
+    }
+    let old_enough = ctx.now_ms.saturating_sub(clamp_ms) >= ACKED_WITHIN_MS;
+    match acked {
+        Some(at) if at >= recent => Flow::Continues,
+        last if waiting && old_enough => Flow::Stopped(last.unwrap_or(clamp_ms)),
+        Some(_) => Flow::Continues,
+        None => Flow::NotYet,
+    }
 }
 
 /// The first time since `since_ms` the tunnel sent into a hole: (when, bytes out, seconds).

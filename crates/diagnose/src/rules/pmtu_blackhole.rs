@@ -11,9 +11,9 @@
 //! the onset, and uploads not demonstrably healthy.
 
 use super::{
-    Context, ProbeRun, acked_recently, attribution, change_clause, clamp_stuck, disk_escalation,
-    drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix,
-    own_clamp, own_clamp_tunnel, path_mtu, remediation, small_ok, stalls, uploads_healthy_since,
+    Context, Flow, ProbeRun, attribution, change_clause, clamp_stuck, disk_escalation, drifted_wan,
+    evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix, own_clamp,
+    own_clamp_tunnel, path_mtu, remediation, small_ok, stalls, upload_flow, uploads_healthy_since,
     vpn_one_way,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
@@ -193,20 +193,18 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         };
         // Said only from acknowledged bytes: a clamp that does not fit the path (a tunnel's
         // overhead missed) leaves uploads as stopped as no clamp at all.
-        match acked_recently(store, ctx, at) {
-            Some(_) => clauses.push(format!(
+        match upload_flow(store, ctx, at) {
+            Flow::Continues => clauses.push(format!(
                 "uploads continue on connections clamped to MSS {mss}{others}"
             )),
-            None if ctx.now_ms.saturating_sub(at) < super::ACKED_WITHIN_MS => {
-                clauses.push(format!(
-                    "upload connections clamped to MSS {mss} at {}; none acknowledged yet{others}",
-                    ctx.hms(at)
-                ))
-            }
-            None => clauses.push(format!(
-                "uploads stopped: nothing acknowledged since the clamp to MSS {mss} at {}, \
-                 so the path carries less than the clamp allows{others}",
+            Flow::NotYet => clauses.push(format!(
+                "upload connections clamped to MSS {mss} at {}; none acknowledged yet{others}",
                 ctx.hms(at)
+            )),
+            Flow::Stopped(since) => clauses.push(format!(
+                "uploads stopped: nothing acknowledged since {} under the clamp to MSS {mss}, \
+                 so the path carries less than the clamp allows{others}",
+                ctx.hms(since)
             )),
         }
         evidence.push(Evidence::new(
@@ -314,6 +312,58 @@ mod tests {
         tl.push("08:10:00", stall(30));
         tl.push("08:10:01", tcp(1448, 1500, 6, 0));
         assert!(run_rule(&tl.obs, "08:10:02", evaluate).is_none());
+    }
+
+    /// Between chunks the uploader is idle: no acknowledgements and nothing waiting is not a
+    /// stop. Work that waits unacknowledged for 10 s is.
+    #[test]
+    fn uploads_under_the_clamp_are_judged_by_acknowledgements_not_by_silence() {
+        let mut tl = Timeline::new();
+        tl.push("08:00:00", link_mtu("eno1", 9000));
+        tl.push(
+            "08:00:00",
+            Signal::UploadMssClamp {
+                mss_bytes: Some(1398),
+                tunnel: None,
+            },
+        );
+        let mut at = t("08:00:01");
+        while at < t("08:01:40") {
+            tl.push_ms(at, probe(Target::Gateway, 84, true));
+            tl.push_ms(at, probe(Target::Gateway, 9000, false));
+            at += 5_000;
+        }
+        tl.push("08:00:14", tcp(1398, 1438, 0, 2_000_000));
+        let text = |now| run_rule(&tl.obs, now, evaluate).unwrap().root_cause;
+        assert!(
+            text("08:00:12").contains("clamped to MSS 1398 at 08:00:00; none acknowledged yet"),
+            "{}",
+            text("08:00:12")
+        );
+        assert!(
+            text("08:00:15").contains("uploads continue on connections clamped to MSS 1398"),
+            "{}",
+            text("08:00:15")
+        );
+        // Idle a minute later: still the last verdict, not "stopped".
+        assert!(
+            text("08:01:30").contains("uploads continue"),
+            "{}",
+            text("08:01:30")
+        );
+        let mut stuck = tl.obs.clone();
+        for s in 0..6 {
+            stuck.push(crate::Observation::new(
+                t("08:01:00") + s * 2_000,
+                tcp(1398, 1438, 3, 0),
+            ));
+        }
+        stuck.sort_by_key(|o| o.at_ms);
+        let text = run_rule(&stuck, "08:01:11", evaluate).unwrap().root_cause;
+        assert!(
+            text.contains("uploads stopped: nothing acknowledged since 08:00:14"),
+            "{text}"
+        );
     }
 
     #[test]
