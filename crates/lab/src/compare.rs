@@ -487,6 +487,7 @@ mod tests {
             revert_to_resolve_seconds: alert.map(|_| 5.0),
             alerts_fired: u64::from(alert.is_some()) * 3,
             wrong_cause_alerts: 0,
+            false_flow_claims: 0,
             other_alerts: 0,
             peak_backlog_chunks: 23,
             peak_disk_used_percent: 91.6,

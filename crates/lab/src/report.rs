@@ -145,6 +145,10 @@ pub struct Summary {
     pub alert_delivery_max_seconds: Option<f64>,
     /// Firing alerts of one of the scenario's `wrong_cause_kinds`.
     pub wrong_cause_alerts: u64,
+    /// Firing alerts that said uploads continue while the WAN had carried (almost) nothing
+    /// for 10 s (wall) with a backlog waiting (the target is zero).
+    #[serde(default)]
+    pub false_flow_claims: u64,
     /// Firing alerts of other kinds than the cause's, from the fault until the reopen window
     /// after the revert passed (the target is zero).
     pub other_alerts: u64,
@@ -398,6 +402,7 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             confirmed_resolve(&cause, f, r, window, run_end)
         }),
         other_alerts,
+        false_flow_claims: false_flow_claims(&judged, &i.samples, scale),
         alerts_fired: firing.len() as u64,
         alert_delivery_max_seconds: alert_delivery_max,
         wrong_cause_alerts,
@@ -448,6 +453,8 @@ struct Judged {
     firing: bool,
     kind: String,
     incident: String,
+    /// The alert says uploads go on (the agent's words, from its structured `root_cause`).
+    claims_flow: bool,
 }
 
 impl Judged {
@@ -462,8 +469,35 @@ impl Judged {
             incident: v["id"]
                 .as_str()
                 .map_or_else(|| a.body.clone(), str::to_owned),
+            claims_flow: v["root_cause"]
+                .as_str()
+                .is_some_and(|c| c.contains("uploads continue")),
         }
     }
+}
+
+/// Wall seconds without upload data on the WAN after which a claim that uploads continue is
+/// false.
+const CLAIM_IDLE_WALL_SECONDS: f64 = 10.0;
+
+/// Firing alerts that say uploads continue while the WAN carried (almost) nothing for the
+/// [`CLAIM_IDLE_WALL_SECONDS`] before with a backlog waiting: claims the wire contradicts.
+fn false_flow_claims(judged: &[Judged], samples: &[Sample], scale: f64) -> u64 {
+    let window = CLAIM_IDLE_WALL_SECONDS / scale;
+    judged
+        .iter()
+        .filter(|j| j.firing && j.claims_flow)
+        .filter(|j| {
+            let before: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.t_seconds <= j.at && s.t_seconds >= j.at - window)
+                .collect();
+            !before.is_empty()
+                && before
+                    .iter()
+                    .all(|s| s.backlog_chunks > 0 && s.wire_mbps < WIRE_IDLE_MBPS)
+        })
+        .count() as u64
 }
 
 /// Seconds from `revert` to the resolve that really ended the fault: a moment at or after the
@@ -539,6 +573,7 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::WrongCauseAlerts => Some(s.wrong_cause_alerts as f64),
         Metric::RevertToResolveSeconds => s.revert_to_resolve_seconds,
         Metric::OtherAlerts => Some(s.other_alerts as f64),
+        Metric::FalseFlowClaims => Some(s.false_flow_claims as f64),
         Metric::BacklogDrainSeconds => s.backlog_drain.map(|(t, _)| t),
         Metric::BacklogDrainMbps => s.backlog_drain.map(|(_, r)| r),
         Metric::BystanderGapSeconds => s.bystander_gap_seconds,
@@ -555,6 +590,7 @@ pub fn text(s: &Summary) -> String {
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {} (chunks), {} (wire)\n  WAN while busy: {} before the fault, {} during it\n  fault → first alert {}\n  \
          fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {}, of other kinds: {}), raised → received at most {}\n  \
+         alerts saying uploads continue while the WAN carried nothing for 10 s: {}\n  \
          revert → uploads resume {}\n  revert → incidents resolved {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
         s.scenario,
@@ -577,6 +613,7 @@ pub fn text(s: &Summary) -> String {
         s.wrong_cause_alerts,
         s.other_alerts,
         tenths(s.alert_delivery_max_seconds),
+        s.false_flow_claims,
         opt(s.revert_to_resume_seconds),
         tenths(s.revert_to_resolve_seconds),
         s.peak_backlog_chunks,
@@ -814,6 +851,39 @@ mod tests {
             alerts: 0,
             bystander_bytes: None,
         }
+    }
+
+    #[test]
+    fn a_claim_that_uploads_continue_is_false_when_the_wire_was_idle_with_a_backlog() {
+        let claim = |at_seconds: f64| {
+            let mut a = alert(at_seconds, "pmtu_blackhole", "firing");
+            a.body = r#"{"id":"h","kind":"pmtu_blackhole","status":"firing","root_cause":"…; uploads continue on connections clamped to MSS 1398"}"#.into();
+            Judged::of(&a)
+        };
+        let mut samples: Vec<Sample> = (0..30).map(|t| at(f64::from(t), 1, 40.0)).collect();
+        // Nothing on the wire from 10 s on, with a chunk waiting.
+        for s in &mut samples[10..] {
+            s.wire_mbps = 0.2;
+        }
+        assert_eq!(
+            false_flow_claims(&[claim(8.0)], &samples, 1.0),
+            0,
+            "flowing"
+        );
+        assert_eq!(
+            false_flow_claims(&[claim(25.0)], &samples, 1.0),
+            1,
+            "15 s idle"
+        );
+        // Idle with no backlog is no contradiction.
+        for s in &mut samples[10..] {
+            s.backlog_chunks = 0;
+        }
+        assert_eq!(
+            false_flow_claims(&[claim(25.0)], &samples, 1.0),
+            0,
+            "nothing to send"
+        );
     }
 
     #[test]

@@ -430,6 +430,9 @@ pub enum Metric {
     /// With `bystander_tcp`: the longest stretch from the fault to the revert in which the
     /// other application's receiver got nothing (scenario seconds).
     BystanderGapSeconds,
+    /// Firing alerts that said uploads continue while the WAN had carried (almost) nothing for
+    /// 10 s (wall) with a backlog waiting.
+    FalseFlowClaims,
 }
 
 /// `[[assert]]`.

@@ -212,15 +212,19 @@ impl Shared {
     }
 }
 
-/// L3 payload length of an Ethernet frame (802.1Q tag accounted for).
-fn l3_len(frame: &[u8]) -> usize {
+/// Where an Ethernet frame's L3 packet starts (802.1Q tag accounted for).
+fn l3_offset(frame: &[u8]) -> usize {
     let tagged = frame.len() >= 16 && frame[12] == 0x81 && frame[13] == 0x00;
-    let header = if tagged {
+    if tagged {
         ETH_HEADER_BYTES + 4
     } else {
         ETH_HEADER_BYTES
-    };
-    frame.len().saturating_sub(header)
+    }
+}
+
+/// L3 payload length of an Ethernet frame.
+fn l3_len(frame: &[u8]) -> usize {
+    frame.len().saturating_sub(l3_offset(frame))
 }
 
 /// What an IPv4 frame carries, as far as the drop counters tell apart.
@@ -234,12 +238,7 @@ enum Protocol {
 }
 
 fn protocol(frame: &[u8]) -> Protocol {
-    let tagged = frame.len() >= 16 && frame[12] == 0x81 && frame[13] == 0x00;
-    let ip = if tagged {
-        ETH_HEADER_BYTES + 4
-    } else {
-        ETH_HEADER_BYTES
-    };
+    let ip = l3_offset(frame);
     if frame.get(ip - 2..ip) != Some(&[0x08, 0x00]) {
         return Protocol::Other;
     }
