@@ -228,20 +228,24 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     let fix = match (drifted_wan(store, ctx), wan, current, pmtu) {
         (Some((w, _)), ..) => mtu_fix(w),
         // Inside a tunnel the WAN's MTU is not what is too big: the tunnel's packets are. The
-        // endpoint's probes measured the inner path; the clamp belongs on traffic to it.
-        (None, _, _, Some((_, bytes))) if tunneled && target == Target::Endpoint => vec![
-            format!(
-                "clamp TCP MSS of traffic into the tunnel: iptables -t mangle -A POSTROUTING \
-                 -d {} -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {}",
-                ctx.inventory.endpoint_host(),
-                bytes.saturating_sub(TCP_IP_HEADER_BYTES)
-            ),
-            format!(
-                "or set the tunnel interface's MTU to {bytes} (the largest inner packet the path \
-                 carries), and find the hop that shrank: tracepath -n {}",
-                ctx.inventory.endpoint_host()
-            ),
-        ],
+        // agent's clamp already took the tunnel's overhead off the path; traffic to the
+        // endpoint needs the same.
+        (None, ..) if tunneled && clamp.is_some() => {
+            let mss = clamp.map_or(0, |(_, mss)| mss);
+            vec![
+                format!(
+                    "clamp TCP MSS of traffic into the tunnel: iptables -t mangle -A POSTROUTING \
+                     -d {} -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}",
+                    ctx.inventory.endpoint_host()
+                ),
+                format!(
+                    "or set the tunnel interface's MTU to {} (the largest inner packet the path \
+                     carries), and find the hop that shrank: tracepath -n {}",
+                    mss + TCP_IP_HEADER_BYTES,
+                    ctx.inventory.endpoint_host()
+                ),
+            ]
+        }
         (None, Some(w), Some(mtu), Some((_, bytes))) if bytes < mtu => vec![
             format!("ip link set {} mtu {bytes}", w.name),
             format!(
