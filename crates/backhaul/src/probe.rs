@@ -209,6 +209,9 @@ pub fn probe_target(
                     })
                 });
                 match (s.largest_passing, confirmed) {
+                    // The ceiling passes again (the path recovered during the search) and
+                    // the ceiling is the route device's: no path MTU was measured beyond it.
+                    (_, Some(bytes)) if bytes >= large_size && large_size < requested => {}
                     (_, Some(bytes)) => {
                         r.path_mtu = Some(bytes);
                         obs.push(path_mtu(bytes));
