@@ -92,6 +92,20 @@ impl PathMtuKnown {
                     self.frag_needed = None;
                 }
             }
+            // A DF packet bigger than what was measured crossed: the path grew back (a probe
+            // capped by a tunnel device's MTU measures no path MTU, but it passed).
+            Signal::Probe {
+                target,
+                size_bytes,
+                df: true,
+                ok: true,
+                ..
+            } => {
+                let known = &mut self.by_target[target as usize];
+                if known.is_some_and(|k| size_bytes > k) {
+                    *known = Some(size_bytes);
+                }
+            }
             Signal::FragNeeded { next_hop_mtu, .. } if next_hop_mtu >= MIN_PATH_MTU_BYTES => {
                 self.frag_needed = Some(
                     self.frag_needed
@@ -360,6 +374,15 @@ mod tests {
         known.observe(&pmtu(Target::Endpoint, 1386));
         let c = tunneled(1500, 1400, &known, &ladder).unwrap();
         assert_eq!((c.mss_bytes, c.path_mtu_bytes), (1346, 1386));
+        // The hop recovers: the endpoint's full size (capped at the device's 1400) passes again.
+        known.observe(&Signal::Probe {
+            target: Target::Endpoint,
+            size_bytes: 1400,
+            df: true,
+            ok: true,
+            rtt_ms: Some(40.0),
+        });
+        assert_eq!(tunneled(1500, 1400, &known, &ladder), None, "lifted");
         // Without probes, stuck connections at the device's 1360 take the ladder below it.
         let mut ladder = Ladder::default();
         assert!(ladder.stuck(1360, Instant::now()));
