@@ -82,6 +82,10 @@ fn main() {
             lab::tunnel::esp_larger_than_the_path_is_found_by_probes_through_the_tunnel,
         ),
         (
+            "vpn_every_tunnel_drop_is_counted_from_charons_events",
+            lab::tunnel::every_tunnel_drop_is_counted_from_charons_events,
+        ),
+        (
             "diagnose_names_the_black_hole_its_interface_and_the_fix",
             lab::diagnose::diagnose_names_the_black_hole_and_the_fix,
         ),

@@ -88,6 +88,16 @@ pub fn diagnose_tells_pmtud_working_from_a_black_hole() {
 /// alert body parsed.
 pub fn run_scenario(name: &str, time_scale: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
     let out_dir = tempfile::tempdir().unwrap();
+    let (summary, alerts, _) = run_scenario_in(name, time_scale, out_dir.path());
+    (summary, alerts)
+}
+
+/// [`run_scenario`] with its reports in `out_dir`; also returns the run's directory.
+pub fn run_scenario_in(
+    name: &str,
+    time_scale: &str,
+    out_dir: &std::path::Path,
+) -> (serde_json::Value, Vec<serde_json::Value>, PathBuf) {
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios")
         .join(format!("{name}.toml"));
@@ -101,7 +111,7 @@ pub fn run_scenario(name: &str, time_scale: &str) -> (serde_json::Value, Vec<ser
             time_scale,
             "--out-dir",
         ])
-        .arg(out_dir.path())
+        .arg(out_dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -110,7 +120,7 @@ pub fn run_scenario(name: &str, time_scale: &str) -> (serde_json::Value, Vec<ser
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run_dir = std::fs::read_dir(out_dir.path())
+    let run_dir = std::fs::read_dir(out_dir)
         .unwrap()
         .flatten()
         .find(|e| {
@@ -129,7 +139,7 @@ pub fn run_scenario(name: &str, time_scale: &str) -> (serde_json::Value, Vec<ser
         .iter()
         .map(|a| serde_json::from_str(a["body"].as_str().unwrap()).unwrap())
         .collect();
-    (summary, alerts)
+    (summary, alerts, run_dir)
 }
 
 /// The daemon end to end: during a short black hole the agent loses nothing, POSTs a

@@ -5,7 +5,7 @@
 //! must keep uploading (the scenarios bound the longest stretch with nothing on the WAN), name
 //! the black hole with the tunnel in its cause, and resolve it after the revert.
 
-use super::diagnose::run_scenario;
+use super::diagnose::{run_scenario, run_scenario_in};
 
 fn firing_blackhole(alerts: &[serde_json::Value]) -> Vec<String> {
     alerts
@@ -63,4 +63,30 @@ pub fn esp_larger_than_the_path_is_found_by_probes_through_the_tunnel() {
         .as_u64()
         .unwrap();
     assert!(esp > 0, "the wire dropped no ESP: {summary:#}");
+}
+
+/// Every drop of the tunnel counts, the quick ones too: charon's log says how many times the
+/// site's IKE SA was established; every establishment after the first follows a drop, and the
+/// agent's count of drops (its "VPN state" lines) must be exactly that.
+pub fn every_tunnel_drop_is_counted_from_charons_events() {
+    let out = tempfile::tempdir().unwrap();
+    let (_, _, run) = run_scenario_in("vpn-flaps-short", "0.02", out.path());
+    let charon = std::fs::read_to_string(run.join("vpn/site/charon.log")).unwrap();
+    let established = charon
+        .lines()
+        .filter(|l| l.contains("IKE_SA") && l.contains("established between"))
+        .count();
+    let log = std::fs::read_to_string(run.join("uploader.log")).unwrap();
+    let flaps = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "VPN state")
+        .filter_map(|v| v["flaps"].as_u64())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "vpn-flaps-short: charon established the IKE SA {established} times, the agent counted {flaps} drops"
+    );
+    assert!(established >= 3, "down/up and a killed charon: {charon}");
+    assert_eq!(flaps as usize, established - 1, "{log}");
 }
