@@ -199,8 +199,15 @@ pub async fn run(
                 if last {
                     probing = false;
                 }
-                if let Some(seen) = seen {
-                    endpoint = Some(seen);
+                if let Some((addr, mut route)) = seen {
+                    // The route was looked up when the round began; its device's MTU may have
+                    // moved since (a tunnel device following the WAN).
+                    if let Some(r) = &mut route
+                        && let Some(link) = Link::from_sysfs(&r.device)
+                    {
+                        r.device_mtu = link.mtu_bytes;
+                    }
+                    endpoint = Some((addr, route));
                 }
                 if born == generation {
                     // Every probe goes through the tracker (no short-circuit): it keeps state.
