@@ -95,7 +95,15 @@ pub(super) fn watch_vpn(
                             }
                             Ok(None) => break,
                             Err(_) => {
+                                // charon went away (killed, restarted): every SA it held is
+                                // gone with it, however fast a new one re-establishes them.
+                                if w.was_up {
+                                    w.flap(&metrics);
+                                    w.was_up = false;
+                                    flapped = true;
+                                }
                                 events = None;
+                                next_poll = Instant::now();
                                 break;
                             }
                         }
