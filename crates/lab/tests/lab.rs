@@ -86,6 +86,10 @@ fn main() {
             lab::tunnel::every_tunnel_drop_is_counted_from_charons_events,
         ),
         (
+            "vpn_route_mtu_remediation_goes_on_the_tunnels_routes",
+            lab::tunnel::route_mtu_remediation_goes_on_the_tunnels_routes,
+        ),
+        (
             "diagnose_names_the_black_hole_its_interface_and_the_fix",
             lab::diagnose::diagnose_names_the_black_hole_and_the_fix,
         ),

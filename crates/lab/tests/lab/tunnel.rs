@@ -92,3 +92,31 @@ pub fn every_tunnel_drop_is_counted_from_charons_events() {
     assert!(established >= 3, "down/up and a killed charon: {charon}");
     assert_eq!(flaps as usize, established - 1, "{log}");
 }
+
+/// `route-mtu` inside the tunnel: the inner path MTU goes on the tunnel device's route in
+/// strongSwan's table 220 (eno1's routes carry ESP, which is not what is too big), and comes off
+/// once eno1 is back at its declared MTU.
+pub fn route_mtu_remediation_goes_on_the_tunnels_routes() {
+    if let Err(e) = backhaul_lab::vpn::patched_plugin() {
+        println!("SKIP vpn route-mtu: the kernel-libipsec plugin cannot be built here: {e}");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (_, alerts, run) = run_scenario_in("vpn-remediate-route-short", "0.05", out.path());
+    let remediated: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a["reason"] == "remediated")
+        .filter_map(|a| a["root_cause"].as_str())
+        .collect();
+    assert!(
+        remediated
+            .iter()
+            .any(|c| c.contains("route MTU 1438 on 1 route(s) of ipsec0 (table 220)")),
+        "{alerts:#?}"
+    );
+    let log = std::fs::read_to_string(run.join("uploader.log")).unwrap();
+    assert!(
+        log.contains("route MTU 1438 on 1 route(s) of ipsec0 (table 220) taken off"),
+        "{log}"
+    );
+}
