@@ -392,12 +392,9 @@ fn a_path_that_shrank_and_recovered_resolves_at_the_first_full_size_pass() {
     assert_eq!(opens, 1, "{log:?}");
 }
 
-/// The incident's change with the agent's own clamp in force: uploads flow at line rate on
-/// clamped connections while large packets are still dropped. That is still a black hole for
-/// the site (its VPN and every other application), not a path that copes: one
-/// `pmtu_blackhole` that says uploads continue, never a downgrade to `path_mtu_reduced`.
-#[test]
-fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
+/// Healthy until eno1 goes 1500 → 9000 at 08:05:00 and the agent clamps to MSS 1460 (inside
+/// `tunnel`, if any).
+fn clamped_at_08_05(tunnel: Option<&str>) -> Timeline {
     let mut tl = Timeline::new();
     tl.push("08:00:00", link_mtu("eno1", 1500));
     healthy(&mut tl, "08:00:00", 5, |_| 42.0);
@@ -406,9 +403,19 @@ fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
         "08:05:00",
         Signal::UploadMssClamp {
             mss_bytes: Some(1460),
-            tunnel: None,
+            tunnel: tunnel.map(str::to_owned),
         },
     );
+    tl
+}
+
+/// The incident's change with the agent's own clamp in force: uploads flow at line rate on
+/// clamped connections while large packets are still dropped. That is still a black hole for
+/// the site (its VPN and every other application), not a path that copes: one
+/// `pmtu_blackhole` that says uploads continue, never a downgrade to `path_mtu_reduced`.
+#[test]
+fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
+    let mut tl = clamped_at_08_05(None);
     let mut at = t("08:05:01");
     while at < t("08:15:00") {
         for target in [Target::Gateway, Target::Endpoint] {
@@ -471,17 +478,7 @@ fn uploads_flowing_under_our_own_clamp_do_not_end_the_black_hole() {
 /// the alert must say so, from the connections, not from the clamp being set.
 #[test]
 fn a_clamp_with_nothing_acknowledged_says_uploads_stopped() {
-    let mut tl = Timeline::new();
-    tl.push("08:00:00", link_mtu("eno1", 1500));
-    healthy(&mut tl, "08:00:00", 5, |_| 42.0);
-    tl.push("08:05:00", mtu_changed("eno1", 1500, 9000));
-    tl.push(
-        "08:05:00",
-        Signal::UploadMssClamp {
-            mss_bytes: Some(1460),
-            tunnel: Some("ESP AES_GCM_16 over UDP: 62 B".into()),
-        },
-    );
+    let mut tl = clamped_at_08_05(Some("ESP AES_GCM_16 over UDP: 62 B"));
     let mut at = t("08:05:01");
     while at < t("08:06:00") {
         for target in [Target::Gateway, Target::Endpoint] {
