@@ -9,7 +9,7 @@
 //! frag-needed listener for every socket's packets ([`FragNeededListener`]); the route toward an
 //! address with its device, MTU and whether it is a tunnel ([`Route`]); the kernel's
 //! PMTU-related counters ([`KernelCounters`]); `TCP_INFO` of a connection ([`TcpInfo`]);
-//! strongSwan's tunnels over its VICI socket ([`Vici`]).
+//! strongSwan's tunnels, CHILD_SAs and up/down events over its VICI socket ([`Vici`]).
 //!
 //! Does not own: deciding what a signal means (`backhaul-diagnose`), when to probe or watch
 //! (the agent), or metric names (`backhaul-telemetry`).
