@@ -70,8 +70,12 @@ impl Side {
         self.dir.join("run").join("charon.vici")
     }
 
-    fn uri(&self) -> String {
-        format!("unix://{}", self.vici().display())
+    /// `swanctl args… --uri <this charon>`; its standard output.
+    fn swanctl(&self, args: &[&str]) -> Result<String, Error> {
+        let uri = format!("unix://{}", self.vici().display());
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--uri", &uri]);
+        cmd::run("swanctl", &all)
     }
 }
 
@@ -136,8 +140,14 @@ impl Tunnel {
     /// A `vpn` event.
     pub fn act(&mut self, lab: &mut Lab, op: VpnOp) -> Result<(), Error> {
         match op {
-            VpnOp::Down => self.swanctl(Node::Site, &["--terminate", "--ike", CONNECTION]),
-            VpnOp::Up => self.swanctl(Node::Site, &["--initiate", "--child", CONNECTION]),
+            VpnOp::Down => self
+                .site
+                .swanctl(&["--terminate", "--ike", CONNECTION])
+                .map(drop),
+            VpnOp::Up => self
+                .site
+                .swanctl(&["--initiate", "--child", CONNECTION])
+                .map(drop),
             VpnOp::KillCharon => {
                 if let Some(mut child) = self.site.child.take() {
                     let _ignored = child.kill();
@@ -154,13 +164,6 @@ impl Tunnel {
             Node::Site => &self.site,
             Node::Gw | Node::Cloud => &self.cloud,
         }
-    }
-
-    fn swanctl(&self, node: Node, args: &[&str]) -> Result<(), Error> {
-        let uri = self.side(node).uri();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--uri", &uri]);
-        cmd::run("swanctl", &all).map(drop)
     }
 
     fn write_config(&self, node: Node) -> Result<(), Error> {
@@ -249,10 +252,9 @@ impl Tunnel {
         lab.track(&format!("charon-{}", node.name()), child.id())?;
         side.child = Some(child);
         let vici = side.vici();
-        let uri = side.uri();
         // A killed charon leaves its socket file behind: ready means it answers.
         wait_for(Duration::from_secs(10), || {
-            cmd::run("swanctl", &["--stats", "--uri", &uri]).is_ok()
+            side.swanctl(&["--stats"]).is_ok()
         })
         .ok_or_else(|| Error::Peer {
             peer: "charon",
@@ -263,16 +265,7 @@ impl Tunnel {
             ),
         })?;
         let conf = side.dir.join("swanctl.conf");
-        cmd::run(
-            "swanctl",
-            &[
-                "--load-all",
-                "--file",
-                &conf.to_string_lossy(),
-                "--uri",
-                &uri,
-            ],
-        )?;
+        side.swanctl(&["--load-all", "--file", &conf.to_string_lossy()])?;
         self.set_device_mtu(lab, node)
     }
 
@@ -304,9 +297,9 @@ impl Tunnel {
     }
 
     fn wait_installed(&self, within: Duration) -> Result<(), Error> {
-        let uri = self.site.uri();
         wait_for(within, || {
-            cmd::run("swanctl", &["--list-sas", "--uri", &uri])
+            self.site
+                .swanctl(&["--list-sas"])
                 .is_ok_and(|out| out.contains("INSTALLED"))
         })
         .ok_or_else(|| Error::Peer {

@@ -166,6 +166,11 @@ pub struct ChildSa {
 }
 
 impl ChildSa {
+    /// Whether it carries packets (state `INSTALLED`, as charon names it).
+    pub fn installed(&self) -> bool {
+        self.state == "INSTALLED"
+    }
+
     /// Whether a remote traffic selector covers `addr` (IPv4 CIDR selectors; `dynamic` and
     /// ranges are not matched).
     pub fn covers(&self, addr: std::net::Ipv4Addr) -> bool {
@@ -573,7 +578,7 @@ mod tests {
             (c.ike.as_str(), c.name.as_str(), c.state.as_str()),
             ("site-vpn", "net", "INSTALLED")
         );
-        assert!(c.encap);
+        assert!(c.encap && c.installed());
         assert_eq!(
             (c.encr_alg.as_str(), c.encr_keysize),
             ("AES_GCM_16", Some(256))

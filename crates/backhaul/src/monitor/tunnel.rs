@@ -63,24 +63,32 @@ impl EspOverhead {
                     align_bytes: align,
                 }
             }
-            _ => Self {
-                label: format!(
+            _ => Self::worst_case(
+                format!(
                     "ESP {} (unknown here: counted as AES_CBC/HMAC_SHA2_512_256){over}",
                     sa.encr_alg
                 ),
-                fixed_bytes: outer + udp + ESP_HEADER_BYTES + 16 + 32,
-                align_bytes: 16,
-            },
+                outer + udp,
+            ),
         }
     }
 
     /// A tunnel device whose SA nothing describes: the worst common case.
     pub fn unknown(device: &str) -> Self {
-        Self {
-            label: format!(
+        Self::worst_case(
+            format!(
                 "tunnel device {device}, proposal unknown (counted as ESP AES_CBC/HMAC_SHA2_512_256 over UDP)"
             ),
-            fixed_bytes: IPV4_HEADER_BYTES + UDP_HEADER_BYTES + ESP_HEADER_BYTES + 16 + 32,
+            IPV4_HEADER_BYTES + UDP_HEADER_BYTES,
+        )
+    }
+
+    /// AES-CBC (16-byte IV and block) with HMAC-SHA2-512-256 (32-byte ICV) behind `outer_bytes`
+    /// of outer IP header and encapsulation.
+    fn worst_case(label: String, outer_bytes: u32) -> Self {
+        Self {
+            label,
+            fixed_bytes: outer_bytes + ESP_HEADER_BYTES + 16 + 32,
             align_bytes: 16,
         }
     }

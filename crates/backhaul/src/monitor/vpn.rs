@@ -33,7 +33,7 @@ impl VpnView {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .flatten()
-            .find(|c| c.state == "INSTALLED" && c.covers(addr))
+            .find(|c| c.installed() && c.covers(addr))
             .cloned()
     }
 
@@ -116,7 +116,7 @@ pub(super) fn watch_vpn(
                 }
                 next_poll = Instant::now() + VPN_POLL;
                 let tunnels = Vici::connect(&socket, VPN_POLL).and_then(|mut v| v.tunnels());
-                let (state, text) = w.state(&socket, &tunnels);
+                let (state, text) = vpn_state(&socket, &tunnels);
                 if w.was_up && state != VpnState::Up && events.is_none() {
                     w.flap(&metrics);
                     flapped = true;
@@ -125,7 +125,7 @@ pub(super) fn watch_vpn(
                 metrics.vpn_up.set(if w.was_up { 1.0 } else { 0.0 });
                 let children = tunnels.map(|t| t.children).unwrap_or_default();
                 metrics.vpn_child_sa_up.set(
-                    if children.iter().any(|c| c.state == "INSTALLED") {
+                    if children.iter().any(ChildSa::installed) {
                         1.0
                     } else {
                         0.0
@@ -187,37 +187,6 @@ impl Watch {
         metrics.vpn_flaps.inc();
     }
 
-    fn state(
-        &self,
-        socket: &std::path::Path,
-        tunnels: &Result<VpnTunnels, backhaul_netprobe::Error>,
-    ) -> (VpnState, String) {
-        match tunnels {
-            Err(_) if !socket.exists() => (
-                VpnState::Absent,
-                format!(
-                    "not monitored: no strongSwan VICI socket at {}",
-                    socket.display()
-                ),
-            ),
-            Err(e) => (
-                VpnState::Absent,
-                format!("not monitored: {e}: {}", error_source(e)),
-            ),
-            Ok(t) if t.configured.is_empty() => (
-                VpnState::Absent,
-                "not monitored: strongSwan has no connection loaded".to_owned(),
-            ),
-            Ok(t) if !t.established.is_empty() => {
-                (VpnState::Up, format!("up: {}", t.established.join(", ")))
-            }
-            Ok(t) => (
-                VpnState::Down,
-                format!("down: {} loaded, none established", t.configured.join(", ")),
-            ),
-        }
-    }
-
     /// Adds what each CHILD_SA moved since the last look to `backhaul_vpn_bytes_total`, and
     /// returns the bytes that went out while (almost) nothing came back, if that happened:
     /// the tunnel sends into a black hole.
@@ -240,6 +209,37 @@ impl Watch {
         // Probe replies and DPD come back even into a black hole: "nothing" is under 1 %.
         (!first && total_out >= ONE_WAY_MIN_BYTES && total_in * 100 <= total_out)
             .then_some(total_out)
+    }
+}
+
+/// The VPN's state and its status line from one `get-conns` + `list-sas` look.
+fn vpn_state(
+    socket: &std::path::Path,
+    tunnels: &Result<VpnTunnels, backhaul_netprobe::Error>,
+) -> (VpnState, String) {
+    match tunnels {
+        Err(_) if !socket.exists() => (
+            VpnState::Absent,
+            format!(
+                "not monitored: no strongSwan VICI socket at {}",
+                socket.display()
+            ),
+        ),
+        Err(e) => (
+            VpnState::Absent,
+            format!("not monitored: {e}: {}", error_source(e)),
+        ),
+        Ok(t) if t.configured.is_empty() => (
+            VpnState::Absent,
+            "not monitored: strongSwan has no connection loaded".to_owned(),
+        ),
+        Ok(t) if !t.established.is_empty() => {
+            (VpnState::Up, format!("up: {}", t.established.join(", ")))
+        }
+        Ok(t) => (
+            VpnState::Down,
+            format!("down: {} loaded, none established", t.configured.join(", ")),
+        ),
     }
 }
 
