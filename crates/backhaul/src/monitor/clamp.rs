@@ -124,21 +124,16 @@ impl PathMtuKnown {
     /// The outer path as measured: the gateway's probes and frag-needed (the endpoint's
     /// probes cross the tunnel when there is one).
     fn outer(&self) -> Option<(u32, ClampSource)> {
-        let probed = self.by_target[Target::Gateway as usize].map(|b| (b, ClampSource::Probe));
-        let icmp = self.frag_needed.map(|b| (b, ClampSource::FragNeeded));
-        match (probed, icmp) {
-            (Some(p), Some(f)) => Some(if f.0 < p.0 { f } else { p }),
-            (p, f) => p.or(f),
-        }
+        self.or_frag_needed(self.by_target[Target::Gateway as usize])
     }
 
     fn best(&self) -> Option<(u32, ClampSource)> {
-        let probed = self
-            .by_target
-            .iter()
-            .flatten()
-            .min()
-            .map(|&b| (b, ClampSource::Probe));
+        self.or_frag_needed(self.by_target.iter().flatten().min().copied())
+    }
+
+    /// The smaller of a probed path MTU and a frag-needed's next-hop MTU, with its source.
+    fn or_frag_needed(&self, probed: Option<u32>) -> Option<(u32, ClampSource)> {
+        let probed = probed.map(|b| (b, ClampSource::Probe));
         let icmp = self.frag_needed.map(|b| (b, ClampSource::FragNeeded));
         match (probed, icmp) {
             (Some(p), Some(f)) => Some(if f.0 < p.0 { f } else { p }),

@@ -424,18 +424,25 @@ pub(crate) fn last_flowing(store: &Store) -> Option<u64> {
     })
 }
 
-/// The MSS the agent clamps its own upload connections to now, and since when, if it does.
-pub(crate) fn own_clamp(store: &Store) -> Option<(u64, u32)> {
-    store.iter().rev().find_map(|o| match o.signal {
-        Signal::UploadMssClamp { mss_bytes, .. } => Some(mss_bytes.map(|m| (o.at_ms, m))),
-        _ => None,
-    })?
+/// The clamp the agent's own upload connections are under now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnClamp<'s> {
+    /// Since when.
+    pub(crate) at_ms: u64,
+    /// `TCP_MAXSEG`.
+    pub(crate) mss_bytes: u32,
+    /// The tunnel whose overhead it includes, if the uploads ride one.
+    pub(crate) tunnel: Option<&'s str>,
 }
 
-/// The tunnel the agent's clamp includes the overhead of, if its latest clamp does.
-pub(crate) fn own_clamp_tunnel(store: &Store) -> Option<&str> {
+/// The agent's latest clamp, if its upload connections are clamped now.
+pub(crate) fn own_clamp(store: &Store) -> Option<OwnClamp<'_>> {
     store.iter().rev().find_map(|o| match &o.signal {
-        Signal::UploadMssClamp { tunnel, .. } => Some(tunnel.as_deref()),
+        Signal::UploadMssClamp { mss_bytes, tunnel } => Some(mss_bytes.map(|m| OwnClamp {
+            at_ms: o.at_ms,
+            mss_bytes: m,
+            tunnel: tunnel.as_deref(),
+        })),
         _ => None,
     })?
 }

@@ -11,9 +11,9 @@
 //! the onset, and uploads not demonstrably healthy.
 
 use super::{
-    Context, Flow, ProbeRun, attribution, change_clause, clamp_stuck, disk_escalation, drifted_wan,
-    evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix, own_clamp,
-    own_clamp_tunnel, path_mtu, remediation, small_ok, stalls, upload_flow, uploads_healthy_since,
+    Context, Flow, OwnClamp, ProbeRun, attribution, change_clause, clamp_stuck, disk_escalation,
+    drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix,
+    own_clamp, path_mtu, remediation, small_ok, stalls, upload_flow, uploads_healthy_since,
     vpn_one_way,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
@@ -162,7 +162,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         "no ICMP fragmentation-needed received since",
     ));
     let remedied = wan.and_then(|w| remediation(store, &w.name, onset));
-    if let Some(tunnel) = own_clamp_tunnel(store) {
+    if let Some(tunnel) = clamp.and_then(|c| c.tunnel) {
         clauses.push(format!("uploads ride a VPN tunnel ({tunnel})"));
     }
     if let Some((at, bytes_out, seconds)) = vpn_one_way(store, onset) {
@@ -185,7 +185,12 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
             ),
         ));
     }
-    if let Some((at, mss)) = clamp {
+    if let Some(OwnClamp {
+        at_ms: at,
+        mss_bytes: mss,
+        ..
+    }) = clamp
+    {
         let others = if remedied.is_some_and(|(_, _, error)| error.is_none()) {
             ""
         } else {
@@ -224,14 +229,13 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     evidence.extend(disk);
     evidence.sort();
 
-    let tunneled = own_clamp_tunnel(store).is_some();
-    let fix = match (drifted_wan(store, ctx), wan, current, pmtu) {
+    let tunnel_mss = clamp.filter(|c| c.tunnel.is_some()).map(|c| c.mss_bytes);
+    let fix = match (drifted_wan(store, ctx), wan, current, pmtu, tunnel_mss) {
         (Some((w, _)), ..) => mtu_fix(w),
         // Inside a tunnel the WAN's MTU is not what is too big: the tunnel's packets are. The
         // agent's clamp already took the tunnel's overhead off the path; traffic to the
         // endpoint needs the same.
-        (None, ..) if tunneled && clamp.is_some() => {
-            let mss = clamp.map_or(0, |(_, mss)| mss);
+        (None, .., Some(mss)) => {
             vec![
                 format!(
                     "clamp TCP MSS of traffic into the tunnel: iptables -t mangle -A POSTROUTING \
@@ -246,7 +250,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
                 ),
             ]
         }
-        (None, Some(w), Some(mtu), Some((_, bytes))) if bytes < mtu => vec![
+        (None, Some(w), Some(mtu), Some((_, bytes)), None) if bytes < mtu => vec![
             format!("ip link set {} mtu {bytes}", w.name),
             format!(
                 "or clamp TCP MSS: iptables -t mangle -A POSTROUTING -o {} -p tcp \
