@@ -584,15 +584,7 @@ fn apply(
             node,
             interface,
             mtu_bytes,
-        } => {
-            lab.set_mtu(*node, interface, *mtu_bytes)?;
-            match tunnel {
-                Some(t) if *node == Node::Site && interface == "eno1" => {
-                    t.follow_wan(lab, *mtu_bytes)
-                }
-                _ => Ok(()),
-            }
-        }
+        } => lab.set_mtu(*node, interface, *mtu_bytes),
         Action::Vpn(op) => match tunnel {
             Some(t) => t.act(lab, *op),
             None => Err(Error::Scenario(

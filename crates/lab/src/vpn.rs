@@ -18,7 +18,9 @@
 //! `inner_mtu = "stock"` is the plugin as Debian ships it: `ipsec0` at libipsec's fixed 1400.
 //! `inner_mtu = "follow-wan"` models xfrm, whose tunnel MTU is the outer link's minus the ESP
 //! overhead: each side's `ipsec0` is set to its link's MTU less the AES-GCM-16-in-UDP overhead,
-//! and the site's follows `eno1` when a `set-mtu` event changes it. Stock libipsec reads the
+//! and the site's follows every change of `eno1`, whoever makes it (a scenario event, the
+//! netplan guard's apply and rollback, the agent's remediation): `ip monitor link` reports it
+//! and the follower sets `ipsec0` within milliseconds, as xfrm derives it per packet. Stock libipsec reads the
 //! TUN device into a buffer of its creation MTU (1400), so a larger device MTU set from outside
 //! truncates packets; the lab builds the plugin from Debian's source with that MTU (and so the
 //! buffer) taken from `strongswan.conf` instead of the constant (`scripts/build-libipsec.sh`,
@@ -26,6 +28,7 @@
 //! hashes, with an ABI check against the installed plugin) and bind-mounts it over the
 //! installed one inside the charons' mount namespaces only.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -121,20 +124,15 @@ impl Tunnel {
             tunnel.launch(lab, node)?;
         }
         tunnel.wait_installed(Duration::from_secs(30))?;
+        if tunnel.cfg.inner_mtu == InnerMtu::FollowWan {
+            follow_wan(lab)?;
+        }
         Ok(tunnel)
     }
 
     /// The site charon's VICI socket (the agent's `[monitor] vici_socket`).
     pub fn site_vici(&self) -> PathBuf {
         self.site.vici()
-    }
-
-    /// Under `follow-wan`, the site's tunnel device follows a new `eno1` MTU.
-    pub fn follow_wan(&self, lab: &Lab, eno1_mtu: u32) -> Result<(), Error> {
-        match self.cfg.inner_mtu {
-            InnerMtu::Stock => Ok(()),
-            InnerMtu::FollowWan => lab.set_mtu(Node::Site, "ipsec0", inner_mtu(eno1_mtu)),
-        }
     }
 
     /// A `vpn` event.
@@ -311,6 +309,46 @@ impl Tunnel {
             ),
         })
     }
+}
+
+/// `follow-wan`: `ip monitor link` in the site's namespace (tracked, so teardown stops it) and a
+/// thread that sets `ipsec0` to the inner MTU of every new `eno1` MTU it reports. The thread
+/// ends when the monitor does.
+fn follow_wan(lab: &mut Lab) -> Result<(), Error> {
+    let ns = lab.ns(Node::Site);
+    let mut child = cmd::command_in_ns(&ns, "ip")
+        .args(["-o", "monitor", "link"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: format!("ip netns exec {ns} ip -o monitor link"),
+            source,
+        })?;
+    lab.track("follow-wan", child.id())?;
+    let Some(stdout) = child.stdout.take() else {
+        return Ok(());
+    };
+    std::thread::spawn(move || {
+        let mut last = None;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.split_whitespace().nth(1) != Some("eno1:") {
+                continue;
+            }
+            let Some(outer) = mtu_of(&line) else { continue };
+            if last == Some(outer) {
+                continue;
+            }
+            let inner = inner_mtu(outer).to_string();
+            if cmd::ip(&["-n", &ns, "link", "set", "dev", "ipsec0", "mtu", &inner]).is_ok() {
+                last = Some(outer);
+            }
+        }
+        let _ignored = child.wait();
+    });
+    Ok(())
 }
 
 /// `mtu N` in one line of `ip -o link show`.

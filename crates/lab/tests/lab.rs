@@ -134,6 +134,10 @@ fn main() {
             lab::netplan_apply::bad_change_that_slips_past_the_check_is_rolled_back_and_proven,
         ),
         (
+            "netplan_apply_rolls_back_a_wan_mtu_9000_inside_a_follow_wan_tunnel",
+            lab::netplan_apply::bad_change_is_rolled_back_by_the_probe_through_a_follow_wan_tunnel,
+        ),
+        (
             "netplan_apply_keeps_the_intended_camera_jumbo_change",
             lab::netplan_apply::intended_camera_jumbo_change_is_verified_and_kept,
         ),

@@ -1,7 +1,9 @@
 //! `backhaul netplan apply --verify` inside the lab's site (issue 6 part 2): a bad change that
 //! slips past the check is rolled back within the verify window and the rollback is proven in
 //! the kernel and on the wire; the intended change is kept; killing the operator's whole
-//! foreground job does not stop the rollback, and a second apply meanwhile is refused.
+//! foreground job does not stop the rollback, and a second apply meanwhile is refused. Inside
+//! a strongSwan tunnel whose MTU follows eno1 (as xfrm's does), the same change is rolled back
+//! by the endpoint's probe at the tunnel's full inner size.
 //!
 //! The site's netplan root is a temp directory describing the lab (eno1 WAN with its address
 //! and default route, eno2 camera). eno1 has no `mtu:` at all, as on many hosts: re-applying
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use backhaul_lab::scenario::{InnerMtu, VpnConfig, VpnKind};
+use backhaul_lab::vpn::{CLOUD_INNER_ADDR, SITE_INNER_ADDR, Tunnel};
 use backhaul_lab::{IcmpPolicy, Lab, Node};
 
 use super::support::{assert_eventually, backhaul, lab};
@@ -20,6 +24,8 @@ const SITE_YAML: &str = "network:\n  version: 2\n  renderer: networkd\n  etherne
 /// The 2025-11-12 change, and an inventory that wrongly claims the upstream carries 9000: the
 /// check has no reason to block it, so only the post-change test can catch it.
 const WRONG_INVENTORY: &str = "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 9000\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 9000\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\nmtu_bytes = 9000\n";
+/// The same wrong claim for a site whose uploads ride the tunnel to the cloud's inner address.
+const WRONG_TUNNEL_INVENTORY: &str = "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.129\"\npath_mtu_bytes = 9000\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 9000\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\nmtu_bytes = 9000\n";
 const INVENTORY: &str = "gateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\npath_mtu_bytes = 1500\n[[interfaces]]\nname = \"eno1\"\nrole = \"wan\"\nmtu_bytes = 1500\n[[interfaces]]\nname = \"eno2\"\nrole = \"camera\"\nmtu_bytes = 9000\n";
 
 struct Site {
@@ -34,6 +40,11 @@ impl Site {
         std::fs::write(etc.join("50-site.yaml"), SITE_YAML).unwrap();
         std::fs::write(dir.path().join("wrong-inventory.toml"), WRONG_INVENTORY).unwrap();
         std::fs::write(dir.path().join("inventory.toml"), INVENTORY).unwrap();
+        std::fs::write(
+            dir.path().join("wrong-tunnel-inventory.toml"),
+            WRONG_TUNNEL_INVENTORY,
+        )
+        .unwrap();
         Self { dir }
     }
 
@@ -93,7 +104,7 @@ impl Site {
                 "--fail-after",
                 "3",
             ])
-            .args(["--probe-timeout-ms", "300", "--endpoint", "203.0.113.10"]);
+            .args(["--probe-timeout-ms", "300"]);
         c
     }
 
@@ -114,6 +125,34 @@ fn mtu(lab: &Lab, iface: &str) -> u32 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// A full-size inner packet with DF through the tunnel (ipsec0 at `inner_mtu` bytes) gets an
+/// answer from the cloud's inner address.
+fn large_ping_through_the_tunnel(lab: &Lab, inner_mtu: u32) -> bool {
+    let payload = (inner_mtu - 28).to_string();
+    let args = [
+        "-c",
+        "2",
+        "-W",
+        "1",
+        "-i",
+        "0.2",
+        "-M",
+        "do",
+        "-s",
+        &payload,
+        "-I",
+        SITE_INNER_ADDR,
+        CLOUD_INNER_ADDR,
+    ];
+    lab.command(Node::Site, "ping")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 /// A full-size packet with DF from the site to the cloud gets an answer.
@@ -180,6 +219,66 @@ pub fn bad_change_that_slips_past_the_check_is_rolled_back_and_proven() {
         elapsed.as_millis()
     );
     assert!(!site.path("state/pending.json").exists());
+    lab.down().unwrap();
+}
+
+pub fn bad_change_is_rolled_back_by_the_probe_through_a_follow_wan_tunnel() {
+    if let Err(e) = backhaul_lab::vpn::patched_plugin() {
+        println!(
+            "SKIP netplan apply in a follow-wan tunnel: the kernel-libipsec plugin cannot be built here: {e}"
+        );
+        return;
+    }
+    let site = Site::new();
+    let mut lab = lab(1500, IcmpPolicy::Block);
+    let cfg = VpnConfig {
+        kind: VpnKind::Strongswan,
+        inner_mtu: InnerMtu::FollowWan,
+        dpd_seconds: 10,
+    };
+    let tunnel_dir = site.path("tunnel");
+    let _tunnel = Tunnel::start(&mut lab, &cfg, &tunnel_dir).expect("tunnel up");
+    assert_eq!(mtu(&lab, "ipsec0"), 1438);
+    assert!(large_ping_through_the_tunnel(&lab, 1438));
+    let proposed = site.propose("eno1");
+    let out = site
+        .apply(
+            &lab,
+            &proposed,
+            "eno1.mtu=9000",
+            "wrong-tunnel-inventory.toml",
+            "20s",
+        )
+        .output()
+        .unwrap();
+    let text = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("ROLLED BACK"), "{text}");
+    // The tunnel followed the change, and the endpoint's probe at its full inner size is what
+    // the black hole dropped (the ESP packet around it is 9000 bytes on a 1500 path).
+    assert!(
+        text.contains("large 8938 B to endpoint 203.0.113.129: FAILED (lost) (passed at 1438 B before the change)"),
+        "{text}"
+    );
+    let report = site.report();
+    assert_eq!(report["kernel_after_apply"][0]["mtu_bytes"], 9000);
+    let applied = report["applied_at_ms"].as_u64().unwrap();
+    println!(
+        "    netplan apply in a follow-wan tunnel: failure decided {} ms after apply, rollback proven {} ms after apply",
+        report["failed_at_ms"].as_u64().unwrap() - applied,
+        report["rolled_back_at_ms"].as_u64().unwrap() - applied,
+    );
+    assert_eq!(mtu(&lab, "eno1"), 1500);
+    assert_eventually(
+        "ipsec0 follows eno1 back to 1500",
+        Duration::from_secs(2),
+        || mtu(&lab, "ipsec0") == 1438,
+    );
+    assert!(
+        large_ping_through_the_tunnel(&lab, 1438),
+        "full-size DF ping through the tunnel after the rollback"
+    );
+    assert_eq!(site.installed(), SITE_YAML);
     lab.down().unwrap();
 }
 
