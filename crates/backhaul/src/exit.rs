@@ -4,6 +4,8 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use crate::env::Stderr;
+
 /// Runtime failure.
 pub const FAILURE: u8 = 1;
 /// Usage error (sysexits `EX_USAGE`).
@@ -26,7 +28,19 @@ impl fmt::Display for ConfigInvalid {
 impl std::error::Error for ConfigInvalid {}
 
 /// Prints an error chain and picks the exit code.
-pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+/// The final error as written to stderr: under systemd's journal every line (the help lines
+/// too) carries the error priority, so `journalctl -p err` shows why the agent stopped.
+fn fatal(text: &str, stderr: Stderr) -> String {
+    if !stderr.journal {
+        return text.to_owned();
+    }
+    text.lines()
+        .map(|l| format!("<3>{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn report(result: anyhow::Result<ExitCode>, stderr: Stderr) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -37,7 +51,7 @@ pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            eprintln!("{}", fatal(&format!("error: {err:#}"), stderr));
             let locked = err.chain().any(|c| {
                 matches!(
                     c.downcast_ref::<backhaul_spool::Error>(),
@@ -52,5 +66,28 @@ pub fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
                 ExitCode::from(FAILURE)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_error_is_at_error_priority_in_the_journal() {
+        let text = "error: /etc/backhaul/site.toml:8:10: invalid type\n  help: see `backhaul config default`";
+        let journal = Stderr {
+            colour: false,
+            journal: true,
+        };
+        assert_eq!(
+            fatal(text, journal),
+            "<3>error: /etc/backhaul/site.toml:8:10: invalid type\n<3>  help: see `backhaul config default`"
+        );
+        let pipe = Stderr {
+            colour: false,
+            journal: false,
+        };
+        assert_eq!(fatal(text, pipe), text);
     }
 }

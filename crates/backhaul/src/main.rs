@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     };
     // Read before any thread starts: the local UTC offset is only knowable single-threaded.
     let process = env::ProcessEnv::read();
+    let stderr = process.stderr;
     let result = match cli.command {
         cli::Command::Run(args) => cmd::run::main(args, process),
         cli::Command::Demo(args) => cmd::demo::main(args, process),
@@ -43,5 +44,5 @@ fn main() -> ExitCode {
         cli::Command::Journal { command } => cmd::journal::main(command),
         cli::Command::PackageFiles(args) => cmd::package_files::main(args),
     };
-    exit::report(result)
+    exit::report(result, stderr)
 }

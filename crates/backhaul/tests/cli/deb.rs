@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::support::{exe, is_root};
+use super::support::{PACKAGE_LOCK, exe, is_root};
 
 const SPOOL: &str = "/var/spool/backhaul";
 const STATE: &str = "/var/lib/backhaul";
@@ -44,7 +44,7 @@ fn ok(program: &str, args: &[&str]) -> String {
 }
 
 /// Builds the package from the binary under test into `dir`; returns its path.
-fn build_deb(dir: &Path) -> PathBuf {
+pub(super) fn build_deb(dir: &Path) -> PathBuf {
     let out = Command::new(repo().join("scripts/build-deb"))
         .arg("--binary")
         .arg(exe())
@@ -176,6 +176,7 @@ fn deb_installs_a_working_agent_and_purge_keeps_the_spool() {
         std::io::stderr().write_all(skip.as_bytes()).ok();
         return;
     }
+    let _serial = PACKAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     assert!(
         !package_known() && user("backhaul").is_none() && !group_exists("backhaul"),
         "backhaul is already installed, or its user exists, on this machine; this test installs \

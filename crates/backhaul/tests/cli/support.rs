@@ -58,6 +58,11 @@ pub fn drift_site(dir: &Path, peer: &S3Peer, extra: &str) -> (PathBuf, u16) {
     )
 }
 
+/// Held by the tests that install the package: on this host (`deb`) and inside a systemd
+/// booted over an overlay of this host's root (`systemd`), whose lower layer must not change
+/// underneath it.
+pub static PACKAGE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether the tests run as root (CI does).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
