@@ -46,8 +46,12 @@ fn check_without_raw_sockets_is_unknown_and_says_why() {
     assert!(text.starts_with("BACKHAUL UNKNOWN - "), "{text}");
     assert!(text.contains("probes not run"), "{text}");
     assert!(text.contains("CAP_NET_RAW"), "{text}");
-    // The MTU half of the check still ran and reports its perfdata.
-    assert!(text.contains("lo_mtu_bytes=65536"), "{text}");
+    // The MTU half of the check still ran and reports its perfdata, in the monitoring-plugins
+    // range syntax: fine only at exactly the declared MTU.
+    assert!(
+        text.contains("lo_mtu_bytes=65536;65536:65536;65536:65536;;"),
+        "{text}"
+    );
 
     let out = without_net_raw()
         .args(["diagnose", "--config", &cfg, "--probe-timeout-ms", "200"])
