@@ -1,3 +1,8 @@
+mod repeats;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -29,9 +34,27 @@ pub fn parse_filter(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// The target of the lines that sum up held-back repeats; they are never held back themselves.
+const SUMMARY_TARGET: &str = "backhaul::repeats";
+/// How often closed windows are summed up.
+const SUMMARY_TICK: Duration = Duration::from_secs(5);
+
+/// The installed subscriber's windows, for [`flush`].
+static REPEATS: OnceLock<Arc<repeats::Repeats>> = OnceLock::new();
+
+/// Sums up what the log held back and has not said yet; called once before the process exits.
+pub fn flush() {
+    if let Some(r) = REPEATS.get() {
+        for s in r.close_all(Instant::now()) {
+            summarise(&s);
+        }
+    }
+}
+
 /// Installs the global subscriber on stderr: human lines (coloured only on a terminal; under
 /// systemd's journal without a timestamp and with each line's syslog priority, `<3>` error to
-/// `<7>` debug, so `journalctl -p err` finds the errors) or JSON lines.
+/// `<7>` debug, so `journalctl -p err` finds the errors) or JSON lines. Warnings and errors
+/// are bounded per cause in every format ([`repeats`]).
 pub fn init(
     args: &LogArgs,
     config_format: Option<LogFormat>,
@@ -50,20 +73,92 @@ pub fn init(
         .log_format
         .or(config_format)
         .unwrap_or(LogFormat::Human);
+    let repeats = Arc::new(repeats::Repeats::default());
     let installed = match (format, stderr.journal) {
-        (LogFormat::Human, false) => builder.try_init(),
+        (LogFormat::Human, false) => builder
+            .event_format(Limited::new(tracing_subscriber::fmt::format(), &repeats))
+            .try_init(),
         (LogFormat::Human, true) => builder
-            .event_format(Journald(
-                tracing_subscriber::fmt::format()
-                    .without_time()
-                    .with_ansi(false),
+            .event_format(Limited::new(
+                Journald(
+                    tracing_subscriber::fmt::format()
+                        .without_time()
+                        .with_ansi(false),
+                ),
+                &repeats,
             ))
             .try_init(),
-        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Json, _) => builder
+            .json()
+            .event_format(Limited::new(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+                &repeats,
+            ))
+            .try_init(),
     };
     if installed.is_err() {
         // Only the first subscriber of a process counts; later calls keep it.
         tracing::debug!("log subscriber already installed");
+        return;
+    }
+    let _first = REPEATS.set(repeats.clone());
+    let spawned = std::thread::Builder::new()
+        .name("log-repeats".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(SUMMARY_TICK);
+                for s in repeats.close_expired(Instant::now()) {
+                    summarise(&s);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the log's repeat summaries; held-back repeats are not summed up");
+    }
+}
+
+/// One line for a closed window, at the level of the lines it held back.
+fn summarise(s: &repeats::Summary) {
+    match s.level {
+        tracing::Level::ERROR => tracing::error!(target: SUMMARY_TARGET, held = s.held, "{s}"),
+        _ => tracing::warn!(target: SUMMARY_TARGET, held = s.held, "{s}"),
+    }
+}
+
+/// Writes nothing for a line [`repeats::Repeats`] holds back (the fmt layer then writes an
+/// empty buffer, which is no write at all), else the inner format's line.
+struct Limited<F> {
+    inner: F,
+    repeats: Arc<repeats::Repeats>,
+}
+
+impl<F> Limited<F> {
+    fn new(inner: F, repeats: &Arc<repeats::Repeats>) -> Self {
+        Self {
+            inner,
+            repeats: repeats.clone(),
+        }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for Limited<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if event.metadata().target() != SUMMARY_TARGET
+            && self.repeats.admit(event, Instant::now()) == repeats::Verdict::Hold
+        {
+            return Ok(());
+        }
+        self.inner.format_event(ctx, writer, event)
     }
 }
 

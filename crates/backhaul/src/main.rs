@@ -44,5 +44,6 @@ fn main() -> ExitCode {
         cli::Command::Journal { command } => cmd::journal::main(command),
         cli::Command::PackageFiles(args) => cmd::package_files::main(args),
     };
+    logging::flush();
     exit::report(result, stderr)
 }

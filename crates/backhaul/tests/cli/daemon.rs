@@ -449,3 +449,73 @@ async fn logs_have_no_colour_on_a_pipe_and_syslog_priorities_under_the_journal()
         assert!(!l.contains('\u{1b}'), "{l}");
     }
 }
+
+/// An outage writes a bounded log: the store goes away under a running agent that keeps
+/// retrying (fast, for the test), and each cause (the retry warning, the chunk error, per error
+/// class) is written at most five times in its minute; what was held back is counted in one
+/// line per cause when the agent stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_writes_a_bounded_log_and_counts_what_it_held_back() {
+    use backhaul_upload::test_util::{FaultProxy, Faults};
+    let peer = S3Peer::embedded(BUCKET).await;
+    let proxy = FaultProxy::start(peer.socket_addr(), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let cfg = site_config(
+        dir.path(),
+        &spool,
+        &peer,
+        &proxy.endpoint(),
+        "",
+        "[metrics]\nlisten = \"off\"\n",
+    );
+    let log = dir.path().join("agent.log");
+    let agent = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/a.mp4", &pattern_bytes(1, 1000));
+    let uploaded = spool.join("cam1/a.mp4");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while uploaded.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!uploaded.exists(), "the first chunk was not uploaded");
+
+    // The store goes away; two cameras keep recording.
+    drop(proxy);
+    for i in 0..8 {
+        write_chunk(&spool, &format!("cam1/b{i}.mp4"), &pattern_bytes(2, 1000));
+        write_chunk(&spool, &format!("cam2/b{i}.mp4"), &pattern_bytes(3, 1000));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut agent = agent;
+    assert!(agent.0.wait().unwrap().success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let retries = text
+        .lines()
+        .filter(|l| l.contains("upload request failed; retrying") && !l.contains(" more "))
+        .count();
+    let failures = text
+        .lines()
+        .filter(|l| l.contains("chunk upload failed; nothing deleted") && !l.contains(" more "))
+        .count();
+    // One error class (connection refused) for the whole outage.
+    assert!(retries <= 5, "{retries} retry lines:\n{text}");
+    assert!(failures <= 5, "{failures} chunk failure lines:\n{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" more \"upload request failed; retrying\" (class=")),
+        "no count of the held-back retries:\n{text}"
+    );
+}
