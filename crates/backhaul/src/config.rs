@@ -146,8 +146,14 @@ pub struct MonitorConfig {
     /// subscription is unavailable.
     #[serde(default = "default_link_poll")]
     pub link_poll_milliseconds: u64,
-    /// POST alerts here (JSON or Slack shape); none: alerts go to the log only.
+    /// POST alerts here (JSON or Slack shape); none: alerts go to the log only. May carry
+    /// `user:password@` (basic auth) and a query (a token); both are redacted wherever the URL
+    /// is shown.
     pub webhook_url: Option<String>,
+    /// A file holding a bearer token for the webhook, read at every send (rotation needs no
+    /// restart).
+    #[serde(default)]
+    pub webhook_bearer_token_file: Option<std::path::PathBuf>,
     /// `json` or `slack`.
     #[serde(default)]
     pub webhook_format: WebhookFormat,
@@ -160,6 +166,14 @@ pub struct MonitorConfig {
     /// Alertmanager to push alerts to (`POST <url>/api/v2/alerts`), e.g.
     /// `http://alertmanager.example.net:9093`; none: no push.
     pub alertmanager_url: Option<String>,
+    /// A file holding a bearer token for Alertmanager (Prometheus' `credentials_file`), read
+    /// at every send.
+    #[serde(default)]
+    pub alertmanager_bearer_token_file: Option<std::path::PathBuf>,
+    /// Where the NOC reaches this site's status page (e.g. through the VPN); sent as
+    /// Alertmanager's `generatorURL`.
+    #[serde(default)]
+    pub status_page_url: Option<String>,
     /// While an incident fires it is pushed again this often, with `endsAt` four intervals
     /// ahead: an agent that dies stops renewing and Alertmanager resolves the alert itself.
     #[serde(default = "default_alertmanager_resend")]
@@ -180,10 +194,13 @@ impl Default for MonitorConfig {
             probe_timeout_milliseconds: DEFAULT_PROBE_TIMEOUT_MILLISECONDS,
             link_poll_milliseconds: DEFAULT_LINK_POLL_MILLISECONDS,
             webhook_url: None,
+            webhook_bearer_token_file: None,
             webhook_format: WebhookFormat::Json,
             renotify_seconds: backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS,
             vici_socket: default_vici_socket(),
             alertmanager_url: None,
+            alertmanager_bearer_token_file: None,
+            status_page_url: None,
             alertmanager_resend_seconds: DEFAULT_ALERTMANAGER_RESEND_SECONDS,
         }
     }
@@ -373,6 +390,67 @@ fn invalid(path: &Path, pos: Option<(usize, usize)>, what: &str, help: &str) -> 
     anyhow::Error::new(ConfigInvalid(format!("{at}: {what}\n  help: {help}")))
 }
 
+/// An alert destination (`monitor.<name>_url` and `monitor.<name>_bearer_token_file`) parses
+/// as the runtime will send to it, carries one way of authenticating at most, and its token
+/// file can be read now. Messages show the URL redacted.
+fn check_destination(
+    (path, text): (&Path, &str),
+    name: &str,
+    url: Option<&str>,
+    token_file: Option<&Path>,
+    example: &str,
+) -> anyhow::Result<()> {
+    let url_key = format!("{name}_url");
+    let token_key = format!("{name}_bearer_token_file");
+    let parsed = match url.map(backhaul_upload::parse_request_url) {
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => {
+            return Err(invalid(
+                path,
+                locate(text, "monitor", &url_key),
+                &format!("monitor.{url_key}: {e}"),
+                example,
+            ));
+        }
+        None => None,
+    };
+    let Some(file) = token_file else {
+        return Ok(());
+    };
+    let at = locate(text, "monitor", &token_key);
+    match parsed {
+        None => Err(invalid(
+            path,
+            at,
+            &format!("monitor.{token_key} is set but monitor.{url_key} is not"),
+            &format!("set monitor.{url_key}, or remove the token file"),
+        )),
+        Some(u) if u.authorization.is_some() => Err(invalid(
+            path,
+            at,
+            &format!(
+                "monitor.{url_key} carries user:password@ and monitor.{token_key} is set: one authorization only"
+            ),
+            "keep the token file and take the user and password out of the URL, or the other way round",
+        )),
+        Some(_) => match std::fs::read_to_string(file) {
+            Ok(t) if !t.trim().is_empty() => Ok(()),
+            Ok(_) => Err(invalid(
+                path,
+                at,
+                &format!("monitor.{token_key}: {} is empty", file.display()),
+                "write the token into it (one line)",
+            )),
+            Err(e) => Err(invalid(
+                path,
+                at,
+                &format!("monitor.{token_key}: cannot read {}: {e}", file.display()),
+                "the agent runs as user backhaul: chown root:backhaul and chmod 0640 the file",
+            )),
+        },
+    }
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -519,14 +597,21 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             ));
         }
     }
-    if let Some(url) = &m.alertmanager_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
+    check_destination(
+        (path, text),
+        "alertmanager",
+        m.alertmanager_url.as_deref(),
+        m.alertmanager_bearer_token_file.as_deref(),
+        "e.g. http://alertmanager.example.net:9093 (the API path is added)",
+    )?;
+    if let Some(url) = &m.status_page_url
+        && let Err(e) = backhaul_upload::parse_request_url(url)
     {
         return Err(invalid(
             path,
-            locate(text, "monitor", "alertmanager_url"),
-            &format!("monitor.alertmanager_url `{url}` is not an http(s) URL"),
-            "e.g. http://alertmanager.example.net:9093 (the API path is added)",
+            locate(text, "monitor", "status_page_url"),
+            &format!("monitor.status_page_url: {e}"),
+            "the URL the NOC opens for this site's status page, e.g. http://10.20.30.40:9464/",
         ));
     }
     if m.alertmanager_resend_seconds == 0 {
@@ -537,16 +622,13 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             "remove the key to use its default (60)",
         ));
     }
-    if let Some(url) = &m.webhook_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        return Err(invalid(
-            path,
-            locate(text, "monitor", "webhook_url"),
-            &format!("monitor.webhook_url `{url}` is not an http(s) URL"),
-            "e.g. https://hooks.example.net/backhaul",
-        ));
-    }
+    check_destination(
+        (path, text),
+        "webhook",
+        m.webhook_url.as_deref(),
+        m.webhook_bearer_token_file.as_deref(),
+        "e.g. https://hooks.example.net/backhaul",
+    )?;
     if raw.remediation.mode != RemediationMode::Off && inventory.is_none() {
         return Err(invalid(
             path,
@@ -626,6 +708,58 @@ mod tests {
         let off = format!("{MIN}[remediation]\nmode = \"off\"\n");
         let c = parse(Path::new("site.toml"), &off).unwrap();
         assert_eq!(c.remediation.mode, RemediationMode::Off);
+    }
+
+    #[test]
+    fn alert_destinations_are_checked_as_sent_and_never_shown_with_secrets() {
+        let cfg = |monitor: &str| format!("{MIN}[monitor]\n{monitor}\n");
+        let err = |monitor: &str| {
+            format!(
+                "{:#}",
+                parse(Path::new("site.toml"), &cfg(monitor)).unwrap_err()
+            )
+        };
+        // What the runtime sends to: basic auth in the URL, a token in the query.
+        parse(
+            Path::new("site.toml"),
+            &cfg("webhook_url = \"https://u:pw@hooks.example.net/x?token=t\""),
+        )
+        .unwrap();
+        let e = err("webhook_url = \"https://u:pw@hooks.example.net/x?token=t#f\"");
+        assert!(e.starts_with("site.toml:9:1: monitor.webhook_url"), "{e}");
+        assert!(e.contains("u:***@hooks.example.net/x?token=***"), "{e}");
+        assert!(!e.contains("pw") && !e.contains("=t"), "{e}");
+        let e = err("alertmanager_url = \"am.example.net:9093\"");
+        assert!(e.contains("monitor.alertmanager_url"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0k\n").unwrap();
+        let e = err(&format!(
+            "alertmanager_url = \"http://u:pw@am:9093\"\nalertmanager_bearer_token_file = \"{}\"",
+            token.display()
+        ));
+        assert!(e.contains("one authorization only"), "{e}");
+        let e = err(&format!(
+            "webhook_bearer_token_file = \"{}\"",
+            token.display()
+        ));
+        assert!(e.contains("monitor.webhook_url is not"), "{e}");
+        let e = err(&format!(
+            "webhook_url = \"http://h/\"\nwebhook_bearer_token_file = \"{}\"",
+            dir.path().join("missing").display()
+        ));
+        assert!(
+            e.starts_with("site.toml:10:1:") && e.contains("cannot read"),
+            "{e}"
+        );
+        parse(
+            Path::new("site.toml"),
+            &cfg(&format!(
+                "alertmanager_url = \"http://am:9093\"\nalertmanager_bearer_token_file = \"{}\"",
+                token.display()
+            )),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
 pub use s3::{Completed, ObjectHead, OpenUpload, PutAck, S3Client, ServerPart};
-pub use transport::{DEFAULT_NOTSENT_LOWAT_BYTES, SimpleRequest, Transport, TransportConfig};
+pub use transport::{
+    DEFAULT_NOTSENT_LOWAT_BYTES, RequestUrl, SimpleRequest, Transport, TransportConfig,
+    parse_request_url, redact,
+};
 
 use std::sync::Arc;
 

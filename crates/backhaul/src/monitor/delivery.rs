@@ -57,7 +57,11 @@ pub(super) fn alertname(kind: &str) -> String {
 /// The Alertmanager v2 alert for `a` (`endsAt` only when resolved; a firing one gets it at
 /// each send). `interfaces` are the inventory's: the subject is an `interface` label only
 /// when it names one.
-pub(super) fn alertmanager_alert(a: &Alert, interfaces: &[String]) -> Value {
+pub(super) fn alertmanager_alert(
+    a: &Alert,
+    interfaces: &[String],
+    generator_url: Option<&str>,
+) -> Value {
     let kind = a.kind.as_str();
     let mut labels = json!({
         "alertname": alertname(kind),
@@ -81,6 +85,9 @@ pub(super) fn alertmanager_alert(a: &Alert, interfaces: &[String]) -> Value {
     if let Some(end) = &a.resolved_at {
         alert["endsAt"] = json!(end);
     }
+    if let Some(url) = generator_url {
+        alert["generatorURL"] = json!(url);
+    }
     alert
 }
 
@@ -91,6 +98,8 @@ pub(super) struct Delivery {
     outbox: Arc<Outbox>,
     webhook: Option<WebhookFormat>,
     alertmanager: bool,
+    /// `generatorURL` of every Alertmanager alert: the site's status page.
+    generator_url: Option<String>,
     interfaces: Vec<String>,
     /// Incident id → its firing Alertmanager alert.
     firing: Arc<Mutex<HashMap<String, Value>>>,
@@ -111,11 +120,14 @@ impl Delivery {
         let firing = Arc::new(Mutex::new(HashMap::new()));
         let sender = Sender {
             transport,
-            webhook_url: cfg.webhook_url.clone(),
-            alertmanager_url: cfg
-                .alertmanager_url
-                .as_ref()
-                .map(|u| format!("{}/api/v2/alerts", u.trim_end_matches('/'))),
+            webhook: cfg.webhook_url.as_ref().map(|url| Destination {
+                url: url.clone(),
+                bearer_token_file: cfg.webhook_bearer_token_file.clone(),
+            }),
+            alertmanager: cfg.alertmanager_url.as_ref().map(|u| Destination {
+                url: alertmanager_api(u),
+                bearer_token_file: cfg.alertmanager_bearer_token_file.clone(),
+            }),
             resend: Duration::from_secs(cfg.alertmanager_resend_seconds),
         };
         let queued = Arc::new(tokio::sync::Notify::new());
@@ -130,6 +142,7 @@ impl Delivery {
             outbox,
             webhook: cfg.webhook_url.as_ref().map(|_| cfg.webhook_format),
             alertmanager: cfg.alertmanager_url.is_some(),
+            generator_url: cfg.status_page_url.clone(),
             interfaces,
             firing,
             queued,
@@ -164,7 +177,7 @@ impl Delivery {
             );
         }
         if self.alertmanager {
-            let alert = alertmanager_alert(a, &self.interfaces);
+            let alert = alertmanager_alert(a, &self.interfaces, self.generator_url.as_deref());
             let mut firing = self.firing.lock().unwrap_or_else(|p| p.into_inner());
             // A new severity is a new label set in Alertmanager: end the old one.
             if let Some(old) = firing.get(&a.id)
@@ -196,20 +209,57 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
+/// `<url>/api/v2/alerts`, the query (if any) kept at the end.
+fn alertmanager_api(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let api = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+    match query {
+        Some(q) => format!("{api}?{q}"),
+        None => api,
+    }
+}
+
+/// Where one kind of message goes and how it authenticates (a URL's `user:password@` is the
+/// transport's business; a bearer token is read from its file at every send, so a rotated
+/// token needs no restart).
+struct Destination {
+    url: String,
+    bearer_token_file: Option<std::path::PathBuf>,
+}
+
 struct Sender {
     transport: Arc<Transport>,
-    webhook_url: Option<String>,
-    alertmanager_url: Option<String>,
+    webhook: Option<Destination>,
+    alertmanager: Option<Destination>,
     resend: Duration,
 }
 
 impl Sender {
     /// One POST; the error says why it did not arrive.
-    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), Undelivered> {
+    async fn post(&self, to: &Destination, body: Vec<u8>) -> Result<(), Undelivered> {
+        let bearer = match &to.bearer_token_file {
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(t) => Some(format!("Bearer {}", t.trim())),
+                Err(e) => {
+                    return Err(Undelivered::Refused(format!(
+                        "cannot read the bearer token file {}: {e}",
+                        file.display()
+                    )));
+                }
+            },
+            None => None,
+        };
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
         let req = backhaul_upload::SimpleRequest {
             method: "POST",
-            url,
-            headers: &[("content-type", "application/json")],
+            url: &to.url,
+            headers: &headers,
             body,
             timeout: Duration::from_secs(10),
         };
@@ -254,16 +304,12 @@ impl Sender {
     }
 
     async fn deliver(&self, m: &OutboxMessage) -> Result<(), Undelivered> {
-        match (
-            m.destination.as_str(),
-            &self.webhook_url,
-            &self.alertmanager_url,
-        ) {
-            (WEBHOOK, Some(url), _) => self.post(url, m.body.clone()).await,
-            (ALERTMANAGER, _, Some(url)) => {
+        match (m.destination.as_str(), &self.webhook, &self.alertmanager) {
+            (WEBHOOK, Some(to), _) => self.post(to, m.body.clone()).await,
+            (ALERTMANAGER, _, Some(to)) => {
                 let alert: Value = serde_json::from_slice(&m.body)
                     .map_err(|e| Undelivered::Refused(format!("queued body is not JSON: {e}")))?;
-                self.post(url, self.alertmanager_body(&alert)).await
+                self.post(to, self.alertmanager_body(&alert)).await
             }
             // Queued for a destination the config no longer has: nothing to deliver to.
             _ => Ok(()),
@@ -342,7 +388,7 @@ async fn pump(
             }
             Err(e) => tracing::error!(error = %e, "outbox: cannot read"),
         }
-        if let Some(url) = &sender.alertmanager_url
+        if let Some(to) = &sender.alertmanager
             && tokio::time::Instant::now() >= next_resend
         {
             next_resend = tokio::time::Instant::now() + sender.resend;
@@ -353,7 +399,7 @@ async fn pump(
                 .cloned()
                 .collect();
             for a in alerts {
-                if let Err(e) = sender.post(url, sender.alertmanager_body(&a)).await {
+                if let Err(e) = sender.post(to, sender.alertmanager_body(&a)).await {
                     tracing::debug!(error = %e.message(), "Alertmanager re-send failed; the next one may pass");
                 }
             }
@@ -373,5 +419,17 @@ mod tests {
         assert_eq!(alertname("pmtu_blackhole"), "BackhaulPmtuBlackhole");
         assert_eq!(alertname("mtu_drift"), "BackhaulMtuDrift");
         assert_eq!(alertname("uplink_down"), "BackhaulUplinkDown");
+    }
+
+    #[test]
+    fn the_alertmanager_api_path_goes_before_the_query() {
+        assert_eq!(
+            alertmanager_api("https://u:p@am.example.net:9093/"),
+            "https://u:p@am.example.net:9093/api/v2/alerts"
+        );
+        assert_eq!(
+            alertmanager_api("http://am:9093/prefix?tenant=a"),
+            "http://am:9093/prefix/api/v2/alerts?tenant=a"
+        );
     }
 }

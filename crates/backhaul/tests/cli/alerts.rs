@@ -27,8 +27,11 @@ fn gauge(metrics_port: u16, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A receiver on loopback answering 200 to every POST; each body arrives on the channel.
-fn receiver(port: u16) -> std::sync::mpsc::Receiver<(Instant, serde_json::Value)> {
+/// What a receiver got: when, the JSON body, the request line and headers (lowercased).
+type Received = (Instant, serde_json::Value, String);
+
+/// A receiver on loopback answering 200 to every POST; each request arrives on the channel.
+fn receiver(port: u16) -> std::sync::mpsc::Receiver<Received> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -40,7 +43,7 @@ fn receiver(port: u16) -> std::sync::mpsc::Receiver<(Instant, serde_json::Value)
     rx
 }
 
-fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<(Instant, serde_json::Value)>) {
+fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<Received>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -67,7 +70,7 @@ fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<(Instant, serd
         }
         let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
         if let Ok(v) = serde_json::from_slice(&body) {
-            tx.send((Instant::now(), v)).ok();
+            tx.send((Instant::now(), v, head)).ok();
         }
         if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .is_err()
@@ -78,11 +81,15 @@ fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<(Instant, serd
 }
 
 fn daemon(cfg: &std::path::Path) -> KillOnDrop {
+    daemon_logging_to(cfg, Stdio::null())
+}
+
+fn daemon_logging_to(cfg: &std::path::Path, stderr: Stdio) -> KillOnDrop {
     KillOnDrop(
         Command::new(exe())
             .args(["run", "--log-format", "json", "--config"])
             .arg(cfg)
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     )
@@ -145,7 +152,7 @@ async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_res
 
     let got = receiver(hook);
     let second = daemon(&cfg);
-    let (_, alert) = got
+    let (_, alert, _) = got
         .recv_timeout(Duration::from_secs(30))
         .expect("the queued alert is delivered after the restart");
     assert_eq!(alert["kind"], "mtu_drift", "{alert}");
@@ -166,6 +173,75 @@ async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop(second);
+}
+
+/// Credentials for alert receivers: `user:password@` (basic auth) and a query token in the
+/// webhook's URL, a bearer token file for Alertmanager, the site's status page as
+/// `generatorURL`. The receivers get them; `config check`, `/status` and the log never show a
+/// password, a token or a query value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_receivers_get_their_credentials_and_no_secret_is_shown() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, am, metrics) = (free_port(), free_port(), free_port());
+    let token = dir.path().join("am-token");
+    std::fs::write(&token, "t0ken-am\n").unwrap();
+    let cfg = drift_config(
+        dir.path(),
+        &peer,
+        "SITE-TEST",
+        metrics,
+        &format!(
+            "webhook_url = \"http://hookuser:hookpw@127.0.0.1:{hook}/hook?token=hooktoken\"\n\
+             alertmanager_url = \"http://127.0.0.1:{am}\"\n\
+             alertmanager_bearer_token_file = \"{}\"\n\
+             status_page_url = \"http://site-test.example:9464/\"",
+            token.display()
+        ),
+    );
+    let secrets = ["hookpw", "hooktoken", "t0ken-am"];
+    let check = Command::new(exe())
+        .args(["config", "check"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{shown}");
+    let (hooks, ams) = (receiver(hook), receiver(am));
+    let log = dir.path().join("agent.log");
+    let agent = daemon_logging_to(&cfg, Stdio::from(std::fs::File::create(&log).unwrap()));
+
+    let (_, alert, head) = hooks
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook gets the alert");
+    assert_eq!(alert["kind"], "mtu_drift", "{alert}");
+    assert!(head.starts_with("post /hook?token=hooktoken "), "{head}");
+    // base64("hookuser:hookpw"), lowercased as the receiver keeps headers.
+    assert!(
+        head.contains("authorization: basic ag9va3vzzxi6ag9va3b3"),
+        "{head}"
+    );
+    let (_, alerts, head) = ams
+        .recv_timeout(Duration::from_secs(30))
+        .expect("Alertmanager gets the alert");
+    assert!(head.starts_with("post /api/v2/alerts "), "{head}");
+    assert!(head.contains("authorization: bearer t0ken-am"), "{head}");
+    assert_eq!(
+        alerts[0]["generatorURL"], "http://site-test.example:9464/",
+        "{alerts}"
+    );
+    let status = http_get(metrics, "/status");
+    stop(agent);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for s in secrets {
+        assert!(!shown.contains(s), "config check shows {s}:\n{shown}");
+        assert!(!status.contains(s), "/status shows {s}");
+        assert!(!logged.contains(s), "the log shows {s}:\n{logged}");
+    }
 }
 
 /// Two sites push to a real Alertmanager (Debian `prometheus-alertmanager`): the alerts read
@@ -215,7 +291,10 @@ async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() 
             &peer,
             site,
             free_port(),
-            &format!("alertmanager_url = \"http://127.0.0.1:{am_port}\""),
+            &format!(
+                "alertmanager_url = \"http://127.0.0.1:{am_port}\"\n\
+                 status_page_url = \"http://{site}.example:9464/\""
+            ),
         );
         agents.push(daemon(&cfg));
     }
@@ -257,12 +336,20 @@ async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() 
         );
         assert!(!a["annotations"]["fix"].as_str().unwrap().is_empty(), "{a}");
         assert_eq!(a["status"]["state"], "active", "{a}");
+        assert_eq!(
+            a["generatorURL"],
+            format!(
+                "http://{}.example:9464/",
+                a["labels"]["site"].as_str().unwrap()
+            ),
+            "{a}"
+        );
     }
     // One notification with both sites (a first one may hold only the faster site).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (_, n) = notifications
+        let (_, n, _) = notifications
             .recv_timeout(left)
             .expect("Alertmanager sent no notification holding both sites");
         let in_it: Vec<&str> = n["alerts"]

@@ -25,7 +25,7 @@ mod connect;
 mod url;
 
 pub use connect::{DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
-pub use url::{Target, parse_url};
+pub use url::{RequestUrl, Target, parse_request_url, parse_url, redact};
 
 /// How often the stall watchdog looks at progress.
 const WATCHDOG_TICK: Duration = Duration::from_millis(250);
@@ -228,32 +228,34 @@ impl Transport {
 
     /// A one-off request by URL (instance metadata, CloudWatch); returns the body of a 2xx.
     pub async fn simple(&self, req: SimpleRequest<'_>) -> Result<Bytes, Error> {
-        let (target, path) = parse_url(req.url)?;
-        let path = if path.is_empty() {
-            "/".to_owned()
-        } else {
-            path
-        };
+        let url = parse_request_url(req.url)?;
         let mut builder = Request::builder()
             .method(req.method)
-            .uri(&path)
-            .header(http::header::HOST, target.authority())
+            .uri(&url.path_and_query)
+            .header(http::header::HOST, url.target.authority())
             .header(http::header::CONTENT_LENGTH, req.body.len());
+        let explicit = req
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (Some(auth), false) = (&url.authorization, explicit) {
+            builder = builder.header(http::header::AUTHORIZATION, auth);
+        }
         for (k, v) in req.headers {
             builder = builder.header(*k, *v);
         }
         let request = builder
             .body(ReqBody::bytes(Bytes::from(req.body)))
             .map_err(|e| Error::Endpoint {
-                endpoint: req.url.to_owned(),
+                endpoint: url.shown.clone(),
                 reason: e.to_string(),
             })?;
         let resp = self
             .send(
-                &target,
+                &url.target,
                 request,
                 "request",
-                req.url,
+                &url.shown,
                 Deadline::Total(req.timeout),
             )
             .await?;
@@ -261,7 +263,7 @@ impl Transport {
             let (code, message) = crate::xml::error_code(&resp.body);
             return Err(Error::Status {
                 op: "request",
-                key: req.url.to_owned(),
+                key: url.shown,
                 status: resp.status.as_u16(),
                 code,
                 message,

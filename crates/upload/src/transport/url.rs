@@ -1,6 +1,16 @@
-//! URLs the transport accepts: S3 and CloudWatch endpoints (`scheme://host[:port][/path]`).
+//! URLs the transport accepts: S3 and CloudWatch endpoints (`scheme://host[:port][/path]`),
+//! and the URLs of one-off requests (alert receivers), which may also carry `user:password@`
+//! (sent as basic auth, as amtool and curl do) and a query (webhook tokens). Whatever carries a
+//! secret is shown only through [`redact`]: logs, errors, `/status` and `config check` never
+//! print a password or a query value. A secret in the path (some chat webhooks put one there)
+//! cannot be told from a path and is shown as written.
+
+use base64::Engine as _;
 
 use crate::Error;
+
+/// What a hidden secret is shown as.
+const HIDDEN: &str = "***";
 
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,7 +41,7 @@ impl Target {
 /// Splits `scheme://host[:port][/path]` into a target and the base path (without trailing `/`).
 pub fn parse_url(url: &str) -> Result<(Target, String), Error> {
     let bad = |reason: &str| Error::Endpoint {
-        endpoint: url.to_owned(),
+        endpoint: redact(url),
         reason: reason.to_owned(),
     };
     let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
@@ -70,10 +80,175 @@ pub fn parse_url(url: &str) -> Result<(Target, String), Error> {
     Ok((Target { https, host, port }, path))
 }
 
+/// A one-off request's URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestUrl {
+    /// Where it goes.
+    pub target: Target,
+    /// The request target: the path (at least `/`) and the query, as written.
+    pub path_and_query: String,
+    /// `Basic …` from the URL's `user:password@`.
+    pub authorization: Option<String>,
+    /// The URL with its secrets hidden ([`redact`]), for messages.
+    pub shown: String,
+}
+
+/// Parses `scheme://[user[:password]@]host[:port][/path][?query]`; a `#fragment` is refused
+/// (it is never sent, so it is a mistake).
+pub fn parse_request_url(url: &str) -> Result<RequestUrl, Error> {
+    let shown = redact(url);
+    let bad = |reason: &str| Error::Endpoint {
+        endpoint: shown.clone(),
+        reason: reason.to_owned(),
+    };
+    if url.contains('#') {
+        return Err(bad("must not contain a #fragment"));
+    }
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    let (target, path) = parse_url(&format!("{scheme}://{hostport}{path}"))?;
+    let authorization = match userinfo {
+        Some(u) => {
+            let (user, password) = u.split_once(':').unwrap_or((u, ""));
+            let (user, password) = (
+                percent_decode(user).ok_or_else(|| bad("bad %-escape in the user name"))?,
+                percent_decode(password).ok_or_else(|| bad("bad %-escape in the password"))?,
+            );
+            if user.is_empty() {
+                return Err(bad("has `@` but no user name before it"));
+            }
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            Some(format!("Basic {pair}"))
+        }
+        None => None,
+    };
+    let mut path_and_query = if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    };
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    Ok(RequestUrl {
+        target,
+        path_and_query,
+        authorization,
+        shown,
+    })
+}
+
+/// `url` with the password of its `user:password@` and the value of every query parameter
+/// replaced by `***` (a parameter without `=` is hidden whole).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}:{HIDDEN}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let tail = tail.split('#').next().unwrap_or_default();
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let hidden: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}={HIDDEN}"),
+                    None => HIDDEN.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", hidden.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// `%XX` escapes decoded; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        assert_eq!(
+            redact("https://alice:s3cret@am.example.net:9093/"),
+            "https://alice:***@am.example.net:9093/"
+        );
+        assert_eq!(
+            redact("https://hooks.example.net/backhaul?token=abc&site=x&flag#frag"),
+            "https://hooks.example.net/backhaul?token=***&site=***&***"
+        );
+        assert_eq!(redact("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(redact("no scheme"), "no scheme");
+        // The endpoints' parser refuses credentials without printing them.
+        let e = parse_url("http://user:pw@host").unwrap_err().to_string();
+        assert!(e.contains("user:***@host") && !e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn request_urls_carry_basic_auth_and_a_query() {
+        let u =
+            parse_request_url("https://al%40ice:p%3Ass@am.example.net:9093/api/v2/alerts").unwrap();
+        assert_eq!(u.target.authority(), "am.example.net:9093");
+        assert_eq!(u.path_and_query, "/api/v2/alerts");
+        // base64("al@ice:p:ss")
+        assert_eq!(u.authorization.as_deref(), Some("Basic YWxAaWNlOnA6c3M="));
+        assert_eq!(
+            u.shown,
+            "https://al%40ice:***@am.example.net:9093/api/v2/alerts"
+        );
+        let u = parse_request_url("http://127.0.0.1:8080?token=t0k").unwrap();
+        assert_eq!(
+            (u.path_and_query.as_str(), u.authorization),
+            ("/?token=t0k", None)
+        );
+        assert_eq!(u.shown, "http://127.0.0.1:8080?token=***");
+        for bad in [
+            "ftp://x",
+            "http://:pw@host/",
+            "http://u:%zz@host/",
+            "http://host/#x",
+            "http://host:port/",
+        ] {
+            let e = parse_request_url(bad).unwrap_err().to_string();
+            assert!(!e.contains("pw") && !e.contains("%zz"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_endpoints() {
