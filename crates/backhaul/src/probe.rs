@@ -35,7 +35,7 @@ pub fn full_size(inv: &backhaul_diagnose::Inventory, wan_mtu: Option<u32>) -> us
 
 /// The inventory's gateway, if it is IPv4 (the probes are ICMPv4).
 pub fn gateway_v4(inv: &backhaul_diagnose::Inventory) -> Option<Ipv4Addr> {
-    match inv.gateway() {
+    match inv.gateway()? {
         IpAddr::V4(a) => Some(a),
         IpAddr::V6(_) => None,
     }

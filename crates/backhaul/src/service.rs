@@ -86,13 +86,14 @@ pub fn now_seconds() -> f64 {
 }
 
 /// Whether the loops that must keep turning stamped their heartbeats within [`STALE_AFTER`]
-/// of `now`; `monitor` says whether the monitor runs at all. The wedged loop's name otherwise.
-pub fn wedged(metrics: &Metrics, monitor: bool, now: f64) -> Option<&'static str> {
+/// of `now` (the monitor runs on every site, with or without an `[inventory]`). The wedged
+/// loop's name otherwise.
+pub fn wedged(metrics: &Metrics, now: f64) -> Option<&'static str> {
     let stale = |beat: f64| now - beat > STALE_AFTER.as_secs_f64();
     if stale(metrics.uploader_heartbeat_seconds.value()) {
         return Some("uploader");
     }
-    if monitor && stale(metrics.monitor_heartbeat_seconds.value()) {
+    if stale(metrics.monitor_heartbeat_seconds.value()) {
         return Some("monitor");
     }
     None
@@ -141,7 +142,6 @@ pub async fn supervise(
     notifier: Notifier,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
-    monitor: bool,
     mut ready: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -163,7 +163,7 @@ pub async fn supervise(
             _ = shutdown.changed() => break,
         }
         let mut msg = format!("STATUS={}", status_line(&metrics, &board));
-        match wedged(&metrics, monitor, now_seconds()) {
+        match wedged(&metrics, now_seconds()) {
             None => {
                 said_wedged = false;
                 if watchdog.is_some() {
@@ -194,16 +194,11 @@ mod tests {
         let m = Metrics::default();
         let now = now_seconds();
         m.uploader_heartbeat_seconds.set(now);
-        assert_eq!(wedged(&m, true, now), Some("monitor"));
-        assert_eq!(
-            wedged(&m, false, now),
-            None,
-            "no monitor, nothing to wait for"
-        );
+        assert_eq!(wedged(&m, now), Some("monitor"));
         m.monitor_heartbeat_seconds.set(now);
-        assert_eq!(wedged(&m, true, now + 60.0), None);
+        assert_eq!(wedged(&m, now + 60.0), None);
         assert_eq!(
-            wedged(&m, true, now + STALE_AFTER.as_secs_f64() + 1.0),
+            wedged(&m, now + STALE_AFTER.as_secs_f64() + 1.0),
             Some("uploader")
         );
     }

@@ -501,6 +501,12 @@ impl Status {
         }
         if self.monitoring {
             out.push(format!("link watch: {}", self.link_watch));
+        } else {
+            out.push(
+                "path rules off: no [inventory] (pmtu_blackhole, mtu_drift, path_mtu_reduced, \
+                 uplink_down); credentials, the store, the disk and goodput are watched"
+                    .to_owned(),
+            );
         }
         for p in &self.probes {
             let addr = p.address.as_deref().unwrap_or("-");

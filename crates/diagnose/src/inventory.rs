@@ -110,7 +110,7 @@ pub struct Interface {
 #[serde(try_from = "InventoryConfig")]
 pub struct Inventory {
     interfaces: Vec<Interface>,
-    gateway: IpAddr,
+    gateway: Option<IpAddr>,
     endpoint_host: String,
     expected_upload_mbps: Option<f64>,
     path_mtu_bytes: u32,
@@ -206,7 +206,7 @@ impl InventoryConfig {
         }
         Ok(Inventory {
             interfaces,
-            gateway: self.gateway,
+            gateway: Some(self.gateway),
             endpoint_host: host.to_string(),
             expected_upload_mbps: self.expected_upload_mbps,
             path_mtu_bytes: self.path_mtu_bytes,
@@ -242,6 +242,27 @@ impl TryFrom<InventoryConfig> for Inventory {
 }
 
 impl Inventory {
+    /// A site without an `[inventory]`: no interfaces and no gateway, only the upload
+    /// endpoint's host. The rules that need path facts (`pmtu_blackhole`, `mtu_drift`,
+    /// `path_mtu_reduced`, `uplink_down`) find nothing; the site's own health (credentials,
+    /// the store, the disk, goodput, the VPN) is watched as with one.
+    pub fn site_only(endpoint_host: &str) -> Self {
+        Self {
+            interfaces: Vec::new(),
+            gateway: None,
+            endpoint_host: endpoint_host.to_owned(),
+            expected_upload_mbps: None,
+            path_mtu_bytes: DEFAULT_PATH_MTU_BYTES,
+            vpn_overhead_bytes: None,
+        }
+    }
+
+    /// Whether the path is declared (interfaces and gateway), so the path rules and the
+    /// probes can run.
+    pub fn declares_path(&self) -> bool {
+        !self.interfaces.is_empty() && self.gateway.is_some()
+    }
+
     /// All interfaces, in config order.
     pub fn interfaces(&self) -> &[Interface] {
         &self.interfaces
@@ -257,8 +278,8 @@ impl Inventory {
         self.interfaces.iter().find(|i| i.role == Role::Wan)
     }
 
-    /// The gateway's address.
-    pub fn gateway(&self) -> IpAddr {
+    /// The gateway's address (none without an `[inventory]`).
+    pub fn gateway(&self) -> Option<IpAddr> {
         self.gateway
     }
 

@@ -107,7 +107,7 @@ impl SiteInventory {
                 })
                 .collect(),
             upstream_path_mtu_bytes: Some(inventory.path_mtu_bytes()),
-            gateway: Some(inventory.gateway()),
+            gateway: inventory.gateway(),
             endpoint_host: Some(inventory.endpoint_host().to_owned()),
         })
     }

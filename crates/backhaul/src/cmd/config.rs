@@ -22,6 +22,23 @@ pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode
                 cfg.upload.bucket,
                 cfg.upload.endpoint
             )?;
+            if cfg.inventory.is_none() {
+                let to = if cfg.monitor.webhook_url.is_some()
+                    || cfg.monitor.alertmanager_url.is_some()
+                {
+                    "to the configured receivers"
+                } else {
+                    "in the log only (no monitor.webhook_url or monitor.alertmanager_url)"
+                };
+                writeln!(
+                    out,
+                    "note: no [inventory]: the path rules (pmtu_blackhole, mtu_drift, \
+                     path_mtu_reduced, uplink_down) and their probes are off; auth_failure, \
+                     endpoint_unreachable, disk_pressure, uplink_degraded and vpn_flapping \
+                     alert {to}. Declare the WAN interface, gateway and endpoint in \
+                     [inventory] to turn the path rules on"
+                )?;
+            }
             if !cfg.spool.dir.is_dir() {
                 writeln!(
                     out,

@@ -173,7 +173,6 @@ pub async fn agent(
         chunks.client.transport().clone(),
         shutdown.clone(),
     );
-    let monitoring = cfg.inventory.is_some();
     // Kept so the agent does not return (and drop the runtime) before the supervisor has
     // told systemd STOPPING=1.
     let supervisor = match crate::service::Notifier::from_env() {
@@ -181,7 +180,6 @@ pub async fn agent(
             notifier,
             metrics.clone(),
             board.clone(),
-            monitoring,
             uploader.ready(),
             shutdown.clone(),
         ))),
@@ -193,28 +191,34 @@ pub async fn agent(
         }
     };
     let stopping = shutdown.clone();
-    match cfg.inventory.clone() {
+    let inventory = match cfg.inventory.clone() {
         Some(inventory) => {
             warn_about_degraded_monitoring(&inventory);
-            tokio::spawn(crate::monitor::run(
-                crate::monitor::Monitor {
-                    cfg: cfg.monitor.clone(),
-                    inventory,
-                    settings: cfg.diagnose.clone(),
-                    site: cfg.site.clone(),
-                    stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
-                    outbox,
-                    disk: spool.disk_feed(),
-                    remediation: cfg.remediation.clone(),
-                },
-                metrics.clone(),
-                board,
-                chunks.client.transport().clone(),
-                shutdown.clone(),
-            ));
+            inventory
         }
-        None => tracing::info!("no [inventory] in the config: path monitoring and alerts are off"),
-    }
+        None => {
+            tracing::info!(
+                "no [inventory] in the config: the path rules (pmtu_blackhole, mtu_drift, path_mtu_reduced, uplink_down) and probes are off; credentials, the store, the disk and goodput are watched and alerted on"
+            );
+            backhaul_diagnose::Inventory::site_only(&endpoint_host(&cfg.upload.endpoint))
+        }
+    };
+    tokio::spawn(crate::monitor::run(
+        crate::monitor::Monitor {
+            cfg: cfg.monitor.clone(),
+            inventory,
+            settings: cfg.diagnose.clone(),
+            site: cfg.site.clone(),
+            stall_timeout_seconds: cfg.upload.stall_timeout.as_secs(),
+            outbox,
+            disk: spool.disk_feed(),
+            remediation: cfg.remediation.clone(),
+        },
+        metrics.clone(),
+        board,
+        chunks.client.transport().clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(spool = %cfg.spool.dir.display(), bucket = %cfg.upload.bucket, mode = ?mode, "agent started");
     // One watcher, one readiness tracker: the spool's. The uploader only claims what it
     // journals (drain mode rescans through the same spool instead).
@@ -307,6 +311,13 @@ fn spawn_publishers(
             }
         }
     });
+}
+
+/// The upload endpoint's host, as alerts name it (the endpoint itself if it does not parse,
+/// which `config check` would have refused).
+fn endpoint_host(endpoint: &str) -> String {
+    backhaul_upload::parse_request_url(endpoint)
+        .map_or_else(|_| endpoint.to_owned(), |u| u.target.host)
 }
 
 /// Says once, at start, which inventory interfaces this host lacks, so a misnamed interface

@@ -134,6 +134,9 @@ pub async fn run(
     );
     let time = TimeBase::UNIX;
     let small_probe_max_bytes = settings.small_probe_max_bytes;
+    // Without a declared path (no `[inventory]`) nothing is probed and nothing clamped: the
+    // probes' targets and the clamp's MTUs come from the inventory.
+    let path = inventory.declares_path();
     let mut engine = Engine::new(inventory.clone(), settings, time);
     let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
     let mut mtus: HashMap<String, u32> = HashMap::new();
@@ -141,7 +144,7 @@ pub async fn run(
     let mut ups: HashMap<String, bool> = HashMap::new();
     let mut watching = watch_links(link_tx);
     board.update(|v| {
-        v.monitoring = true;
+        v.monitoring = path;
         v.link_watch = if watching { "rtnetlink" } else { "sysfs poll" };
     });
     // The polling fallback's view of the inventory's interfaces.
@@ -153,7 +156,9 @@ pub async fn run(
         metrics.clone(),
         board.clone(),
     );
-    listen_frag_needed(signal_tx, metrics.clone());
+    if path {
+        listen_frag_needed(signal_tx, metrics.clone());
+    }
     let mut kernel_seen = KernelCounters::read()
         .inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "kernel counters unavailable"))
         .ok();
@@ -426,7 +431,7 @@ pub async fn run(
                 obs.push(Observation::new(now, disk_signal(&d)));
             }
         }
-        if !probing && Instant::now() >= next_probe {
+        if path && !probing && Instant::now() >= next_probe {
             probing = true;
             // While the path is known broken, look often: a hop that recovers with no local
             // change is seen only by probes (clamped uploads flow and say nothing).

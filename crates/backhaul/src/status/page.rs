@@ -123,8 +123,9 @@ fn incidents(out: &mut String, status: &Status, now_ms: u64) {
         out.push_str(if status.monitoring {
             "<p class=\"none\">None: the path monitor sees nothing wrong.</p>\n"
         } else {
-            "<p class=\"none\">The path monitor is off (no <code>[inventory]</code> in the \
-             config): no incidents are detected.</p>\n"
+            "<p class=\"none\">None. The path rules are off (no <code>[inventory]</code> in the \
+             config): a black hole, MTU drift or a down uplink is not detected; credentials, the \
+             store, the disk and goodput are.</p>\n"
         });
     }
     for (n, i) in status.incidents.iter().enumerate() {
@@ -366,7 +367,7 @@ fn probes(out: &mut String, status: &Status, now_ms: u64) {
         out.push_str(if status.monitoring {
             "<p class=\"none\">No probe cycle yet.</p>\n"
         } else {
-            "<p class=\"none\">Not probed: the path monitor is off.</p>\n"
+            "<p class=\"none\">Not probed: the path rules are off (no <code>[inventory]</code>).</p>\n"
         });
     } else {
         out.push_str(

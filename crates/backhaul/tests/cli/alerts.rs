@@ -367,3 +367,72 @@ async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() 
         stop(a);
     }
 }
+
+/// A newcomer's first day: the README's minimal config (no `[inventory]`), a webhook, and a
+/// secret key that is wrong. The store refuses every request, and `auth_failure` reaches the
+/// webhook within 30 s; `config check` says which rules are off and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimal_config_with_a_bad_credential_alerts_auth_failure_within_30_s() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(spool.join("cam1")).unwrap();
+    std::fs::write(spool.join("cam1/a.mp4"), vec![7u8; 4096]).unwrap();
+    let hook = free_port();
+    let cfg = dir.path().join("site.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[site]\nname = \"SITE-NEW\"\n[spool]\ndir = \"{}\"\n[upload]\nendpoint = \"{}\"\n\
+             bucket = \"{BUCKET}\"\n[metrics]\nlisten = \"off\"\n[monitor]\n\
+             webhook_url = \"http://127.0.0.1:{hook}/hook\"\n",
+            spool.display(),
+            peer.endpoint()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(exe())
+        .args(["config", "check"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains("note: no [inventory]: the path rules")
+            && said.contains("auth_failure")
+            && said.contains("to the configured receivers"),
+        "{said}"
+    );
+    let hooks = receiver(hook);
+    let started = Instant::now();
+    let mut agent = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("AWS_ACCESS_KEY_ID", peer.credentials().access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", "not-the-secret-key")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let alert = loop {
+        let left = Duration::from_secs(30).saturating_sub(started.elapsed());
+        let (_, a, _) = hooks
+            .recv_timeout(left)
+            .expect("auth_failure reaches the webhook within 30 s");
+        if a["kind"] == "auth_failure" {
+            break a;
+        }
+    };
+    println!(
+        "    minimal config, bad secret key: auth_failure at the webhook {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(alert["status"], "firing", "{alert}");
+    assert_eq!(alert["site"], "SITE-NEW", "{alert}");
+    assert!(spool.join("cam1/a.mp4").exists(), "nothing is deleted");
+    agent.0.kill().ok();
+}

@@ -137,7 +137,11 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     }
     let classes: Vec<String> = by_class.iter().map(|(c, n)| format!("{n} {c}")).collect();
     let host = ctx.inventory.endpoint_host();
-    let gw = ctx.inventory.gateway();
+    // Only a declared gateway is probed, so the texts that name it are written only then.
+    let gw = ctx
+        .inventory
+        .gateway()
+        .map_or_else(|| "(not declared)".to_owned(), |g| g.to_string());
     let mut evidence: Vec<Evidence> = errors
         .first()
         .map(|(at, class)| {

@@ -7,6 +7,8 @@ use crate::{Evidence, Finding, Kind, Role, Severity, Signal, Store, Target};
 
 /// Finds a down WAN link or an unreachable gateway.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
+    // Without a declared gateway there is no WAN to judge (no `[inventory]`).
+    let gw = ctx.inventory.gateway()?;
     let down = ctx
         .inventory
         .interfaces()
@@ -43,7 +45,6 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         {
             return None;
         }
-        let gw = ctx.inventory.gateway();
         (
             "gateway".into(),
             run.first_fail_ms,
@@ -72,9 +73,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         ));
     } else {
         fix.push(format!(
-            "check the gateway and modem: ping -c 3 {}; ip neigh show {}",
-            ctx.inventory.gateway(),
-            ctx.inventory.gateway()
+            "check the gateway and modem: ping -c 3 {gw}; ip neigh show {gw}"
         ));
     }
     let (severity, disk) = disk_escalation(store, ctx, Severity::Warning);

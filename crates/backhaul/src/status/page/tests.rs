@@ -235,9 +235,9 @@ fn a_fresh_agent_without_inventory_says_what_it_does_not_watch() {
         "<p class=\"verdict unknown\" id=\"verdict\">uploading (path monitoring off: no [inventory])</p>"
     ));
     assert!(page.contains("Open incidents (0)"));
-    assert!(page.contains("the path monitor is off") || page.contains("The path monitor is off"));
+    assert!(page.contains("The path rules are off (no <code>[inventory]</code> in the config)"));
     assert!(page.contains("No interfaces declared"));
-    assert!(page.contains("Not probed: the path monitor is off."));
+    assert!(page.contains("Not probed: the path rules are off"));
     assert_eq!(page.matches("no samples yet").count(), 4);
     assert_eq!(page.matches("– now").count(), 4, "{page}");
     assert!(!page.contains("<polyline"));
