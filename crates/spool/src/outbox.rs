@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::{Error, UnixMillis};
 
@@ -73,7 +73,7 @@ impl Outbox {
     ) -> Result<i64, Error> {
         let mut conn = self.conn();
         let tx = conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(Error::journal("outbox enqueue"))?;
         tx.execute(
             "INSERT INTO outbox (destination, incident, status, body, created_at, next_attempt_at)

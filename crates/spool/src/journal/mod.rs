@@ -337,6 +337,9 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     // After a checkpoint the log shrinks back to this, whatever a burst made it grow to.
     conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Waits for the outbox's connection. Write transactions begin IMMEDIATE for the same
+    // reason: a deferred one that has read cannot take the write lock from another writer and
+    // fails at once with "database is locked", busy timeout or not.
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(64);
     conn.execute_batch(&schema())?;

@@ -583,3 +583,36 @@ fn state_lists_come_from_chunk_state_and_unknown_states_are_refused() {
         "refused, not read as discovered"
     );
 }
+
+/// Another connection to the journal (the alert outbox is one) writes while a transition runs:
+/// the transition waits for it and then commits, it never fails with "database is locked".
+/// A deferred transaction that read before the other writer committed could not write after
+/// it, and the agent stopped on that error.
+#[test]
+fn a_write_on_another_connection_makes_transitions_wait_not_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    let j = Journal::open(&path).unwrap();
+    for round in 0..5 {
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let (held, go) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            other.execute_batch("BEGIN IMMEDIATE").unwrap();
+            other
+                .execute(
+                    "INSERT INTO outbox (destination, incident, status, body, created_at, next_attempt_at)
+                     VALUES ('webhook', 'i', 'firing', x'00', 0, 0)",
+                    [],
+                )
+                .unwrap();
+            held.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        go.recv().unwrap();
+        let name = format!("cam/{round}.mp4");
+        let upserted = j.upsert_ready(&name, "c", &name, ident(5, 1), 0);
+        writer.join().unwrap();
+        assert!(upserted.is_ok(), "round {round}: {upserted:?}");
+    }
+}

@@ -3,7 +3,7 @@
 //! is refused ([`Error::Transition`]).
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 
 use super::*;
 
@@ -239,7 +239,7 @@ impl Journal {
         let upsert = || {
             let mut conn = self.conn();
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(Error::journal("upsert: begin"))?;
             let mut out = Vec::with_capacity(files.len());
             for f in files {
@@ -288,7 +288,9 @@ impl Journal {
         let mut conn = self.conn();
         // A claim only counts an attempt: one lost to a power cut is claimed again.
         with_sync(&mut conn, Sync::Relaxed, |conn| {
-            let tx = conn.transaction().map_err(Error::journal("claim: begin"))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(Error::journal("claim: begin"))?;
             let mut busy = skip.to_vec();
             let mut claimed = Vec::new();
             // On a full filesystem the attempt goes uncounted and the upload goes ahead: it is
@@ -459,7 +461,9 @@ impl Journal {
         let changed = self.freeing(op, || {
             let mut conn = self.conn();
             with_sync(&mut conn, sync, |conn| {
-                let tx = conn.transaction().map_err(Error::journal(op))?;
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(Error::journal(op))?;
                 let mut changed = Vec::with_capacity(chunks.len());
                 for chunk in chunks {
                     let n = step(&tx, chunk).map_err(Error::journal(op))?;
