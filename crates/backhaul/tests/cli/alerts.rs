@@ -1,13 +1,12 @@
 //! Alerts that survive the outage they report, and the push to a real Alertmanager. The
 //! incident is real: loopback declared as a 1500-byte WAN is MTU drift (`mtu_drift`).
 
-use std::io::{Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, http_get, site_config};
+use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, http_get, receiver, site_config};
 
 /// A child killed if the test fails before it stops it.
 struct KillOnDrop(Child);
@@ -25,59 +24,6 @@ fn gauge(metrics_port: u16, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// What a receiver got: when, the JSON body, the request line and headers (lowercased).
-type Received = (Instant, serde_json::Value, String);
-
-/// A receiver on loopback answering 200 to every POST; each request arrives on the channel.
-fn receiver(port: u16) -> std::sync::mpsc::Receiver<Received> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let tx = tx.clone();
-            std::thread::spawn(move || serve(stream, &tx));
-        }
-    });
-    rx
-}
-
-fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<Received>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    continue;
-                }
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < end + 4 + len {
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
-        if let Ok(v) = serde_json::from_slice(&body) {
-            tx.send((Instant::now(), v, head)).ok();
-        }
-        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-    }
 }
 
 fn daemon(cfg: &std::path::Path) -> KillOnDrop {
