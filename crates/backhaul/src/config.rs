@@ -763,6 +763,27 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_the_transport_cannot_use_is_refused_at_its_line_without_its_password() {
+        let bad = MIN.replace(
+            "bucket = \"video\"",
+            "bucket = \"video\"\nproxy = \"https://u:pw@proxy.example.net:3128\"",
+        );
+        let e = format!("{:#}", parse(Path::new("site.toml"), &bad).unwrap_err());
+        assert!(e.starts_with("site.toml:8:1: upload.proxy"), "{e}");
+        assert!(
+            e.contains("u:***@proxy.example.net") && !e.contains("pw"),
+            "{e}"
+        );
+        for good in ["http://proxy.example.net:3128", "off"] {
+            let ok = MIN.replace(
+                "bucket = \"video\"",
+                &format!("bucket = \"video\"\nproxy = \"{good}\""),
+            );
+            parse(Path::new("site.toml"), &ok).unwrap();
+        }
+    }
+
+    #[test]
     fn example_config_is_valid() {
         parse(Path::new("site.example.toml"), DEFAULT_CONFIG).unwrap();
     }

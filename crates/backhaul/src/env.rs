@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
-use backhaul_upload::AwsEnv;
+use backhaul_upload::{AwsEnv, ProxyEnv};
 
 /// What the process inherited.
 #[derive(Debug, Clone)]
 pub struct ProcessEnv {
     /// AWS variables (credentials chain, CA bundle).
     pub aws: AwsEnv,
+    /// Proxy variables (`https_proxy`, `http_proxy`, `no_proxy`).
+    pub proxy: ProxyEnv,
     /// The local UTC offset at start (bandwidth timetables use local time).
     pub utc_offset: time::UtcOffset,
     /// This executable, to start helper processes (the netplan apply's detached verifier).
@@ -53,6 +55,7 @@ impl ProcessEnv {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         Self {
             aws: AwsEnv::from_lookup(|k| std::env::var(k).ok(), home),
+            proxy: ProxyEnv::from_lookup(|k| std::env::var(k).ok()),
             utc_offset: time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("backhaul")),
             stderr: Stderr::read(),

@@ -16,6 +16,7 @@ mod cli {
     pub mod journal;
     pub mod kill;
     pub mod netplan;
+    pub mod proxy;
     pub mod service;
     pub mod status_page;
     pub mod support;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::creds::CredentialSource;
 use crate::ratelimit::BandwidthSchedule;
-use crate::transport::DEFAULT_NOTSENT_LOWAT_BYTES;
+use crate::transport::{DEFAULT_NOTSENT_LOWAT_BYTES, ProxySetting};
 
 /// Default multipart part size: 8 MiB.
 pub const DEFAULT_PART_SIZE_BYTES: u64 = 8 * 1024 * 1024;
@@ -160,6 +160,17 @@ pub struct UploadConfig {
     /// `auto`, `head` or `read-back`: what proves an object before its file is deleted.
     #[serde(default)]
     pub verify: VerifyMode,
+    /// A forward proxy for every request (`http://[user:password@]host:port`), or `"off"`;
+    /// unset: `https_proxy`/`http_proxy` from the environment, as curl reads them.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Hosts, domains and networks reached without the proxy (curl's `no_proxy` syntax);
+    /// unset: `no_proxy`/`NO_PROXY` from the environment.
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    /// Extra PEM roots for HTTPS (a private CA); unset: `AWS_CA_BUNDLE`.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_region() -> String {
@@ -243,6 +254,12 @@ pub struct UploadSettings {
     pub orphan_upload_age: Duration,
     /// What proves an object.
     pub verify: VerifyMode,
+    /// `upload.proxy`.
+    pub proxy: ProxySetting,
+    /// `upload.no_proxy`.
+    pub no_proxy: Option<String>,
+    /// `upload.ca_file`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl UploadConfig {
@@ -272,6 +289,9 @@ impl UploadConfig {
             tcp_notsent_lowat_bytes: DEFAULT_NOTSENT_LOWAT_BYTES,
             orphan_upload_age_seconds: DEFAULT_ORPHAN_UPLOAD_AGE_SECONDS,
             verify: VerifyMode::Auto,
+            proxy: None,
+            no_proxy: None,
+            ca_file: None,
         }
     }
 
@@ -279,6 +299,25 @@ impl UploadConfig {
     pub fn validate(&self) -> Result<UploadSettings, (&'static str, String)> {
         let (target, _) =
             crate::transport::parse_url(&self.endpoint).map_err(|e| ("endpoint", e.to_string()))?;
+        let proxy = match self.proxy.as_deref().map(str::trim) {
+            None => ProxySetting::Environment,
+            Some("" | "off") => ProxySetting::Off,
+            Some(url) => {
+                crate::transport::Proxy::parse(url).map_err(|e| ("proxy", e.to_string()))?;
+                ProxySetting::Url(url.to_owned())
+            }
+        };
+        if let Some(f) = &self.ca_file
+            && !f.is_file()
+        {
+            return Err((
+                "ca_file",
+                format!(
+                    "{} is not a readable file; give the PEM file of the store's CA",
+                    f.display()
+                ),
+            ));
+        }
         if !valid_bucket(&self.bucket) {
             return Err((
                 "bucket",
@@ -390,6 +429,9 @@ impl UploadConfig {
             notsent_lowat_bytes: self.tcp_notsent_lowat_bytes,
             orphan_upload_age: Duration::from_secs(self.orphan_upload_age_seconds),
             verify: self.verify,
+            proxy,
+            no_proxy: self.no_proxy.clone(),
+            ca_file: self.ca_file.clone(),
         })
     }
 }

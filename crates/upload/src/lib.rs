@@ -49,8 +49,8 @@ pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
 pub use s3::{Completed, ObjectHead, OpenUpload, PutAck, S3Client, ServerPart};
 pub use transport::{
-    DEFAULT_NOTSENT_LOWAT_BYTES, RequestUrl, SimpleRequest, Transport, TransportConfig,
-    parse_request_url, redact,
+    DEFAULT_NOTSENT_LOWAT_BYTES, Proxies, ProxyEnv, ProxySetting, RequestUrl, SimpleRequest,
+    Transport, TransportConfig, parse_request_url, redact,
 };
 
 use std::sync::Arc;
@@ -65,8 +65,10 @@ pub struct UploaderParts {
     pub settings: UploadSettings,
     /// Credentials.
     pub creds: CredentialsProvider,
-    /// `AWS_CA_BUNDLE`, for HTTPS endpoints.
+    /// `AWS_CA_BUNDLE`, for HTTPS endpoints (`upload.ca_file` wins).
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// The process's proxy variables (`upload.proxy` and `upload.no_proxy` win).
+    pub proxy_env: ProxyEnv,
     /// The site's UTC offset, for the bandwidth timetable.
     pub utc_offset: time::UtcOffset,
 }
@@ -77,10 +79,19 @@ pub fn build_uploader(
     spool: Arc<Spool>,
     metrics: Arc<Metrics>,
 ) -> Result<(Uploader, Arc<ChunkUploader>), Error> {
+    let proxies = Proxies::resolve(
+        &parts.settings.proxy,
+        parts.settings.no_proxy.as_deref(),
+        &parts.proxy_env,
+    )?;
+    if let Some(line) = proxies.describe() {
+        tracing::info!(proxies = %line, "requests go through a forward proxy");
+    }
     let transport = Arc::new(Transport::new(TransportConfig {
         notsent_lowat_bytes: parts.settings.notsent_lowat_bytes,
         tcp_user_timeout: Some(parts.settings.stall_timeout * 2),
-        ca_bundle: parts.ca_bundle,
+        ca_bundle: parts.settings.ca_file.clone().or(parts.ca_bundle),
+        proxies,
         // The pool never holds more than were in use at once, so the most requests that can
         // be in flight costs nothing when fewer are.
         max_idle_per_endpoint: parts.settings.chunks_in_flight * parts.settings.parts_in_flight,

@@ -147,6 +147,7 @@ pub fn uploader(
             settings,
             creds: CredentialsProvider::fixed(creds),
             ca_bundle: None,
+            proxy_env: crate::ProxyEnv::default(),
             utc_offset: time::UtcOffset::UTC,
         },
         spool.spool.clone(),

@@ -141,6 +141,7 @@ pub async fn agent(
             settings: cfg.upload.clone(),
             creds: cfg.credentials(env),
             ca_bundle: env.aws.ca_bundle.clone(),
+            proxy_env: env.proxy.clone(),
             utc_offset: env.utc_offset,
         },
         spool.clone(),

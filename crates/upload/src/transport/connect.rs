@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{Target, Transport};
+use super::{Proxies, Target, Transport};
 use crate::Error;
 use crate::body::ReqBody;
 
@@ -38,8 +38,11 @@ pub struct TransportConfig {
     /// `TCP_USER_TIMEOUT`: the kernel drops a connection whose sent data stays unacknowledged
     /// this long (a second, kernel-side stall guard).
     pub tcp_user_timeout: Option<Duration>,
-    /// Extra PEM roots (`AWS_CA_BUNDLE`), only read for the first HTTPS connection.
+    /// Extra PEM roots (`upload.ca_file`, `AWS_CA_BUNDLE`), only read for the first HTTPS
+    /// connection.
     pub ca_bundle: Option<PathBuf>,
+    /// Forward proxies by scheme, and the hosts reached directly.
+    pub proxies: Proxies,
     /// Most idle connections kept per endpoint. Below the requests that run at once, every
     /// burst closes connections the next one opens again (a TCP, and over HTTPS a TLS,
     /// handshake each).
@@ -53,6 +56,7 @@ impl Default for TransportConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tcp_user_timeout: None,
             ca_bundle: None,
+            proxies: Proxies::none(),
             max_idle_per_endpoint: 16,
         }
     }
@@ -226,7 +230,16 @@ impl Transport {
         target: &Target,
         op: &'static str,
     ) -> Result<SendRequest<ReqBody>, Error> {
-        let tcp = self.connect_tcp(target, op).await?;
+        let proxy = self.cfg.proxies.for_target(target);
+        let mut tcp = match proxy {
+            Some(p) => self.connect_tcp(&p.target, op).await?,
+            None => self.connect_tcp(target, op).await?,
+        };
+        if let Some(p) = proxy
+            && target.https
+        {
+            p.connect_tunnel(&mut tcp, target, op).await?;
+        }
         let id = self.connections.fetch_add(1, Ordering::Relaxed);
         // A second descriptor of the socket, for TCP_INFO while hyper owns the stream. It is
         // dropped right after the connection task ends, so it never holds a connection open,

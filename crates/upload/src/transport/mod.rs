@@ -22,9 +22,11 @@ use crate::body::ReqBody;
 use crate::progress::Deadline;
 
 mod connect;
+mod proxy;
 mod url;
 
 pub use connect::{DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
+pub use proxy::{Proxies, Proxy, ProxyEnv, ProxySetting};
 pub use url::{RequestUrl, Target, parse_request_url, parse_url, redact};
 
 /// How often the stall watchdog looks at progress.
@@ -154,13 +156,37 @@ impl Transport {
     pub async fn send(
         &self,
         target: &Target,
-        req: Request<ReqBody>,
+        mut req: Request<ReqBody>,
         op: &'static str,
         key: &str,
         deadline: Deadline<'_>,
     ) -> Result<Response, Error> {
         let started = Instant::now();
         let endpoint = target.authority();
+        if let Some(proxy) = self.cfg.proxies.for_target(target)
+            && !target.https
+        {
+            // Plain HTTP through a proxy goes in absolute form, with the proxy's credentials;
+            // HTTPS rides a CONNECT tunnel and stays as it is.
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str);
+            let absolute = format!("http://{endpoint}{path}");
+            *req.uri_mut() =
+                absolute
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| Error::Endpoint {
+                        endpoint: endpoint.clone(),
+                        reason: e.to_string(),
+                    })?;
+            if let Some(auth) = &proxy.authorization
+                && let Ok(v) = http::HeaderValue::from_str(auth)
+            {
+                req.headers_mut()
+                    .insert(http::header::PROXY_AUTHORIZATION, v);
+            }
+        }
         // Subscribed before the connection is taken: an abandon from here on ends this request.
         let mut abandoned = self.generation.subscribe();
         abandoned.borrow_and_update();
