@@ -454,15 +454,21 @@ fn check_destination(
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(
-            path,
-            None,
-            &format!("cannot read config: {e}"),
-            "check the path given with --config",
-        )
+        let help = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                "the installed config is 0640 root:backhaul (it may hold keys): run as root, join \
+                 group backhaul (`usermod -aG backhaul $USER`, then log in again), or ask the agent \
+                 directly with `backhaul status --url http://127.0.0.1:9464`"
+            }
+            _ => "check the path given with --config",
+        };
+        invalid(path, None, &format!("cannot read config: {e}"), help)
     })?;
     parse(path, &text)
 }
+
+/// What the shipped example writes where only the site knows the value (lower case).
+const PLACEHOLDER: &str = "edit-me";
 
 /// Validates config text (the path is for messages).
 pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
@@ -475,6 +481,25 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
             "see `backhaul config default` for every key with its default",
         )
     })?;
+    for (table, key, value) in [
+        ("site", "name", raw.site.name.as_str()),
+        ("upload", "endpoint", raw.upload.endpoint.as_str()),
+        ("upload", "bucket", raw.upload.bucket.as_str()),
+    ] {
+        if value.to_ascii_lowercase().contains(PLACEHOLDER) {
+            return Err(invalid(
+                path,
+                locate(text, table, key),
+                &format!("{table}.{key} is still the example's placeholder (`{value}`)"),
+                &format!(
+                    "edit {}: the site's name, upload.endpoint, upload.bucket and the credentials; \
+                     then `backhaul config check {}` and `systemctl restart backhaul`",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+    }
     let site = raw.site.name.clone();
     if site.is_empty() || site.contains('/') {
         return Err(invalid(
@@ -784,8 +809,26 @@ mod tests {
     }
 
     #[test]
-    fn example_config_is_valid() {
-        parse(Path::new("site.example.toml"), DEFAULT_CONFIG).unwrap();
+    fn example_config_needs_editing_and_is_valid_once_edited() {
+        // As shipped it cannot start a site by accident: the placeholders are refused at
+        // their line, with what to do.
+        let e = format!(
+            "{:#}",
+            parse(Path::new("/etc/backhaul/site.toml"), DEFAULT_CONFIG).unwrap_err()
+        );
+        assert!(
+            e.contains("site.name is still the example's placeholder (`EDIT-ME`)")
+                && e.contains("help: edit /etc/backhaul/site.toml"),
+            "{e}"
+        );
+        let edited = DEFAULT_CONFIG
+            .replace("\"EDIT-ME\"", "\"SITE-2847\"")
+            .replace(
+                "https://s3.EDIT-ME.invalid",
+                "https://s3.eu-west-1.amazonaws.com",
+            )
+            .replace("\"edit-me\"", "\"site-video\"");
+        parse(Path::new("site.example.toml"), &edited).unwrap();
     }
 
     #[test]

@@ -7,6 +7,30 @@ use crate::cli::ConfigCommand;
 use crate::config;
 use crate::env::ProcessEnv;
 
+/// Why the agent could not append to `file`, if it could not: its directory is missing or
+/// not writable, or it lies outside what the packaged unit may write.
+fn unwritable(file: &std::path::Path) -> Option<String> {
+    const UNIT_WRITABLE: [&str; 3] = [
+        "/var/log/backhaul",
+        "/var/spool/backhaul",
+        "/var/lib/backhaul",
+    ];
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
+    if !dir.is_dir() {
+        return Some(format!("{} does not exist", dir.display()));
+    }
+    if let Err(e) = tempfile::tempfile_in(dir) {
+        return Some(format!("cannot write in {}: {e}", dir.display()));
+    }
+    if file.is_absolute() && !UNIT_WRITABLE.iter().any(|w| file.starts_with(w)) {
+        return Some(format!(
+            "outside the paths the packaged unit may write ({})",
+            UNIT_WRITABLE.join(", ")
+        ));
+    }
+    None
+}
+
 /// Entry point.
 pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode> {
     match command {
@@ -37,6 +61,16 @@ pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode
                      endpoint_unreachable, disk_pressure, uplink_degraded and vpn_flapping \
                      alert {to}. Declare the WAN interface, gateway and endpoint in \
                      [inventory] to turn the path rules on"
+                )?;
+            }
+            if let Some(emf) = &cfg.emf_path
+                && let Some(why) = unwritable(emf)
+            {
+                writeln!(
+                    out,
+                    "warning: metrics.emf_path {}: {why}; the agent will warn at every interval. \
+                     Under the packaged unit use /var/log/backhaul/ (LogsDirectory)",
+                    emf.display()
                 )?;
             }
             if !cfg.spool.dir.is_dir() {

@@ -20,11 +20,24 @@ fn config_check_accepts_good_and_default_configs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (site SITE-2847"));
     let default = run(&["config", "default"]);
     assert!(default.status.success());
-    let out = run(&[
-        "config",
-        "check",
-        &write(&d, &String::from_utf8_lossy(&default.stdout)),
-    ]);
+    let example = String::from_utf8_lossy(&default.stdout).into_owned();
+    // As printed (and as the package installs it) it names no site: refused until edited.
+    let out = run(&["config", "check", &write(&d, &example)]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("site.name is still the example's placeholder")
+            && said.contains("help: edit "),
+        "{said}"
+    );
+    let edited = example
+        .replace("\"EDIT-ME\"", "\"SITE-2847\"")
+        .replace(
+            "https://s3.EDIT-ME.invalid",
+            "https://s3.eu-west-1.amazonaws.com",
+        )
+        .replace("\"edit-me\"", "\"site-video\"");
+    let out = run(&["config", "check", &write(&d, &edited)]);
     assert!(
         out.status.success(),
         "{}",
@@ -136,5 +149,56 @@ fn run_with_missing_spool_dir_says_so_and_exits_78() {
     assert!(
         err.contains("/nonexistent/spool") && err.contains("help:"),
         "{err}"
+    );
+}
+
+/// An EMF file the agent could not append to (a missing directory, or one the packaged unit
+/// may not write) is flagged by `config check`, not discovered as a warning every interval.
+#[test]
+fn config_check_flags_an_emf_path_the_agent_cannot_write() {
+    let d = tempfile::tempdir().unwrap();
+    for (emf, expected) in [
+        (d.path().join("missing/metrics.emf"), "does not exist"),
+        (
+            d.path().join("metrics.emf"),
+            "outside the paths the packaged unit may write",
+        ),
+    ] {
+        let cfg = format!("{GOOD}[metrics]\nemf_path = \"{}\"\n", emf.display());
+        let out = run(&["config", "check", &write(&d, &cfg)]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains("warning: metrics.emf_path") && said.contains(expected),
+            "{said}"
+        );
+    }
+}
+
+/// An operator who may not read the config (0640 root:backhaul, not in the group) is told how
+/// to get at the agent anyway, not to "check the path".
+#[test]
+fn an_unreadable_config_says_how_to_reach_the_agent_anyway() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let path = write(&d, GOOD);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = if super::support::is_root() {
+        // Root reads any file: ask as an unprivileged user.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(super::support::exe());
+        c
+    } else {
+        std::process::Command::new(super::support::exe())
+    };
+    let out = cmd.args(["status", "--config", &path]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(
+        said.contains("cannot read config")
+            && said.contains("usermod -aG backhaul")
+            && said.contains("backhaul status --url"),
+        "{said}"
     );
 }

@@ -297,14 +297,18 @@ fn deb_installs_a_working_agent_and_purge_keeps_the_spool() {
         ok("/usr/bin/backhaul", &["--version"]),
         format!("backhaul {}\n", env!("CARGO_PKG_VERSION"))
     );
-    let check = ok(
+    // The installed example names no site: a forgotten site fails instead of uploading.
+    let check = run(
         "/usr/bin/backhaul",
         &["config", "check", "/etc/backhaul/site.toml"],
     );
+    let said = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "{said}");
     assert!(
-        check.starts_with("/etc/backhaul/site.toml: ok (site SITE-2847, spool /var/spool/backhaul")
-            && !check.contains("warning"),
-        "{check}"
+        said.starts_with("error: /etc/backhaul/site.toml:")
+            && said.contains("site.name is still the example's placeholder")
+            && said.contains("help: edit /etc/backhaul/site.toml"),
+        "{said}"
     );
 
     // An admin opens the spool to the cameras' group; a chunk and the journal are in it.

@@ -163,6 +163,15 @@ fn deb_under_a_real_systemd_starts_restarts_fails_once_and_upgrades() {
 
     sys.put("/tmp/backhaul.deb", &deb);
     sys.ok("dpkg -i /tmp/backhaul.deb");
+    // As installed, the config names no site: the unit fails once and says what to edit.
+    assert!(!sys.sh("systemctl start backhaul").status.success());
+    assert_eq!(sys.property("ExecMainStatus"), "78");
+    let errors = sys.ok("journalctl -u backhaul -p err --no-pager -o cat");
+    assert!(
+        errors.contains("still the example's placeholder")
+            && errors.contains("help: edit /etc/backhaul/site.toml"),
+        "{errors}"
+    );
     // The store the site uploads to, as a unit of its own inside the instance.
     sys.ok(
         "mkdir -p /srv/s3 && systemd-run --unit=s3 --property=Type=exec /usr/bin/backhaul \
