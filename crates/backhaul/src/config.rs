@@ -174,6 +174,10 @@ pub struct MonitorConfig {
     /// Alertmanager's `generatorURL`.
     #[serde(default)]
     pub status_page_url: Option<String>,
+    /// Put before each runbook path in alerts, `/status` and the page, so `runbook_url` is a
+    /// link: where the fleet publishes these docs (ends with `/`).
+    #[serde(default = "default_runbook_base")]
+    pub runbook_base_url: String,
     /// While an incident fires it is pushed again this often, with `endsAt` four intervals
     /// ahead: an agent that dies stops renewing and Alertmanager resolves the alert itself.
     #[serde(default = "default_alertmanager_resend")]
@@ -182,6 +186,13 @@ pub struct MonitorConfig {
 
 /// Default seconds between Alertmanager re-sends of a firing alert.
 pub const DEFAULT_ALERTMANAGER_RESEND_SECONDS: u64 = 60;
+
+/// The project's published docs, by default.
+pub const DEFAULT_RUNBOOK_BASE_URL: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/");
+
+fn default_runbook_base() -> String {
+    DEFAULT_RUNBOOK_BASE_URL.to_owned()
+}
 
 fn default_alertmanager_resend() -> u64 {
     DEFAULT_ALERTMANAGER_RESEND_SECONDS
@@ -201,6 +212,7 @@ impl Default for MonitorConfig {
             alertmanager_url: None,
             alertmanager_bearer_token_file: None,
             status_page_url: None,
+            runbook_base_url: default_runbook_base(),
             alertmanager_resend_seconds: DEFAULT_ALERTMANAGER_RESEND_SECONDS,
         }
     }
@@ -629,6 +641,21 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
         m.alertmanager_bearer_token_file.as_deref(),
         "e.g. http://alertmanager.example.net:9093 (the API path is added)",
     )?;
+    if !(m.runbook_base_url.starts_with("https://")
+        || m.runbook_base_url.starts_with("http://")
+        || m.runbook_base_url.starts_with("file://"))
+        || !m.runbook_base_url.ends_with('/')
+    {
+        return Err(invalid(
+            path,
+            locate(text, "monitor", "runbook_base_url"),
+            &format!(
+                "monitor.runbook_base_url `{}` is not an http(s):// or file:// URL ending with /",
+                m.runbook_base_url
+            ),
+            "e.g. https://docs.example.net/backhaul/ (docs/runbook-pmtud.md#… is appended)",
+        ));
+    }
     if let Some(url) = &m.status_page_url
         && let Err(e) = backhaul_upload::parse_request_url(url)
     {

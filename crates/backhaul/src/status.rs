@@ -380,6 +380,14 @@ fn vpn_status(vici: &std::path::Path) -> String {
     }
 }
 
+impl IncidentStatus {
+    /// The runbook as a link: `base` + the kind's path.
+    pub fn with_runbook_base(mut self, base: &str) -> Self {
+        self.runbook = format!("{base}{}", self.runbook);
+        self
+    }
+}
+
 impl From<&backhaul_diagnose::Incident> for IncidentStatus {
     fn from(i: &backhaul_diagnose::Incident) -> Self {
         Self {

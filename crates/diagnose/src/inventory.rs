@@ -115,6 +115,8 @@ pub struct Inventory {
     expected_upload_mbps: Option<f64>,
     path_mtu_bytes: u32,
     vpn_overhead_bytes: Option<u32>,
+    /// The upload endpoint as configured (scheme, host, port), for fix commands.
+    endpoint_url: Option<String>,
 }
 
 impl InventoryConfig {
@@ -211,6 +213,7 @@ impl InventoryConfig {
             expected_upload_mbps: self.expected_upload_mbps,
             path_mtu_bytes: self.path_mtu_bytes,
             vpn_overhead_bytes: self.vpn_overhead_bytes,
+            endpoint_url: None,
         })
     }
 }
@@ -254,7 +257,22 @@ impl Inventory {
             expected_upload_mbps: None,
             path_mtu_bytes: DEFAULT_PATH_MTU_BYTES,
             vpn_overhead_bytes: None,
+            endpoint_url: None,
         }
+    }
+
+    /// The same inventory, knowing the upload endpoint's URL as configured, so fixes name
+    /// it as it is reached (`http://127.0.0.1:19000`, not `https://127.0.0.1/`).
+    pub fn with_endpoint_url(mut self, url: &str) -> Self {
+        self.endpoint_url = Some(url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The upload endpoint's URL: as configured, else `https://` and the endpoint's host.
+    pub fn endpoint_url(&self) -> String {
+        self.endpoint_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.endpoint_host))
     }
 
     /// Whether the path is declared (interfaces and gateway), so the path rules and the

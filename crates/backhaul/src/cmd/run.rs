@@ -203,7 +203,8 @@ pub async fn agent(
             );
             backhaul_diagnose::Inventory::site_only(&endpoint_host(&cfg.upload.endpoint))
         }
-    };
+    }
+    .with_endpoint_url(&cfg.upload.endpoint);
     tokio::spawn(crate::monitor::run(
         crate::monitor::Monitor {
             cfg: cfg.monitor.clone(),

@@ -146,11 +146,16 @@ fn incidents(out: &mut String, status: &Status, now_ms: u64) {
             out.push_str("<h4>Fix</h4>\n");
         }
         for (k, fix) in i.fix.iter().enumerate() {
-            out.push_str(&format!(
-                "<div class=\"fix\"><pre><code id=\"fix-{n}-{k}\">{}</code></pre>\
-                 <button type=\"button\" class=\"copy\" data-copy=\"fix-{n}-{k}\" hidden>Copy</button></div>\n",
-                escape(fix)
-            ));
+            // A fix line is a command that runs as printed, or a `# ` comment: prose is shown
+            // as prose, never in a box to copy.
+            out.push_str(&match fix.strip_prefix("# ") {
+                Some(prose) => format!("<p class=\"note\">{}</p>\n", escape(prose)),
+                None => format!(
+                    "<div class=\"fix\"><pre><code id=\"fix-{n}-{k}\">{}</code></pre>\
+                     <button type=\"button\" class=\"copy\" data-copy=\"fix-{n}-{k}\" hidden>Copy</button></div>\n",
+                    escape(fix)
+                ),
+            });
         }
         if !i.evidence.is_empty() {
             out.push_str("<h4>Evidence</h4>\n<ol class=\"timeline\">\n");
@@ -164,9 +169,17 @@ fn incidents(out: &mut String, status: &Status, now_ms: u64) {
             }
             out.push_str("</ol>\n");
         }
+        // Only a web or file URL becomes a link; anything else is text.
+        let runbook = if ["https://", "http://", "file://"]
+            .iter()
+            .any(|s| i.runbook.starts_with(s))
+        {
+            format!("<a href=\"{0}\">{0}</a>", escape(&i.runbook))
+        } else {
+            format!("<code>{}</code>", escape(&i.runbook))
+        };
         out.push_str(&format!(
-            "<p class=\"runbook\">runbook: <code>{}</code></p>\n</article>\n",
-            escape(&i.runbook)
+            "<p class=\"runbook\">runbook: {runbook}</p>\n</article>\n"
         ));
     }
     out.push_str("</section>\n");

@@ -141,7 +141,8 @@ async fn alert_receivers_get_their_credentials_and_no_secret_is_shown() {
             "webhook_url = \"http://hookuser:hookpw@127.0.0.1:{hook}/hook?token=hooktoken\"\n\
              alertmanager_url = \"http://127.0.0.1:{am}\"\n\
              alertmanager_bearer_token_file = \"{}\"\n\
-             status_page_url = \"http://site-test.example:9464/\"",
+             status_page_url = \"http://site-test.example:9464/\"\n\
+             runbook_base_url = \"https://docs.example.net/backhaul/\"",
             token.display()
         ),
     );
@@ -165,6 +166,10 @@ async fn alert_receivers_get_their_credentials_and_no_secret_is_shown() {
         .recv_timeout(Duration::from_secs(30))
         .expect("the webhook gets the alert");
     assert_eq!(alert["kind"], "mtu_drift", "{alert}");
+    assert_eq!(
+        alert["runbook"],
+        "https://docs.example.net/backhaul/docs/runbook-pmtud.md#mtu-drift"
+    );
     assert!(head.starts_with("post /hook?token=hooktoken "), "{head}");
     // base64("hookuser:hookpw"), lowercased as the receiver keeps headers.
     assert!(
@@ -266,11 +271,10 @@ async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() 
         assert_eq!(a["labels"]["kind"], "mtu_drift", "{a}");
         assert_eq!(a["labels"]["interface"], "lo", "{a}");
         assert_eq!(a["labels"]["severity"], "warning", "{a}");
+        // An absolute link (the project's published docs by default), not a repository path.
+        let runbook = a["annotations"]["runbook_url"].as_str().unwrap();
         assert!(
-            a["annotations"]["runbook_url"]
-                .as_str()
-                .unwrap()
-                .contains("runbook"),
+            runbook.starts_with("https://") && runbook.ends_with("docs/runbook-pmtud.md#mtu-drift"),
             "{a}"
         );
         assert!(

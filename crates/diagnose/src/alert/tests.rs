@@ -19,7 +19,7 @@ fn incident(severity: Severity) -> Incident {
         ],
         fix: vec![
             "ip link set eno1 mtu 1500".into(),
-            "set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml".into(),
+            "# and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml".into(),
         ],
         runbook: Kind::PmtuBlackhole.runbook(),
     }

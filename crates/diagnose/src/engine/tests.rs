@@ -55,7 +55,7 @@ fn incident_2025_11_12_wan_mtu_9000() {
         hole.fix,
         [
             "ip link set eno1 mtu 1500",
-            "set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
+            "# and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
         ]
     );
     assert_eq!(hole.runbook, "docs/runbook-pmtud.md#pmtu-blackhole");

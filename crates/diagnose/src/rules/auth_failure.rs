@@ -5,6 +5,9 @@
 use super::{Context, disk_escalation, last_flowing};
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, UploadErrorClass};
 
+/// Picks up changed credentials (the agent reads them at start).
+const RESTART: &str = "systemctl restart backhaul";
+
 /// Finds credential and bucket refusals not followed by a successful upload.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     let since = last_flowing(store).map_or(0, |at| at + 1);
@@ -17,20 +20,30 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         .collect();
     let &(onset, _) = errors.first()?;
     let &(last_at, class) = errors.last()?;
-    let (what, fix) = match class {
+    let (what, fix): (&str, &[&str]) = match class {
         UploadErrorClass::NoSuchBucket => (
             "the bucket does not exist",
-            "create the bucket or correct `upload.bucket` in the config",
+            &[
+                "# create the bucket, or correct upload.bucket in the config; then:",
+                RESTART,
+            ],
         ),
         UploadErrorClass::Credentials => (
             "no credentials were found",
-            "provide credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or the \
-             instance role), then run `backhaul config check`",
+            &[
+                "# give the agent credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in a \
+                 drop-in, a profile in /var/lib/backhaul/.aws, or the instance role); then:",
+                RESTART,
+            ],
         ),
         UploadErrorClass::ClockSkew => (
             "the store refuses our requests because this host's clock is off by more than 15 minutes",
-            "fix the system clock, not the credentials: check `timedatectl status` and \
-             `chronyc tracking`, and enable NTP (chrony or systemd-timesyncd)",
+            &[
+                "chronyc tracking",
+                "timedatectl status",
+                "# fix the system clock, not the credentials: enable NTP (chrony or \
+                 systemd-timesyncd)",
+            ],
         ),
         UploadErrorClass::Auth
         | UploadErrorClass::Connection
@@ -41,9 +54,11 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         | UploadErrorClass::Tls
         | UploadErrorClass::Other => (
             "the store rejects our credentials",
-            "check the access key, its expiry and its policy (s3:PutObject, \
-             s3:AbortMultipartUpload, s3:ListMultipartUploadParts), then run \
-             `backhaul config check`",
+            &[
+                "# check the access key, its expiry and its policy (s3:PutObject, \
+                 s3:AbortMultipartUpload, s3:ListMultipartUploadParts); then:",
+                RESTART,
+            ],
         ),
     };
     let mut evidence = vec![Evidence::new(
@@ -70,7 +85,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
             ctx.hms(onset)
         ),
         evidence,
-        fix: vec![fix.into()],
+        fix: fix.iter().map(|l| (*l).to_owned()).collect(),
     })
 }
 

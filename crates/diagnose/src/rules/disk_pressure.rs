@@ -53,10 +53,10 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
             Evidence::new(at, text),
         ],
         fix: vec![
-            "fix whatever stops uploads (see the other open incidents); chunks are kept until \
-             uploaded"
+            "# fix whatever stops uploads (see the other open incidents); chunks are kept \
+             until uploaded. Or free space on the spool filesystem, or raise its size:"
                 .into(),
-            "free space on the spool filesystem, or raise its size".into(),
+            "backhaul status".into(),
         ],
     })
 }

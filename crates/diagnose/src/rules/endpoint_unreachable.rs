@@ -172,13 +172,14 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     evidence.extend(disk);
     evidence.sort();
     let mut fix = attributed_fix(store, ctx, onset);
+    fix.push("# check the store's status and DNS (any HTTP status means it answers):".into());
     fix.push(format!(
-        "check the store's status and DNS: curl -sS -o /dev/null -w '%{{http_code}}\\n' \
-         https://{host}/"
+        "curl -sS -o /dev/null -w '%{{http_code}}\\n' {}/",
+        ctx.inventory.endpoint_url()
     ));
     fix.push(
-        "nothing to do locally if it is the store's outage: chunks stay in the spool and \
-              upload once it recovers"
+        "# nothing to do locally if it is the store's outage: chunks stay in the spool and \
+         upload once it recovers"
             .into(),
     );
     Some(Finding {
@@ -218,7 +219,19 @@ mod tests {
             f.root_cause
                 .ends_with("no interface change in the 10 min before")
         );
-        assert!(f.fix[0].starts_with("check the store's status"));
+        assert!(f.fix[0].starts_with("# check the store's status"));
+        // Every line runs as printed or is a comment; the curl reaches the store as the
+        // uploader does, scheme and port kept.
+        assert_eq!(
+            f.fix[1],
+            "curl -sS -o /dev/null -w '%{http_code}\\n' https://s3.eu-west-1.amazonaws.com/"
+        );
+        let local = inventory().with_endpoint_url("http://127.0.0.1:19000");
+        let f = run_rule_with(&local, &tl, "10:12:00", evaluate).unwrap();
+        assert_eq!(
+            f.fix[1],
+            "curl -sS -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:19000/"
+        );
     }
 
     #[test]

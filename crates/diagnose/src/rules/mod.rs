@@ -159,13 +159,13 @@ pub(crate) fn attribution_suffix(store: &Store, ctx: &Context<'_>, onset_ms: u64
 pub(crate) fn mtu_fix(iface: &Interface) -> Vec<String> {
     let netplan = match &iface.netplan_file {
         Some(path) => format!(
-            "set mtu: {} for {} in {}",
+            "# and across reboots: set mtu: {} for {} in {}",
             iface.mtu_bytes,
             iface.name,
             path.display()
         ),
         None => format!(
-            "set mtu: {} for {} in its netplan file (/etc/netplan/*.yaml)",
+            "# and across reboots: set mtu: {} for {} in its netplan file (/etc/netplan/*.yaml)",
             iface.mtu_bytes, iface.name
         ),
     };

@@ -236,33 +236,34 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         // agent's clamp already took the tunnel's overhead off the path; traffic to the
         // endpoint needs the same.
         (None, .., Some(mss)) => {
+            let host = ctx.inventory.endpoint_host();
             vec![
                 format!(
-                    "clamp TCP MSS of traffic into the tunnel: iptables -t mangle -A POSTROUTING \
-                     -d {} -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}",
-                    ctx.inventory.endpoint_host()
+                    "iptables -t mangle -A POSTROUTING -d {host} -p tcp --tcp-flags SYN,RST SYN \
+                     -j TCPMSS --set-mss {mss}"
                 ),
                 format!(
-                    "or set the tunnel interface's MTU to {} (the largest inner packet the path \
-                     carries), and find the hop that shrank: tracepath -n {}",
-                    mss + TCP_IP_HEADER_BYTES,
-                    ctx.inventory.endpoint_host()
+                    "# clamps TCP into the tunnel to what the path carries; or set the tunnel \
+                     interface's MTU to {}. The hop that shrank:",
+                    mss + TCP_IP_HEADER_BYTES
                 ),
+                format!("tracepath -n {host}"),
             ]
         }
         (None, Some(w), Some(mtu), Some((_, bytes)), None) if bytes < mtu => vec![
             format!("ip link set {} mtu {bytes}", w.name),
+            "# or clamp TCP MSS instead:".to_owned(),
             format!(
-                "or clamp TCP MSS: iptables -t mangle -A POSTROUTING -o {} -p tcp \
-                 --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {}",
+                "iptables -t mangle -A POSTROUTING -o {} -p tcp --tcp-flags SYN,RST SYN -j \
+                 TCPMSS --set-mss {}",
                 w.name,
                 bytes.saturating_sub(TCP_IP_HEADER_BYTES)
             ),
         ],
-        _ => vec![format!(
-            "find the hop that drops large packets: tracepath -n {}",
-            ctx.inventory.endpoint_host()
-        )],
+        _ => vec![
+            "# find the hop that drops large packets:".to_owned(),
+            format!("tracepath -n {}", ctx.inventory.endpoint_host()),
+        ],
     };
     Some(Finding {
         kind: Kind::PmtuBlackhole,
@@ -293,7 +294,7 @@ mod tests {
         assert_eq!(f.fix[0], "ip link set eno1 mtu 1500");
         assert_eq!(
             f.fix[1],
-            "set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
+            "# and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
         );
     }
 

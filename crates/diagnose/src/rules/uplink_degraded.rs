@@ -44,9 +44,10 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     let subject = ctx.wan_name().to_string();
     let mut fix = attributed_fix(store, ctx, from);
     fix.push(format!(
-        "check the line rate and competing traffic on {subject}; if the contract changed, \
-         update inventory.expected_upload_mbps"
+        "# check the line rate and competing traffic on {subject}; if the contract changed, \
+         update inventory.expected_upload_mbps. Its counters:"
     ));
+    fix.push(format!("ip -s link show {subject}"));
     Some(Finding {
         kind: Kind::UplinkDegraded,
         subject,

@@ -68,13 +68,13 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     root_cause.push_str(&attribution_suffix(store, ctx, onset));
     let mut fix = attributed_fix(store, ctx, onset);
     if link_down {
-        fix.push(format!(
-            "ip link set {subject} up; check cable and modem: ip -s link show {subject}"
-        ));
+        fix.push(format!("ip link set {subject} up"));
+        fix.push("# then check cable and modem:".into());
+        fix.push(format!("ip -s link show {subject}"));
     } else {
-        fix.push(format!(
-            "check the gateway and modem: ping -c 3 {gw}; ip neigh show {gw}"
-        ));
+        fix.push("# check the gateway and modem:".into());
+        fix.push(format!("ping -c 3 {gw}"));
+        fix.push(format!("ip neigh show {gw}"));
     }
     let (severity, disk) = disk_escalation(store, ctx, Severity::Warning);
     evidence.extend(disk);

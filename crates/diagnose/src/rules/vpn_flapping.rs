@@ -52,7 +52,8 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         "down now"
     };
     let mut fix = attributed_fix(store, ctx, onset);
-    fix.push("check DPD/keepalive and packet loss toward the gateway: swanctl --list-sas".into());
+    fix.push("# check DPD/keepalive and packet loss toward the gateway:".into());
+    fix.push("swanctl --list-sas".into());
     Some(Finding {
         kind: Kind::VpnFlapping,
         subject: "vpn".into(),

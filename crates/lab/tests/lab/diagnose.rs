@@ -55,7 +55,9 @@ pub fn diagnose_names_the_black_hole_and_the_fix() {
     );
     assert!(text.contains("fix: ip link set eno1 mtu 1500"), "{text}");
     assert!(
-        text.contains("fix: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"),
+        text.contains(
+            "fix: # and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
+        ),
         "{text}"
     );
     let (out, text) = run_in_site(&lab, &["check"], &config);

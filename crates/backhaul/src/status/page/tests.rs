@@ -17,8 +17,11 @@ fn status() -> Status {
             subject: "eno1".into(),
             started_at_ms: 1_762_935_303_000,
             root_cause: "eno1 MTU is 9000, declared 1500".into(),
-            fix: vec!["ip link set eno1 mtu 1500".into()],
-            runbook: "docs/runbook-pmtud.md#mtu-drift".into(),
+            fix: vec![
+                "ip link set eno1 mtu 1500".into(),
+                "# and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml".into(),
+            ],
+            runbook: "https://docs.example.net/backhaul/docs/runbook-pmtud.md#mtu-drift".into(),
             evidence: vec![
                 "08:15:03 eno1 MTU 1500 → 9000".into(),
                 "no time here".into(),
@@ -120,6 +123,14 @@ fn the_page_shows_incident_fix_evidence_interfaces_probes_vpn_and_four_charts() 
         "{page}"
     );
     assert!(page.contains("data-copy=\"fix-0-0\""));
+    // Prose is prose: no box to copy, and the runbook is a link.
+    assert!(page.contains(
+        "<p class=\"note\">and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml</p>"
+    ));
+    assert!(!page.contains("data-copy=\"fix-0-1\""));
+    assert!(page.contains(
+        "runbook: <a href=\"https://docs.example.net/backhaul/docs/runbook-pmtud.md#mtu-drift\">"
+    ));
     assert!(page.contains("<li><time>08:15:03</time> eno1 MTU 1500 → 9000</li>"));
     assert!(page.contains("<li>no time here</li>"));
     assert!(page.contains("<tr class=\"drift\"><td data-label=\"interface\">eno1</td>"));
@@ -162,8 +173,10 @@ fn nothing_is_loaded_from_elsewhere() {
     assert!(!page.contains("<link rel=\"stylesheet\""));
     for (at, _) in page.match_indices("href=\"") {
         let target = &page[at + 6..at + 6 + page[at + 6..].find('"').unwrap()];
+        // A link the operator follows (the runbook) loads nothing by itself.
+        let element = &page[page[..at].rfind('<').unwrap()..at];
         assert!(
-            target.starts_with('/') || target == "data:,",
+            target.starts_with('/') || target == "data:," || element.starts_with("<a "),
             "only this agent's own paths: {target}"
         );
     }
