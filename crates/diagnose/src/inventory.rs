@@ -163,6 +163,17 @@ impl InventoryConfig {
                 netplan_file: ifc.netplan_file.clone(),
             });
         }
+        if self.gateway.is_ipv6() {
+            return Err(invalid(
+                "gateway".into(),
+                format!(
+                    "{} is IPv6, which is not monitored yet (the probes are ICMPv4, every check \
+                     would answer UNKNOWN): give the site's IPv4 gateway, or leave [inventory] \
+                     out (uploads over IPv6 work without it)",
+                    self.gateway
+                ),
+            ));
+        }
         let host = self.endpoint_host.trim();
         if host.is_empty()
             || host.contains("://")
@@ -348,6 +359,15 @@ mod tests {
         assert_eq!(inv.interface("eno2").unwrap().mtu_bytes, 9000);
         assert_eq!(inv.path_mtu_bytes(), DEFAULT_PATH_MTU_BYTES);
         assert_eq!(inv.expected_upload_mbps(), Some(50.0));
+    }
+
+    #[test]
+    fn an_ipv6_gateway_is_refused_rather_than_left_unknown_forever() {
+        let err = parse(&GOOD.replace("192.0.2.1", "2001:db8::1")).unwrap_err();
+        assert!(
+            err.contains("gateway") && err.contains("IPv6, which is not monitored yet"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub struct Inputs<'a> {
 /// The clamp for uploads: none while what the path carries is at least what the kernel sends
 /// (the device's MTU); the ladder's rung when that is lower. Inside a tunnel the path MTU is
 /// the measured inner one (the endpoint's probes cross the tunnel), else the outer path's
+/// The largest IPv4 packet (the total-length field's limit).
+const MAX_IPV4_PACKET_BYTES: u32 = 65535;
+
 /// (gateway probes, frag-needed, inventory) less the tunnel's overhead.
 pub fn decide(inputs: &Inputs<'_>) -> Option<MssClamp> {
     // Under xfrm the route leaves through the WAN interface and the kernel takes the SA's
@@ -193,7 +196,9 @@ pub fn decide(inputs: &Inputs<'_>) -> Option<MssClamp> {
             (path, source, Some(t.describe()))
         }
     };
-    let from_path = (path < sends).then(|| MssClamp {
+    // No IPv4 packet is larger than 65535 bytes, whatever the device allows (loopback's
+    // 65536): a path of 65535 clamps nothing.
+    let from_path = (path < sends.min(MAX_IPV4_PACKET_BYTES)).then(|| MssClamp {
         mss_bytes: path.saturating_sub(TCP_IP_HEADER_BYTES),
         path_mtu_bytes: path,
         source,
@@ -334,6 +339,19 @@ mod tests {
             inventory_path_mtu: 1500,
             ladder,
         })
+    }
+
+    /// Loopback declared with its own MTU: the largest IPv4 packet is the path, nothing is
+    /// clamped (and nothing is logged as a clamp at every start).
+    #[test]
+    fn a_path_of_the_largest_ipv4_packet_clamps_nothing() {
+        let known = PathMtuKnown::default();
+        let ladder = Ladder::default();
+        assert_eq!(plain(Some(65536), &known, 65535, &ladder), None);
+        assert_eq!(
+            plain(Some(65536), &known, 1500, &ladder).map(|c| c.mss_bytes),
+            Some(1460)
+        );
     }
 
     /// The 2025-11-12 change as xfrm models it: eno1 and the tunnel device follow 9000.
