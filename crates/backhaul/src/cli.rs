@@ -2,10 +2,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: the crate's version and the source revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BACKHAUL_REVISION"),
+    ")"
+);
+
 /// Ships video chunks from an edge site to S3-compatible storage without losing any, and
 /// watches the network path they travel.
 #[derive(Debug, Parser)]
-#[command(name = "backhaul", version, propagate_version = true)]
+#[command(name = "backhaul", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use backhaul_telemetry::{Metrics, prometheus_text};
+use backhaul_telemetry::{Metrics, build_info, process_samples, prometheus_text};
 
 use crate::status::StatusBoard;
 use bytes::Bytes;
@@ -106,7 +106,15 @@ fn respond(
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            prometheus_text(&metrics.snapshot(Instant::now())),
+            {
+                let mut snapshot = metrics.snapshot(Instant::now());
+                snapshot.samples.push(build_info(
+                    env!("CARGO_PKG_VERSION"),
+                    env!("BACKHAUL_REVISION"),
+                ));
+                snapshot.samples.extend(process_samples());
+                prometheus_text(&snapshot)
+            },
         ),
         "/status" => match serde_json::to_string_pretty(&board.status(metrics)) {
             Ok(json) => reply(StatusCode::OK, "application/json", json + "\n"),

@@ -1,7 +1,8 @@
 //! Metric names, the in-process registry and its encoders.
 //!
 //! Owns: every metric backhaul exports (name, help, unit in the name), the lock-free counters
-//! and gauges behind them, the goodput windows, and the two wire formats that read them —
+//! and gauges behind them, the goodput windows, the standard `process_*` metrics of this
+//! process (`process.rs`, from `/proc/self`), and the two wire formats that read them —
 //! Prometheus text exposition and CloudWatch Embedded Metric Format (EMF) JSON lines.
 //!
 //! Does not own: serving `/metrics` over HTTP (the binary), calling CloudWatch's
@@ -12,9 +13,11 @@
 mod emf;
 mod goodput;
 mod metrics;
+mod process;
 mod prometheus;
 
 pub use emf::{EmfTarget, emf_line};
 pub use goodput::Goodput;
 pub use metrics::{Counter, Gauge, LabeledCounter, Metrics, Sample, SampleKind, Snapshot};
+pub use process::{build_info, process_samples};
 pub use prometheus::prometheus_text;

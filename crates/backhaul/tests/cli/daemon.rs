@@ -98,6 +98,21 @@ async fn daemon_uploads_serves_metrics_writes_emf_and_stops_on_sigterm() {
         value(&text, "backhaul_upload_goodput_mbps{window=\"60s\"}") > 0.0,
         "{text}"
     );
+    // Which build runs, and the process metrics every exporter has.
+    assert!(
+        text.contains(&format!(
+            "backhaul_build_info{{revision=\"{}\",version=\"{}\"}} 1\n",
+            env!("BACKHAUL_REVISION"),
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        value(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
+    assert!(value(&text, "process_open_fds") > 3.0, "{text}");
+    assert!(value(&text, "process_start_time_seconds") > 1.7e9, "{text}");
     assert_eq!(value(&text, "backhaul_backlog_chunks"), 0.0);
     assert!(value(&text, "backhaul_spool_disk_used_percent") > 0.0);
     tokio::time::sleep(Duration::from_millis(1200)).await;

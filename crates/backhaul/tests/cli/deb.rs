@@ -293,9 +293,12 @@ fn deb_installs_a_working_agent_and_purge_keeps_the_spool() {
         "{wants} missing: not enabled"
     );
 
-    assert_eq!(
-        ok("/usr/bin/backhaul", &["--version"]),
-        format!("backhaul {}\n", env!("CARGO_PKG_VERSION"))
+    // The version and the source revision it was built from.
+    let version = ok("/usr/bin/backhaul", &["--version"]);
+    assert!(
+        version.starts_with(&format!("backhaul {} (", env!("CARGO_PKG_VERSION")))
+            && version.ends_with(")\n"),
+        "{version}"
     );
     // The installed example names no site: a forgotten site fails instead of uploading.
     let check = run(
