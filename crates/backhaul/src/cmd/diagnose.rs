@@ -224,10 +224,21 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|t| t.frag_needed.map(|f| (t.name, f)))
         .collect();
-    if frag.is_empty() {
+    // Frag-needed arrives on the probes' raw socket: without one nothing could be received.
+    let listened = s
+        .targets
+        .iter()
+        .any(|t| !t.no_permission && t.addr.is_some());
+    if frag.is_empty() && listened {
         writeln!(
             out,
             "  none received (a failing full-size probe without it is a PMTUD black hole)"
+        )?;
+    } else if frag.is_empty() {
+        writeln!(
+            out,
+            "  not listened for: no raw ICMP socket (needs root or CAP_NET_RAW), so its absence \
+             says nothing"
         )?;
     }
     for (name, (from, mtu)) in frag {

@@ -61,6 +61,12 @@ fn check_without_raw_sockets_is_unknown_and_says_why() {
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.contains("verdict: unknown"), "{text}");
     assert!(!text.contains("verdict: healthy"), "{text}");
+    // It could not listen for frag-needed, so it does not say none arrived.
+    assert!(!text.contains("none received"), "{text}");
+    assert!(
+        text.contains("not listened for: no raw ICMP socket"),
+        "{text}"
+    );
 }
 
 #[test]
