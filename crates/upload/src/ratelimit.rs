@@ -1,10 +1,15 @@
-//! Upload bandwidth cap with a time-of-day timetable, in the spirit of rclone's `--bwlimit`.
+//! Upload bandwidth cap with a timetable, in the spirit of rclone's `--bwlimit`.
 //!
-//! Format: either one rate (`"40Mbit"`, `"5M"`, `"off"`) or space-separated `HH:MM,RATE`
-//! entries (`"08:00,20Mbit 18:00,off"`); each entry holds until the next, and the last one
-//! wraps past midnight. Rates: `Kbit`/`Mbit`/`Gbit` are bits per second (powers of 1000, as
-//! network links are sold); `K`/`M`/`G` are KiB/MiB/GiB per second, as in rclone.
+//! Format: either one rate (`"40Mbit"`, `"5M"`, `"512k"`, `"off"`) or space-separated
+//! `HH:MM,RATE` entries (`"08:00,20Mbit 18:00,off"`), optionally for one weekday
+//! (`"Mon-08:00,20Mbit Sat-00:00,off"`, rclone's form); each entry holds until the next, and the
+//! last one wraps around (past midnight, or past Sunday). An entry without a weekday holds on
+//! every day; a weekday's entry at the same time replaces it on that day. Rates, as rclone
+//! reads them: a bare number or `K`/`M`/`G`/`T` (either case) is KiB, MiB, GiB or TiB per
+//! second, `B` bytes per second; `Kbit`/`Mbit`/`Gbit` (also `…/s` and `Kbps`, `Mbps`, `Gbps`)
+//! are bits per second in powers of 1000, as network links are sold.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,10 +17,15 @@ use tokio::time::Instant;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::Mutex;
 
+/// Minutes in a week.
+const WEEK_MINUTES: u32 = 7 * 24 * 60;
+/// rclone's weekday names, Monday first (minute 0 of the week is Monday 00:00).
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
 /// A parsed timetable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BandwidthSchedule {
-    /// (minute of day, bytes per second or unlimited), sorted by minute.
+    /// (minute of the week, bytes per second or unlimited), sorted by minute.
     entries: Vec<(u32, Option<u64>)>,
 }
 
@@ -31,17 +41,22 @@ pub fn parse_rate(s: &str) -> Result<Option<u64>, String> {
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a rate like 40Mbit or 5M"))?;
-    let bytes_per_second = match unit {
-        "Kbit" | "kbit" => n * 1e3 / 8.0,
-        "Mbit" | "mbit" | "Mbps" => n * 1e6 / 8.0,
-        "Gbit" | "gbit" | "Gbps" => n * 1e9 / 8.0,
-        "" | "K" | "KiB" => n * 1024.0,
-        "M" | "MiB" => n * 1024.0 * 1024.0,
-        "G" | "GiB" => n * 1024.0 * 1024.0 * 1024.0,
-        other => {
+        .map_err(|_| format!("`{s}` is not a rate like 40Mbit, 5M or 512k"))?;
+    let bits = |per: f64| n * per / 8.0;
+    let bytes_per_second = match unit.trim_end_matches("/s").to_ascii_lowercase().as_str() {
+        "kbit" | "kbps" => bits(1e3),
+        "mbit" | "mbps" => bits(1e6),
+        "gbit" | "gbps" => bits(1e9),
+        "b" => n,
+        // rclone: a bare number is KiB/s.
+        "" | "k" | "kib" => n * 1024.0,
+        "m" | "mib" => n * 1024.0 * 1024.0,
+        "g" | "gib" => n * 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => n * 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
             return Err(format!(
-                "unknown rate unit `{other}`; use Kbit, Mbit, Gbit, K, M or G"
+                "unknown rate unit `{unit}` in `{s}`; use Kbit, Mbit, Gbit (bits per second, also \
+                 Mbit/s, Mbps) or B, K, M, G, T (bytes per second, as rclone)"
             ));
         }
     };
@@ -49,6 +64,19 @@ pub fn parse_rate(s: &str) -> Result<Option<u64>, String> {
         return Err(format!("rate `{s}` is below one byte per second"));
     }
     Ok(Some(bytes_per_second as u64))
+}
+
+/// `HH:MM` as a minute of the day.
+fn minute_of_day(at: &str) -> Result<u32, String> {
+    let (h, m) = at
+        .split_once(':')
+        .ok_or_else(|| format!("`{at}` is not HH:MM"))?;
+    let h: u32 = h.parse().map_err(|_| format!("bad hour in `{at}`"))?;
+    let m: u32 = m.parse().map_err(|_| format!("bad minute in `{at}`"))?;
+    if h > 23 || m > 59 {
+        return Err(format!("`{at}` is not a time of day"));
+    }
+    Ok(h * 60 + m)
 }
 
 impl std::str::FromStr for BandwidthSchedule {
@@ -61,26 +89,39 @@ impl std::str::FromStr for BandwidthSchedule {
                 entries: vec![(0, parse_rate(s)?)],
             });
         }
-        let mut entries = Vec::new();
+        // Minute of the week → rate, daily entries first, then each weekday's over them.
+        let mut daily: BTreeMap<u32, Option<u64>> = BTreeMap::new();
+        let mut weekly: BTreeMap<u32, Option<u64>> = BTreeMap::new();
         for item in s.split_whitespace() {
             let (at, rate) = item
                 .split_once(',')
-                .ok_or_else(|| format!("`{item}` is not HH:MM,RATE"))?;
-            let (h, m) = at
-                .split_once(':')
-                .ok_or_else(|| format!("`{at}` is not HH:MM"))?;
-            let h: u32 = h.parse().map_err(|_| format!("bad hour in `{at}`"))?;
-            let m: u32 = m.parse().map_err(|_| format!("bad minute in `{at}`"))?;
-            if h > 23 || m > 59 {
-                return Err(format!("`{at}` is not a time of day"));
+                .ok_or_else(|| format!("`{item}` is not HH:MM,RATE or Day-HH:MM,RATE"))?;
+            let rate = parse_rate(rate)?;
+            let (table, minutes) = match at.split_once('-') {
+                Some((day, time)) => {
+                    let d = WEEKDAYS
+                        .iter()
+                        .position(|w| w.eq_ignore_ascii_case(day))
+                        .ok_or_else(|| {
+                            format!("`{day}` is not a weekday; use {}", WEEKDAYS.join(", "))
+                        })? as u32;
+                    (&mut weekly, vec![d * 24 * 60 + minute_of_day(time)?])
+                }
+                None => {
+                    let m = minute_of_day(at)?;
+                    (&mut daily, (0..7).map(|d| d * 24 * 60 + m).collect())
+                }
+            };
+            for m in minutes {
+                if table.insert(m, rate).is_some() {
+                    return Err(format!("two entries for the same time (`{at}`)"));
+                }
             }
-            entries.push((h * 60 + m, parse_rate(rate)?));
         }
-        entries.sort_by_key(|e| e.0);
-        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err("two entries for the same time".into());
-        }
-        Ok(Self { entries })
+        daily.extend(weekly);
+        Ok(Self {
+            entries: daily.into_iter().collect(),
+        })
     }
 }
 
@@ -90,8 +131,10 @@ impl BandwidthSchedule {
         self.entries.iter().all(|(_, r)| r.is_none())
     }
 
-    /// The limit at a minute of the day (0..1440), bytes per second; `None` = unlimited.
-    pub fn rate_at(&self, minute: u32) -> Option<u64> {
+    /// The limit at a minute of the week (0 is Monday 00:00), bytes per second; `None` =
+    /// unlimited.
+    pub fn rate_at(&self, minute_of_week: u32) -> Option<u64> {
+        let minute = minute_of_week % WEEK_MINUTES;
         self.entries
             .iter()
             .rev()
@@ -128,7 +171,8 @@ impl RateLimiter {
     pub fn current_rate(&self) -> Option<u64> {
         let s = self.schedule.as_ref()?;
         let now = OffsetDateTime::now_utc().to_offset(self.offset);
-        s.rate_at(u32::from(now.hour()) * 60 + u32::from(now.minute()))
+        let day = u32::from(now.weekday().number_days_from_monday());
+        s.rate_at((day * 24 + u32::from(now.hour())) * 60 + u32::from(now.minute()))
     }
 
     /// Waits until `n` bytes may be sent.
@@ -164,6 +208,14 @@ mod tests {
         assert_eq!(parse_rate("off"), Ok(None));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("5Mb").is_err());
+        // rclone's own forms.
+        assert_eq!(parse_rate("512k"), Ok(Some(512 * 1024)));
+        assert_eq!(parse_rate("512"), Ok(Some(512 * 1024)));
+        assert_eq!(parse_rate("10m"), Ok(Some(10 * 1024 * 1024)));
+        assert_eq!(parse_rate("1000B"), Ok(Some(1000)));
+        assert_eq!(parse_rate("40Mbit/s"), Ok(Some(5_000_000)));
+        assert_eq!(parse_rate("40Mbps"), Ok(Some(5_000_000)));
+        assert_eq!(parse_rate("800kbit/s"), Ok(Some(100_000)));
         let s: BandwidthSchedule = "08:00,20Mbit 18:00,off".parse().unwrap();
         assert_eq!(
             s.rate_at(7 * 60 + 59),
@@ -177,6 +229,30 @@ mod tests {
         assert!("08:00,1M 08:00,2M".parse::<BandwidthSchedule>().is_err());
         let flat: BandwidthSchedule = "10Mbit".parse().unwrap();
         assert_eq!(flat.rate_at(3), Some(1_250_000));
+    }
+
+    #[test]
+    fn weekday_timetables_as_rclone_writes_them() {
+        let day = |d: u32, h: u32, m: u32| (d * 24 + h) * 60 + m;
+        let s: BandwidthSchedule = "Mon-00:00,512k Fri-23:59,10M Sat-10:00,1M Sun-20:00,off"
+            .parse()
+            .unwrap();
+        assert_eq!(s.rate_at(day(0, 0, 0)), Some(512 * 1024));
+        assert_eq!(s.rate_at(day(4, 23, 58)), Some(512 * 1024));
+        assert_eq!(s.rate_at(day(4, 23, 59)), Some(10 * 1024 * 1024));
+        assert_eq!(s.rate_at(day(5, 12, 0)), Some(1024 * 1024));
+        assert_eq!(s.rate_at(day(6, 21, 0)), None);
+        // Daily entries hold on every day, and mix with a weekday's.
+        let s: BandwidthSchedule = "08:00,20Mbit 18:00,off sat-08:00,off".parse().unwrap();
+        assert_eq!(s.rate_at(day(2, 9, 0)), Some(2_500_000));
+        assert_eq!(s.rate_at(day(5, 9, 0)), None);
+        assert_eq!(s.rate_at(day(6, 9, 0)), Some(2_500_000));
+        assert!("Moo-08:00,1M".parse::<BandwidthSchedule>().is_err());
+        assert!(
+            "Mon-08:00,1M mon-08:00,2M"
+                .parse::<BandwidthSchedule>()
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
