@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use backhaul_telemetry::Metrics;
 use tokio::sync::watch;
 
-use crate::status::StatusBoard;
+use crate::status::{StatusBoard, chunks, human_bytes};
 
 /// A loop that has not stamped its heartbeat for this long counts as wedged. Longer than the
 /// longest legitimate pause of the uploader's loop: a bucket check during a cut waits out two
@@ -105,8 +105,8 @@ pub fn status_line(metrics: &Metrics, board: &StatusBoard) -> String {
     let s = board.status(metrics);
     let u = &s.upload;
     let mut line = format!(
-        "backlog {} chunks ({}), uploading at {:.1} Mbit/s",
-        u.backlog_chunks,
+        "backlog {} ({}), uploading at {:.1} Mbit/s",
+        chunks(u.backlog_chunks),
         human_bytes(u.backlog_bytes),
         u.goodput_mbps_10s
     );
@@ -126,14 +126,6 @@ pub fn status_line(metrics: &Metrics, board: &StatusBoard) -> String {
         line.push_str(&format!("; uploads clamped to MSS {}", c.mss_bytes));
     }
     line
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
-        b => format!("{b} B"),
-    }
 }
 
 /// Sends `READY=1` when `ready` turns true, then keeps `STATUS=` current and pings the

@@ -200,6 +200,9 @@ pub struct UploadStatus {
     pub backlog_bytes: u64,
     /// Age of the oldest waiting chunk.
     pub oldest_chunk_age_seconds: f64,
+    /// The bandwidth limit in force now, bytes per second (`None`: unlimited).
+    #[serde(default)]
+    pub bandwidth_limit_bytes_per_second: Option<u64>,
     /// Spool filesystem usage.
     pub disk_used_percent: f64,
     /// Projected seconds until full (`None` when not filling, or not sampled yet).
@@ -232,6 +235,7 @@ pub struct StatusBoard {
     site: String,
     monitor: Mutex<MonitorView>,
     integrity: Mutex<Option<std::sync::Arc<backhaul_upload::Integrity>>>,
+    limiter: Mutex<Option<std::sync::Arc<backhaul_upload::RateLimiter>>>,
     disk: Mutex<Option<backhaul_spool::DiskFeed>>,
     history: history::History,
 }
@@ -270,6 +274,7 @@ impl StatusBoard {
                 ..MonitorView::default()
             }),
             integrity: Mutex::new(None),
+            limiter: Mutex::new(None),
             disk: Mutex::new(None),
             history: history::History::default(),
         }
@@ -293,6 +298,11 @@ impl StatusBoard {
     /// Where the uploader keeps what the store validates, read at request time.
     pub fn set_integrity(&self, integrity: std::sync::Arc<backhaul_upload::Integrity>) {
         *self.integrity.lock().unwrap_or_else(|p| p.into_inner()) = Some(integrity);
+    }
+
+    /// The uploads' bandwidth limiter, for the limit in force.
+    pub fn set_limiter(&self, limiter: std::sync::Arc<backhaul_upload::RateLimiter>) {
+        *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(limiter);
     }
 
     /// Where the spool publishes its disk readings.
@@ -340,6 +350,12 @@ impl StatusBoard {
                 backlog_chunks: metrics.backlog_chunks.value() as u64,
                 backlog_bytes: metrics.backlog_bytes.value() as u64,
                 oldest_chunk_age_seconds: metrics.oldest_chunk_age_seconds.value(),
+                bandwidth_limit_bytes_per_second: self
+                    .limiter
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .and_then(|l| l.current_rate()),
                 disk_used_percent: disk.map_or(0.0, |d| d.used_percent),
                 disk_full_projected_seconds: disk
                     .map(|d| d.seconds_to_full)
@@ -539,19 +555,38 @@ impl Status {
             out.push(line);
         }
         let u = &self.upload;
+        let limit = u
+            .bandwidth_limit_bytes_per_second
+            .map_or(String::new(), |b| {
+                format!(
+                    ", limited to {:.1} Mbit/s now (upload.bandwidth_limit)",
+                    b as f64 * 8.0 / 1e6
+                )
+            });
         out.push(format!(
-            "upload: {:.1} Mbit/s (10 s), {:.1} Mbit/s (60 s), {} chunks uploaded",
-            u.goodput_mbps_10s, u.goodput_mbps_60s, u.uploaded_chunks_total
+            "upload: {:.1} Mbit/s (10 s), {:.1} Mbit/s (60 s), {} uploaded{limit}",
+            u.goodput_mbps_10s,
+            u.goodput_mbps_60s,
+            chunks(u.uploaded_chunks_total)
         ));
         let full = u
             .disk_full_projected_seconds
             .map_or("not filling".to_owned(), |s| {
                 format!("full in {}", duration(s as u64))
             });
+        // At the last minute's goodput, chunks recorded meanwhile not counted.
+        let drain = match (u.backlog_bytes, u.goodput_mbps_60s) {
+            (0, _) => String::new(),
+            (b, g) if g > 0.0 => format!(
+                ", about {} to drain at the last minute's goodput",
+                duration((b as f64 * 8.0 / (g * 1e6)) as u64)
+            ),
+            _ => ", not draining (nothing acknowledged in the last minute)".to_owned(),
+        };
         out.push(format!(
-            "backlog: {} chunks, {} bytes, oldest {}; disk {:.0}% used, {full}",
-            u.backlog_chunks,
-            u.backlog_bytes,
+            "backlog: {} ({}), oldest {}{drain}; disk {:.0}% used, {full}",
+            chunks(u.backlog_chunks),
+            human_bytes(u.backlog_bytes),
             duration(u.oldest_chunk_age_seconds as u64),
             u.disk_used_percent
         ));
@@ -578,6 +613,25 @@ fn duration(seconds: u64) -> String {
         s if s < 120 => format!("{s} s"),
         s if s < 7200 => format!("{} min", s / 60),
         s => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `1 chunk`, `3 chunks`.
+pub fn chunks(n: u64) -> String {
+    if n == 1 {
+        "1 chunk".to_owned()
+    } else {
+        format!("{n} chunks")
+    }
+}
+
+/// Bytes as a person writes them: `512 B`, `82.0 MB`, `1.1 GB`.
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
     }
 }
 

@@ -194,7 +194,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
         text = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success()
             && text.contains("incident mtu_drift")
-            && text.contains("1 chunks uploaded")
+            && text.contains("1 chunk uploaded")
             && text.contains("backlog: 0 chunks")
         {
             break;
@@ -212,7 +212,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
         "{text}"
     );
     assert!(text.contains("link watch: rtnetlink\n"), "{text}");
-    assert!(text.contains("1 chunks uploaded"), "{text}");
+    assert!(text.contains("1 chunk uploaded"), "{text}");
     assert!(text.contains("backlog: 0 chunks"), "{text}");
     assert!(text.contains("vpn: not monitored: "), "{text}");
 

@@ -60,6 +60,7 @@ fn status() -> Status {
             backlog_chunks: 14,
             backlog_bytes: 1_100_000_000,
             oldest_chunk_age_seconds: 300.0,
+            bandwidth_limit_bytes_per_second: Some(2_500_000),
             disk_used_percent: 61.0,
             disk_full_projected_seconds: None,
             store_integrity: None,
@@ -286,4 +287,29 @@ fn figures_are_compact() {
     assert_eq!(split_time("08:15:03 x y"), Some(("08:15:03", "x y")));
     assert_eq!(split_time("8:15:03 x"), None);
     assert_eq!(split_time("ab:cd:ef x"), None);
+}
+
+/// `backhaul status` in units a person reads, with when the backlog drains and the limit in
+/// force: 1.1 GB at 40 Mbit/s is 220 s.
+#[test]
+fn the_human_summary_has_units_a_drain_time_and_the_limit() {
+    let text = status().human();
+    assert!(
+        text.contains("backlog: 14 chunks (1.1 GB), oldest 5 min, about 3 min to drain at the last minute's goodput"),
+        "{text}"
+    );
+    assert!(
+        text.contains("12 chunks uploaded, limited to 20.0 Mbit/s now (upload.bandwidth_limit)"),
+        "{text}"
+    );
+    let mut one = status();
+    one.upload.uploaded_chunks_total = 1;
+    one.upload.goodput_mbps_60s = 0.0;
+    one.upload.bandwidth_limit_bytes_per_second = None;
+    let text = one.human();
+    assert!(text.contains("1 chunk uploaded\n"), "{text}");
+    assert!(
+        text.contains("not draining (nothing acknowledged in the last minute)"),
+        "{text}"
+    );
 }
