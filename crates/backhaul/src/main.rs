@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         cli::Command::Lab { command } => cmd::lab::main(command),
         cli::Command::Netplan { command } => cmd::netplan::main(command, &process),
         cli::Command::Diagnose(args) => cmd::diagnose::diagnose(args),
-        cli::Command::Check(args) => Ok(cmd::diagnose::check(args)),
+        cli::Command::Check(args) => Ok(cmd::check::main(args)),
         cli::Command::Status(args) => cmd::status::main(args),
         cli::Command::Config { command } => cmd::config::main(command, process),
         cli::Command::Journal { command } => cmd::journal::main(command),

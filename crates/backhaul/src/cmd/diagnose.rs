@@ -21,15 +21,15 @@ use crate::probe::{
     read_sys,
 };
 
-struct Survey {
-    lines: Vec<String>,
-    targets: Vec<TargetReport>,
-    interfaces: Vec<(String, Option<u32>, u32)>,
-    findings: Vec<Finding>,
-    time: TimeBase,
+pub(super) struct Survey {
+    pub(super) lines: Vec<String>,
+    pub(super) targets: Vec<TargetReport>,
+    pub(super) interfaces: Vec<(String, Option<u32>, u32)>,
+    pub(super) findings: Vec<Finding>,
+    pub(super) time: TimeBase,
 }
 
-fn load(path: &Path) -> anyhow::Result<(Config, Inventory)> {
+pub(super) fn load(path: &Path) -> anyhow::Result<(Config, Inventory)> {
     let cfg = config::load(path)?;
     let inv = cfg.inventory.clone().ok_or_else(|| {
         anyhow::Error::new(ConfigInvalid(format!(
@@ -42,7 +42,7 @@ fn load(path: &Path) -> anyhow::Result<(Config, Inventory)> {
     Ok((cfg, inv))
 }
 
-fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
+pub(super) fn survey(cfg: &Config, inv: &Inventory, timeout: Duration) -> Survey {
     let time = TimeBase::UNIX;
     let mut engine = Engine::new(inv.clone(), cfg.diagnose.clone(), time);
     let mut obs = Vec::new();
@@ -305,7 +305,7 @@ fn severity_code(s: Option<Severity>) -> u8 {
 /// The exit code and one-line summary of `backhaul check`. A finding wins; without one, "OK"
 /// is only said of what was measured: interfaces the inventory names but this host lacks are a
 /// WARNING, and when no full-size probe could run at all the path is UNKNOWN, never healthy.
-fn check_verdict(s: &Survey) -> (u8, String) {
+pub(super) fn check_verdict(s: &Survey) -> (u8, String) {
     let code = severity_code(worst(&s.findings).map(|f| f.severity));
     if let Some(f) = worst(&s.findings).filter(|_| code > 0) {
         return (code, format!("{}: {}", f.kind.as_str(), f.root_cause));
@@ -362,46 +362,4 @@ fn check_verdict(s: &Survey) -> (u8, String) {
         ));
     }
     (0, summary)
-}
-
-/// The check's performance data in the monitoring-plugins syntax
-/// (`label=value;warn;crit;min;max`): an interface's MTU is fine only at exactly its declared
-/// value (`1500:1500`), a large probe only when it passed (`1:`).
-fn perfdata(s: &Survey) -> String {
-    let mut perf = Vec::new();
-    for (name, mtu, declared) in &s.interfaces {
-        if let Some(m) = mtu {
-            perf.push(format!(
-                "{name}_mtu_bytes={m};{declared}:{declared};{declared}:{declared};;"
-            ));
-        }
-    }
-    for t in &s.targets {
-        if let Some(p) = t.path_mtu {
-            perf.push(format!("path_mtu_{}_bytes={p};;;;", t.name));
-        }
-        if let Some(ok) = t.large_ok {
-            perf.push(format!("large_probe_{}_ok={};;1:;;", t.name, u8::from(ok)));
-        }
-    }
-    perf.join(" ")
-}
-
-/// `backhaul check`: one line, perfdata, monitoring-plugins exit codes; never fails loudly.
-pub fn check(args: ProbeArgs) -> ExitCode {
-    let (cfg, inv) = match load(&args.config) {
-        Ok(v) => v,
-        Err(e) => {
-            println!(
-                "BACKHAUL UNKNOWN - {}",
-                format!("{e:#}").lines().next().unwrap_or_default()
-            );
-            return ExitCode::from(3);
-        }
-    };
-    let s = survey(&cfg, &inv, Duration::from_millis(args.probe_timeout_ms));
-    let (code, summary) = check_verdict(&s);
-    let state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][usize::from(code)];
-    println!("BACKHAUL {state} - {summary} | {}", perfdata(&s));
-    ExitCode::from(code)
 }
