@@ -32,8 +32,9 @@ pub enum Command {
     /// need root or CAP_NET_RAW).
     Diagnose(ProbeArgs),
     /// One-shot health check for monitoring (replaces healthcheck.sh): the MTU check and a
-    /// large-payload probe; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with perfdata.
-    Check(ProbeArgs),
+    /// large-payload probe (with an `[inventory]`), and the running agent's uploads (answering,
+    /// backlog age, open incidents); exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with perfdata.
+    Check(CheckArgs),
     /// Summary of the running agent: open incidents with cause and fix, interfaces against
     /// their declared MTU, the latest probes and path MTUs, goodput, backlog, disk, uptime
     /// (reads the agent's `/status`; exits 1 when it is not running).
@@ -148,6 +149,20 @@ pub struct ProbeArgs {
     /// Milliseconds to wait for each probe's answer.
     #[arg(long, env = "BACKHAUL_PROBE_TIMEOUT_MS", default_value_t = 500)]
     pub probe_timeout_ms: u64,
+}
+
+/// `backhaul check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Config and probe settings.
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// WARNING when the oldest chunk waiting is older than this many seconds (a plugin's -w).
+    #[arg(long, default_value_t = 900)]
+    pub backlog_age_warning: u64,
+    /// CRITICAL when the oldest chunk waiting is older than this many seconds (a plugin's -c).
+    #[arg(long, default_value_t = 3600)]
+    pub backlog_age_critical: u64,
 }
 
 /// `backhaul status`.

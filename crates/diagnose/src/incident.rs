@@ -101,6 +101,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The severity [`Severity::as_str`] names (as in `/status` and alerts).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
     /// `info`, `warning` or `critical`.
     pub fn as_str(self) -> &'static str {
         match self {

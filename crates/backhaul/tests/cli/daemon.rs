@@ -534,3 +534,103 @@ async fn an_outage_writes_a_bounded_log_and_counts_what_it_held_back() {
         "no count of the held-back retries:\n{text}"
     );
 }
+
+/// `check` as a monitoring plugin sees the agent, with or without an `[inventory]`: CRITICAL
+/// while it does not answer, OK while it uploads, WARNING once the oldest chunk waiting is older
+/// than `--backlog-age-warning`; perfdata for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_agent_and_the_age_of_its_backlog() {
+    use backhaul_upload::test_util::{FaultProxy, Faults};
+    let peer = S3Peer::embedded(BUCKET).await;
+    let proxy = FaultProxy::start(peer.socket_addr(), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    let cfg = site_config(
+        dir.path(),
+        &spool,
+        &peer,
+        &proxy.endpoint(),
+        "",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let check = |extra: &[&str]| {
+        let out = Command::new(exe())
+            .args(["check", "--config", cfg.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.starts_with("BACKHAUL CRITICAL - the agent does not answer at http://127.0.0.1:")
+            && text.contains("path not checked (no [inventory])")
+            && text.contains("| agent_answering=0;;1:;;"),
+        "{text}"
+    );
+
+    let agent = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/a.mp4", &pattern_bytes(1, 1000));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (code, text) = check(&[]);
+        if code == Some(0)
+            && !spool.join("cam1/a.mp4").exists()
+            && text.contains("agent uploading: 0 chunks waiting")
+        {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        text.starts_with(
+            "BACKHAUL OK - path not checked (no [inventory]); agent uploading: 0 chunks waiting"
+        ) && text.contains(
+            "agent_answering=1;;1:;; backlog_age_seconds=0;900;3600;0; backlog_chunks=0;;;0;"
+        ),
+        "{text}"
+    );
+
+    // The store is gone (the agent restarted toward an address nothing answers): the next
+    // chunk waits, and ages past the threshold.
+    drop(agent);
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&proxy.endpoint(), &gone);
+    std::fs::write(&cfg, text).unwrap();
+    let _agent = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/b.mp4", &pattern_bytes(2, 1000));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (code, text) = check(&["--backlog-age-warning", "2"]);
+        if code == Some(1) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        text.starts_with("BACKHAUL WARNING - ") && text.contains("backlog_chunks=1;;;0;"),
+        "{text}"
+    );
+}

@@ -21,7 +21,7 @@ fn probe_config(dir: &tempfile::TempDir, extra_interfaces: &str) -> String {
         format!(
             "[site]\nname = \"SITE-TEST\"\n[spool]\ndir = \"{}\"\n\
              [upload]\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"video\"\n\
-             {INVENTORY}{extra_interfaces}]\n",
+             [metrics]\nlisten = \"off\"\n{INVENTORY}{extra_interfaces}]\n",
             dir.path().display()
         ),
     )

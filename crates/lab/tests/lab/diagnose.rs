@@ -15,6 +15,7 @@ fn site_config(dir: &tempfile::TempDir) -> PathBuf {
         &path,
         "[site]\nname = \"SITE-2847\"\n[spool]\ndir = \"/tmp\"\n\
          [upload]\nendpoint = \"http://203.0.113.10:9000\"\nbucket = \"video\"\n\
+         [metrics]\nlisten = \"off\"\n\
          [inventory]\ngateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\ninterfaces = [\n\
          { name = \"eno1\", role = \"wan\", mtu_bytes = 1500, netplan_file = \"/etc/netplan/01-wan.yaml\" },\n\
          { name = \"eno2\", role = \"camera\", mtu_bytes = 1500 },\n]\n",
