@@ -11,6 +11,8 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
+use crate::transport::percent_decode;
+
 /// Access key of the embedded server.
 pub const EMBEDDED_ACCESS_KEY: &str = "BACKHAULDEMOKEY";
 /// Secret key of the embedded server (a throwaway; the server only listens on loopback).
@@ -161,23 +163,6 @@ fn names_a_directory(root: &Path, uri_path: &str) -> bool {
         segments += 1;
     }
     segments >= 2 && path.is_dir()
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn no_such_key() -> s3s::HttpResponse {

@@ -575,13 +575,16 @@ async fn check_reports_the_agent_and_the_age_of_its_backlog() {
         "{text}"
     );
 
-    let agent = KillOnDrop(
-        Command::new(exe())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let start = || {
+        KillOnDrop(
+            Command::new(exe())
+                .args(["run", "--config", cfg.to_str().unwrap()])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let agent = start();
     write_chunk(&spool, "cam1/a.mp4", &pattern_bytes(1, 1000));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let text = loop {
@@ -612,13 +615,7 @@ async fn check_reports_the_agent_and_the_age_of_its_backlog() {
         .unwrap()
         .replace(&proxy.endpoint(), &gone);
     std::fs::write(&cfg, text).unwrap();
-    let _agent = KillOnDrop(
-        Command::new(exe())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = start();
     write_chunk(&spool, "cam1/b.mp4", &pattern_bytes(2, 1000));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let text = loop {

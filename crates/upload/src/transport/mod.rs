@@ -27,6 +27,8 @@ mod url;
 
 pub use connect::{DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
 pub use proxy::{Proxies, Proxy, ProxyEnv, ProxySetting};
+#[cfg(feature = "embedded-s3")]
+pub(crate) use url::percent_decode;
 pub use url::{RequestUrl, Target, parse_request_url, parse_url, redact};
 
 /// How often the stall watchdog looks at progress.
