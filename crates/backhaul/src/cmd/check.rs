@@ -11,7 +11,7 @@ use crate::cli::CheckArgs;
 use crate::config;
 use crate::status::Status;
 
-use super::diagnose::{Survey, check_verdict, survey};
+use super::diagnose::{Survey, check_verdict, severity_code, survey};
 
 /// How long the agent has to answer `/status`.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,13 +64,8 @@ fn agent(cfg: &config::Config, args: &CheckArgs) -> Part {
         s.upload.backlog_chunks
     );
     let incident = s.incidents.first().map(|i| {
-        let code = match Severity::parse(&i.severity) {
-            Some(Severity::Critical) => 2,
-            Some(Severity::Warning) => 1,
-            Some(Severity::Info) | None => 0,
-        };
         (
-            code,
+            severity_code(Severity::parse(&i.severity)),
             format!("agent: {} on {}: {}", i.kind, i.subject, i.root_cause),
         )
     });

@@ -294,7 +294,7 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn severity_code(s: Option<Severity>) -> u8 {
+pub(super) fn severity_code(s: Option<Severity>) -> u8 {
     match s {
         None | Some(Severity::Info) => 0,
         Some(Severity::Warning) => 1,
