@@ -526,11 +526,11 @@ impl Status {
         if self.monitoring {
             out.push(format!("link watch: {}", self.link_watch));
         } else {
-            out.push(
-                "path rules off: no [inventory] (pmtu_blackhole, mtu_drift, path_mtu_reduced, \
-                 uplink_down); credentials, the store, the disk and goodput are watched"
-                    .to_owned(),
-            );
+            out.push(format!(
+                "path rules off: no [inventory] ({}); credentials, the store, the disk and \
+                 goodput are watched",
+                backhaul_diagnose::Kind::names(true)
+            ));
         }
         for p in &self.probes {
             let addr = p.address.as_deref().unwrap_or("-");

@@ -57,6 +57,30 @@ impl Kind {
         }
     }
 
+    /// Whether the rule needs the site's path declared (`[inventory]`: interfaces, gateway,
+    /// probes); without one only the others can fire.
+    pub fn needs_path(self) -> bool {
+        match self {
+            Kind::PmtuBlackhole | Kind::MtuDrift | Kind::PathMtuReduced | Kind::UplinkDown => true,
+            Kind::UplinkDegraded
+            | Kind::EndpointUnreachable
+            | Kind::AuthFailure
+            | Kind::DiskPressure
+            | Kind::VpnFlapping => false,
+        }
+    }
+
+    /// The names of the kinds that need the path declared (`true`) or not, in [`Kind::ALL`]
+    /// order: `pmtu_blackhole, mtu_drift, path_mtu_reduced, uplink_down`.
+    pub fn names(needs_path: bool) -> String {
+        Kind::ALL
+            .iter()
+            .filter(|k| k.needs_path() == needs_path)
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The runbook section for this kind.
     pub fn runbook(self) -> &'static str {
         match self {
@@ -243,5 +267,22 @@ impl Transition {
             Transition::Updated { incident, previous } => incident.severity > *previous,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_rules_are_the_ones_an_inventory_turns_on() {
+        assert_eq!(
+            Kind::names(true),
+            "pmtu_blackhole, mtu_drift, path_mtu_reduced, uplink_down"
+        );
+        assert_eq!(
+            Kind::names(false),
+            "uplink_degraded, endpoint_unreachable, auth_failure, disk_pressure, vpn_flapping"
+        );
     }
 }

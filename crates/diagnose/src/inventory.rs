@@ -257,9 +257,9 @@ impl TryFrom<InventoryConfig> for Inventory {
 
 impl Inventory {
     /// A site without an `[inventory]`: no interfaces and no gateway, only the upload
-    /// endpoint's host. The rules that need path facts (`pmtu_blackhole`, `mtu_drift`,
-    /// `path_mtu_reduced`, `uplink_down`) find nothing; the site's own health (credentials,
-    /// the store, the disk, goodput, the VPN) is watched as with one.
+    /// endpoint's host. The rules that need path facts ([`crate::Kind::needs_path`]) find
+    /// nothing; the site's own health (credentials, the store, the disk, goodput, the VPN) is
+    /// watched as with one.
     pub fn site_only(endpoint_host: &str) -> Self {
         Self {
             interfaces: Vec::new(),

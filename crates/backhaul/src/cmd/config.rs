@@ -3,6 +3,8 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use backhaul_diagnose::Kind;
+
 use crate::cli::ConfigCommand;
 use crate::config;
 use crate::env::ProcessEnv;
@@ -56,11 +58,11 @@ pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode
                 };
                 writeln!(
                     out,
-                    "note: no [inventory]: the path rules (pmtu_blackhole, mtu_drift, \
-                     path_mtu_reduced, uplink_down) and their probes are off; auth_failure, \
-                     endpoint_unreachable, disk_pressure, uplink_degraded and vpn_flapping \
+                    "note: no [inventory]: the path rules ({}) and their probes are off; {} \
                      alert {to}. Declare the WAN interface, gateway and endpoint in \
-                     [inventory] to turn the path rules on"
+                     [inventory] to turn the path rules on",
+                    Kind::names(true),
+                    Kind::names(false)
                 )?;
             }
             if let Some(emf) = &cfg.emf_path

@@ -200,7 +200,8 @@ pub async fn agent(
         }
         None => {
             tracing::info!(
-                "no [inventory] in the config: the path rules (pmtu_blackhole, mtu_drift, path_mtu_reduced, uplink_down) and probes are off; credentials, the store, the disk and goodput are watched and alerted on"
+                path_rules = %backhaul_diagnose::Kind::names(true),
+                "no [inventory] in the config: the path rules and probes are off; credentials, the store, the disk and goodput are watched and alerted on"
             );
             backhaul_diagnose::Inventory::site_only(&endpoint_host(&cfg.upload.endpoint))
         }
