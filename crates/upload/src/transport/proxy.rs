@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::url::{Target, parse_request_url};
+use super::url::{Target, names_port, parse_request_url};
 use crate::Error;
 
 /// The proxy variables of the process environment.
@@ -78,7 +78,7 @@ impl Proxy {
             return Err(bad("a proxy URL has no path or query"));
         }
         let mut target = u.target;
-        if !has_port(&full) {
+        if !names_port(&full) {
             // curl's default port for a proxy.
             target.port = 1080;
         }
@@ -96,12 +96,7 @@ impl Proxy {
         to: &Target,
         op: &'static str,
     ) -> Result<(), Error> {
-        let host = if to.host.contains(':') {
-            format!("[{}]", to.host)
-        } else {
-            to.host.clone()
-        };
-        let authority = format!("{host}:{}", to.port);
+        let authority = to.host_port();
         let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
         if let Some(auth) = &self.authorization {
             request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
@@ -142,17 +137,6 @@ impl Proxy {
                 "CONNECT {authority}: the proxy refused ({status}); check its allowed ports and hosts (tinyproxy: ConnectPort, squid: SSL_ports)"
             ))),
         }
-    }
-}
-
-/// Whether the URL's authority names a port.
-fn has_port(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    match hostport.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
-        None => hostport.contains(':'),
     }
 }
 

@@ -26,16 +26,58 @@ pub struct Target {
 impl Target {
     /// `host:port` as it goes into the `Host` header (default ports omitted).
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
+        match (self.https, self.port) {
+            (true, 443) | (false, 80) => self.bracketed_host(),
+            _ => self.host_port(),
+        }
+    }
+
+    /// `host:port` with the port always written (a CONNECT request's target).
+    pub fn host_port(&self) -> String {
+        format!("{}:{}", self.bracketed_host(), self.port)
+    }
+
+    /// The host, an IPv6 literal in brackets.
+    fn bracketed_host(&self) -> String {
+        if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
-        };
-        match (self.https, self.port) {
-            (true, 443) | (false, 80) => host,
-            _ => format!("{host}:{}", self.port),
         }
     }
+}
+
+/// A URL as written: its scheme, its `user[:password]` if any, `host[:port]`, and the rest
+/// (path, query, fragment).
+struct Split<'a> {
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    hostport: &'a str,
+    tail: &'a str,
+}
+
+/// `None` without `://`.
+fn split(url: &str) -> Option<Split<'_>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    Some(Split {
+        scheme,
+        userinfo,
+        hostport,
+        tail,
+    })
+}
+
+/// Whether the URL names its port (`http://proxy:3128`), rather than leaving the scheme's.
+pub(super) fn names_port(url: &str) -> bool {
+    split(url).is_some_and(|s| match s.hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
+        None => s.hostport.contains(':'),
+    })
 }
 
 /// Splits `scheme://host[:port][/path]` into a target and the base path (without trailing `/`).
@@ -104,14 +146,12 @@ pub fn parse_request_url(url: &str) -> Result<RequestUrl, Error> {
     if url.contains('#') {
         return Err(bad("must not contain a #fragment"));
     }
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("must start with http:// or https://"))?;
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
+    let Split {
+        scheme,
+        userinfo,
+        hostport,
+        tail,
+    } = split(url).ok_or_else(|| bad("must start with http:// or https://"))?;
     let (path, query) = match tail.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (tail, None),
@@ -153,16 +193,21 @@ pub fn parse_request_url(url: &str) -> Result<RequestUrl, Error> {
 /// `url` with the password of its `user:password@` and the value of every query parameter
 /// replaced by `***` (a parameter without `=` is hidden whole).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(Split {
+        scheme,
+        userinfo,
+        hostport,
+        tail,
+    }) = split(url)
+    else {
         return url.to_owned();
     };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let authority = match userinfo {
+        Some(userinfo) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{user}:{HIDDEN}@{host}")
+            format!("{user}:{HIDDEN}@{hostport}")
         }
-        None => authority.to_owned(),
+        None => hostport.to_owned(),
     };
     let tail = tail.split('#').next().unwrap_or_default();
     let tail = match tail.split_once('?') {
