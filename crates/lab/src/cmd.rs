@@ -46,6 +46,12 @@ pub(crate) fn ip(args: &[&str]) -> Result<String, Error> {
     run("ip", args)
 }
 
+/// `ip -n NS link set dev INTERFACE mtu N`.
+pub(crate) fn set_mtu(ns: &str, interface: &str, mtu_bytes: u32) -> Result<(), Error> {
+    let m = mtu_bytes.to_string();
+    ip(&["-n", ns, "link", "set", "dev", interface, "mtu", &m]).map(drop)
+}
+
 /// `ip netns exec NS program args…`.
 pub(crate) fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String, Error> {
     let mut full = vec!["netns", "exec", ns, program];

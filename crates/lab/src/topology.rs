@@ -419,18 +419,7 @@ impl Lab {
 
     /// Sets an interface's MTU (the incident's fault is `set_mtu(Site, "eno1", 9000)`).
     pub fn set_mtu(&self, node: Node, interface: &str, mtu_bytes: u32) -> Result<(), Error> {
-        let m = mtu_bytes.to_string();
-        cmd::ip(&[
-            "-n",
-            &self.ns(node),
-            "link",
-            "set",
-            "dev",
-            interface,
-            "mtu",
-            &m,
-        ])
-        .map(drop)
+        cmd::set_mtu(&self.ns(node), interface, mtu_bytes)
     }
 
     /// Chooses whether the gateway's ICMP "fragmentation needed" leaves it. Either way the

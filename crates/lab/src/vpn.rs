@@ -341,8 +341,7 @@ fn follow_wan(lab: &mut Lab) -> Result<(), Error> {
             if last == Some(outer) {
                 continue;
             }
-            let inner = inner_mtu(outer).to_string();
-            if cmd::ip(&["-n", &ns, "link", "set", "dev", "ipsec0", "mtu", &inner]).is_ok() {
+            if cmd::set_mtu(&ns, "ipsec0", inner_mtu(outer)).is_ok() {
                 last = Some(outer);
             }
         }
