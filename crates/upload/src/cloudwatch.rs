@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backhaul_telemetry::Snapshot;
+use backhaul_telemetry::Datum;
 use time::OffsetDateTime;
 
 use crate::Error;
@@ -31,9 +31,10 @@ pub struct CloudWatch {
     pub creds: CredentialsProvider,
 }
 
-/// The form body of one PutMetricData call (exposed for tests).
+/// The form body of one PutMetricData call (exposed for tests): each datum with the `site`
+/// dimension first and its labels after it.
 pub fn put_metric_data_body(
-    snapshot: &Snapshot,
+    data: &[Datum],
     namespace: &str,
     site: &str,
     at: OffsetDateTime,
@@ -47,24 +48,24 @@ pub fn put_metric_data_body(
         ("Namespace".to_owned(), namespace.to_owned()),
     ];
     let mut i = 0;
-    for s in snapshot
-        .samples
+    for d in data
         .iter()
-        .filter(|s| s.value.is_finite())
+        .filter(|d| d.value.is_finite())
         .take(MAX_PER_CALL)
     {
         i += 1;
-        let mut name = s.name.trim_start_matches("backhaul_").to_owned();
-        for (_, v) in &s.labels {
-            name.push('.');
-            name.push_str(v);
-        }
         let p = format!("MetricData.member.{i}");
-        pairs.push((format!("{p}.MetricName"), name));
-        pairs.push((format!("{p}.Value"), s.value.to_string()));
+        pairs.push((format!("{p}.MetricName"), d.name.clone()));
+        pairs.push((format!("{p}.Value"), d.value.to_string()));
+        pairs.push((format!("{p}.Unit"), d.unit.to_owned()));
         pairs.push((format!("{p}.Timestamp"), ts.clone()));
-        pairs.push((format!("{p}.Dimensions.member.1.Name"), "site".to_owned()));
-        pairs.push((format!("{p}.Dimensions.member.1.Value"), site.to_owned()));
+        let dims = std::iter::once(("site", site))
+            .chain(d.dimensions.iter().map(|(k, v)| (*k, v.as_str())));
+        for (j, (k, v)) in dims.enumerate() {
+            let j = j + 1;
+            pairs.push((format!("{p}.Dimensions.member.{j}.Name"), k.to_owned()));
+            pairs.push((format!("{p}.Dimensions.member.{j}.Value"), v.to_owned()));
+        }
     }
     pairs
         .iter()
@@ -80,14 +81,10 @@ pub fn put_metric_data_body(
 }
 
 impl CloudWatch {
-    /// Sends one snapshot.
-    pub async fn publish(
-        &self,
-        transport: &Arc<Transport>,
-        snapshot: &Snapshot,
-    ) -> Result<(), Error> {
+    /// Sends one interval's data.
+    pub async fn publish(&self, transport: &Arc<Transport>, data: &[Datum]) -> Result<(), Error> {
         let now = OffsetDateTime::now_utc();
-        let body = put_metric_data_body(snapshot, &self.namespace, &self.site, now);
+        let body = put_metric_data_body(data, &self.namespace, &self.site, now);
         let (target, base) = parse_url(&self.endpoint)?;
         let path = if base.is_empty() {
             "/".to_owned()
@@ -150,22 +147,25 @@ impl CloudWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backhaul_telemetry::Metrics;
+    use backhaul_telemetry::{CounterDeltas, Metrics};
 
     #[test]
-    fn body_names_every_finite_metric_with_site_dimension() {
+    fn body_names_every_finite_metric_with_site_then_label_dimensions() {
         let m = Metrics::default();
         m.uploaded_bytes.add(5);
         m.disk_full_projected_seconds.set(f64::INFINITY);
+        let data = CounterDeltas::default().data(&m.snapshot(std::time::Instant::now()));
         let body = put_metric_data_body(
-            &m.snapshot(std::time::Instant::now()),
+            &data,
             "Backhaul",
             "SITE-2847",
             time::macros::datetime!(2025-11-12 08:15:00 UTC),
         );
         assert!(body.starts_with("Action=PutMetricData&Version=2010-08-01&Namespace=Backhaul"));
-        assert!(body.contains("MetricName=uploaded_bytes_total"));
+        assert!(body.contains("MetricName=uploaded_bytes&"));
         assert!(body.contains("Dimensions.member.1.Value=SITE-2847"));
+        assert!(body.contains("Dimensions.member.2.Name=window"));
+        assert!(body.contains("Unit=Bytes"));
         assert!(!body.contains("spool_disk_full_projected_seconds"));
         assert!(body.contains("Timestamp=2025-11-12T08%3A15%3A00Z"));
     }

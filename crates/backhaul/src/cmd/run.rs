@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use backhaul_spool::Spool;
-use backhaul_telemetry::{EmfTarget, Metrics, emf_line};
+use backhaul_telemetry::{CounterDeltas, EmfTarget, Metrics, emf_lines};
 use backhaul_upload::cloudwatch::CloudWatch;
 use backhaul_upload::{RunMode, RunReport, UploaderParts, build_uploader};
 use tokio::sync::watch;
@@ -284,6 +284,8 @@ fn spawn_publishers(
             creds: cfg.credentials(env),
         });
     let interval = cfg.publish_interval;
+    // One per sink: a sink that failed sends the missed change with its next publish.
+    let (mut emf_sent, mut cw_sent) = (CounterDeltas::default(), CounterDeltas::default());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
@@ -298,20 +300,28 @@ fn spawn_publishers(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
-                let line = emf_line(&snapshot, &target, ts);
+                let mut lines = emf_lines(&emf_sent.data(&snapshot), &target, ts).join("\n");
+                lines.push('\n');
+                // One write of the whole interval: the CloudWatch agent never reads half of it.
                 let written = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
-                if let Err(e) = written {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot append EMF metrics");
+                    .and_then(|mut f| f.write_all(lines.as_bytes()));
+                match written {
+                    Ok(()) => emf_sent.advance(&snapshot),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot append EMF metrics");
+                    }
                 }
             }
-            if let Some(cw) = &cw
-                && let Err(e) = cw.publish(&transport, &snapshot).await
-            {
-                tracing::warn!(endpoint = %cw.endpoint, error = %e, "PutMetricData failed");
+            if let Some(cw) = &cw {
+                match cw.publish(&transport, &cw_sent.data(&snapshot)).await {
+                    Ok(()) => cw_sent.advance(&snapshot),
+                    Err(e) => {
+                        tracing::warn!(endpoint = %cw.endpoint, error = %e, "PutMetricData failed");
+                    }
+                }
             }
         }
     });
