@@ -154,6 +154,10 @@ pub struct MonitorConfig {
     /// restart).
     #[serde(default)]
     pub webhook_bearer_token_file: Option<std::path::PathBuf>,
+    /// TLS towards the webhook: a private CA, a client certificate, the name its certificate
+    /// carries.
+    #[serde(default)]
+    pub webhook_tls: Option<ReceiverTls>,
     /// `json` or `slack`.
     #[serde(default)]
     pub webhook_format: WebhookFormat,
@@ -170,6 +174,9 @@ pub struct MonitorConfig {
     /// at every send.
     #[serde(default)]
     pub alertmanager_bearer_token_file: Option<std::path::PathBuf>,
+    /// TLS towards Alertmanager (Prometheus' `tls_config`).
+    #[serde(default)]
+    pub alertmanager_tls: Option<ReceiverTls>,
     /// Where the NOC reaches this site's status page (e.g. through the VPN); sent as
     /// Alertmanager's `generatorURL`.
     #[serde(default)]
@@ -182,6 +189,46 @@ pub struct MonitorConfig {
     /// ahead: an agent that dies stops renewing and Alertmanager resolves the alert itself.
     #[serde(default = "default_alertmanager_resend")]
     pub alertmanager_resend_seconds: u64,
+}
+
+/// TLS settings of one alert receiver, as Prometheus' `tls_config` names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverTls {
+    /// PEM CA certificates trusted for this receiver beside the system's (instead of
+    /// `upload.ca_file`, which it otherwise inherits).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM, leaf first) for a receiver that asks for one.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name the receiver's certificate must carry (and the SNI sent) when the URL names
+    /// it by address.
+    pub server_name: Option<String>,
+}
+
+impl ReceiverTls {
+    /// `base` (the upload's settings: proxies, CA, socket options) with these TLS settings.
+    pub fn apply(
+        tls: Option<&Self>,
+        mut base: backhaul_upload::TransportConfig,
+    ) -> backhaul_upload::TransportConfig {
+        if let Some(t) = tls {
+            if let Some(ca) = &t.ca_file {
+                base.ca_bundle = Some(ca.clone());
+            }
+            if let (Some(cert_file), Some(key_file)) = (&t.cert_file, &t.key_file) {
+                base.client_cert = Some(backhaul_upload::ClientCert {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                });
+            }
+            if let Some(name) = &t.server_name {
+                base.server_name = Some(name.clone());
+            }
+        }
+        base
+    }
 }
 
 /// Default seconds between Alertmanager re-sends of a firing alert.
@@ -206,11 +253,13 @@ impl Default for MonitorConfig {
             link_poll_milliseconds: DEFAULT_LINK_POLL_MILLISECONDS,
             webhook_url: None,
             webhook_bearer_token_file: None,
+            webhook_tls: None,
             webhook_format: WebhookFormat::Json,
             renotify_seconds: backhaul_diagnose::DEFAULT_RENOTIFY_SECONDS,
             vici_socket: default_vici_socket(),
             alertmanager_url: None,
             alertmanager_bearer_token_file: None,
+            alertmanager_tls: None,
             status_page_url: None,
             runbook_base_url: default_runbook_base(),
             alertmanager_resend_seconds: DEFAULT_ALERTMANAGER_RESEND_SECONDS,
@@ -402,33 +451,50 @@ fn invalid(path: &Path, pos: Option<(usize, usize)>, what: &str, help: &str) -> 
     anyhow::Error::new(ConfigInvalid(format!("{at}: {what}\n  help: {help}")))
 }
 
-/// An alert destination (`monitor.<name>_url` and `monitor.<name>_bearer_token_file`) parses
-/// as the runtime will send to it, carries one way of authenticating at most, and its token
-/// file can be read now. Messages show the URL redacted.
-fn check_destination(
-    (path, text): (&Path, &str),
-    name: &str,
-    url: Option<&str>,
-    token_file: Option<&Path>,
-    example: &str,
-) -> anyhow::Result<()> {
-    let url_key = format!("{name}_url");
-    let token_key = format!("{name}_bearer_token_file");
-    let parsed = match url.map(backhaul_upload::parse_request_url) {
+/// One alert destination's keys: `monitor.<name>_url`, `monitor.<name>_bearer_token_file`
+/// and `[monitor.<name>_tls]`.
+struct Receiver<'a> {
+    name: &'a str,
+    url: Option<&'a str>,
+    token_file: Option<&'a Path>,
+    tls: Option<&'a ReceiverTls>,
+    example: &'a str,
+}
+
+/// An alert destination parses as the runtime will send to it, carries one way of
+/// authenticating at most, and its token and TLS files can be read and used now. Messages show
+/// the URL redacted.
+fn check_destination((path, text): (&Path, &str), r: &Receiver<'_>) -> anyhow::Result<()> {
+    let url_key = format!("{}_url", r.name);
+    let parsed = match r.url.map(backhaul_upload::parse_request_url) {
         Some(Ok(u)) => Some(u),
         Some(Err(e)) => {
             return Err(invalid(
                 path,
                 locate(text, "monitor", &url_key),
                 &format!("monitor.{url_key}: {e}"),
-                example,
+                r.example,
             ));
         }
         None => None,
     };
-    let Some(file) = token_file else {
-        return Ok(());
-    };
+    if let Some(file) = r.token_file {
+        check_token_file((path, text), r, parsed.as_ref(), file)?;
+    }
+    match (r.tls, parsed) {
+        (None, _) => Ok(()),
+        (Some(tls), parsed) => check_tls((path, text), r.name, tls, parsed.as_ref()),
+    }
+}
+
+fn check_token_file(
+    (path, text): (&Path, &str),
+    r: &Receiver<'_>,
+    parsed: Option<&backhaul_upload::RequestUrl>,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let url_key = format!("{}_url", r.name);
+    let token_key = format!("{}_bearer_token_file", r.name);
     let at = locate(text, "monitor", &token_key);
     match parsed {
         None => Err(invalid(
@@ -461,6 +527,66 @@ fn check_destination(
             )),
         },
     }
+}
+
+/// `[monitor.<name>_tls]` belongs to an https:// URL, names a certificate and its key together,
+/// and builds a TLS client as the first connection will (files read, PEM parsed, key matched).
+fn check_tls(
+    (path, text): (&Path, &str),
+    name: &str,
+    tls: &ReceiverTls,
+    parsed: Option<&backhaul_upload::RequestUrl>,
+) -> anyhow::Result<()> {
+    let table = format!("monitor.{name}_tls");
+    let url_key = format!("{name}_url");
+    // With "" for the key, the table's own line.
+    let at = |key: &str| locate(text, &table, key);
+    match parsed {
+        None => {
+            return Err(invalid(
+                path,
+                at(""),
+                &format!("[{table}] is set but monitor.{url_key} is not"),
+                &format!("set monitor.{url_key}, or remove [{table}]"),
+            ));
+        }
+        Some(u) if !u.target.https => {
+            return Err(invalid(
+                path,
+                at(""),
+                &format!(
+                    "[{table}] is set but monitor.{url_key} is {}, not https://",
+                    u.shown
+                ),
+                &format!("use an https:// URL, or remove [{table}]"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let key = match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => Some("cert_file"),
+        (None, Some(_)) => Some("key_file"),
+        (Some(_), Some(_)) | (None, None) => None,
+    };
+    if let Some(key) = key {
+        return Err(invalid(
+            path,
+            at(key),
+            &format!("{table}.{key} is set without the other half of the client identity"),
+            "set both cert_file and key_file (PEM), or neither",
+        ));
+    }
+    ReceiverTls::apply(Some(tls), backhaul_upload::TransportConfig::default())
+        .tls_client_config()
+        .map(|_| ())
+        .map_err(|e| {
+            invalid(
+                path,
+                at(""),
+                &format!("[{table}]: {e}"),
+                "the agent runs as user backhaul: the files must be PEM it can read (chown root:backhaul, chmod 0640 for a key)",
+            )
+        })
 }
 
 /// Reads and validates a config file.
@@ -636,10 +762,13 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
     }
     check_destination(
         (path, text),
-        "alertmanager",
-        m.alertmanager_url.as_deref(),
-        m.alertmanager_bearer_token_file.as_deref(),
-        "e.g. http://alertmanager.example.net:9093 (the API path is added)",
+        &Receiver {
+            name: "alertmanager",
+            url: m.alertmanager_url.as_deref(),
+            token_file: m.alertmanager_bearer_token_file.as_deref(),
+            tls: m.alertmanager_tls.as_ref(),
+            example: "e.g. http://alertmanager.example.net:9093 (the API path is added)",
+        },
     )?;
     if !(m.runbook_base_url.starts_with("https://")
         || m.runbook_base_url.starts_with("http://")
@@ -676,10 +805,13 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Config> {
     }
     check_destination(
         (path, text),
-        "webhook",
-        m.webhook_url.as_deref(),
-        m.webhook_bearer_token_file.as_deref(),
-        "e.g. https://hooks.example.net/backhaul",
+        &Receiver {
+            name: "webhook",
+            url: m.webhook_url.as_deref(),
+            token_file: m.webhook_bearer_token_file.as_deref(),
+            tls: m.webhook_tls.as_ref(),
+            example: "e.g. https://hooks.example.net/backhaul",
+        },
     )?;
     if raw.remediation.mode != RemediationMode::Off && inventory.is_none() {
         return Err(invalid(
@@ -760,6 +892,42 @@ mod tests {
         let off = format!("{MIN}[remediation]\nmode = \"off\"\n");
         let c = parse(Path::new("site.toml"), &off).unwrap();
         assert_eq!(c.remediation.mode, RemediationMode::Off);
+    }
+
+    #[test]
+    fn receiver_tls_belongs_to_an_https_url_and_its_files_must_load() {
+        let err = |text: &str| {
+            format!(
+                "{:#}",
+                parse(Path::new("site.toml"), &format!("{MIN}{text}")).unwrap_err()
+            )
+        };
+        let e = err(
+            "[monitor]\nalertmanager_url = \"http://am:9093\"\n[monitor.alertmanager_tls]\nserver_name = \"am\"\n",
+        );
+        assert!(
+            e.starts_with("site.toml:10:1: [monitor.alertmanager_tls] is set but monitor.alertmanager_url is http://am:9093, not https://"),
+            "{e}"
+        );
+        let e = err("[monitor.webhook_tls]\nserver_name = \"h\"\n");
+        assert!(e.contains("monitor.webhook_url is not"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = err(&format!(
+            "[monitor]\nwebhook_url = \"https://h/\"\n[monitor.webhook_tls]\nca_file = \"{}\"\n",
+            dir.path().join("missing.pem").display()
+        ));
+        assert!(
+            e.starts_with("site.toml:10:1: [monitor.webhook_tls]: CA file")
+                && e.contains("missing.pem"),
+            "{e}"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = err(&format!(
+            "[monitor]\nwebhook_url = \"https://h/\"\n[monitor.webhook_tls]\nca_file = \"{}\"\n",
+            junk.display()
+        ));
+        assert!(e.contains("no PEM certificate"), "{e}");
     }
 
     #[test]

@@ -49,8 +49,8 @@ pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
 pub use retry::Backoff;
 pub use s3::{Completed, ObjectHead, OpenUpload, PutAck, S3Client, ServerPart};
 pub use transport::{
-    DEFAULT_NOTSENT_LOWAT_BYTES, Proxies, ProxyEnv, ProxySetting, RequestUrl, SimpleRequest,
-    Transport, TransportConfig, parse_request_url, redact,
+    ClientCert, DEFAULT_NOTSENT_LOWAT_BYTES, Proxies, ProxyEnv, ProxySetting, RequestUrl,
+    SimpleRequest, Transport, TransportConfig, parse_request_url, redact,
 };
 
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use backhaul_upload::{ErrorClass, Transport};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::config::{MonitorConfig, WebhookFormat};
+use crate::config::{MonitorConfig, ReceiverTls, WebhookFormat};
 use crate::probe::now_ms;
 
 pub(super) fn log_transition(t: &Transition) {
@@ -118,15 +118,22 @@ impl Delivery {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let firing = Arc::new(Mutex::new(HashMap::new()));
+        // Each receiver gets its own connections (and its TLS settings): dropping the upload
+        // connections after a path change must not cut an alert on its way out. They follow
+        // the upload transport's MSS clamp, since they cross the same path.
+        let own = |tls: Option<&ReceiverTls>| {
+            Arc::new(transport.sibling(ReceiverTls::apply(tls, transport.config().clone())))
+        };
         let sender = Sender {
-            transport,
             webhook: cfg.webhook_url.as_ref().map(|url| Destination {
                 url: url.clone(),
                 bearer_token_file: cfg.webhook_bearer_token_file.clone(),
+                transport: own(cfg.webhook_tls.as_ref()),
             }),
             alertmanager: cfg.alertmanager_url.as_ref().map(|u| Destination {
                 url: alertmanager_api(u),
                 bearer_token_file: cfg.alertmanager_bearer_token_file.clone(),
+                transport: own(cfg.alertmanager_tls.as_ref()),
             }),
             resend: Duration::from_secs(cfg.alertmanager_resend_seconds),
         };
@@ -228,10 +235,10 @@ fn alertmanager_api(url: &str) -> String {
 struct Destination {
     url: String,
     bearer_token_file: Option<std::path::PathBuf>,
+    transport: Arc<Transport>,
 }
 
 struct Sender {
-    transport: Arc<Transport>,
     webhook: Option<Destination>,
     alertmanager: Option<Destination>,
     resend: Duration,
@@ -263,7 +270,7 @@ impl Sender {
             body,
             timeout: Duration::from_secs(10),
         };
-        self.transport.simple(req).await.map(|_| ()).map_err(|e| {
+        to.transport.simple(req).await.map(|_| ()).map_err(|e| {
             let message = format!("{e:#}");
             match e.class() {
                 ErrorClass::Connection | ErrorClass::Timeout | ErrorClass::Tls => {

@@ -2,7 +2,8 @@
 //! loopback, the store behind nginx over HTTPS with a private CA (`upload.ca_file`). Uploads
 //! go through a CONNECT tunnel (`https_proxy`), the plain-HTTP webhook through the proxy in
 //! absolute form (`http_proxy`), and `no_proxy` sends everything direct. The proxy's log is the
-//! proof of which way each request went.
+//! proof of which way each request went. An alert receiver behind nginx that asks for a client
+//! certificate shows the per-receiver TLS settings at work.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,14 +47,11 @@ fn run(program: &str, args: &[&str], dir: &Path) {
     );
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed; returns the CA's PEM.
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`leaf.pem`); returns the CA's
+/// PEM.
 fn certificates(dir: &Path) -> PathBuf {
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    for args in [
+    run(
+        "openssl",
         &[
             "req",
             "-x509",
@@ -68,44 +66,55 @@ fn certificates(dir: &Path) -> PathBuf {
             "2",
             "-subj",
             "/CN=backhaul-test-ca",
-        ][..],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
         ],
+        dir,
+    );
+    issue(
+        dir,
+        "leaf",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    dir.join("ca.pem")
+}
+
+/// `<name>.pem` and `<name>.key`, signed by the CA in `dir`, with these X.509v3 extensions.
+fn issue(dir: &Path, name: &str, subject: &str, extensions: &str) {
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), extensions).unwrap();
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    for args in [
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
+        ][..],
         &[
             "x509",
             "-req",
             "-in",
-            "leaf.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "leaf.pem",
+            &pem,
             "-days",
             "2",
             "-extfile",
-            "leaf.ext",
+            &ext,
         ],
     ] {
         run("openssl", args, dir);
     }
-    dir.join("ca.pem")
 }
 
-/// nginx terminating TLS on `port` in front of the store at `upstream`.
-fn nginx(dir: &Path, port: u16, upstream: &str) -> KillOnDrop {
+/// nginx running these `server` blocks, its logs and temporary files in `dir`.
+fn nginx(dir: &Path, servers: &str, ports: &[u16]) -> KillOnDrop {
     let conf = dir.join("nginx.conf");
     let d = dir.display();
     std::fs::write(
@@ -115,12 +124,7 @@ fn nginx(dir: &Path, port: u16, upstream: &str) -> KillOnDrop {
              events {{}}\nhttp {{\n  access_log {d}/nginx-access.log;\n  \
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
-             scgi_temp_path {d}/scgi;\n  client_max_body_size 0;\n  \
-             server {{\n    listen 127.0.0.1:{port} ssl;\n    \
-             ssl_certificate {d}/leaf.pem;\n    ssl_certificate_key {d}/leaf.key;\n    \
-             location / {{\n      proxy_pass {upstream};\n      proxy_http_version 1.1;\n      \
-             proxy_set_header Host $http_host;\n      proxy_request_buffering off;\n    }}\n  \
-             }}\n}}\n"
+             scgi_temp_path {d}/scgi;\n  client_max_body_size 0;\n{servers}}}\n"
         ),
     )
     .unwrap();
@@ -134,8 +138,25 @@ fn nginx(dir: &Path, port: u16, upstream: &str) -> KillOnDrop {
         .spawn()
         .expect("nginx (nginx-light) is installed");
     let guard = KillOnDrop(child);
-    wait_for_port(port, "nginx");
+    for port in ports {
+        wait_for_port(*port, "nginx");
+    }
     guard
+}
+
+/// nginx terminating TLS on `port` in front of the store at `upstream`.
+fn tls_store(dir: &Path, port: u16, upstream: &str) -> KillOnDrop {
+    let d = dir.display();
+    nginx(
+        dir,
+        &format!(
+            "  server {{\n    listen 127.0.0.1:{port} ssl;\n    \
+             ssl_certificate {d}/leaf.pem;\n    ssl_certificate_key {d}/leaf.key;\n    \
+             location / {{\n      proxy_pass {upstream};\n      proxy_http_version 1.1;\n      \
+             proxy_set_header Host $http_host;\n      proxy_request_buffering off;\n    }}\n  }}\n"
+        ),
+        &[port],
+    )
 }
 
 /// tinyproxy on `port`, allowed to CONNECT to `tls_port`; its log lists every request.
@@ -216,7 +237,7 @@ async fn uploads_and_alerts_go_through_a_forward_proxy_unless_no_proxy_says_othe
     let dir = tempfile::tempdir().unwrap();
     let ca = certificates(dir.path());
     let (tls, tp, hook) = (free_port(), free_port(), free_port());
-    let _nginx = nginx(dir.path(), tls, &peer.endpoint());
+    let _nginx = tls_store(dir.path(), tls, &peer.endpoint());
     let (_proxy, log) = tinyproxy(dir.path(), tp, tls);
     let hooks = receiver(hook);
     let spool = dir.path().join("spool");
@@ -284,4 +305,103 @@ async fn uploads_and_alerts_go_through_a_forward_proxy_unless_no_proxy_says_othe
     write_chunk(&spool, "cam1/b.mp4", &pattern_bytes(2, 300_000));
     wait_uploaded(&spool.join("cam1/b.mp4"), &second_log);
     assert_eq!(relayed(&log).len(), before, "{:#?}", relayed(&log));
+}
+
+/// A webhook behind nginx that asks for a client certificate, under a private CA, with a
+/// certificate for a name while the URL says 127.0.0.1: `[monitor.webhook_tls]` carries the CA,
+/// the site's certificate and the name, and the alert arrives with the site's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_reaches_a_receiver_that_asks_for_a_client_certificate() {
+    let peer = S3Peer::embedded(BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d);
+    issue(
+        d,
+        "receiver",
+        "/CN=alerts.example.test",
+        "subjectAltName=DNS:alerts.example.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    issue(
+        d,
+        "site",
+        "/CN=SITE-2847",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    let (tls, hook) = (free_port(), free_port());
+    let hooks = receiver(hook);
+    let dd = d.display();
+    let _nginx = nginx(
+        d,
+        &format!(
+            "  server {{\n    listen 127.0.0.1:{tls} ssl;\n    \
+             ssl_certificate {dd}/receiver.pem;\n    ssl_certificate_key {dd}/receiver.key;\n    \
+             ssl_client_certificate {dd}/ca.pem;\n    ssl_verify_client on;\n    \
+             location / {{\n      proxy_pass http://127.0.0.1:{hook};\n      \
+             proxy_set_header X-Client-Subject $ssl_client_s_dn;\n    }}\n  }}\n"
+        ),
+        &[tls],
+    );
+    let spool = d.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let tls_table = |cert: bool| {
+        format!(
+            "[monitor.webhook_tls]\nca_file = \"{dd}/ca.pem\"\nserver_name = \"alerts.example.test\"\n{}",
+            if cert {
+                format!("cert_file = \"{dd}/site.pem\"\nkey_file = \"{dd}/site.key\"\n")
+            } else {
+                format!("cert_file = \"{dd}/site.pem\"\n")
+            }
+        )
+    };
+    let config = |name: &str, cert: bool| {
+        let extra = format!(
+            "[metrics]\nlisten = \"off\"\n[monitor]\nwebhook_url = \"https://127.0.0.1:{tls}/hook\"\n\
+             {}{LOOPBACK_WAN_INVENTORY}",
+            tls_table(cert)
+        );
+        let cfg = site_config(d, &spool, &peer, &peer.endpoint(), "", &extra);
+        let named = d.join(name);
+        std::fs::rename(cfg, &named).unwrap();
+        named
+    };
+
+    // Half an identity is refused where it is written, before the agent starts.
+    let half = config("half.toml", false);
+    let out = Command::new(exe())
+        .args(["config", "check"])
+        .arg(&half)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    let line = std::fs::read_to_string(&half)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("cert_file"))
+        .unwrap()
+        + 1;
+    assert!(
+        said.contains(&format!(
+            "half.toml:{line}:1: monitor.webhook_tls.cert_file is set without"
+        )),
+        "{said}"
+    );
+
+    let cfg = config("site.toml", true);
+    let log = d.join("agent.log");
+    let _agent = agent(&cfg, &log, &[]);
+    let (_, alert, head) = hooks
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no alert through mutual TLS:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    assert_eq!(alert["kind"], "mtu_drift", "{alert}");
+    assert!(
+        head.contains("x-client-subject: cn=site-2847"),
+        "nginx saw no client certificate: {head}"
+    );
 }

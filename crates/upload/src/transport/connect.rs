@@ -41,6 +41,11 @@ pub struct TransportConfig {
     /// Extra PEM roots (`upload.ca_file`, `AWS_CA_BUNDLE`), only read for the first HTTPS
     /// connection.
     pub ca_bundle: Option<PathBuf>,
+    /// A certificate and key presented to servers that ask for one (mutual TLS).
+    pub client_cert: Option<ClientCert>,
+    /// The name the server's certificate must carry (and the SNI sent) instead of the URL's
+    /// host: for a server reached by address whose certificate names it.
+    pub server_name: Option<String>,
     /// Forward proxies by scheme, and the hosts reached directly.
     pub proxies: Proxies,
     /// Most idle connections kept per endpoint. Below the requests that run at once, every
@@ -56,8 +61,83 @@ impl Default for TransportConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tcp_user_timeout: None,
             ca_bundle: None,
+            client_cert: None,
+            server_name: None,
             proxies: Proxies::none(),
             max_idle_per_endpoint: 16,
+        }
+    }
+}
+
+/// PEM files of a TLS client identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl TransportConfig {
+    /// Reads every file the TLS settings name and builds the client configuration, as the
+    /// first HTTPS connection will: `config check` calls it to refuse what would fail later.
+    pub fn tls_client_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        // A system store with a few unparsable certificates is still usable.
+        let (_, skipped) = roots.add_parsable_certificates(native.certs);
+        if skipped > 0 {
+            tracing::debug!(skipped, "system CA certificates that could not be parsed");
+        }
+        if let Some(bundle) = &self.ca_bundle {
+            let certs: Vec<_> = CertificateDer::pem_file_iter(bundle)
+                .map_err(|e| format!("CA file {}: {e}", bundle.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("CA file {}: {e}", bundle.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "CA file {}: no PEM certificate in it",
+                    bundle.display()
+                ));
+            }
+            let (_, skipped) = roots.add_parsable_certificates(certs);
+            if skipped > 0 {
+                tracing::warn!(skipped, bundle = %bundle.display(), "CA certificates that could not be parsed");
+            }
+        }
+        if roots.is_empty() {
+            return Err("no trusted root certificates found".into());
+        }
+        if let Some(name) = &self.server_name {
+            rustls::pki_types::ServerName::try_from(name.as_str())
+                .map_err(|e| format!("server name {name:?}: {e}"))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        match &self.client_cert {
+            None => Ok(builder.with_no_client_auth()),
+            Some(c) => {
+                let chain: Vec<_> = CertificateDer::pem_file_iter(&c.cert_file)
+                    .map_err(|e| format!("client certificate {}: {e}", c.cert_file.display()))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("client certificate {}: {e}", c.cert_file.display()))?;
+                if chain.is_empty() {
+                    return Err(format!(
+                        "client certificate {}: no PEM certificate in it",
+                        c.cert_file.display()
+                    ));
+                }
+                let key = PrivateKeyDer::from_pem_file(&c.key_file)
+                    .map_err(|e| format!("client key {}: {e}", c.key_file.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client certificate {}: {e}", c.cert_file.display()))
+            }
         }
     }
 }
@@ -138,43 +218,13 @@ impl Transport {
     async fn tls_config(&self, endpoint: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
         self.tls
             .get_or_try_init(|| async {
-                let tls_err = |e: io::Error| Error::Tls {
-                    endpoint: endpoint.to_owned(),
-                    source: e,
-                };
-                let mut roots = rustls::RootCertStore::empty();
-                let native = rustls_native_certs::load_native_certs();
-                // A system store with a few unparsable certificates is still usable.
-                let (_, skipped) = roots.add_parsable_certificates(native.certs);
-                if skipped > 0 {
-                    tracing::debug!(skipped, "system CA certificates that could not be parsed");
-                }
-                if let Some(bundle) = &self.cfg.ca_bundle {
-                    use rustls::pki_types::pem::PemObject;
-                    let certs =
-                        rustls::pki_types::CertificateDer::pem_file_iter(bundle).map_err(|e| {
-                            tls_err(io::Error::other(format!(
-                                "AWS_CA_BUNDLE {}: {e}",
-                                bundle.display()
-                            )))
-                        })?;
-                    let (_, skipped) = roots.add_parsable_certificates(certs.flatten());
-                    if skipped > 0 {
-                        tracing::warn!(skipped, bundle = %bundle.display(), "AWS_CA_BUNDLE certificates that could not be parsed");
-                    }
-                }
-                if roots.is_empty() {
-                    return Err(tls_err(io::Error::other(
-                        "no trusted root certificates found",
-                    )));
-                }
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| tls_err(io::Error::other(e)))?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                Ok(Arc::new(cfg))
+                self.cfg
+                    .tls_client_config()
+                    .map(Arc::new)
+                    .map_err(|e| Error::Tls {
+                        endpoint: endpoint.to_owned(),
+                        source: io::Error::other(e),
+                    })
             })
             .await
             .cloned()
@@ -248,12 +298,11 @@ impl Transport {
         let endpoint = target.authority();
         let stream = if target.https {
             let cfg = self.tls_config(&endpoint).await?;
+            let host = self.cfg.server_name.as_ref().unwrap_or(&target.host);
             let name =
-                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
-                    Error::Tls {
-                        endpoint: endpoint.clone(),
-                        source: io::Error::other(e),
-                    }
+                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| Error::Tls {
+                    endpoint: endpoint.clone(),
+                    source: io::Error::other(e),
                 })?;
             let tls = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, tcp)

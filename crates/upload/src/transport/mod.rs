@@ -25,7 +25,7 @@ mod connect;
 mod proxy;
 mod url;
 
-pub use connect::{DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
+pub use connect::{ClientCert, DEFAULT_NOTSENT_LOWAT_BYTES, TransportConfig};
 pub use proxy::{Proxies, Proxy, ProxyEnv, ProxySetting};
 #[cfg(feature = "embedded-s3")]
 pub(crate) use url::percent_decode;
@@ -75,8 +75,9 @@ pub struct Transport {
     live: Arc<Mutex<HashMap<u64, (OwnedFd, u64)>>>,
     /// Bumped by [`Transport::abandon_connections`]; every request in flight watches it.
     generation: tokio::sync::watch::Sender<u64>,
-    /// `TCP_MAXSEG` for new connections, 0 for none ([`Transport::set_mss_clamp`]).
-    mss_clamp: std::sync::atomic::AtomicU32,
+    /// `TCP_MAXSEG` for new connections, 0 for none ([`Transport::set_mss_clamp`]); shared
+    /// with the transport's siblings.
+    mss_clamp: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Transport {
@@ -89,7 +90,22 @@ impl Transport {
             connections: AtomicU64::new(0),
             live: Arc::new(Mutex::new(HashMap::new())),
             generation: tokio::sync::watch::channel(0).0,
-            mss_clamp: std::sync::atomic::AtomicU32::new(0),
+            mss_clamp: Arc::new(std::sync::atomic::AtomicU32::new(0)),
+        }
+    }
+
+    /// The settings this transport was made with.
+    pub fn config(&self) -> &TransportConfig {
+        &self.cfg
+    }
+
+    /// A transport with other settings (another receiver's TLS) that follows this one's MSS
+    /// clamp, since its packets cross the same path, but keeps its own connections:
+    /// [`Self::abandon_connections`] here does not cut a request in flight there.
+    pub fn sibling(&self, cfg: TransportConfig) -> Self {
+        Self {
+            mss_clamp: self.mss_clamp.clone(),
+            ..Self::new(cfg)
         }
     }
 
