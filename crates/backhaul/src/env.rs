@@ -12,8 +12,6 @@ pub struct ProcessEnv {
     pub aws: AwsEnv,
     /// Proxy variables (`https_proxy`, `http_proxy`, `no_proxy`).
     pub proxy: ProxyEnv,
-    /// The local UTC offset at start (bandwidth timetables use local time).
-    pub utc_offset: time::UtcOffset,
     /// This executable, to start helper processes (the netplan apply's detached verifier).
     pub exe: PathBuf,
     /// Where standard error goes, which shapes the log.
@@ -56,7 +54,6 @@ impl ProcessEnv {
         Self {
             aws: AwsEnv::from_lookup(|k| std::env::var(k).ok(), home),
             proxy: ProxyEnv::from_lookup(|k| std::env::var(k).ok()),
-            utc_offset: time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("backhaul")),
             stderr: Stderr::read(),
         }

@@ -45,7 +45,7 @@ pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, pars
 pub use error::{Error, ErrorClass};
 pub use integrity::{HeadProof, Integrity, Proof, StoreProfile, Verification};
 pub use pipeline::{RunMode, RunReport, Uploader};
-pub use ratelimit::{BandwidthSchedule, RateLimiter, parse_rate};
+pub use ratelimit::{BandwidthSchedule, RateLimiter, SiteZone, ZoneSource, parse_rate};
 pub use retry::Backoff;
 pub use s3::{Completed, ObjectHead, OpenUpload, PutAck, S3Client, ServerPart};
 pub use transport::{
@@ -69,8 +69,8 @@ pub struct UploaderParts {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// The process's proxy variables (`upload.proxy` and `upload.no_proxy` win).
     pub proxy_env: ProxyEnv,
-    /// The site's UTC offset, for the bandwidth timetable.
-    pub utc_offset: time::UtcOffset,
+    /// The time zone of the bandwidth timetable.
+    pub zone: ZoneSource,
 }
 
 /// Wires transport, client, limiter and chunk uploader together.
@@ -100,7 +100,7 @@ pub fn build_uploader(
     let client = Arc::new(S3Client::new(&parts.settings, transport, parts.creds)?);
     let limiter = Arc::new(RateLimiter::new(
         parts.settings.bandwidth.clone(),
-        parts.utc_offset,
+        SiteZone::new(parts.zone),
     ));
     let verify = parts.settings.verify;
     let chunks = Arc::new(ChunkUploader {

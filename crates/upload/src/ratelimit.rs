@@ -8,6 +8,9 @@
 //! reads them: a bare number or `K`/`M`/`G`/`T` (either case) is KiB, MiB, GiB or TiB per
 //! second, `B` bytes per second; `Kbit`/`Mbit`/`Gbit` (also `…/s` and `Kbps`, `Mbps`, `Gbps`)
 //! are bits per second in powers of 1000, as network links are sold.
+//!
+//! Times are the site's wall clock, from the TZ database ([`SiteZone`]), looked up for the
+//! instant each time the limit is read: "08:00" stays 08:00 across a daylight-saving change.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -144,35 +147,99 @@ impl BandwidthSchedule {
     }
 }
 
+/// How often the zone's rules are read again: a zone changed on the host (`timedatectl
+/// set-timezone`) applies within this long, without a restart.
+const ZONE_RELOAD: Duration = Duration::from_secs(60);
+
+/// Which time zone the timetable's times are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneSource {
+    /// The host's: `TZ` if set, else `/etc/localtime`.
+    System,
+    /// A TZ database name (`Europe/Berlin`) or POSIX TZ string.
+    Named(String),
+}
+
+/// The site's time zone: its UTC offset at any instant, from the TZ database rules (reloaded
+/// every [`ZONE_RELOAD`]), so daylight-saving changes move the offset when they happen rather
+/// than at the next start.
+#[derive(Debug)]
+pub struct SiteZone {
+    source: ZoneSource,
+    loaded: std::sync::Mutex<Option<(tz::TimeZone, Instant)>>,
+}
+
+impl SiteZone {
+    /// The zone from `source`, read at first use.
+    pub fn new(source: ZoneSource) -> Self {
+        Self {
+            source,
+            loaded: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn load(&self) -> Result<tz::TimeZone, tz::Error> {
+        match &self.source {
+            ZoneSource::System => tz::TimeZone::local(),
+            ZoneSource::Named(name) => tz::TimeZone::from_posix_tz(name),
+        }
+    }
+
+    /// The UTC offset at `at`. A zone that cannot be read counts as UTC, said once per reload.
+    pub fn offset_at(&self, at: OffsetDateTime) -> UtcOffset {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = loaded
+            .as_ref()
+            .is_some_and(|(_, read)| read.elapsed() < ZONE_RELOAD);
+        if !fresh {
+            let zone = self.load().unwrap_or_else(|e| {
+                tracing::warn!(zone = ?self.source, error = %e, "cannot read the time zone; the bandwidth timetable runs in UTC");
+                tz::TimeZone::utc()
+            });
+            *loaded = Some((zone, Instant::now()));
+        }
+        loaded
+            .as_ref()
+            .and_then(|(zone, _)| zone.find_local_time_type(at.unix_timestamp()).ok())
+            .and_then(|t| UtcOffset::from_whole_seconds(t.ut_offset()).ok())
+            .unwrap_or(UtcOffset::UTC)
+    }
+}
+
 /// A token bucket shared by every upload body, following the schedule.
 #[derive(Debug)]
 pub struct RateLimiter {
     schedule: Option<BandwidthSchedule>,
-    offset: UtcOffset,
+    zone: SiteZone,
     bucket: Mutex<(f64, Instant)>,
 }
 
 impl RateLimiter {
     /// No limit.
     pub fn unlimited() -> Self {
-        Self::new(None, UtcOffset::UTC)
+        Self::new(None, SiteZone::new(ZoneSource::System))
     }
 
-    /// A limiter; `offset` is the site's UTC offset for the timetable.
-    pub fn new(schedule: Option<BandwidthSchedule>, offset: UtcOffset) -> Self {
+    /// A limiter; the timetable's times are in `zone`.
+    pub fn new(schedule: Option<BandwidthSchedule>, zone: SiteZone) -> Self {
         Self {
             schedule,
-            offset,
+            zone,
             bucket: Mutex::new((f64::INFINITY, Instant::now())),
         }
     }
 
     /// The limit now, bytes per second.
     pub fn current_rate(&self) -> Option<u64> {
+        self.rate_at(OffsetDateTime::now_utc())
+    }
+
+    /// The limit at `at`, in bytes per second.
+    pub fn rate_at(&self, at: OffsetDateTime) -> Option<u64> {
         let s = self.schedule.as_ref()?;
-        let now = OffsetDateTime::now_utc().to_offset(self.offset);
-        let day = u32::from(now.weekday().number_days_from_monday());
-        s.rate_at((day * 24 + u32::from(now.hour())) * 60 + u32::from(now.minute()))
+        let local = at.to_offset(self.zone.offset_at(at));
+        let day = u32::from(local.weekday().number_days_from_monday());
+        s.rate_at((day * 24 + u32::from(local.hour())) * 60 + u32::from(local.minute()))
     }
 
     /// Waits until `n` bytes may be sent.
@@ -255,9 +322,70 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_timetable_follows_daylight_saving_in_a_tz_database_zone() {
+        use time::macros::datetime;
+        // Berlin: CET (+1) until 2026-03-29 01:00 UTC, CEST (+2) after, CET again from
+        // 2026-10-25 01:00 UTC. An offset read once at a winter start would put 08:00 at
+        // 07:00 UTC all summer.
+        let l = RateLimiter::new(
+            Some("08:00,1M 18:00,off".parse().unwrap()),
+            SiteZone::new(ZoneSource::Named("Europe/Berlin".into())),
+        );
+        let limited = Some(1024 * 1024);
+        assert_eq!(
+            l.rate_at(datetime!(2026-03-28 06:59 UTC)),
+            None,
+            "07:59 CET"
+        );
+        assert_eq!(
+            l.rate_at(datetime!(2026-03-28 07:00 UTC)),
+            limited,
+            "08:00 CET"
+        );
+        assert_eq!(
+            l.rate_at(datetime!(2026-03-29 05:59 UTC)),
+            None,
+            "07:59 CEST"
+        );
+        assert_eq!(
+            l.rate_at(datetime!(2026-03-29 06:00 UTC)),
+            limited,
+            "08:00 CEST"
+        );
+        assert_eq!(
+            l.rate_at(datetime!(2026-03-29 16:00 UTC)),
+            None,
+            "18:00 CEST"
+        );
+        assert_eq!(
+            l.rate_at(datetime!(2026-10-26 06:59 UTC)),
+            None,
+            "07:59 CET"
+        );
+        assert_eq!(
+            l.rate_at(datetime!(2026-10-26 07:00 UTC)),
+            limited,
+            "08:00 CET"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_zone_runs_the_timetable_in_utc() {
+        use time::macros::datetime;
+        let zone = SiteZone::new(ZoneSource::Named("Nowhere/Atlantis".into()));
+        assert_eq!(
+            zone.offset_at(datetime!(2026-07-01 12:00 UTC)),
+            UtcOffset::UTC
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn limits_to_the_rate() {
-        let l = RateLimiter::new(Some("1M".parse().unwrap()), UtcOffset::UTC);
+        let l = RateLimiter::new(
+            Some("1M".parse().unwrap()),
+            SiteZone::new(ZoneSource::Named("UTC".into())),
+        );
         let t0 = tokio::time::Instant::now();
         // The 1 MiB burst is free; the next 4 MiB take 4 s at 1 MiB/s.
         for _ in 0..20 {

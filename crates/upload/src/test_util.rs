@@ -148,7 +148,7 @@ pub fn uploader(
             creds: CredentialsProvider::fixed(creds),
             ca_bundle: None,
             proxy_env: crate::ProxyEnv::default(),
-            utc_offset: time::UtcOffset::UTC,
+            zone: crate::ZoneSource::Named("UTC".into()),
         },
         spool.spool.clone(),
         spool.metrics.clone(),

@@ -142,7 +142,7 @@ pub async fn agent(
             creds: cfg.credentials(env),
             ca_bundle: env.aws.ca_bundle.clone(),
             proxy_env: env.proxy.clone(),
-            utc_offset: env.utc_offset,
+            zone: backhaul_upload::ZoneSource::System,
         },
         spool.clone(),
         metrics.clone(),
