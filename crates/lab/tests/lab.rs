@@ -122,6 +122,10 @@ fn main() {
             lab::diagnose::diagnose_copes_with_a_gateway_that_answers_no_ping,
         ),
         (
+            "check_and_diagnose_probe_over_ping_sockets_as_an_unprivileged_user",
+            lab::diagnose::check_and_diagnose_probe_over_ping_sockets_as_an_unprivileged_user,
+        ),
+        (
             "daemon_signals_drift_at_once_frag_needed_counted_in_status",
             lab::daemon_signals::daemon_reports_drift_at_once_and_counts_frag_needed,
         ),

@@ -3,13 +3,15 @@ use std::net::Ipv4Addr;
 /// Errors of the network probes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No permission for raw sockets.
+    /// No permission for the ICMP socket a purpose needs.
     #[error(
-        "cannot open a raw ICMP socket for {purpose}: needs root or CAP_NET_RAW (the agent keeps uploading without them)"
+        "cannot open an ICMP socket for {purpose}: {needs} (the agent keeps uploading without them)"
     )]
     Permission {
         /// What the socket was for: `path-MTU probes` or `the fragmentation-needed listener`.
         purpose: &'static str,
+        /// What would grant it, for this process on this host.
+        needs: String,
         /// Cause.
         #[source]
         source: std::io::Error,

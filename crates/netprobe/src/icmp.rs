@@ -48,17 +48,100 @@ pub enum ProbeOutcome {
     LocalTooBig,
 }
 
+/// Which kind of ICMP socket carries a prober's echo requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeSocket {
+    /// A raw socket: root or `CAP_NET_RAW`. Sees every ICMP message, so also frag-needed
+    /// about other sockets' packets.
+    Raw,
+    /// An ICMP datagram ("ping") socket, open to the groups `net.ipv4.ping_group_range`
+    /// allows: what lets an unprivileged monitoring user probe. The kernel matches replies to
+    /// it and queues the ICMP errors about its own packets.
+    Ping,
+}
+
 /// A raw ICMPv4 socket; `purpose` names what it is for in the permission error, the one a
 /// host without `CAP_NET_RAW` will see.
 pub(crate) fn raw_socket(purpose: &'static str) -> Result<socket2::Socket, crate::Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => crate::Error::Permission { purpose, source: e },
+        std::io::ErrorKind::PermissionDenied => crate::Error::Permission {
+            purpose,
+            needs: "needs root or CAP_NET_RAW".into(),
+            source: e,
+        },
         _ => crate::Error::Socket {
             op: "socket(AF_INET, SOCK_RAW, ICMP)",
             source: e,
         },
     })
+}
+
+/// A socket for echo probes: raw when the process may, else a ping socket. When neither opens,
+/// the error names the sysctl and the group that would grant the ping socket.
+pub(crate) fn probe_socket(
+    purpose: &'static str,
+) -> Result<(socket2::Socket, ProbeSocket), crate::Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    match raw_socket(purpose) {
+        Ok(s) => return Ok((s, ProbeSocket::Raw)),
+        Err(crate::Error::Permission { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+        Ok(s) => Ok((s, ProbeSocket::Ping)),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(crate::Error::Permission {
+                purpose,
+                needs: ping_refused(),
+                source: e,
+            })
+        }
+        Err(e) => Err(crate::Error::Socket {
+            op: "socket(AF_INET, SOCK_DGRAM, ICMP)",
+            source: e,
+        }),
+    }
+}
+
+/// What grants a ping socket to this process: the kernel allows one when the process's group
+/// or one of its supplementary groups lies inside `net.ipv4.ping_group_range`.
+fn ping_refused() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unreadable".into());
+    // /proc/self belongs to the process's effective user and group.
+    let gid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.gid());
+    format!(
+        "needs root or CAP_NET_RAW, or a ping socket, which net.ipv4.ping_group_range \"{range}\" \
+         refuses to group {gid}; grant it with `sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\"` \
+         (keep it in /etc/sysctl.d/), or give the binary `setcap cap_net_raw+ep`"
+    )
+}
+
+/// What a datagram from a ping socket (ICMP only, no IP header; the kernel delivers only
+/// replies to this socket's id) says: the sequence number of an echo reply.
+pub(crate) fn classify_ping(packet: &[u8]) -> Option<u16> {
+    (packet.first() == Some(&ECHO_REPLY))
+        .then(|| Some(u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?])))
+        .flatten()
+}
+
+/// A frag-needed from a ping socket's error queue, with the sequence number of the probe it
+/// was about (the queued error quotes the echo request as sent).
+pub(crate) fn classify_queued(e: &crate::sys::QueuedIcmpError) -> Option<(u16, FragNeeded)> {
+    if e.icmp != (DEST_UNREACHABLE, FRAG_NEEDED) || e.quoted.first() != Some(&ECHO_REQUEST) {
+        return None;
+    }
+    let seq = u16::from_be_bytes([*e.quoted.get(6)?, *e.quoted.get(7)?]);
+    Some((
+        seq,
+        FragNeeded {
+            from: e.from,
+            next_hop_mtu: u16::try_from(e.info).unwrap_or(u16::MAX),
+        },
+    ))
 }
 
 fn checksum(data: &[u8]) -> u16 {

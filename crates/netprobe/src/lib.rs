@@ -14,10 +14,11 @@
 //! Does not own: deciding what a signal means (`backhaul-diagnose`), when to probe or watch
 //! (the agent), or metric names (`backhaul-telemetry`).
 //!
-//! Probes and the frag-needed listener use raw ICMP sockets, so they need root or
-//! `CAP_NET_RAW`; [`Prober::new`] and [`FragNeededListener::open`] say so clearly
-//! ([`Error::Permission`]) when they cannot open one, and the rest of the agent keeps working
-//! without them. The rtnetlink subscription needs no privilege. The one module with `unsafe`
+//! The frag-needed listener needs a raw ICMP socket (root or `CAP_NET_RAW`); probes use one
+//! when they may, else an ICMP ping socket, which `net.ipv4.ping_group_range` can open to an
+//! unprivileged monitoring user ([`ProbeSocket`]). [`Prober::new`] and
+//! [`FragNeededListener::open`] say what would grant them ([`Error::Permission`]) when they
+//! cannot open one, and the rest of the agent keeps working without them. The rtnetlink subscription needs no privilege. The one module with `unsafe`
 //! is `sys.rs`: the socket options neither socket2 nor rustix expose.
 
 mod counters;
@@ -34,7 +35,7 @@ mod vici;
 pub use counters::KernelCounters;
 pub use error::Error;
 pub use frag::FragNeededListener;
-pub use icmp::{FragNeeded, FragNeededSeen, ProbeOutcome};
+pub use icmp::{FragNeeded, FragNeededSeen, ProbeOutcome, ProbeSocket};
 pub use link::{Link, LinkEvent, LinkTable, LinkWatcher};
 pub use pmtu::{MIN_IPV4_MTU, Prober, SearchResult};
 pub use route::Route;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
-use crate::icmp::{self, FragNeeded, ICMP_HEADER, IP_HEADER, ProbeOutcome};
+use crate::icmp::{self, FragNeeded, ICMP_HEADER, IP_HEADER, ProbeOutcome, ProbeSocket};
 use crate::{Error, sys};
 
 /// The smallest IPv4 MTU every link must carry (RFC 791); the search never goes below it.
@@ -30,6 +30,7 @@ pub struct SearchResult {
 #[derive(Debug)]
 pub struct Prober {
     socket: Socket,
+    kind: ProbeSocket,
     target: Ipv4Addr,
     id: u16,
     seq: u16,
@@ -37,22 +38,30 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// A prober toward `target`; each probe waits `timeout` for its answer.
+    /// A prober toward `target`; each probe waits `timeout` for its answer. It uses a raw
+    /// socket when the process may open one, else a ping socket ([`ProbeSocket`]).
     pub fn new(target: Ipv4Addr, timeout: Duration) -> Result<Self, Error> {
         if target.is_unspecified() || target.is_broadcast() || target.is_multicast() {
             return Err(Error::Target(target));
         }
-        let socket = crate::icmp::raw_socket("path-MTU probes")?;
+        let (socket, kind) = crate::icmp::probe_socket("path-MTU probes")?;
         sys::set_pmtudisc_probe(&socket).map_err(|e| Error::Socket {
             op: "setsockopt(IP_MTU_DISCOVER)",
             source: e,
         })?;
+        if kind == ProbeSocket::Ping {
+            sys::set_recverr(&socket).map_err(|e| Error::Socket {
+                op: "setsockopt(IP_RECVERR)",
+                source: e,
+            })?;
+        }
         // Random per-prober id: several probers (and ping) may share the host.
         let id = (std::process::id() as u16)
             ^ (Instant::now().elapsed().subsec_nanos() as u16)
             ^ (u32::from(target) as u16);
         Ok(Self {
             socket,
+            kind,
             target,
             id,
             seq: 0,
@@ -63,6 +72,32 @@ impl Prober {
     /// The target.
     pub fn target(&self) -> Ipv4Addr {
         self.target
+    }
+
+    /// Which kind of socket the probes leave by.
+    pub fn socket_kind(&self) -> ProbeSocket {
+        self.kind
+    }
+
+    /// What one received datagram answers: a probe's sequence number and its fate.
+    fn answer(&self, packet: &[u8]) -> Option<(u16, Result<(), FragNeeded>)> {
+        match self.kind {
+            ProbeSocket::Raw => icmp::classify(packet, self.id, self.target),
+            ProbeSocket::Ping => icmp::classify_ping(packet).map(|seq| (seq, Ok(()))),
+        }
+    }
+
+    /// The frag-needed answers a ping socket's error queue holds, by sequence number. (A raw
+    /// socket reads them as datagrams instead.)
+    fn queued_answers(&self) -> Result<Vec<(u16, FragNeeded)>, Error> {
+        let mut found = Vec::new();
+        while let Some(e) = sys::read_error_queue(&self.socket).map_err(|e| Error::Socket {
+            op: "recvmsg(MSG_ERRQUEUE)",
+            source: e,
+        })? {
+            found.extend(icmp::classify_queued(&e));
+        }
+        Ok(found)
     }
 
     /// Sends one probe whose IPv4 packet is `size` bytes and waits for its fate.
@@ -109,6 +144,19 @@ impl Prober {
         }
         let deadline = sent.last().map_or_else(Instant::now, |(_, at)| *at) + self.timeout;
         let mut buf = vec![0u8; MAX_IPV4_PACKET];
+        let settle = |seq: u16, answer: Result<(), FragNeeded>, outcomes: &mut [Option<_>]| {
+            let Some(i) = sent.iter().position(|(s, _)| *s == seq) else {
+                return;
+            };
+            if outcomes[i].is_none() {
+                outcomes[i] = Some(match answer {
+                    Ok(()) => ProbeOutcome::Passed {
+                        rtt_us: sent[i].1.elapsed().as_micros() as u64,
+                    },
+                    Err(f) => ProbeOutcome::FragNeeded(f),
+                });
+            }
+        };
         while outcomes.iter().any(Option::is_none) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -131,6 +179,14 @@ impl Prober {
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // A ping socket reports a queued ICMP error (frag-needed: EMSGSIZE) on the
+                // next read; the error itself waits in the error queue.
+                Err(_) if self.kind == ProbeSocket::Ping => {
+                    for (seq, frag) in self.queued_answers()? {
+                        settle(seq, Err(frag), &mut outcomes);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     return Err(Error::Socket {
                         op: "recv",
@@ -138,19 +194,8 @@ impl Prober {
                     });
                 }
             };
-            let Some((seq, answer)) = icmp::classify(&buf[..n], self.id, self.target) else {
-                continue;
-            };
-            let Some(i) = sent.iter().position(|(s, _)| *s == seq) else {
-                continue;
-            };
-            if outcomes[i].is_none() {
-                outcomes[i] = Some(match answer {
-                    Ok(()) => ProbeOutcome::Passed {
-                        rtt_us: sent[i].1.elapsed().as_micros() as u64,
-                    },
-                    Err(f) => ProbeOutcome::FragNeeded(f),
-                });
+            if let Some((seq, answer)) = self.answer(&buf[..n]) {
+                settle(seq, answer, &mut outcomes);
             }
         }
         Ok(outcomes

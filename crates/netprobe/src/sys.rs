@@ -85,3 +85,106 @@ pub(crate) fn if_indextoname(index: u32) -> std::io::Result<String> {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
+
+/// `IP_RECVERR`: ICMP errors about this socket's packets are queued for
+/// [`read_error_queue`] (an unconnected ping socket otherwise drops them).
+pub(crate) fn set_recverr(sock: &socket2::Socket) -> std::io::Result<()> {
+    let value: libc::c_int = 1;
+    // SAFETY: as in `set_pmtudisc_probe`: an open socket, a c_int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_RECVERR,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One ICMP error from a socket's error queue (`MSG_ERRQUEUE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueuedIcmpError {
+    /// ICMP type and code.
+    pub(crate) icmp: (u8, u8),
+    /// `ee_info`: the next-hop MTU for a frag-needed.
+    pub(crate) info: u32,
+    /// The router that sent it (`SO_EE_OFFENDER`).
+    pub(crate) from: std::net::Ipv4Addr,
+    /// The start of the packet it was about, as this socket sent it (for a ping socket: the
+    /// ICMP echo header with its sequence number).
+    pub(crate) quoted: Vec<u8>,
+}
+
+/// Takes the next ICMP error from `sock`'s error queue without waiting; `None` when it is
+/// empty. Errors of other origins (local) are skipped.
+pub(crate) fn read_error_queue(sock: &socket2::Socket) -> std::io::Result<Option<QueuedIcmpError>> {
+    const SO_EE_ORIGIN_ICMP: u8 = 2;
+    loop {
+        let mut data = [0u8; 64];
+        // u64 elements keep the control buffer aligned for `cmsghdr`.
+        let mut control = [0u64; 32];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: every pointer in `msg` points into `data`, `iov` or `control`, which outlive
+        // the call, with their exact lengths.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::WouldBlock => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let quoted = data[..(n as usize).min(data.len())].to_vec();
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, bounded by
+        // `msg.msg_controllen`; each header they return lies inside `control`.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        while !cmsg.is_null() {
+            // SAFETY: `cmsg` is non-null and inside `control` (see above).
+            let (level, kind) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
+            if level == libc::IPPROTO_IP && kind == libc::IP_RECVERR {
+                // SAFETY: an IP_RECVERR message carries a `sock_extended_err` followed by the
+                // offender's `sockaddr_in` (SO_EE_OFFENDER); read unaligned, as copies.
+                let (ee, offender) = unsafe {
+                    let p = libc::CMSG_DATA(cmsg);
+                    let ee = std::ptr::read_unaligned(p.cast::<libc::sock_extended_err>());
+                    let off = std::ptr::read_unaligned(
+                        p.add(std::mem::size_of::<libc::sock_extended_err>())
+                            .cast::<libc::sockaddr_in>(),
+                    );
+                    (ee, off)
+                };
+                if ee.ee_origin == SO_EE_ORIGIN_ICMP {
+                    return Ok(Some(QueuedIcmpError {
+                        icmp: (ee.ee_type, ee.ee_code),
+                        info: ee.ee_info,
+                        from: std::net::Ipv4Addr::from(u32::from_be(offender.sin_addr.s_addr)),
+                        quoted,
+                    }));
+                }
+            }
+            // SAFETY: as for CMSG_FIRSTHDR.
+            cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        }
+    }
+}

@@ -224,7 +224,8 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|t| t.frag_needed.map(|f| (t.name, f)))
         .collect();
-    // Frag-needed arrives on the probes' raw socket: without one nothing could be received.
+    // Frag-needed arrives on the probes' socket (raw, or a ping socket's error queue): without
+    // one nothing could be received.
     let listened = s
         .targets
         .iter()
@@ -237,8 +238,8 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     } else if frag.is_empty() {
         writeln!(
             out,
-            "  not listened for: no raw ICMP socket (needs root or CAP_NET_RAW), so its absence \
-             says nothing"
+            "  not listened for: the probes could not open an ICMP socket (see above), so its \
+             absence says nothing"
         )?;
     }
     for (name, (from, mtu)) in frag {

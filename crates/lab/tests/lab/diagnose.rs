@@ -86,6 +86,62 @@ pub fn diagnose_tells_pmtud_working_from_a_black_hole() {
     lab.down().unwrap();
 }
 
+/// An unprivileged monitoring user (nobody, without CAP_NET_RAW) probes over ICMP ping sockets
+/// where `net.ipv4.ping_group_range` lets its group: `check` passes on a healthy path and
+/// `diagnose` reads the gateway's frag-needed from the socket's error queue. Where the range
+/// leaves the group out, `check` is UNKNOWN and names the sysctl and the group.
+pub fn check_and_diagnose_probe_over_ping_sockets_as_an_unprivileged_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = site_config(&dir);
+    let open = |p: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open(dir.path(), 0o755);
+    open(&config, 0o644);
+    let lab = lab(9000, IcmpPolicy::Allow);
+    let as_nobody = |range: &str, args: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-site", lab.prefix())])
+            .args(["sh", "-c"])
+            .arg(format!(
+                "sysctl -qw net.ipv4.ping_group_range='{range}' && \
+                 exec setpriv --reuid 65534 --regid 65534 --clear-groups -- {} {args} \
+                 --config {} --probe-timeout-ms 300",
+                backhaul().display(),
+                config.display()
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let (code, text) = as_nobody("65534 65534", "check");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("full-size probes pass toward gateway and endpoint"),
+        "{text}"
+    );
+
+    lab.set_mtu(Node::Site, "eno1", 9000).unwrap();
+    let (_, text) = as_nobody("65534 65534", "diagnose");
+    assert!(
+        text.contains("from 192.0.2.1, next-hop MTU 1500 (PMTUD works)"),
+        "{text}"
+    );
+    assert!(!text.contains("verdict: pmtu_blackhole"), "{text}");
+
+    lab.set_mtu(Node::Site, "eno1", 1500).unwrap();
+    let (code, text) = as_nobody("1 0", "check");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("net.ipv4.ping_group_range \"1 0\" refuses to group 65534")
+            && text.contains("sysctl -w net.ipv4.ping_group_range=\"65534 65534\""),
+        "{text}"
+    );
+    lab.down().unwrap();
+}
+
 /// Runs `scenarios/<name>.toml` with backhaul as the uploader at `time_scale`, asserts that
 /// `lab run` passed the scenario's own assertions, and returns its `summary.json` with each
 /// alert body parsed.
