@@ -396,14 +396,6 @@ fn vpn_status(vici: &std::path::Path) -> String {
     }
 }
 
-impl IncidentStatus {
-    /// The runbook as a link: `base` + the kind's path.
-    pub fn with_runbook_base(mut self, base: &str) -> Self {
-        self.runbook = format!("{base}{}", self.runbook);
-        self
-    }
-}
-
 impl From<&backhaul_diagnose::Incident> for IncidentStatus {
     fn from(i: &backhaul_diagnose::Incident) -> Self {
         Self {
@@ -413,7 +405,7 @@ impl From<&backhaul_diagnose::Incident> for IncidentStatus {
             started_at_ms: i.started_at_ms,
             root_cause: i.root_cause.clone(),
             fix: i.fix.clone(),
-            runbook: i.runbook.to_owned(),
+            runbook: i.runbook.clone(),
             evidence: i
                 .evidence
                 .iter()

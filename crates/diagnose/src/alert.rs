@@ -144,9 +144,6 @@ struct Sent {
 #[derive(Debug, Clone)]
 pub struct AlertPolicy {
     site: String,
-    /// Put before each kind's runbook path (`docs/runbook-pmtud.md#…`): where the fleet
-    /// publishes the docs.
-    runbook_base: String,
     renotify_ms: u64,
     min_severity: Severity,
     time: TimeBase,
@@ -159,7 +156,6 @@ impl AlertPolicy {
     pub fn new(site: impl Into<String>, renotify_seconds: u64, time: TimeBase) -> Self {
         Self {
             site: site.into(),
-            runbook_base: String::new(),
             renotify_ms: Settings::ms(renotify_seconds),
             min_severity: Severity::Info,
             time,
@@ -167,12 +163,6 @@ impl AlertPolicy {
         }
     }
 
-    /// Runbook links as `base` + the kind's path (`https://docs.example.net/backhaul/` gives
-    /// `https://docs.example.net/backhaul/docs/runbook-pmtud.md#pmtu-blackhole`).
-    pub fn with_runbook_base(mut self, base: &str) -> Self {
-        self.runbook_base = base.to_owned();
-        self
-    }
 
     /// Alerts only on incidents at or above `min` (an incident that escalates past it alerts
     /// then).
@@ -281,7 +271,7 @@ impl AlertPolicy {
                 .map(|e| format!("{} {}", self.time.hms(e.at_ms), e.text))
                 .collect(),
             fix: incident.fix.clone(),
-            runbook: format!("{}{}", self.runbook_base, incident.runbook),
+            runbook: incident.runbook.clone(),
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Engine {
     /// When the last incident that stopped uploads resolved: a disk projection looking back
     /// past it still carries that outage's backlog.
     outage_ended_ms: Option<u64>,
+    /// Put before each kind's runbook path: where the fleet publishes the docs.
+    runbook_base: String,
 }
 
 /// An open incident and the evidence it was opened with. Rules recompute evidence from the
@@ -93,7 +95,16 @@ impl Engine {
             active: BTreeMap::new(),
             now_ms: 0,
             outage_ended_ms: None,
+            runbook_base: String::new(),
         }
+    }
+
+    /// Runbook links as `base` + the kind's path (`https://docs.example.net/backhaul/` gives
+    /// `https://docs.example.net/backhaul/docs/runbook-pmtud.md#pmtu-blackhole`); without a
+    /// base, the path alone.
+    pub fn with_runbook_base(mut self, base: &str) -> Self {
+        self.runbook_base = base.to_owned();
+        self
     }
 
     /// Records one observation and re-evaluates every rule at the newest time seen. Returns
@@ -273,7 +284,7 @@ impl Engine {
                 root_cause: f.root_cause,
                 evidence: f.evidence,
                 fix: f.fix,
-                runbook: f.kind.runbook(),
+                runbook: format!("{}{}", self.runbook_base, f.kind.runbook()),
             };
             transitions.push(Transition::Opened(incident.clone()));
             let opening = incident.evidence.clone();

@@ -219,8 +219,9 @@ pub struct Incident {
     pub evidence: Vec<Evidence>,
     /// The fix.
     pub fix: Vec<String>,
-    /// Runbook link.
-    pub runbook: &'static str,
+    /// The runbook section: the engine's base ([`crate::Engine::with_runbook_base`]) and the
+    /// kind's path, a link wherever the incident is shown.
+    pub runbook: String,
 }
 
 impl Incident {

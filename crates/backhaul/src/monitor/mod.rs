@@ -137,9 +137,9 @@ pub async fn run(
     // Without a declared path (no `[inventory]`) nothing is probed and nothing clamped: the
     // probes' targets and the clamp's MTUs come from the inventory.
     let path = inventory.declares_path();
-    let mut engine = Engine::new(inventory.clone(), settings, time);
-    let mut policy =
-        AlertPolicy::new(site, cfg.renotify_seconds, time).with_runbook_base(&cfg.runbook_base_url);
+    let mut engine =
+        Engine::new(inventory.clone(), settings, time).with_runbook_base(&cfg.runbook_base_url);
+    let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
     let mut mtus: HashMap<String, u32> = HashMap::new();
     let (link_tx, mut link_rx) = mpsc::unbounded_channel::<(u64, LinkEvent)>();
     let mut ups: HashMap<String, bool> = HashMap::new();
@@ -630,7 +630,7 @@ pub async fn run(
                 .incidents()
                 .into_iter()
                 .filter(|i| i.resolved_at_ms.is_none())
-                .map(|i| IncidentStatus::from(i).with_runbook_base(&cfg.runbook_base_url))
+                .map(IncidentStatus::from)
                 .collect();
             v.interfaces = inventory
                 .interfaces()

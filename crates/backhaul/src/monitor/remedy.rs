@@ -426,7 +426,7 @@ mod tests {
             root_cause: String::new(),
             evidence: Vec::new(),
             fix: Vec::new(),
-            runbook: Kind::PmtuBlackhole.runbook(),
+            runbook: Kind::PmtuBlackhole.runbook().to_owned(),
         }
     }
 

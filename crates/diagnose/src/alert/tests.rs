@@ -21,7 +21,7 @@ fn incident(severity: Severity) -> Incident {
             "ip link set eno1 mtu 1500".into(),
             "# and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml".into(),
         ],
-        runbook: Kind::PmtuBlackhole.runbook(),
+        runbook: Kind::PmtuBlackhole.runbook().to_owned(),
     }
 }
 
