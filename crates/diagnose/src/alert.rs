@@ -163,7 +163,6 @@ impl AlertPolicy {
         }
     }
 
-
     /// Alerts only on incidents at or above `min` (an incident that escalates past it alerts
     /// then).
     pub fn with_min_severity(mut self, min: Severity) -> Self {

@@ -286,7 +286,12 @@ pub fn diagnose(args: ProbeArgs) -> anyhow::Result<ExitCode> {
                 for fix in &f.fix {
                     writeln!(out, "  fix: {fix}")?;
                 }
-                writeln!(out, "  runbook: {}", f.kind.runbook())?;
+                writeln!(
+                    out,
+                    "  runbook: {}{}",
+                    cfg.monitor.runbook_base_url,
+                    f.kind.runbook()
+                )?;
             }
             Ok(ExitCode::from(severity_code(
                 worst(&s.findings).map(|f| f.severity),

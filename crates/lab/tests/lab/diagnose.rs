@@ -55,6 +55,12 @@ pub fn diagnose_names_the_black_hole_and_the_fix() {
         "{text}"
     );
     assert!(text.contains("fix: ip link set eno1 mtu 1500"), "{text}");
+    // The runbook as the alerts give it: a link under monitor.runbook_base_url.
+    assert!(
+        text.lines().any(|l| l.starts_with("  runbook: https://")
+            && l.ends_with("/blob/main/docs/runbook-pmtud.md#pmtu-blackhole")),
+        "{text}"
+    );
     assert!(
         text.contains(
             "fix: # and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml"
