@@ -4,6 +4,11 @@
 //! until the re-notify interval has passed ([`AlertPolicy::renotify`] sends the reminder); a
 //! rise in severity alerts at once; a fall does not (but is remembered, so rising again
 //! alerts); a resolved incident that was alerted on gets a resolve message.
+//!
+//! Flapping: an incident the engine re-opened within the flap hold-down pages only if its
+//! fault stays (a quarter of the hold-down, and never sooner than the hold-down after the last
+//! firing message of its kind and subject) or its severity rises. One that comes and goes
+//! faster costs the on-call nothing more than its first page and its resolve.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,8 @@ pub enum AlertReason {
     Escalated,
     /// It is still firing after the re-notify interval.
     Reminder,
+    /// It came back within the flap hold-down after it resolved, and has stayed.
+    Flapping,
     /// The agent acted on it by itself (`[remediation]`); the root cause says what it did.
     Remediated,
     /// It is over.
@@ -148,6 +155,9 @@ pub struct AlertPolicy {
     min_severity: Severity,
     time: TimeBase,
     sent: BTreeMap<String, Sent>,
+    hold_down_ms: u64,
+    /// When a firing message last went out for each kind and subject.
+    last_firing: BTreeMap<(Kind, String), u64>,
 }
 
 impl AlertPolicy {
@@ -160,7 +170,15 @@ impl AlertPolicy {
             min_severity: Severity::Info,
             time,
             sent: BTreeMap::new(),
+            hold_down_ms: Settings::ms(crate::DEFAULT_FLAP_HOLD_DOWN_SECONDS),
+            last_firing: BTreeMap::new(),
         }
+    }
+
+    /// The engine's flap hold-down ([`Settings::flap_hold_down_seconds`]).
+    pub fn with_flap_hold_down(mut self, seconds: u64) -> Self {
+        self.hold_down_ms = Settings::ms(seconds);
+        self
     }
 
     /// Alerts only on incidents at or above `min` (an incident that escalates past it alerts
@@ -181,6 +199,13 @@ impl AlertPolicy {
             }
             (Transition::Resolved(_), None) => return None,
             _ if incident.severity < self.min_severity => return None,
+            // A fault back within the hold-down pages from `renotify` if it stays.
+            (Transition::Reopened(_), None) => return None,
+            (Transition::Updated { previous, .. }, None)
+                if incident.flapping.is_some() && incident.severity <= *previous =>
+            {
+                return None;
+            }
             (_, None) => AlertReason::Opened,
             (_, Some(s)) if incident.severity > s.severity => AlertReason::Escalated,
             (_, Some(s)) if incident.severity < s.severity => {
@@ -218,14 +243,19 @@ impl AlertPolicy {
     ) -> Vec<Alert> {
         let mut alerts = Vec::new();
         for incident in firing {
-            let due = self
-                .sent
-                .get(&incident.id)
-                .is_some_and(|s| now_ms.saturating_sub(s.at_ms) >= self.renotify_ms);
-            if due && incident.severity >= self.min_severity {
-                self.record(incident, now_ms);
-                alerts.push(self.alert(incident, AlertReason::Reminder, now_ms));
+            if incident.severity < self.min_severity {
+                continue;
             }
+            let reason = match self.sent.get(&incident.id) {
+                Some(s) if now_ms.saturating_sub(s.at_ms) >= self.renotify_ms => {
+                    AlertReason::Reminder
+                }
+                Some(_) => continue,
+                None if self.flap_stays(incident, now_ms) => AlertReason::Flapping,
+                None => continue,
+            };
+            self.record(incident, now_ms);
+            alerts.push(self.alert(incident, reason, now_ms));
         }
         alerts
     }
@@ -241,7 +271,25 @@ impl AlertPolicy {
         Some(self.alert(incident, AlertReason::Remediated, now_ms))
     }
 
+    /// Whether a re-opened incident not paged since has stayed long enough to page again.
+    fn flap_stays(&self, incident: &Incident, now_ms: u64) -> bool {
+        let Some(f) = incident.flapping else {
+            return false;
+        };
+        let quiet = self
+            .last_firing
+            .get(&(incident.kind, incident.subject.clone()))
+            .is_none_or(|last| now_ms.saturating_sub(*last) >= self.hold_down_ms);
+        incident.held_since_ms.is_none()
+            && now_ms.saturating_sub(f.back_at_ms) >= self.hold_down_ms / 4
+            && quiet
+    }
+
     fn record(&mut self, incident: &Incident, now_ms: u64) {
+        if incident.status() == Status::Firing {
+            self.last_firing
+                .insert((incident.kind, incident.subject.clone()), now_ms);
+        }
         self.sent.insert(
             incident.id.clone(),
             Sent {

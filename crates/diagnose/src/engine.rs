@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::rules::{self, Context};
 use crate::settings::Settings;
 use crate::{
-    Evidence, Finding, Incident, Inventory, Kind, Observation, Severity, Store, TimeBase,
+    Evidence, Finding, Flapping, Incident, Inventory, Kind, Observation, Severity, Store, TimeBase,
     Transition,
 };
 
@@ -69,6 +69,9 @@ pub struct Engine {
     outage_ended_ms: Option<u64>,
     /// Put before each kind's runbook path: where the fleet publishes the docs.
     runbook_base: String,
+    /// Incidents resolved within the flap hold-down: a finding of the same kind and subject
+    /// re-opens the incident instead of opening a new one.
+    recent: BTreeMap<(Kind, String), Incident>,
 }
 
 /// An open incident and the evidence it was opened with. Rules recompute evidence from the
@@ -96,6 +99,7 @@ impl Engine {
             now_ms: 0,
             outage_ended_ms: None,
             runbook_base: String::new(),
+            recent: BTreeMap::new(),
         }
     }
 
@@ -144,6 +148,11 @@ impl Engine {
     /// The store, for `backhaul diagnose` to print recent evidence from.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The thresholds the engine runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The inventory the engine runs with.
@@ -227,6 +236,11 @@ impl Engine {
 
     fn evaluate(&mut self) -> Vec<Transition> {
         let now = self.now_ms;
+        let hold_down = Settings::ms(self.settings.flap_hold_down_seconds);
+        self.recent.retain(|_, i| {
+            i.resolved_at_ms
+                .is_some_and(|r| now < r.saturating_add(hold_down))
+        });
         let mut found: BTreeMap<(Kind, String), Finding> = self
             .findings()
             .into_iter()
@@ -237,60 +251,177 @@ impl Engine {
         let keys: Vec<(Kind, String)> = self.active.keys().cloned().collect();
         for key in keys {
             match found.remove(&key) {
-                Some(finding) => {
-                    let Some(Active { incident, opening }) = self.active.get_mut(&key) else {
-                        continue;
-                    };
-                    let previous = incident.severity;
-                    // Texts carry live numbers (flap counts, time to full); only a severity
-                    // change is news worth a transition. The rest shows in `incidents()`.
-                    let changed = finding.severity != previous;
-                    incident.evidence = merge_evidence(opening, finding.evidence);
-                    incident.severity = finding.severity;
-                    incident.root_cause = finding.root_cause;
-                    incident.fix = finding.fix;
-                    if changed {
-                        incident.updated_at_ms = now;
-                        transitions.push(Transition::Updated {
-                            incident: incident.clone(),
-                            previous,
-                        });
-                    }
-                }
-                None => {
-                    if let Some(Active { mut incident, .. }) = self.active.remove(&key) {
-                        if incident.kind.stops_uploads() {
-                            self.outage_ended_ms = Some(now);
-                        }
-                        incident.resolved_at_ms = Some(now);
-                        incident.updated_at_ms = now;
-                        incident
-                            .evidence
-                            .push(Evidence::new(now, "signals recovered; resolved"));
-                        transitions.push(Transition::Resolved(incident));
-                    }
-                }
+                Some(finding) => transitions.extend(self.follow(&key, finding)),
+                None => transitions.extend(self.clear(&key, hold_down)),
             }
         }
         for (key, f) in found {
-            let incident = Incident {
-                id: format!("{}:{}:{}", f.kind, f.subject, f.started_at_ms),
-                kind: f.kind,
-                subject: f.subject,
-                severity: f.severity,
-                started_at_ms: f.started_at_ms,
-                updated_at_ms: now,
-                resolved_at_ms: None,
-                root_cause: f.root_cause,
-                evidence: f.evidence,
-                fix: f.fix,
-                runbook: format!("{}{}", self.runbook_base, f.kind.runbook()),
+            let evidence = f.evidence.clone();
+            let transition = match self.recent.remove(&key) {
+                Some(mut incident) => {
+                    let gone_at = incident.resolved_at_ms.unwrap_or(now);
+                    incident.resolved_at_ms = None;
+                    incident.updated_at_ms = now;
+                    incident.severity = f.severity;
+                    incident.root_cause = f.root_cause;
+                    incident.fix = f.fix;
+                    // Opened, went away, is back: three changes so far.
+                    let flapping = Flapping {
+                        changes: 3,
+                        back_at_ms: now,
+                    };
+                    incident.evidence = merge_evidence(&incident.evidence, evidence);
+                    incident
+                        .evidence
+                        .push(back(gone_at, &flapping, &incident, now));
+                    incident.flapping = Some(flapping);
+                    Transition::Reopened(incident)
+                }
+                None => Transition::Opened(Incident {
+                    id: format!("{}:{}:{}", f.kind, f.subject, f.started_at_ms),
+                    kind: f.kind,
+                    subject: f.subject,
+                    severity: f.severity,
+                    started_at_ms: f.started_at_ms,
+                    updated_at_ms: now,
+                    resolved_at_ms: None,
+                    root_cause: f.root_cause,
+                    evidence,
+                    fix: f.fix,
+                    runbook: format!("{}{}", self.runbook_base, f.kind.runbook()),
+                    flapping: None,
+                    held_since_ms: None,
+                }),
             };
-            transitions.push(Transition::Opened(incident.clone()));
+            let incident = transition.incident().clone();
             let opening = incident.evidence.clone();
             self.active.insert(key, Active { incident, opening });
+            transitions.push(transition);
         }
         transitions
+    }
+
+    /// An open incident whose finding is still there: its texts follow the finding. Only a
+    /// severity change is news worth a transition (texts carry live numbers: flap counts, time
+    /// to full). An incident held open while its fault was gone is flapping once the fault is
+    /// back, silently.
+    fn follow(&mut self, key: &(Kind, String), finding: Finding) -> Option<Transition> {
+        let now = self.now_ms;
+        let Active { incident, opening } = self.active.get_mut(key)?;
+        let previous = incident.severity;
+        incident.evidence = merge_evidence(opening, finding.evidence);
+        incident.severity = finding.severity;
+        incident.root_cause = finding.root_cause;
+        incident.fix = finding.fix;
+        if let Some(gone) = incident.held_since_ms.take() {
+            let flapping = match incident.flapping {
+                Some(f) => Flapping {
+                    changes: f.changes + 1,
+                    back_at_ms: now,
+                },
+                None => Flapping {
+                    changes: 3,
+                    back_at_ms: now,
+                },
+            };
+            let line = back(gone, &flapping, incident, now);
+            incident.flapping = Some(flapping);
+            keep_opening(opening, line.clone());
+            incident.evidence.push(line);
+        }
+        if finding.severity == previous {
+            return None;
+        }
+        incident.updated_at_ms = now;
+        Some(Transition::Updated {
+            incident: incident.clone(),
+            previous,
+        })
+    }
+
+    /// An open incident whose finding is gone. It resolves at once, unless it may be the start
+    /// of a flap (it lasted under a quarter of the hold-down) or is flapping: then it is held
+    /// open until its fault has stayed away for the hold-down, and its resolve says how long
+    /// it flapped.
+    fn clear(&mut self, key: &(Kind, String), hold_down: u64) -> Option<Transition> {
+        let now = self.now_ms;
+        let Active { incident, opening } = self.active.get_mut(key)?;
+        let lasted = now.saturating_sub(incident.started_at_ms);
+        let hold = incident.flapping.is_some() || lasted < hold_down / 4;
+        if hold {
+            let gone = *incident.held_since_ms.get_or_insert_with(|| {
+                let changes = incident.flapping.map_or(2, |f| f.changes + 1);
+                if let Some(f) = incident.flapping.as_mut() {
+                    f.changes = changes;
+                }
+                let line = Evidence::new(
+                    now,
+                    format!(
+                        "cleared after {} s; held open until it stays away for {} s ({} changes so far)",
+                        lasted / 1000,
+                        hold_down / 1000,
+                        changes
+                    ),
+                );
+                keep_opening(opening, line.clone());
+                incident.evidence.push(line);
+                now
+            });
+            if now < gone.saturating_add(hold_down) {
+                return None;
+            }
+        }
+        let Active { mut incident, .. } = self.active.remove(key)?;
+        if incident.kind.stops_uploads() {
+            self.outage_ended_ms = Some(now);
+        }
+        incident.resolved_at_ms = Some(now);
+        incident.updated_at_ms = now;
+        let gone = incident.held_since_ms.take().unwrap_or(now);
+        let line = match incident.flapping {
+            Some(f) => {
+                let flapped = gone.saturating_sub(incident.started_at_ms) / 1000;
+                incident.root_cause = format!(
+                    "{} (flapped for {flapped} s: {} changes)",
+                    incident.root_cause, f.changes
+                );
+                format!(
+                    "stable for {} s after flapping for {flapped} s ({} changes); resolved",
+                    now.saturating_sub(gone) / 1000,
+                    f.changes
+                )
+            }
+            None if gone < now => format!(
+                "did not come back within {} s; resolved",
+                now.saturating_sub(gone) / 1000
+            ),
+            None => "signals recovered; resolved".to_owned(),
+        };
+        incident.evidence.push(Evidence::new(now, line));
+        self.recent.insert(key.clone(), incident.clone());
+        Some(Transition::Resolved(incident))
+    }
+}
+
+/// The evidence line of a fault that came back `gone_at` after it went away.
+fn back(gone_at: u64, flapping: &Flapping, incident: &Incident, now: u64) -> Evidence {
+    Evidence::new(
+        now,
+        format!(
+            "back {} s after it cleared: {}",
+            now.saturating_sub(gone_at) / 1000,
+            flapping.describe(incident.started_at_ms, now)
+        ),
+    )
+}
+
+/// Adds a flap line to the evidence an incident keeps for its whole life, dropping the oldest
+/// flap lines (never the first, the change that opened it) so a link flapping for hours keeps
+/// room for the latest findings.
+fn keep_opening(opening: &mut Vec<Evidence>, line: Evidence) {
+    opening.push(line);
+    while opening.len() > MAX_EVIDENCE / 2 {
+        opening.remove(1);
     }
 }
 

@@ -222,6 +222,31 @@ pub struct Incident {
     /// The runbook section: the engine's base ([`crate::Engine::with_runbook_base`]) and the
     /// kind's path, a link wherever the incident is shown.
     pub runbook: String,
+    /// Set once the fault came back within the hold-down after the incident cleared.
+    pub flapping: Option<Flapping>,
+    /// Since when the fault has been gone while the incident is held open, waiting to see
+    /// whether it comes back; `None` while the fault is present.
+    pub held_since_ms: Option<u64>,
+}
+
+/// An incident whose fault comes and goes ([`crate::Settings::flap_hold_down_seconds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Flapping {
+    /// Times the fault appeared or went away since the incident first opened.
+    pub changes: u32,
+    /// When the fault last came back.
+    pub back_at_ms: u64,
+}
+
+impl Flapping {
+    /// `flapping: 5 changes in 48 s` for an incident that started at `started_at_ms`.
+    pub fn describe(&self, started_at_ms: u64, now_ms: u64) -> String {
+        format!(
+            "flapping: {} changes in {} s",
+            self.changes,
+            now_ms.saturating_sub(started_at_ms) / 1000
+        )
+    }
 }
 
 impl Incident {
@@ -249,6 +274,9 @@ pub enum Transition {
         /// Its severity before.
         previous: Severity,
     },
+    /// A resolved incident's fault came back within the hold-down: the same incident is open
+    /// again and flapping. It pages only if it stays (see [`crate::AlertPolicy`]).
+    Reopened(Incident),
     /// An incident is over.
     Resolved(Incident),
 }
@@ -257,7 +285,7 @@ impl Transition {
     /// The incident this transition is about.
     pub fn incident(&self) -> &Incident {
         match self {
-            Transition::Opened(i) | Transition::Resolved(i) => i,
+            Transition::Opened(i) | Transition::Reopened(i) | Transition::Resolved(i) => i,
             Transition::Updated { incident, .. } => incident,
         }
     }

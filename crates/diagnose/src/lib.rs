@@ -56,7 +56,7 @@ mod time;
 pub use alert::{Alert, AlertPolicy, AlertReason, DEFAULT_RENOTIFY_SECONDS, SlackMessage};
 pub use engine::Engine;
 pub use error::Error;
-pub use incident::{Evidence, Finding, Incident, Kind, Severity, Status, Transition};
+pub use incident::{Evidence, Finding, Flapping, Incident, Kind, Severity, Status, Transition};
 pub use inventory::{
     DEFAULT_PATH_MTU_BYTES, Interface, InterfaceConfig, Inventory, InventoryConfig, Role,
 };
@@ -66,9 +66,9 @@ pub use settings::{
     DEFAULT_DEGRADED_SUSTAIN_SECONDS, DEFAULT_DISK_CRITICAL_PERCENT,
     DEFAULT_DISK_CRITICAL_TIME_TO_FULL_SECONDS, DEFAULT_DISK_WARNING_PERCENT,
     DEFAULT_DISK_WARNING_TIME_TO_FULL_SECONDS, DEFAULT_ENDPOINT_ERRORS,
-    DEFAULT_LARGE_PROBE_FAILURES, DEFAULT_PROBE_STALE_SECONDS, DEFAULT_RETENTION_SECONDS,
-    DEFAULT_SIGNAL_WINDOW_SECONDS, DEFAULT_SMALL_PROBE_MAX_BYTES, DEFAULT_VPN_FLAP_WINDOW_SECONDS,
-    DEFAULT_VPN_FLAPS, Settings,
+    DEFAULT_FLAP_HOLD_DOWN_SECONDS, DEFAULT_LARGE_PROBE_FAILURES, DEFAULT_PROBE_STALE_SECONDS,
+    DEFAULT_RETENTION_SECONDS, DEFAULT_SIGNAL_WINDOW_SECONDS, DEFAULT_SMALL_PROBE_MAX_BYTES,
+    DEFAULT_VPN_FLAP_WINDOW_SECONDS, DEFAULT_VPN_FLAPS, Settings,
 };
 pub use store::{LinkStatus, MtuChange, Store};
 pub use time::TimeBase;

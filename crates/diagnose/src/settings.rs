@@ -31,6 +31,9 @@ pub const DEFAULT_DEGRADED_SUSTAIN_SECONDS: u64 = 300;
 pub const DEFAULT_VPN_FLAPS: u32 = 2;
 /// Default seconds over which VPN flaps are counted.
 pub const DEFAULT_VPN_FLAP_WINDOW_SECONDS: u64 = 600;
+/// Default seconds of flap hold-down: an incident that comes back this soon after it cleared is
+/// the same incident, flapping; a flapping incident resolves only after this long stable.
+pub const DEFAULT_FLAP_HOLD_DOWN_SECONDS: u64 = 120;
 /// Default spool disk usage (percent) that opens `disk_pressure` as a warning.
 pub const DEFAULT_DISK_WARNING_PERCENT: f64 = 85.0;
 /// Default spool disk usage (percent) that makes it critical.
@@ -69,6 +72,9 @@ pub struct Settings {
     pub vpn_flaps: u32,
     /// Seconds over which VPN flaps are counted.
     pub vpn_flap_window_seconds: u64,
+    /// Seconds of flap hold-down: a fault back this soon after its incident cleared re-opens
+    /// that incident (no new page), and a flapping incident resolves after this long stable.
+    pub flap_hold_down_seconds: u64,
     /// Disk usage percent for a warning.
     pub disk_warning_percent: f64,
     /// Disk usage percent for critical.
@@ -94,6 +100,7 @@ impl Default for Settings {
             degraded_sustain_seconds: DEFAULT_DEGRADED_SUSTAIN_SECONDS,
             vpn_flaps: DEFAULT_VPN_FLAPS,
             vpn_flap_window_seconds: DEFAULT_VPN_FLAP_WINDOW_SECONDS,
+            flap_hold_down_seconds: DEFAULT_FLAP_HOLD_DOWN_SECONDS,
             disk_warning_percent: DEFAULT_DISK_WARNING_PERCENT,
             disk_critical_percent: DEFAULT_DISK_CRITICAL_PERCENT,
             disk_warning_time_to_full_seconds: DEFAULT_DISK_WARNING_TIME_TO_FULL_SECONDS,

@@ -145,6 +145,20 @@ const FIGURES: &[Figure] = &[
         show: whole,
     },
     Figure {
+        key: "cause_firing_messages",
+        label: "firing messages about the cause",
+        unit: "alerts",
+        value: |s| Some(s.cause_messages.0 as f64),
+        show: whole,
+    },
+    Figure {
+        key: "cause_resolved_messages",
+        label: "resolved messages about the cause",
+        unit: "alerts",
+        value: |s| Some(s.cause_messages.1 as f64),
+        show: whole,
+    },
+    Figure {
         key: "revert_to_resolve_seconds",
         label: "revert → incidents resolved (s)",
         unit: "seconds",
@@ -489,6 +503,7 @@ mod tests {
             wrong_cause_alerts: 0,
             false_flow_claims: 0,
             other_alerts: 0,
+            cause_messages: (0, 0),
             peak_backlog_chunks: 23,
             peak_disk_used_percent: 91.6,
             frag_needed_sent: 0,

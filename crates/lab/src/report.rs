@@ -152,6 +152,11 @@ pub struct Summary {
     /// Firing alerts of other kinds than the cause's, from the fault until the reopen window
     /// after the revert passed (the target is zero).
     pub other_alerts: u64,
+    /// Messages about the fault's cause (`cause_kinds`) from the fault until the reopen window
+    /// after the revert: firing ones (opened, escalated, reminders, flapping) and resolved
+    /// ones. One fault is one page and one resolve, however often its link flapped.
+    #[serde(default)]
+    pub cause_messages: (u64, u64),
     /// Largest backlog in chunks.
     pub peak_backlog_chunks: u64,
     /// Highest spool disk use.
@@ -361,6 +366,15 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             .filter(|j| j.at >= f && j.at <= until && !is_cause(j))
             .count() as u64
     });
+    let cause_messages = fault.map_or((0, 0), |f| {
+        let until = revert.map_or(f64::INFINITY, |r| r + window);
+        let about: Vec<&Judged> = judged
+            .iter()
+            .filter(|j| j.at >= f && j.at <= until && is_cause(j))
+            .collect();
+        let firing = about.iter().filter(|j| j.firing).count() as u64;
+        (firing, about.len() as u64 - firing)
+    });
     let mut summary = Summary {
         scenario: i.scenario.name.clone(),
         uploader: i.uploader,
@@ -402,6 +416,7 @@ pub fn summarize(i: Inputs<'_>) -> Summary {
             confirmed_resolve(&cause, f, r, window, run_end)
         }),
         other_alerts,
+        cause_messages,
         false_flow_claims: false_flow_claims(&judged, &i.samples, scale),
         alerts_fired: firing.len() as u64,
         alert_delivery_max_seconds: alert_delivery_max,
@@ -573,6 +588,8 @@ pub fn metric(s: &Summary, m: Metric) -> Option<f64> {
         Metric::WrongCauseAlerts => Some(s.wrong_cause_alerts as f64),
         Metric::RevertToResolveSeconds => s.revert_to_resolve_seconds,
         Metric::OtherAlerts => Some(s.other_alerts as f64),
+        Metric::CauseFiringMessages => Some(s.cause_messages.0 as f64),
+        Metric::CauseResolvedMessages => Some(s.cause_messages.1 as f64),
         Metric::FalseFlowClaims => Some(s.false_flow_claims as f64),
         Metric::BacklogDrainSeconds => s.backlog_drain.map(|(t, _)| t),
         Metric::BacklogDrainMbps => s.backlog_drain.map(|(_, r)| r),
@@ -590,6 +607,7 @@ pub fn text(s: &Summary) -> String {
         "{} with {:?} ({:?} S3, time scale {}):\n  chunks written {} (not recorded, disk full: {}), \
          in bucket {}, left in spool {}, LOST {}\n  bytes delivered {}\n  longest upload outage {} (chunks), {} (wire)\n  WAN while busy: {} before the fault, {} during it\n  fault → first alert {}\n  \
          fault → alert naming the cause {}\n  alerts fired {} (naming a wrong cause: {}, of other kinds: {}), raised → received at most {}\n  \
+         messages about the cause: {} firing, {} resolved\n  \
          alerts saying uploads continue while the WAN carried nothing for 10 s: {}\n  \
          revert → uploads resume {}\n  revert → incidents resolved {}\n  peak backlog {} chunks, peak disk {:.0} %\n  gateway \
          frag-needed sent {}\n",
@@ -613,6 +631,8 @@ pub fn text(s: &Summary) -> String {
         s.wrong_cause_alerts,
         s.other_alerts,
         tenths(s.alert_delivery_max_seconds),
+        s.cause_messages.0,
+        s.cause_messages.1,
         s.false_flow_claims,
         opt(s.revert_to_resume_seconds),
         tenths(s.revert_to_resolve_seconds),

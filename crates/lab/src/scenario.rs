@@ -433,6 +433,11 @@ pub enum Metric {
     /// Firing alerts that said uploads continue while the WAN had carried (almost) nothing for
     /// 10 s (wall) with a backlog waiting.
     FalseFlowClaims,
+    /// Firing messages about the cause (`cause_kinds`), from the fault until the reopen window
+    /// after the revert: one fault, one page.
+    CauseFiringMessages,
+    /// Resolve messages about the cause over the same span.
+    CauseResolvedMessages,
 }
 
 /// `[[assert]]`.

@@ -25,8 +25,13 @@ pub(super) fn log_transition(t: &Transition) {
     match t {
         Transition::Opened(_) | Transition::Updated { .. } => tracing::error!(
             incident = %i.id, kind = i.kind.as_str(), severity = i.severity.as_str(),
-            root_cause = %i.root_cause, fix = %i.fix.join("; "), runbook = i.kind.runbook(),
-            "incident {}", if matches!(t, Transition::Opened(_)) { "opened" } else { "escalated" }
+            root_cause = %i.root_cause, fix = %i.fix.join("; "), runbook = %i.runbook,
+            "incident {}", if matches!(t, Transition::Opened(_)) { "opened" } else { "changed severity" }
+        ),
+        Transition::Reopened(_) => tracing::warn!(
+            incident = %i.id, kind = i.kind.as_str(), severity = i.severity.as_str(),
+            flapping = %i.flapping.map(|f| f.describe(i.started_at_ms, i.updated_at_ms)).unwrap_or_default(),
+            "incident back within the flap hold-down"
         ),
         Transition::Resolved(_) => tracing::info!(
             incident = %i.id, kind = i.kind.as_str(), "incident resolved"

@@ -139,7 +139,8 @@ pub async fn run(
     let path = inventory.declares_path();
     let mut engine =
         Engine::new(inventory.clone(), settings, time).with_runbook_base(&cfg.runbook_base_url);
-    let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time);
+    let mut policy = AlertPolicy::new(site, cfg.renotify_seconds, time)
+        .with_flap_hold_down(engine.settings().flap_hold_down_seconds);
     let mut mtus: HashMap<String, u32> = HashMap::new();
     let (link_tx, mut link_rx) = mpsc::unbounded_channel::<(u64, LinkEvent)>();
     let mut ups: HashMap<String, bool> = HashMap::new();

@@ -427,6 +427,8 @@ mod tests {
             evidence: Vec::new(),
             fix: Vec::new(),
             runbook: Kind::PmtuBlackhole.runbook().to_owned(),
+            flapping: None,
+            held_since_ms: None,
         }
     }
 

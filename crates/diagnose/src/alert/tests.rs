@@ -22,6 +22,8 @@ fn incident(severity: Severity) -> Incident {
             "# and across reboots: set mtu: 1500 for eno1 in /etc/netplan/01-wan.yaml".into(),
         ],
         runbook: Kind::PmtuBlackhole.runbook().to_owned(),
+        flapping: None,
+        held_since_ms: None,
     }
 }
 

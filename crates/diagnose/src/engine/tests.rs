@@ -588,3 +588,174 @@ fn a_remediation_is_named_in_the_black_hole_it_mitigates() {
         failed.root_cause
     );
 }
+
+/// Healthy until 08:05:00, then eno1 to 9000 (a black hole behind the 1500-byte hop) for each
+/// `(from, to)` second offset, healthy between and after, until 08:14:00. Probes every 2 s
+/// while broken (the agent probes at once after a link change), every 10 s otherwise.
+fn flapping_wan(flips: &[(u64, u64)]) -> Vec<Observation> {
+    let mut tl = Timeline::new();
+    tl.push("08:00:00", link_mtu("eno1", 1500));
+    tl.push("08:00:00", link_mtu("eno2", 9000));
+    tl.push("08:00:00", link_state("eno1", true));
+    healthy(&mut tl, "08:00:00", 14, |_| 42.0);
+    let base = t("08:05:00");
+    for &(from, to) in flips {
+        tl.push_ms(base + from * 1000, mtu_changed("eno1", 1500, 9000));
+        let mut at = base + from * 1000 + 500;
+        while at < base + to * 1000 {
+            for target in [Target::Gateway, Target::Endpoint] {
+                tl.push_ms(at, probe(target, 84, true));
+                tl.push_ms(at, probe(target, 9000, false));
+            }
+            tl.push_ms(at + 300, pmtu_result(Target::Gateway, 1500));
+            at += 2_000;
+        }
+        tl.push_ms(base + to * 1000, mtu_changed("eno1", 9000, 1500));
+    }
+    // While eno1 is at 9000 the probes are 9000 bytes (no 1500-byte probe passes) and the
+    // uploads stall (no goodput).
+    let broken = |at: u64| {
+        flips
+            .iter()
+            .any(|&(from, to)| at >= base + from * 1000 && at < base + to * 1000)
+    };
+    tl.obs.retain(|o| {
+        !(broken(o.at_ms)
+            && matches!(
+                o.signal,
+                Signal::Probe {
+                    size_bytes: 1500,
+                    ..
+                } | Signal::UploadGoodput { .. }
+            ))
+    });
+    tl.sorted()
+}
+
+type Log = Vec<(u64, Transition)>;
+
+/// Feeds the timeline with a tick every second between observations, as the monitor does, and
+/// the alert policy after the engine; returns the transitions and the alerts with their times.
+fn replay_with_alerts(
+    engine: &mut Engine,
+    obs: Vec<Observation>,
+) -> (Log, Vec<(u64, crate::Alert)>) {
+    let mut policy = crate::AlertPolicy::new("SITE-TEST", 3600, TimeBase::UNIX);
+    let (mut log, mut alerts) = (Vec::new(), Vec::new());
+    let mut clock = obs.first().map_or(0, |o| o.at_ms);
+    let end = obs.last().map_or(0, |o| o.at_ms);
+    let mut obs = obs.into_iter().peekable();
+    while clock <= end {
+        let mut batch = Vec::new();
+        while let Some(o) = obs.next_if(|o| o.at_ms <= clock) {
+            batch.push(o);
+        }
+        let mut ts = engine.observe_all(batch);
+        ts.extend(engine.tick(clock));
+        alerts.extend(
+            policy
+                .on_transitions(&ts, clock)
+                .into_iter()
+                .map(|a| (clock, a)),
+        );
+        alerts.extend(
+            policy
+                .renotify(engine.incidents(), clock)
+                .into_iter()
+                .map(|a| (clock, a)),
+        );
+        log.extend(ts.into_iter().map(|t| (clock, t)));
+        clock += 1000;
+    }
+    (log, alerts)
+}
+
+fn count(alerts: &[(u64, crate::Alert)], status: crate::Status) -> usize {
+    alerts.iter().filter(|(_, a)| a.status == status).count()
+}
+
+#[test]
+fn a_link_flapping_three_times_in_a_minute_pages_once_and_resolves_once_when_stable() {
+    let mut engine = engine();
+    let (log, alerts) =
+        replay_with_alerts(&mut engine, flapping_wan(&[(0, 12), (24, 36), (48, 60)]));
+    let kinds: Vec<_> = alerts
+        .iter()
+        .map(|(at, a)| (TimeBase::UNIX.hms(*at), a.kind, a.status, a.reason))
+        .collect();
+    assert_eq!(count(&alerts, crate::Status::Firing), 1, "{kinds:#?}");
+    assert_eq!(count(&alerts, crate::Status::Resolved), 1, "{kinds:#?}");
+    let (opened_at, _) = opened(&log, Kind::PmtuBlackhole).unwrap();
+    assert!(opened_at - t("08:05:00") <= 5_000, "{kinds:#?}");
+    // One incident, held open between the flips and resolved once the link has been stable
+    // for the hold-down (120 s after the last flip back).
+    let resolved = resolved_at(&log, Kind::PmtuBlackhole).unwrap();
+    assert_eq!(resolved, t("08:08:00"), "{kinds:#?}");
+    let (_, resolve) = alerts
+        .iter()
+        .find(|(_, a)| a.status == crate::Status::Resolved)
+        .unwrap();
+    assert_eq!(resolve.kind, Kind::PmtuBlackhole);
+    assert!(
+        resolve
+            .root_cause
+            .ends_with("(flapped for 59 s: 6 changes)"),
+        "{}",
+        resolve.root_cause
+    );
+    assert!(
+        resolve
+            .evidence
+            .iter()
+            .any(|e| e.ends_with("back 12 s after it cleared: flapping: 3 changes in 24 s")),
+        "{:#?}",
+        resolve.evidence
+    );
+}
+
+#[test]
+fn a_fault_that_lasted_resolves_at_once_and_a_return_pages_only_if_it_stays() {
+    let mut engine = engine();
+    // 60 s of black hole: resolved at the revert. Back 20 s later for 10 s: the same
+    // incident re-opens, pages nobody and resolves after the hold-down. Back again for good:
+    // it pages once it has stayed a quarter of the hold-down and the hold-down has passed
+    // since the first page, and its resolve waits for the hold-down of stability.
+    let (log, alerts) =
+        replay_with_alerts(&mut engine, flapping_wan(&[(0, 60), (80, 90), (250, 300)]));
+    let kinds: Vec<_> = alerts
+        .iter()
+        .map(|(at, a)| (TimeBase::UNIX.hms(*at), a.kind, a.status, a.reason))
+        .collect();
+    let resolves: Vec<u64> = log
+        .iter()
+        .filter_map(|(at, tr)| {
+            matches!(tr, Transition::Resolved(i) if i.kind == Kind::PmtuBlackhole).then_some(*at)
+        })
+        .collect();
+    assert_eq!(
+        resolves[0],
+        t("08:06:00"),
+        "resolved at the revert: {kinds:#?}"
+    );
+    let reopened = log.iter().find_map(|(at, tr)| {
+        matches!(tr, Transition::Reopened(i) if i.kind == Kind::PmtuBlackhole).then_some(*at)
+    });
+    assert_eq!(reopened, Some(t("08:06:21")), "{kinds:#?}");
+    // The short return is held open and resolves the hold-down after it went away, unseen.
+    assert_eq!(resolves[1], t("08:08:30"), "{kinds:#?}");
+    let firing: Vec<_> = alerts
+        .iter()
+        .filter(|(_, a)| a.status == crate::Status::Firing)
+        .map(|(at, a)| (*at, a.reason))
+        .collect();
+    assert_eq!(
+        firing,
+        [
+            (t("08:05:01"), crate::AlertReason::Opened),
+            (t("08:09:41"), crate::AlertReason::Flapping)
+        ],
+        "{kinds:#?}"
+    );
+    assert_eq!(count(&alerts, crate::Status::Resolved), 2, "{kinds:#?}");
+    assert_eq!(resolves[2], t("08:12:00"), "{kinds:#?}");
+}

@@ -63,13 +63,15 @@ pub(super) fn backhaul_config(
          # Time-to-full and sustain thresholds follow the scaled clock: the camera fills the\n\
          # scaled disk in scaled time, and unscaled thresholds would read that as a fast fill.\n\
          [diagnose]\ndisk_warning_time_to_full_seconds = {}\n\
-         disk_critical_time_to_full_seconds = {}\ndegraded_sustain_seconds = {}\n",
+         disk_critical_time_to_full_seconds = {}\ndegraded_sustain_seconds = {}\n\
+         flap_hold_down_seconds = {}\n",
         spool.display(),
         scaled_timer(300.0, scale, 10.0).round(),
         scaled_timer(10.0, scale, 1.0).round(),
         scaled_timer(7200.0, scale, 60.0).round(),
         scaled_timer(1800.0, scale, 30.0).round(),
         scaled_timer(300.0, scale, 10.0).round(),
+        scaled_timer(120.0, scale, 4.0).round(),
     );
     // The run's own netplan state directory: the host's guarded applies are not the lab's.
     let text = format!(
