@@ -13,6 +13,7 @@ mod cli {
     pub mod degraded;
     pub mod demo;
     pub mod deploy;
+    pub mod fleet;
     pub mod journal;
     pub mod kill;
     pub mod netplan;

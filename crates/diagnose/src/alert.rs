@@ -75,6 +75,21 @@ pub struct Alert {
     pub fix: Vec<String>,
     /// Runbook link.
     pub runbook: String,
+    /// The change that caused it, when known: receivers group a fleet's alerts by its `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<AlertChange>,
+}
+
+/// [`crate::Change`] as an alert carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertChange {
+    /// The ticket, or the link change, the same on every site that got it.
+    pub id: String,
+    /// RFC 3339 UTC, when this site saw it happen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// The link change (`eno1 mtu 1500→9000`).
+    pub link: String,
 }
 
 /// The Slack-compatible payload (`text` plus minimal `blocks`), for incoming webhooks.
@@ -319,6 +334,11 @@ impl AlertPolicy {
                 .collect(),
             fix: incident.fix.clone(),
             runbook: incident.runbook.clone(),
+            change: incident.change.as_ref().map(|c| AlertChange {
+                id: c.id.clone(),
+                at: c.at_ms.map(|at| self.time.rfc3339(at)),
+                link: c.link.clone(),
+            }),
         }
     }
 }

@@ -265,6 +265,9 @@ impl Engine {
                     incident.severity = f.severity;
                     incident.root_cause = f.root_cause;
                     incident.fix = f.fix;
+                    if f.change.is_some() {
+                        incident.change = f.change;
+                    }
                     // Opened, went away, is back: three changes so far.
                     let flapping = Flapping {
                         changes: 3,
@@ -291,6 +294,7 @@ impl Engine {
                     runbook: format!("{}{}", self.runbook_base, f.kind.runbook()),
                     flapping: None,
                     held_since_ms: None,
+                    change: f.change,
                 }),
             };
             let incident = transition.incident().clone();
@@ -313,6 +317,9 @@ impl Engine {
         incident.severity = finding.severity;
         incident.root_cause = finding.root_cause;
         incident.fix = finding.fix;
+        if finding.change.is_some() {
+            incident.change = finding.change;
+        }
         if let Some(gone) = incident.held_since_ms.take() {
             let flapping = match incident.flapping {
                 Some(f) => Flapping {

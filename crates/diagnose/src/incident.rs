@@ -194,6 +194,8 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
     /// Commands and edits that fix it, in order.
     pub fix: Vec<String>,
+    /// The change it follows, when one is known.
+    pub change: Option<Change>,
 }
 
 /// An open or resolved incident.
@@ -227,6 +229,23 @@ pub struct Incident {
     /// Since when the fault has been gone while the incident is held open, waiting to see
     /// whether it comes back; `None` while the fault is present.
     pub held_since_ms: Option<u64>,
+    /// The change that caused it, when one is known (MTU kinds).
+    pub change: Option<Change>,
+}
+
+/// The change an incident follows: what a fleet's receiver groups alerts by, so one change
+/// rolled out to many sites is one notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The same on every site that got the same change: the netplan guard's ticket
+    /// (`NET-4521`) when the change was applied through it, else the link change (`eno1 mtu
+    /// 1500→9000`), or the mismatch when the agent found it at start (`eno1 mtu 9000, declared
+    /// 1500`).
+    pub id: String,
+    /// When it happened on this site, if the agent saw it happen.
+    pub at_ms: Option<u64>,
+    /// The link change itself, also when `id` is a ticket.
+    pub link: String,
 }
 
 /// An incident whose fault comes and goes ([`crate::Settings::flap_hold_down_seconds`]).

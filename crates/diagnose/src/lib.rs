@@ -53,10 +53,14 @@ mod store;
 mod test_util;
 mod time;
 
-pub use alert::{Alert, AlertPolicy, AlertReason, DEFAULT_RENOTIFY_SECONDS, SlackMessage};
+pub use alert::{
+    Alert, AlertChange, AlertPolicy, AlertReason, DEFAULT_RENOTIFY_SECONDS, SlackMessage,
+};
 pub use engine::Engine;
 pub use error::Error;
-pub use incident::{Evidence, Finding, Flapping, Incident, Kind, Severity, Status, Transition};
+pub use incident::{
+    Change, Evidence, Finding, Flapping, Incident, Kind, Severity, Status, Transition,
+};
 pub use inventory::{
     DEFAULT_PATH_MTU_BYTES, Interface, InterfaceConfig, Inventory, InventoryConfig, Role,
 };

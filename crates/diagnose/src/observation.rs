@@ -331,6 +331,14 @@ pub enum Signal {
         /// Whether this took an earlier remediation off again.
         undo: bool,
     },
+    /// A guarded `backhaul netplan apply` held its lock when an interface changed: the change
+    /// came through it, under this ticket.
+    GuardedApply {
+        /// The ticket the apply declared, if it came from one.
+        ticket: Option<String>,
+        /// The apply's run id.
+        run_id: String,
+    },
     /// `TCP_INFO` of an upload connection.
     TcpInfo {
         /// `tcpi_snd_mss`.

@@ -22,6 +22,8 @@ mod prometheus;
 pub use cloudwatch::{CounterDeltas, Datum};
 pub use emf::{EmfTarget, emf_lines};
 pub use goodput::Goodput;
-pub use metrics::{Counter, Gauge, LabeledCounter, Metrics, Sample, SampleKind, Snapshot};
+pub use metrics::{
+    ActiveIncident, Counter, Gauge, LabeledCounter, Metrics, Sample, SampleKind, Snapshot,
+};
 pub use process::{build_info, process_samples};
 pub use prometheus::prometheus_text;

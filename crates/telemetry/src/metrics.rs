@@ -182,8 +182,8 @@ pub struct Metrics {
     pub vpn_child_sa_up: Gauge,
     /// Bytes through the tunnel's CHILD_SAs, by `direction` (`in` decrypted, `out` encrypted).
     pub vpn_bytes: LabeledCounter,
-    /// Open incidents as `(kind, severity)`; exported as `backhaul_incident_active`.
-    pub incidents: Mutex<Vec<(String, String)>>,
+    /// Open incidents; exported as `backhaul_incident_active`.
+    pub incidents: Mutex<Vec<ActiveIncident>>,
 }
 
 impl Metrics {
@@ -194,6 +194,18 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = modes.to_vec();
     }
+}
+
+/// One open incident as `backhaul_incident_active` labels it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveIncident {
+    /// `pmtu_blackhole`, …
+    pub kind: String,
+    /// `warning`, …
+    pub severity: String,
+    /// The change it follows (a ticket or `eno1 mtu 1500→9000`); empty when none is known.
+    /// A fleet dashboard counts sites per change by it.
+    pub change: String,
 }
 
 /// Whether a sample is a counter or a gauge.
@@ -524,12 +536,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for (kind, severity) in incidents {
+        for i in incidents {
             push(
                 "backhaul_incident_active",
-                "Open incidents by kind and severity (1 while open).",
+                "Open incidents by kind, severity and the change they follow (1 while open).",
                 G,
-                vec![("kind", kind), ("severity", severity)],
+                vec![
+                    ("kind", i.kind),
+                    ("severity", i.severity),
+                    ("change", i.change),
+                ],
                 1.0,
             );
         }
@@ -583,12 +599,20 @@ mod tests {
         );
         assert_eq!(m.errors.total(), 3);
         assert_eq!(s.value("backhaul_incident_active", &[]), None);
-        *m.incidents.lock().unwrap() = vec![("pmtu_blackhole".into(), "critical".into())];
+        *m.incidents.lock().unwrap() = vec![ActiveIncident {
+            kind: "pmtu_blackhole".into(),
+            severity: "critical".into(),
+            change: "NET-4521".into(),
+        }];
         let s = m.snapshot(Instant::now());
         assert_eq!(
             s.value(
                 "backhaul_incident_active",
-                &[("kind", "pmtu_blackhole"), ("severity", "critical")]
+                &[
+                    ("kind", "pmtu_blackhole"),
+                    ("severity", "critical"),
+                    ("change", "NET-4521")
+                ]
             ),
             Some(1.0)
         );

@@ -77,6 +77,10 @@ pub(super) fn alertmanager_alert(
     if interfaces.contains(&a.subject) {
         labels["interface"] = json!(a.subject);
     }
+    // What a fleet's route groups by: one change on many sites is one notification.
+    if let Some(c) = &a.change {
+        labels["change"] = json!(c.id);
+    }
     let mut alert = json!({
         "labels": labels,
         "annotations": {
@@ -89,6 +93,12 @@ pub(super) fn alertmanager_alert(
     });
     if let Some(end) = &a.resolved_at {
         alert["endsAt"] = json!(end);
+    }
+    if let Some(c) = &a.change {
+        alert["annotations"]["change_link"] = json!(c.link);
+        if let Some(at) = &c.at {
+            alert["annotations"]["change_at"] = json!(at);
+        }
     }
     if let Some(url) = generator_url {
         alert["generatorURL"] = json!(url);

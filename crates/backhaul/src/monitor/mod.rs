@@ -288,6 +288,7 @@ pub async fn run(
                 // A change is when a black hole begins: look now, not at the next interval.
                 next_probe = Instant::now();
                 generation += 1;
+                obs.extend(sources::guarded_apply(&remediation.netplan_state_dir, at));
             }
         }
         if let Some(before) = mtus_before
@@ -624,7 +625,11 @@ pub async fn run(
             .incidents()
             .iter()
             .filter(|i| i.resolved_at_ms.is_none())
-            .map(|i| (i.kind.as_str().to_owned(), i.severity.as_str().to_owned()))
+            .map(|i| backhaul_telemetry::ActiveIncident {
+                kind: i.kind.as_str().to_owned(),
+                severity: i.severity.as_str().to_owned(),
+                change: i.change.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            })
             .collect();
         board.update(|v| {
             v.incidents = engine

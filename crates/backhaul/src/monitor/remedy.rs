@@ -429,6 +429,7 @@ mod tests {
             runbook: Kind::PmtuBlackhole.runbook().to_owned(),
             flapping: None,
             held_since_ms: None,
+            change: None,
         }
     }
 

@@ -182,3 +182,20 @@ pub(super) fn link_observation(
         Some(_) => false,
     }
 }
+
+/// The guarded `backhaul netplan apply` holding its lock in `state_dir` when an interface
+/// changed at `at`: the change came through it, and its ticket is what the fleet groups the
+/// alerts by. Nothing when no apply is pending (or its lock cannot be read: the link change
+/// then stands for itself).
+pub(super) fn guarded_apply(state_dir: &std::path::Path, at: u64) -> Option<Observation> {
+    let pending = backhaul_netplan::Lock::read(state_dir).ok()??;
+    tracing::info!(run = %pending.id, ticket = pending.ticket.as_deref().unwrap_or("none"),
+        "interface change during a guarded netplan apply");
+    Some(Observation::new(
+        at,
+        Signal::GuardedApply {
+            ticket: pending.ticket,
+            run_id: pending.id,
+        },
+    ))
+}

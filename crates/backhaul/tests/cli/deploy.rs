@@ -59,6 +59,62 @@ fn rules_pass_promtool_check_and_their_unit_tests() {
     }
 }
 
+/// The fleet rules at fleet scale: one netplan change breaks 480 sites and another change 20,
+/// each site's incident as the agent exports it (an escalating site shows two severities).
+/// The recording rules must count sites, not series, per change and per kind.
+#[test]
+fn fleet_rules_count_500_sites_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut series = String::new();
+    for n in 1..=500 {
+        let change = if n <= 480 {
+            "NET-4521"
+        } else {
+            "eno1 mtu 1500→9000"
+        };
+        let labels = |severity: &str| {
+            format!(
+                "backhaul_incident_active{{site=\"SITE-{n:04}\", kind=\"pmtu_blackhole\", \
+                 severity=\"{severity}\", change=\"{change}\", job=\"backhaul\", \
+                 instance=\"127.0.0.1:9464\"}}"
+            )
+        };
+        series.push_str(&format!(
+            "      - series: '{}'\n        values: '1x20'\n",
+            labels("warning")
+        ));
+        if n % 50 == 0 {
+            series.push_str(&format!(
+                "      - series: '{}'\n        values: '1x20'\n",
+                labels("critical")
+            ));
+        }
+    }
+    let test = format!(
+        "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}\
+         \x20   promql_expr_test:\n\
+         \x20     - expr: change:backhaul_incident_active:sites\n        eval_time: 10m\n        exp_samples:\n\
+         \x20         - labels: 'change:backhaul_incident_active:sites{{change=\"NET-4521\"}}'\n            value: 480\n\
+         \x20         - labels: 'change:backhaul_incident_active:sites{{change=\"eno1 mtu 1500→9000\"}}'\n            value: 20\n\
+         \x20     - expr: kind:backhaul_incident_active:count\n        eval_time: 10m\n        exp_samples:\n\
+         \x20         - labels: 'kind:backhaul_incident_active:count{{kind=\"pmtu_blackhole\"}}'\n            value: 500\n",
+        repo(RULES).display()
+    );
+    let file = dir.path().join("fleet500.test.yml");
+    std::fs::write(&file, test).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// GitHub's heading anchor: lower case, spaces to hyphens, other punctuation dropped.
 fn anchor(heading: &str) -> String {
     heading

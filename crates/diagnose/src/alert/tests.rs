@@ -24,6 +24,7 @@ fn incident(severity: Severity) -> Incident {
         runbook: Kind::PmtuBlackhole.runbook().to_owned(),
         flapping: None,
         held_since_ms: None,
+        change: None,
     }
 }
 

@@ -59,6 +59,15 @@ fn incident_2025_11_12_wan_mtu_9000() {
         ]
     );
     assert_eq!(hole.runbook, "docs/runbook-pmtud.md#pmtu-blackhole");
+    // What a fleet groups by: the same link change on every site.
+    assert_eq!(
+        hole.change,
+        Some(crate::Change {
+            id: "eno1 mtu 1500→9000".into(),
+            at_ms: Some(t("08:15:03")),
+            link: "eno1 mtu 1500→9000".into(),
+        })
+    );
     assert_eq!(hole.started_at_ms, t("08:15:10"));
     assert!(
         hole.evidence
@@ -758,4 +767,23 @@ fn a_fault_that_lasted_resolves_at_once_and_a_return_pages_only_if_it_stays() {
     );
     assert_eq!(count(&alerts, crate::Status::Resolved), 2, "{kinds:#?}");
     assert_eq!(resolves[2], t("08:12:00"), "{kinds:#?}");
+}
+
+#[test]
+fn a_change_made_through_the_netplan_guard_carries_its_ticket() {
+    let mut obs = incident_2025_11_12(false);
+    obs.push(Observation::new(
+        t("08:15:03"),
+        Signal::GuardedApply {
+            ticket: Some("NET-4521".into()),
+            run_id: "20251112T081500Z-4242".into(),
+        },
+    ));
+    obs.sort_by_key(|o| o.at_ms);
+    let mut engine = engine();
+    let log = replay(&mut engine, obs);
+    let (_, hole) = opened(&log, Kind::PmtuBlackhole).unwrap();
+    let change = hole.change.clone().unwrap();
+    assert_eq!(change.id, "NET-4521");
+    assert_eq!(change.link, "eno1 mtu 1500→9000");
 }

@@ -86,6 +86,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         ),
         evidence,
         fix: fix.iter().map(|l| (*l).to_owned()).collect(),
+        change: None,
     })
 }
 

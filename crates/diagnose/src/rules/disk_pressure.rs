@@ -58,6 +58,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
                 .into(),
             "backhaul status".into(),
         ],
+        change: None,
     })
 }
 

@@ -196,6 +196,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         ),
         evidence,
         fix,
+        change: None,
     })
 }
 

@@ -33,8 +33,8 @@ use std::net::IpAddr;
 
 use crate::settings::Settings;
 use crate::{
-    Evidence, Finding, Interface, Inventory, MtuChange, PathRecovery, Role, Severity, Signal,
-    Store, Target, TimeBase,
+    Change, Evidence, Finding, Interface, Inventory, MtuChange, PathRecovery, Role, Severity,
+    Signal, Store, Target, TimeBase,
 };
 
 /// Everything a rule needs besides the store.
@@ -125,6 +125,46 @@ pub(crate) fn attribution<'s>(
                 .interface(&c.ifname)
                 .is_none_or(|i| i.mtu_bytes != c.new_bytes)
     })
+}
+
+/// How long after an interface change a guarded apply's record still names it: the agent
+/// reads the guard's lock when the link event arrives.
+const GUARDED_APPLY_SLACK_MS: u64 = 5_000;
+
+/// The change behind a fault with this onset on the site's WAN: the change it is attributed
+/// to, or else the WAN's mismatch with its declared MTU found without a change event.
+pub(crate) fn change_for(store: &Store, ctx: &Context<'_>, onset_ms: u64) -> Option<Change> {
+    match attribution(store, ctx, onset_ms) {
+        Some(c) => Some(change_of(store, c)),
+        None => drifted_wan(store, ctx).map(|(i, mtu)| mismatch(i, mtu)),
+    }
+}
+
+/// An interface change as a [`Change`], under the ticket of the guarded apply that made it.
+pub(crate) fn change_of(store: &Store, c: &MtuChange) -> Change {
+    let link = format!("{} mtu {}→{}", c.ifname, c.old_bytes, c.new_bytes);
+    let ticket = store
+        .iter()
+        .filter(|o| o.at_ms >= c.at_ms && o.at_ms <= c.at_ms + GUARDED_APPLY_SLACK_MS)
+        .find_map(|o| match &o.signal {
+            Signal::GuardedApply { ticket, .. } => ticket.clone(),
+            _ => None,
+        });
+    Change {
+        id: ticket.unwrap_or_else(|| link.clone()),
+        at_ms: Some(c.at_ms),
+        link,
+    }
+}
+
+/// An interface found at an MTU other than its declared one, with no change seen.
+pub(crate) fn mismatch(iface: &Interface, mtu: u32) -> Change {
+    let link = format!("{} mtu {mtu}, declared {}", iface.name, iface.mtu_bytes);
+    Change {
+        id: link.clone(),
+        at_ms: None,
+        link,
+    }
 }
 
 /// "eno1 MTU changed 1500 → 9000 at 08:15:03".

@@ -10,7 +10,7 @@
 //! naming the change, which the engine lets stand for the drift, instead of two pages about one
 //! change.
 
-use super::{Context, change_clause, mtu_fix};
+use super::{Context, change_clause, change_of, mismatch, mtu_fix};
 use crate::settings::Settings;
 use crate::{Evidence, Finding, Kind, Role, Severity, Signal, Store};
 
@@ -86,6 +86,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Vec<Finding> {
             ),
             evidence: vec![Evidence::new(started_at_ms, line)],
             fix: mtu_fix(iface),
+            change: Some(change.map_or_else(|| mismatch(iface, mtu), |c| change_of(store, c))),
         });
     }
     findings

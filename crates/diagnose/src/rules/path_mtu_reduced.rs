@@ -5,8 +5,8 @@
 //! expected upstream path MTU.
 
 use super::{
-    Context, attribution, change_clause, drifted_wan, evidence_epoch, frag_needed, icmp_since,
-    large_failing, mtu_fix, own_clamp, path_mtu, small_ok, uploads_healthy_since,
+    Context, attribution, change_clause, change_for, drifted_wan, evidence_epoch, frag_needed,
+    icmp_since, large_failing, mtu_fix, own_clamp, path_mtu, small_ok, uploads_healthy_since,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -122,6 +122,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         root_cause: clauses.join("; "),
         evidence,
         fix,
+        change: change_for(store, ctx, onset),
     })
 }
 

@@ -11,10 +11,10 @@
 //! the onset, and uploads not demonstrably healthy.
 
 use super::{
-    Context, Flow, OwnClamp, ProbeRun, attribution, change_clause, clamp_stuck, disk_escalation,
-    drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing, mtu_fix,
-    own_clamp, path_mtu, remediation, small_ok, stalls, upload_flow, uploads_healthy_since,
-    vpn_one_way,
+    Context, Flow, OwnClamp, ProbeRun, attribution, change_clause, change_for, clamp_stuck,
+    disk_escalation, drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing,
+    mtu_fix, own_clamp, path_mtu, remediation, small_ok, stalls, upload_flow,
+    uploads_healthy_since, vpn_one_way,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -273,6 +273,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         root_cause: clauses.join("; "),
         evidence,
         fix,
+        change: change_for(store, ctx, onset),
     })
 }
 

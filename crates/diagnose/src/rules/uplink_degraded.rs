@@ -70,6 +70,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
             .map(|&(at, m)| Evidence::new(at, format!("upload goodput {m:.1} Mbit/s")))
             .collect(),
         fix,
+        change: None,
     })
 }
 

@@ -87,6 +87,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         root_cause,
         evidence,
         fix,
+        change: None,
     })
 }
 

@@ -67,6 +67,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         ),
         evidence,
         fix,
+        change: None,
     })
 }
 
