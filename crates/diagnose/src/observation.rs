@@ -152,39 +152,72 @@ impl Signal {
 }
 
 /// Follows full-size probes per target to say when the path carries full-size packets again:
-/// a pass at a size at least as large as the last failure toward the same target. Evidence
+/// a pass at a size at least as large as the failures before it toward the same target, once
+/// those failures were evidence that the path lost full-size packets — `large_probe_failures`
+/// in a row, or one that the prober's path-MTU search confirmed with a smaller size. Evidence
 /// from before that moment (stalls, `TCP_INFO` of connections that lost segments then) says
-/// nothing about the path now. Path-MTU search probes are not `Probe` observations, so a
-/// search that finds a smaller size passing is never mistaken for a recovery.
-#[derive(Debug, Clone, Copy, Default)]
+/// nothing about the path now. A probe lost at random on a lossy uplink and the next one
+/// passing is not a recovery: nothing had changed. Path-MTU search probes are not `Probe`
+/// observations, so a search that finds a smaller size passing is never mistaken for one.
+#[derive(Debug, Clone, Copy)]
 pub struct PathRecovery {
-    failed: [Option<u32>; 2],
+    small_probe_max_bytes: u32,
+    large_probe_failures: u32,
+    failing: [Failing; 2],
+}
+
+/// Full-size probes failing toward one target since its last pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct Failing {
+    /// The smallest size that failed.
+    size: Option<u32>,
+    /// Failures in a row.
+    count: u32,
+    /// A path-MTU search found a smaller size passing.
+    confirmed: bool,
 }
 
 impl PathRecovery {
-    /// Feeds one signal; true when it is the recovery.
-    pub fn observe(&mut self, signal: &Signal, small_probe_max_bytes: u32) -> bool {
-        let Signal::Probe {
-            target,
-            size_bytes,
-            ok,
-            ..
-        } = *signal
-        else {
-            return false;
-        };
-        if size_bytes <= small_probe_max_bytes {
-            return false;
+    /// A tracker with the rules' thresholds ([`crate::Settings::small_probe_max_bytes`] and
+    /// [`crate::Settings::large_probe_failures`]).
+    pub fn new(small_probe_max_bytes: u32, large_probe_failures: u32) -> Self {
+        Self {
+            small_probe_max_bytes,
+            large_probe_failures,
+            failing: [Failing::default(); 2],
         }
-        let slot = &mut self.failed[target as usize];
-        match (*slot, ok) {
-            (_, false) => {
-                *slot = Some(slot.map_or(size_bytes, |f| f.min(size_bytes)));
-                false
+    }
+
+    /// Feeds one signal; true when it is the recovery.
+    pub fn observe(&mut self, signal: &Signal) -> bool {
+        match *signal {
+            Signal::Probe {
+                target,
+                size_bytes,
+                ok,
+                ..
+            } if size_bytes > self.small_probe_max_bytes => {
+                let slot = &mut self.failing[target as usize];
+                match (slot.size, ok) {
+                    (_, false) => {
+                        slot.size = Some(slot.size.map_or(size_bytes, |f| f.min(size_bytes)));
+                        slot.count += 1;
+                        false
+                    }
+                    (Some(failed), true) if size_bytes >= failed => {
+                        let proven = slot.count >= self.large_probe_failures || slot.confirmed;
+                        *slot = Failing::default();
+                        proven
+                    }
+                    _ => false,
+                }
             }
-            (Some(failed), true) if size_bytes >= failed => {
-                *slot = None;
-                true
+            Signal::PathMtu { target, bytes } => {
+                let slot = &mut self.failing[target as usize];
+                if slot.size.is_some_and(|f| bytes < f) {
+                    slot.confirmed = true;
+                }
+                false
             }
             _ => false,
         }
@@ -384,25 +417,48 @@ mod tests {
             ok,
             rtt_ms: None,
         };
-        let mut r = PathRecovery::default();
+        let mut r = PathRecovery::new(576, 3);
         assert!(
-            !r.observe(&probe(Target::Endpoint, 1500, true), 576),
+            !r.observe(&probe(Target::Endpoint, 1500, true)),
             "never failed"
         );
-        assert!(!r.observe(&probe(Target::Endpoint, 1500, false), 576));
-        assert!(!r.observe(&probe(Target::Endpoint, 84, true), 576), "small");
+        assert!(!r.observe(&probe(Target::Endpoint, 1500, false)));
+        assert!(!r.observe(&probe(Target::Endpoint, 84, true)), "small");
         assert!(
-            !r.observe(&probe(Target::Gateway, 1500, true), 576),
+            !r.observe(&probe(Target::Gateway, 1500, true)),
             "other target"
         );
         assert!(
-            !r.observe(&probe(Target::Endpoint, 1400, true), 576),
+            !r.observe(&probe(Target::Endpoint, 1400, true)),
             "smaller size"
         );
-        assert!(r.observe(&probe(Target::Endpoint, 1500, true), 576));
+        // The search confirmed that full-size packets are lost, not one probe.
+        assert!(!r.observe(&Signal::PathMtu {
+            target: Target::Endpoint,
+            bytes: 1400
+        }));
+        assert!(r.observe(&probe(Target::Endpoint, 1500, true)));
         assert!(
-            !r.observe(&probe(Target::Endpoint, 1500, true), 576),
+            !r.observe(&probe(Target::Endpoint, 1500, true)),
             "once"
         );
+    }
+
+    #[test]
+    fn a_probe_lost_at_random_then_passing_is_not_a_recovery() {
+        let probe = |ok| Signal::Probe {
+            target: Target::Gateway,
+            size_bytes: 1500,
+            df: true,
+            ok,
+            rtt_ms: None,
+        };
+        let mut r = PathRecovery::new(576, 3);
+        assert!(!r.observe(&probe(false)));
+        assert!(!r.observe(&probe(true)), "one loss on a lossy uplink");
+        for _ in 0..3 {
+            assert!(!r.observe(&probe(false)));
+        }
+        assert!(r.observe(&probe(true)), "three in a row: the path lost them");
     }
 }

@@ -133,7 +133,6 @@ pub async fn run(
         shutdown.clone(),
     );
     let time = TimeBase::UNIX;
-    let small_probe_max_bytes = settings.small_probe_max_bytes;
     // Without a declared path (no `[inventory]`) nothing is probed and nothing clamped: the
     // probes' targets and the clamp's MTUs come from the inventory.
     let path = inventory.declares_path();
@@ -177,7 +176,10 @@ pub async fn run(
     let mut probing = false;
     let mut next_probe = Instant::now();
     let mut last_stuck_probe: Option<Instant> = None;
-    let mut path_recovery = PathRecovery::default();
+    let mut path_recovery = PathRecovery::new(
+        engine.settings().small_probe_max_bytes,
+        engine.settings().large_probe_failures,
+    );
     let mut known = clamp::PathMtuKnown::default();
     let mut mss_clamp: Option<clamp::MssClamp> = None;
     // The route toward the endpoint and its address, from the latest probe round.
@@ -220,7 +222,7 @@ pub async fn run(
                     // Every probe goes through the tracker (no short-circuit): it keeps state.
                     let recoveries = found
                         .iter()
-                        .filter(|o| path_recovery.observe(&o.signal, small_probe_max_bytes))
+                        .filter(|o| path_recovery.observe(&o.signal))
                         .count();
                     if recoveries > 0 {
                         // Whatever stuck connections said was about the path that recovered.

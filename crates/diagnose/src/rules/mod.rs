@@ -99,11 +99,13 @@ pub(crate) fn last_wan_change<'s>(store: &'s Store, ctx: &Context<'_>) -> Option
 /// Where probe and TCP evidence starts counting (see the module docs).
 pub(crate) fn evidence_epoch(store: &Store, ctx: &Context<'_>) -> u64 {
     let changed = last_wan_change(store, ctx).map_or(0, |c| c.at_ms);
-    let mut recovery = PathRecovery::default();
-    let small = ctx.settings.small_probe_max_bytes;
+    let mut recovery = PathRecovery::new(
+        ctx.settings.small_probe_max_bytes,
+        ctx.settings.large_probe_failures,
+    );
     let restored = store
         .iter()
-        .filter(|o| recovery.observe(&o.signal, small))
+        .filter(|o| recovery.observe(&o.signal))
         .map(|o| o.at_ms)
         .last()
         .unwrap_or(0);
