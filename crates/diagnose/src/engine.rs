@@ -38,11 +38,13 @@ fn explained_by(kind: Kind) -> &'static [Kind] {
 }
 
 /// Whether `cause` explains `finding`, so one alert stands for both. Beyond the symptom table:
-/// a WAN drift is the change the MTU findings name (their root cause attributes it), and a
+/// a WAN drift is the change the MTU findings name (their root cause attributes it), a
 /// filling disk during an outage is that outage's backlog (its incident carries the disk line
-/// and escalates on it).
-fn explains(cause: &Finding, finding: &Finding) -> bool {
+/// and escalates on it), and an endpoint cut off beyond the gateway (`cut`: it stopped
+/// answering even small probes) is an outage no MTU fault explains.
+fn explains(cause: &Finding, finding: &Finding, cut: bool) -> bool {
     match finding.kind {
+        Kind::EndpointUnreachable if cut => cause.kind == Kind::UplinkDown,
         Kind::MtuDrift => {
             finding.severity >= Severity::Warning
                 && matches!(cause.kind, Kind::PmtuBlackhole | Kind::PathMtuReduced)
@@ -180,6 +182,7 @@ impl Engine {
             now_ms: self.now_ms,
         };
         let mut findings = rules::evaluate_all(&self.store, &ctx);
+        let cut = rules::endpoint_unreachable::cut_beyond_gateway(&self.store, &ctx);
         let mut explained = vec![false; findings.len()];
         for i in 0..findings.len() {
             let f = &findings[i];
@@ -187,7 +190,7 @@ impl Engine {
                 continue;
             }
             let causes: Vec<usize> = (0..findings.len())
-                .filter(|&j| j != i && explains(&findings[j], f))
+                .filter(|&j| j != i && explains(&findings[j], f, cut))
                 .collect();
             if causes.is_empty() {
                 explained[i] = f.kind == Kind::DiskPressure && self.outage_backlog(&ctx);

@@ -438,10 +438,7 @@ mod tests {
             bytes: 1400
         }));
         assert!(r.observe(&probe(Target::Endpoint, 1500, true)));
-        assert!(
-            !r.observe(&probe(Target::Endpoint, 1500, true)),
-            "once"
-        );
+        assert!(!r.observe(&probe(Target::Endpoint, 1500, true)), "once");
     }
 
     #[test]
@@ -459,6 +456,9 @@ mod tests {
         for _ in 0..3 {
             assert!(!r.observe(&probe(false)));
         }
-        assert!(r.observe(&probe(true)), "three in a row: the path lost them");
+        assert!(
+            r.observe(&probe(true)),
+            "three in a row: the path lost them"
+        );
     }
 }

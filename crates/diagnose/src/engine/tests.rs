@@ -787,3 +787,99 @@ fn a_change_made_through_the_netplan_guard_carries_its_ticket() {
     assert_eq!(change.id, "NET-4521");
     assert_eq!(change.link, "eno1 mtu 1500→9000");
 }
+
+#[test]
+fn a_cut_beyond_the_gateway_inside_a_black_hole_opens_its_own_incident() {
+    // 45 s from 08:30:00 the endpoint answers nothing, not even small probes, while the
+    // gateway still does: the path is cut beyond it. A black hole passes small packets, so
+    // the open black hole does not explain that away.
+    let cut = (t("08:30:00"), t("08:30:45"));
+    let obs: Vec<Observation> = incident_2025_11_12(false)
+        .into_iter()
+        .map(|mut o| {
+            if (cut.0..cut.1).contains(&o.at_ms)
+                && let Signal::Probe {
+                    target: Target::Endpoint,
+                    size_bytes: 84,
+                    ok,
+                    rtt_ms,
+                    ..
+                } = &mut o.signal
+            {
+                *ok = false;
+                *rtt_ms = None;
+            }
+            o
+        })
+        .collect();
+    let mut engine = engine();
+    let log = replay(&mut engine, obs);
+    let (opened_at, outage) = opened(&log, Kind::EndpointUnreachable)
+        .unwrap_or_else(|| panic!("no outage incident: {:#?}", kinds(&log)));
+    assert!(
+        opened_at >= cut.0 && opened_at - cut.0 <= 30_000,
+        "opened at {}",
+        TimeBase::UNIX.hms(opened_at)
+    );
+    assert!(
+        outage.root_cause.contains("cut beyond the gateway"),
+        "{}",
+        outage.root_cause
+    );
+    let resolved = resolved_at(&log, Kind::EndpointUnreachable).unwrap();
+    assert!(resolved > cut.1 && resolved - cut.1 <= 15_000);
+    // The black hole stays one incident through the cut, resolved at its own revert.
+    assert_eq!(resolved_at(&log, Kind::PmtuBlackhole), Some(t("09:00:00")));
+    assert_eq!(
+        log.iter()
+            .filter(|(_, tr)| matches!(tr, Transition::Opened(i) if i.kind == Kind::PmtuBlackhole))
+            .count(),
+        1
+    );
+}
+
+fn kinds(log: &[(u64, Transition)]) -> Vec<(String, Kind, &'static str)> {
+    log.iter()
+        .map(|(at, tr)| {
+            let what = match tr {
+                Transition::Opened(_) => "opened",
+                Transition::Reopened(_) => "reopened",
+                Transition::Updated { .. } => "updated",
+                Transition::Resolved(_) => "resolved",
+            };
+            (TimeBase::UNIX.hms(*at), tr.incident().kind, what)
+        })
+        .collect()
+}
+
+#[test]
+fn icmp_that_stops_mid_fault_turns_a_reduced_path_into_a_black_hole() {
+    // The ICMP-allowed 2025-11-12 change, the uploads clamped to the path the frag-needed
+    // reported; at 08:30:00 the gateway starts dropping its ICMP while full-size probes go on
+    // failing. PMTUD works no longer: within a probe round it is a black hole.
+    let stop = t("08:30:00");
+    let mut obs: Vec<Observation> = incident_2025_11_12(true)
+        .into_iter()
+        .filter(|o| !(o.at_ms >= stop && matches!(o.signal, Signal::FragNeeded { .. })))
+        .collect();
+    obs.push(Observation::new(
+        t("08:15:11"),
+        Signal::UploadMssClamp {
+            mss_bytes: Some(1460),
+            tunnel: None,
+        },
+    ));
+    obs.sort_by_key(|o| o.at_ms);
+    let mut engine = engine();
+    let log = replay(&mut engine, obs);
+    let (reduced_at, _) = opened(&log, Kind::PathMtuReduced).unwrap();
+    assert!(reduced_at < stop, "{:#?}", kinds(&log));
+    let (hole_at, _) = opened(&log, Kind::PmtuBlackhole)
+        .unwrap_or_else(|| panic!("never a black hole: {:#?}", kinds(&log)));
+    assert!(
+        hole_at >= stop && hole_at - stop <= 10_000,
+        "black hole at {}: {:#?}",
+        TimeBase::UNIX.hms(hole_at),
+        kinds(&log)
+    );
+}

@@ -80,6 +80,13 @@ fn went_silent(store: &Store, ctx: &Context<'_>) -> Option<u64> {
     (failed.len() >= SILENT_PROBES && answered_before).then_some(first)
 }
 
+/// Whether the endpoint stopped answering even small probes while the gateway answers: the
+/// path is cut beyond the gateway. No MTU fault explains that (a black hole passes small
+/// packets), so an open black hole never hides it.
+pub(crate) fn cut_beyond_gateway(store: &Store, ctx: &Context<'_>) -> bool {
+    went_silent(store, ctx).is_some() && small_ok(store, ctx, Target::Gateway).is_some()
+}
+
 /// Finds an upload endpoint that fails while the local path is healthy.
 pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     // Errors since uploads last flowed, and since the gateway came back from a silence of its
@@ -121,8 +128,11 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
     {
         return None;
     }
-    if large_failing_anywhere(store, ctx) {
-        // Large packets are lost on our side: a PMTU cause, not this one.
+    let cut_beyond_gateway = silent_since.is_some() && gateway_answers;
+    if large_failing_anywhere(store, ctx) && !cut_beyond_gateway {
+        // Large packets are lost on our side: a PMTU cause, not this one. Unless the endpoint
+        // stopped answering even small probes: a black hole passes those, so that is an
+        // outage of its own, inside the black hole or not.
         return None;
     }
     let onset = match (errors.first(), silent_since) {
@@ -149,7 +159,6 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         })
         .into_iter()
         .collect();
-    let cut_beyond_gateway = silent_since.is_some();
     let path = match small_ok(store, ctx, Target::Gateway) {
         Some(at) if cut_beyond_gateway => {
             evidence.push(Evidence::new(at, format!("gateway {gw} answers probes")));

@@ -383,6 +383,32 @@ pub(crate) fn frag_needed(store: &Store, since_ms: u64) -> Option<(u64, IpAddr, 
     })
 }
 
+/// How long after the last frag-needed a failing large probe and a path-MTU search toward the
+/// same target, with no frag-needed since, mean that ICMP stopped arriving. Longer than one
+/// probe round's spread (probe, its ICMP and the search land within a second or two), shorter
+/// than the probe interval, so the first round after ICMP stops says so.
+const ICMP_STOPPED_MS: u64 = 5_000;
+
+/// The frag-needed that explains large probes failing toward `target` since `onset_ms`, as in
+/// [`frag_needed`] over [`icmp_since`] — unless ICMP stopped since: after the last one, a
+/// large probe toward `target` failed and a path-MTU search ran with none arriving (the
+/// gateway began dropping its ICMP: a black hole now, whatever the window still holds).
+pub(crate) fn icmp_explains(
+    store: &Store,
+    ctx: &Context<'_>,
+    (epoch, onset_ms): (u64, u64),
+    target: Option<Target>,
+) -> Option<(u64, IpAddr, u32)> {
+    let found = frag_needed(store, icmp_since(ctx, epoch, onset_ms))?;
+    let Some(t) = target else {
+        return Some(found);
+    };
+    let later = found.0 + ICMP_STOPPED_MS;
+    let stopped =
+        probe_run(store, ctx, t, later, true).is_some() && path_mtu(store, t, later).is_some();
+    (!stopped).then_some(found)
+}
+
 /// Where to look for ICMP that would explain a probe failure starting at `onset_ms`: a little
 /// before the onset or the signal window, whichever reaches further back, never before the
 /// epoch.

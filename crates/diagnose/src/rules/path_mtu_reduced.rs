@@ -5,8 +5,8 @@
 //! expected upstream path MTU.
 
 use super::{
-    Context, attribution, change_clause, change_for, drifted_wan, evidence_epoch, frag_needed,
-    icmp_since, large_failing, mtu_fix, own_clamp, path_mtu, small_ok, uploads_healthy_since,
+    Context, attribution, change_clause, change_for, drifted_wan, evidence_epoch, icmp_explains,
+    large_failing, mtu_fix, own_clamp, path_mtu, small_ok, uploads_healthy_since,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -27,7 +27,7 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         });
     let (target, onset, how) = if let Some((t, run, _)) = failing {
         let how = if let Some((at, from, mtu)) =
-            frag_needed(store, icmp_since(ctx, epoch, run.first_fail_ms))
+            icmp_explains(store, ctx, (epoch, run.first_fail_ms), Some(t))
         {
             evidence.push(Evidence::new(
                 at,

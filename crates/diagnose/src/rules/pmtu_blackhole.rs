@@ -12,9 +12,9 @@
 
 use super::{
     Context, Flow, OwnClamp, ProbeRun, attribution, change_clause, change_for, clamp_stuck,
-    disk_escalation, drifted_wan, evidence_epoch, frag_needed, goodput, icmp_since, large_failing,
-    mtu_fix, own_clamp, path_mtu, remediation, small_ok, stalls, upload_flow,
-    uploads_healthy_since, vpn_one_way,
+    disk_escalation, drifted_wan, evidence_epoch, goodput, icmp_explains, large_failing, mtu_fix,
+    own_clamp, path_mtu, remediation, small_ok, stalls, upload_flow, uploads_healthy_since,
+    vpn_one_way,
 };
 use crate::{Evidence, Finding, Kind, Severity, Signal, Store, Target};
 
@@ -76,7 +76,13 @@ pub fn evaluate(store: &Store, ctx: &Context<'_>) -> Option<Finding> {
         (Some((_, run, _)), Some(sig)) => run.first_fail_ms.min(sig.first_stall_ms),
     };
     let clamp = own_clamp(store);
-    if frag_needed(store, icmp_since(ctx, epoch, onset)).is_some()
+    if icmp_explains(
+        store,
+        ctx,
+        (epoch, onset),
+        probes.as_ref().map(|(t, ..)| *t),
+    )
+    .is_some()
         || (clamp.is_none() && uploads_healthy_since(store, ctx, onset))
     {
         // ICMP gets through or TCP copes by itself: `path_mtu_reduced`, not a black hole. Our
