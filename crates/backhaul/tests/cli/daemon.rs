@@ -321,9 +321,9 @@ async fn daemon_without_cap_net_raw_says_so_once_and_keeps_uploading() {
         .unwrap()
         .read_to_string(&mut logs)
         .unwrap();
-    let listener_off = "cannot open a raw ICMP socket for the fragmentation-needed listener: \
+    let listener_off = "cannot open an ICMP socket for the fragmentation-needed listener: \
                         needs root or CAP_NET_RAW";
-    let probes_off = "cannot open a raw ICMP socket for path-MTU probes: needs root or CAP_NET_RAW";
+    let probes_off = "cannot open an ICMP socket for path-MTU probes: needs root or CAP_NET_RAW";
     assert_eq!(logs.matches(listener_off).count(), 1, "{logs}");
     assert_eq!(logs.matches(probes_off).count(), 1, "{logs}");
     assert!(
