@@ -70,7 +70,7 @@ pub use flight::{AfterFailure, Claim};
 pub use journal::{Backlog, Chunk, ChunkState, FileIdentity, PartRecord, PendingAbort};
 pub use key::{KeyTemplate, MAX_KEY_BYTES, disambiguate};
 pub use lock::SpoolLock;
-pub use outbox::{Outbox, OutboxMessage};
+pub use outbox::{Destination, MessageStatus, Outbox, OutboxMessage};
 pub use pattern::Pattern;
 pub use ready::Readiness;
 pub use recover::{Recovered, journal_is_healthy, recover_journal};

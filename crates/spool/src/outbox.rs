@@ -6,21 +6,98 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql, TransactionBehavior, params};
 
 use crate::{Error, UnixMillis};
+
+/// Where a message goes. Stored by name, so a message queued before a restart finds its
+/// receiver after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// The webhook (`monitor.webhook_url`).
+    Webhook,
+    /// Alertmanager's v2 API (`monitor.alertmanager_url`).
+    Alertmanager,
+}
+
+impl Destination {
+    /// The stored and logged name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Destination::Webhook => "webhook",
+            Destination::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// What a message says of its incident: the outbox keeps a firing message's resolve behind it
+/// and lets a newer firing message replace an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// The incident is open.
+    Firing,
+    /// It is over.
+    Resolved,
+}
+
+impl MessageStatus {
+    /// The stored and logged name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Firing => "firing",
+            MessageStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl ToSql for Destination {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Destination {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "webhook" => Ok(Destination::Webhook),
+            "alertmanager" => Ok(Destination::Alertmanager),
+            other => Err(FromSqlError::Other(
+                format!("unknown outbox destination {other:?}").into(),
+            )),
+        }
+    }
+}
+
+impl ToSql for MessageStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for MessageStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "firing" => Ok(MessageStatus::Firing),
+            "resolved" => Ok(MessageStatus::Resolved),
+            other => Err(FromSqlError::Other(
+                format!("unknown outbox status {other:?}").into(),
+            )),
+        }
+    }
+}
 
 /// One undelivered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     /// Row id (creation order).
     pub id: i64,
-    /// Where it goes (`webhook`, `alertmanager`).
-    pub destination: String,
+    /// Where it goes.
+    pub destination: Destination,
     /// The incident it is about.
     pub incident: String,
-    /// `firing` or `resolved`.
-    pub status: String,
+    /// Firing or resolved.
+    pub status: MessageStatus,
     /// The payload.
     pub body: Vec<u8>,
     /// When it was raised, Unix ms.
@@ -65,9 +142,9 @@ impl Outbox {
     /// resolve supersedes nothing, so the firing before it is still delivered first.
     pub fn enqueue(
         &self,
-        destination: &str,
+        destination: Destination,
         incident: &str,
-        status: &str,
+        status: MessageStatus,
         body: &[u8],
         now: UnixMillis,
     ) -> Result<i64, Error> {
@@ -85,13 +162,16 @@ impl Outbox {
         // Inserted before the superseded rows go, so it never takes the id of one the delivery
         // task may be sending right now (SQLite reuses the highest id once it is deleted), and
         // that task's `delivered` cannot remove the new message.
-        if status == "firing" {
-            tx.execute(
-                "DELETE FROM outbox WHERE destination = ?1 AND incident = ?2 AND status = 'firing'
-                 AND id < ?3",
-                params![destination, incident, id],
-            )
-            .map_err(Error::journal("outbox enqueue"))?;
+        match status {
+            MessageStatus::Firing => {
+                tx.execute(
+                    "DELETE FROM outbox WHERE destination = ?1 AND incident = ?2 AND status = ?3
+                     AND id < ?4",
+                    params![destination, incident, MessageStatus::Firing, id],
+                )
+                .map_err(Error::journal("outbox enqueue"))?;
+            }
+            MessageStatus::Resolved => {}
         }
         tx.commit().map_err(Error::journal("outbox enqueue"))?;
         Ok(id)
@@ -178,9 +258,30 @@ mod tests {
         let path = dir.path().join("j.sqlite");
         {
             let o = Outbox::open(&path).unwrap();
-            o.enqueue("webhook", "i1", "firing", b"fire", 10).unwrap();
-            o.enqueue("webhook", "i1", "resolved", b"ok", 20).unwrap();
-            o.enqueue("webhook", "i2", "firing", b"other", 30).unwrap();
+            o.enqueue(
+                Destination::Webhook,
+                "i1",
+                MessageStatus::Firing,
+                b"fire",
+                10,
+            )
+            .unwrap();
+            o.enqueue(
+                Destination::Webhook,
+                "i1",
+                MessageStatus::Resolved,
+                b"ok",
+                20,
+            )
+            .unwrap();
+            o.enqueue(
+                Destination::Webhook,
+                "i2",
+                MessageStatus::Firing,
+                b"other",
+                30,
+            )
+            .unwrap();
         }
         let o = Outbox::open(&path).unwrap();
         assert_eq!(o.undelivered().unwrap(), 3);
@@ -205,10 +306,23 @@ mod tests {
     #[test]
     fn a_message_superseded_while_in_flight_does_not_take_its_successor_along() {
         let (_dir, o) = outbox();
-        o.enqueue("webhook", "i1", "firing", b"opened", 10).unwrap();
+        o.enqueue(
+            Destination::Webhook,
+            "i1",
+            MessageStatus::Firing,
+            b"opened",
+            10,
+        )
+        .unwrap();
         let in_flight = o.due(10).unwrap().remove(0);
-        o.enqueue("webhook", "i1", "firing", b"remediated", 20)
-            .unwrap();
+        o.enqueue(
+            Destination::Webhook,
+            "i1",
+            MessageStatus::Firing,
+            b"remediated",
+            20,
+        )
+        .unwrap();
         o.delivered(in_flight.id).unwrap();
         let due = o.due(20).unwrap();
         assert_eq!(due.len(), 1, "{due:?}");
@@ -220,13 +334,32 @@ mod tests {
     #[test]
     fn an_alert_raised_while_the_receiver_is_down_waits_behind_older_ones() {
         let (_d, o) = outbox();
-        o.enqueue("webhook", "i1", "firing", b"first", 10).unwrap();
+        o.enqueue(
+            Destination::Webhook,
+            "i1",
+            MessageStatus::Firing,
+            b"first",
+            10,
+        )
+        .unwrap();
         let head = o.due(10).unwrap();
         o.failed(head[0].id, "connection refused", 200).unwrap();
-        o.enqueue("webhook", "i2", "firing", b"second", 120)
-            .unwrap();
-        o.enqueue("alertmanager", "i2", "firing", b"elsewhere", 120)
-            .unwrap();
+        o.enqueue(
+            Destination::Webhook,
+            "i2",
+            MessageStatus::Firing,
+            b"second",
+            120,
+        )
+        .unwrap();
+        o.enqueue(
+            Destination::Alertmanager,
+            "i2",
+            MessageStatus::Firing,
+            b"elsewhere",
+            120,
+        )
+        .unwrap();
         let due = o.due(150).unwrap();
         let bodies: Vec<&[u8]> = due.iter().map(|m| m.body.as_slice()).collect();
         assert_eq!(
@@ -242,14 +375,39 @@ mod tests {
     #[test]
     fn a_newer_firing_supersedes_an_undelivered_one_but_a_resolve_does_not() {
         let (_d, o) = outbox();
-        o.enqueue("alertmanager", "i1", "firing", b"old", 1)
-            .unwrap();
-        o.enqueue("alertmanager", "i1", "firing", b"new", 2)
-            .unwrap();
-        o.enqueue("webhook", "i1", "firing", b"hook", 2).unwrap();
+        o.enqueue(
+            Destination::Alertmanager,
+            "i1",
+            MessageStatus::Firing,
+            b"old",
+            1,
+        )
+        .unwrap();
+        o.enqueue(
+            Destination::Alertmanager,
+            "i1",
+            MessageStatus::Firing,
+            b"new",
+            2,
+        )
+        .unwrap();
+        o.enqueue(
+            Destination::Webhook,
+            "i1",
+            MessageStatus::Firing,
+            b"hook",
+            2,
+        )
+        .unwrap();
         assert_eq!(o.undelivered().unwrap(), 2);
-        o.enqueue("alertmanager", "i1", "resolved", b"done", 3)
-            .unwrap();
+        o.enqueue(
+            Destination::Alertmanager,
+            "i1",
+            MessageStatus::Resolved,
+            b"done",
+            3,
+        )
+        .unwrap();
         let due = o.due(10).unwrap();
         assert_eq!(due.len(), 2);
         assert_eq!(due[0].body, b"new");

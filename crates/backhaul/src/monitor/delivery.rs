@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backhaul_diagnose::{Alert, Transition};
-use backhaul_spool::{Outbox, OutboxMessage};
+use backhaul_diagnose::{Alert, Status, Transition};
+use backhaul_spool::{Destination, MessageStatus, Outbox, OutboxMessage};
 use backhaul_telemetry::Metrics;
 use backhaul_upload::{ErrorClass, Transport};
 use serde_json::{Value, json};
@@ -39,8 +39,6 @@ pub(super) fn log_transition(t: &Transition) {
     }
 }
 
-const WEBHOOK: &str = "webhook";
-const ALERTMANAGER: &str = "alertmanager";
 /// How often the outbox is looked at.
 const PUMP_EVERY: Duration = Duration::from_secs(1);
 /// Longest pause between two attempts at one message.
@@ -140,12 +138,12 @@ impl Delivery {
             Arc::new(transport.sibling(ReceiverTls::apply(tls, transport.config().clone())))
         };
         let sender = Sender {
-            webhook: cfg.webhook_url.as_ref().map(|url| Destination {
+            webhook: cfg.webhook_url.as_ref().map(|url| Receiver {
                 url: url.clone(),
                 bearer_token_file: cfg.webhook_bearer_token_file.clone(),
                 transport: own(cfg.webhook_tls.as_ref()),
             }),
-            alertmanager: cfg.alertmanager_url.as_ref().map(|u| Destination {
+            alertmanager: cfg.alertmanager_url.as_ref().map(|u| Receiver {
                 url: alertmanager_api(u),
                 bearer_token_file: cfg.alertmanager_bearer_token_file.clone(),
                 transport: own(cfg.alertmanager_tls.as_ref()),
@@ -174,24 +172,24 @@ impl Delivery {
     /// Queues `a` for each destination. Nothing is sent here; a full disk or a broken journal
     /// loses the alert only after saying so.
     pub(super) fn send(&self, a: &Alert) {
-        let status = match a.resolved_at {
-            Some(_) => "resolved",
-            None => "firing",
+        let status = match a.status {
+            Status::Firing => MessageStatus::Firing,
+            Status::Resolved => MessageStatus::Resolved,
         };
         let now = now_ms() as i64;
-        let queue = |dest: &str, body: serde_json::Result<Vec<u8>>| {
+        let queue = |dest: Destination, body: serde_json::Result<Vec<u8>>| {
             let queued = body.map_err(|e| e.to_string()).and_then(|b| {
                 self.outbox
                     .enqueue(dest, &a.id, status, &b, now)
                     .map_err(|e| format!("{e:#}"))
             });
             if let Err(e) = queued {
-                tracing::error!(alert = %a.summary(), destination = dest, error = %e, "cannot queue alert");
+                tracing::error!(alert = %a.summary(), destination = dest.as_str(), error = %e, "cannot queue alert");
             }
         };
         if let Some(format) = self.webhook {
             queue(
-                WEBHOOK,
+                Destination::Webhook,
                 match format {
                     WebhookFormat::Json => serde_json::to_vec(a),
                     WebhookFormat::Slack => serde_json::to_vec(&a.slack()),
@@ -204,18 +202,17 @@ impl Delivery {
             // A new severity is a new label set in Alertmanager: end the old one.
             if let Some(old) = firing.get(&a.id)
                 && old["labels"] != alert["labels"]
-                && status == "firing"
+                && status == MessageStatus::Firing
             {
                 let mut ended = old.clone();
                 ended["endsAt"] = json!(rfc3339(now as u64));
-                queue(ALERTMANAGER, serde_json::to_vec(&ended));
+                queue(Destination::Alertmanager, serde_json::to_vec(&ended));
             }
-            if status == "firing" {
-                firing.insert(a.id.clone(), alert.clone());
-            } else {
-                firing.remove(&a.id);
-            }
-            queue(ALERTMANAGER, serde_json::to_vec(&alert));
+            match status {
+                MessageStatus::Firing => firing.insert(a.id.clone(), alert.clone()),
+                MessageStatus::Resolved => firing.remove(&a.id),
+            };
+            queue(Destination::Alertmanager, serde_json::to_vec(&alert));
         }
         self.queued.notify_one();
     }
@@ -247,21 +244,21 @@ fn alertmanager_api(url: &str) -> String {
 /// Where one kind of message goes and how it authenticates (a URL's `user:password@` is the
 /// transport's business; a bearer token is read from its file at every send, so a rotated
 /// token needs no restart).
-struct Destination {
+struct Receiver {
     url: String,
     bearer_token_file: Option<std::path::PathBuf>,
     transport: Arc<Transport>,
 }
 
 struct Sender {
-    webhook: Option<Destination>,
-    alertmanager: Option<Destination>,
+    webhook: Option<Receiver>,
+    alertmanager: Option<Receiver>,
     resend: Duration,
 }
 
 impl Sender {
     /// One POST; the error says why it did not arrive.
-    async fn post(&self, to: &Destination, body: Vec<u8>) -> Result<(), Undelivered> {
+    async fn post(&self, to: &Receiver, body: Vec<u8>) -> Result<(), Undelivered> {
         let bearer = match &to.bearer_token_file {
             Some(file) => match std::fs::read_to_string(file) {
                 Ok(t) => Some(format!("Bearer {}", t.trim())),
@@ -326,15 +323,15 @@ impl Sender {
     }
 
     async fn deliver(&self, m: &OutboxMessage) -> Result<(), Undelivered> {
-        match (m.destination.as_str(), &self.webhook, &self.alertmanager) {
-            (WEBHOOK, Some(to), _) => self.post(to, m.body.clone()).await,
-            (ALERTMANAGER, _, Some(to)) => {
+        match (m.destination, &self.webhook, &self.alertmanager) {
+            (Destination::Webhook, Some(to), _) => self.post(to, m.body.clone()).await,
+            (Destination::Alertmanager, _, Some(to)) => {
                 let alert: Value = serde_json::from_slice(&m.body)
                     .map_err(|e| Undelivered::Refused(format!("queued body is not JSON: {e}")))?;
                 self.post(to, self.alertmanager_body(&alert)).await
             }
             // Queued for a destination the config no longer has: nothing to deliver to.
-            _ => Ok(()),
+            (Destination::Webhook, None, _) | (Destination::Alertmanager, _, None) => Ok(()),
         }
     }
 }
@@ -377,28 +374,28 @@ async fn pump(
             Ok(due) => {
                 // Destinations found unreachable in this round: their later messages wait, so
                 // none overtakes an older one when the receiver is back.
-                let mut down: Vec<String> = Vec::new();
+                let mut down: Vec<Destination> = Vec::new();
                 for m in due {
                     if down.contains(&m.destination) {
                         continue;
                     }
                     match sender.deliver(&m).await {
                         Ok(()) => {
-                            tracing::info!(destination = %m.destination, incident = %m.incident,
-                                status = %m.status, attempts = m.attempts, "alert delivered");
+                            tracing::info!(destination = m.destination.as_str(), incident = %m.incident,
+                                status = m.status.as_str(), attempts = m.attempts, "alert delivered");
                             if let Err(e) = outbox.delivered(m.id) {
                                 tracing::error!(error = %e, "outbox: cannot record a delivery");
                             }
                         }
                         Err(e) => {
                             if matches!(e, Undelivered::Unreachable(_)) {
-                                down.push(m.destination.clone());
+                                down.push(m.destination);
                             }
                             let e = e.message();
                             let pause = Duration::from_secs(1)
                                 .saturating_mul(2u32.saturating_pow(m.attempts.min(10)))
                                 .min(MAX_RETRY);
-                            tracing::warn!(destination = %m.destination, incident = %m.incident,
+                            tracing::warn!(destination = m.destination.as_str(), incident = %m.incident,
                                 attempts = m.attempts + 1, retry_in_s = pause.as_secs(), error = %e,
                                 "alert not delivered; kept in the outbox, will retry");
                             if let Err(e) = outbox.failed(m.id, e, now + pause.as_millis() as i64) {
