@@ -6,14 +6,28 @@ use std::os::fd::AsRawFd;
 /// `IP_MTU_DISCOVER = IP_PMTUDISC_PROBE`: set DF on every packet and ignore the cached path
 /// MTU, so a probe tests the path itself rather than what the kernel already believes.
 pub(crate) fn set_pmtudisc_probe(sock: &socket2::Socket) -> std::io::Result<()> {
-    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
+    set_ip_int(sock, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+}
+
+/// `IP_RECVERR`: ICMP errors about this socket's packets are queued for
+/// [`read_error_queue`] (an unconnected ping socket otherwise drops them).
+pub(crate) fn set_recverr(sock: &socket2::Socket) -> std::io::Result<()> {
+    set_ip_int(sock, libc::IP_RECVERR, 1)
+}
+
+/// An `IPPROTO_IP` socket option whose value is a C int.
+fn set_ip_int(
+    sock: &socket2::Socket,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: `sock` is an open socket for the duration of the call; `value` is a c_int that
     // outlives it and its size is passed exactly.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            option,
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -84,27 +98,6 @@ pub(crate) fn if_indextoname(index: u32) -> std::io::Result<String> {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
-/// `IP_RECVERR`: ICMP errors about this socket's packets are queued for
-/// [`read_error_queue`] (an unconnected ping socket otherwise drops them).
-pub(crate) fn set_recverr(sock: &socket2::Socket) -> std::io::Result<()> {
-    let value: libc::c_int = 1;
-    // SAFETY: as in `set_pmtudisc_probe`: an open socket, a c_int that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_RECVERR,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// One ICMP error from a socket's error queue (`MSG_ERRQUEUE`).

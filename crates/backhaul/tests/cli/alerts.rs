@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, http_get, receiver, site_config};
+use super::support::{
+    BUCKET, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, receiver, site_config,
+};
 
 /// A child killed if the test fails before it stops it.
 struct KillOnDrop(Child);
@@ -200,40 +202,16 @@ async fn alert_receivers_get_their_credentials_and_no_secret_is_shown() {
 /// `alertname` (not `site`) sends both in one notification.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_push_to_alertmanager_and_are_grouped_into_one_notification() {
-    let Some(am_bin) = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        panic!("Alertmanager missing: apt-get install prometheus-alertmanager (scripts/test does)");
-    };
     let peer = S3Peer::embedded(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
     let (am_port, hook) = (free_port(), free_port());
     let notifications = receiver(hook);
-    let am_cfg = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &am_cfg,
-        format!(
-            "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 2s\n  \
-             group_interval: 2s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-             webhook_configs:\n      - url: http://127.0.0.1:{hook}/am\n"
-        ),
-    )
-    .unwrap();
-    let _am = KillOnDrop(
-        Command::new(am_bin)
-            .arg(format!("--config.file={}", am_cfg.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("am").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _am = KillOnDrop(alertmanager(
+        dir.path(),
+        am_port,
+        hook,
+        ("['alertname']", 2, 2),
+    ));
     let mut agents = Vec::new();
     for site in ["SITE-0001", "SITE-0002"] {
         let d = dir.path().join(site);

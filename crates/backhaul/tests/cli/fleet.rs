@@ -5,12 +5,12 @@
 //! the sites' WAN is a VXLAN device with no remote (no address, no traffic) the test creates and removes;
 //! without root the test says SKIP in one line.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, exe, is_root, receiver, site_config};
+use super::support::{BUCKET, alertmanager, exe, is_root, receiver, site_config};
 
 const SITES: usize = 50;
 /// Alertmanager's wait before a new group's first notification, and between its updates.
@@ -87,12 +87,6 @@ async fn fifty_sites_one_change_one_notification_and_one_resolve() {
         );
         return;
     }
-    let am_bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect(
-            "Alertmanager missing: apt-get install prometheus-alertmanager (scripts/test does)",
-        );
     let peer = S3Peer::embedded(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
     let mut fleet = Fleet {
@@ -119,32 +113,16 @@ async fn fifty_sites_one_change_one_notification_and_one_resolve() {
     ip(&["link", "set", "dev", &fleet.link, "mtu", "1500", "up"]);
     let (am_port, hook) = (free_port(), free_port());
     let notifications = receiver(hook);
-    let am_cfg = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &am_cfg,
-        format!(
-            "route:\n  receiver: hook\n  group_by: ['alertname', 'change']\n  group_wait: {}s\n  \
-             group_interval: {}s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
-             webhook_configs:\n      - url: http://127.0.0.1:{hook}/am\n",
+    fleet.alertmanager = Some(alertmanager(
+        dir.path(),
+        am_port,
+        hook,
+        (
+            "['alertname', 'change']",
             GROUP_WAIT.as_secs(),
-            GROUP_INTERVAL.as_secs()
+            GROUP_INTERVAL.as_secs(),
         ),
-    )
-    .unwrap();
-    fleet.alertmanager = Some(
-        Command::new(am_bin)
-            .arg(format!("--config.file={}", am_cfg.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("am").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    ));
     for n in 1..=SITES {
         let site = format!("SITE-{n:04}");
         let d = dir.path().join(&site);

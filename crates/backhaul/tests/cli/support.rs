@@ -160,3 +160,38 @@ fn serve(mut s: std::net::TcpStream, tx: &std::sync::mpsc::Sender<Received>) {
         }
     }
 }
+
+/// A real Alertmanager (Debian `prometheus-alertmanager`) on loopback `port`, its state in
+/// `dir`, routing everything to a webhook at loopback `hook` with these grouping settings.
+pub fn alertmanager(
+    dir: &Path,
+    port: u16,
+    hook: u16,
+    (group_by, group_wait, group_interval): (&str, u64, u64),
+) -> std::process::Child {
+    let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "Alertmanager missing: apt-get install prometheus-alertmanager (scripts/test does)",
+        );
+    let cfg = dir.join("alertmanager.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "route:\n  receiver: hook\n  group_by: {group_by}\n  group_wait: {group_wait}s\n  \
+             group_interval: {group_interval}s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+             webhook_configs:\n      - url: http://127.0.0.1:{hook}/am\n"
+        ),
+    )
+    .unwrap();
+    std::process::Command::new(bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("am").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
