@@ -357,7 +357,10 @@ impl Engine {
         let now = self.now_ms;
         let Active { incident, opening } = self.active.get_mut(key)?;
         let lasted = now.saturating_sub(incident.started_at_ms);
-        let hold = incident.flapping.is_some() || lasted < hold_down / 4;
+        // Decided when the fault first goes away: it keeps growing while the incident is held.
+        let hold = incident.flapping.is_some()
+            || incident.held_since_ms.is_some()
+            || lasted < hold_down / 4;
         if hold {
             let gone = *incident.held_since_ms.get_or_insert_with(|| {
                 let changes = incident.flapping.map_or(2, |f| f.changes + 1);

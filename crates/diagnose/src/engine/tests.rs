@@ -883,3 +883,60 @@ fn icmp_that_stops_mid_fault_turns_a_reduced_path_into_a_black_hole() {
         kinds(&log)
     );
 }
+
+#[test]
+fn a_short_fault_is_held_for_the_whole_hold_down() {
+    // 10 s of black hole: shorter than a quarter of the hold-down, so it may be the start of a
+    // flap. Held open from the moment it clears until it has stayed away 120 s, however long
+    // the incident has existed by then.
+    let mut engine = engine();
+    let (log, _) = replay_with_alerts(&mut engine, flapping_wan(&[(0, 10)]));
+    let resolved = resolved_at(&log, Kind::PmtuBlackhole).unwrap();
+    assert_eq!(resolved, t("08:07:10"), "{:#?}", kinds(&log));
+}
+
+#[test]
+fn large_probes_lost_in_a_queue_are_no_black_hole_when_the_search_carries_their_size() {
+    // The store returns after an outage and the uploads fill the uplink's queue: three 1500-byte
+    // probes are lost in one round, but the path-MTU search right after carries 1500.
+    let mut tl = Timeline::new();
+    tl.push("08:00:00", link_mtu("eno1", 1500));
+    tl.push("08:00:00", link_mtu("eno2", 9000));
+    tl.push("08:00:00", link_state("eno1", true));
+    healthy(&mut tl, "08:00:00", 5, |_| 42.0);
+    let mut engine = engine();
+    let mut log = replay(&mut engine, tl.sorted());
+    // One probe round, as the monitor hands it over: the probes and the search together.
+    let mut round = Vec::new();
+    for ms in [0, 100, 200] {
+        round.push(Observation::new(
+            t("08:05:01") + ms,
+            probe(Target::Endpoint, 84, true),
+        ));
+        round.push(Observation::new(
+            t("08:05:01") + ms,
+            probe(Target::Endpoint, 1500, false),
+        ));
+    }
+    round.push(Observation::new(
+        t("08:05:02"),
+        pmtu_result(Target::Endpoint, 1500),
+    ));
+    log.extend(
+        engine
+            .observe_all(round)
+            .into_iter()
+            .map(|tr| (t("08:05:02"), tr)),
+    );
+    log.extend(
+        engine
+            .observe(Observation::new(t("08:05:03"), rate(0.0)))
+            .into_iter()
+            .map(|tr| (t("08:05:03"), tr)),
+    );
+    assert!(
+        opened(&log, Kind::PmtuBlackhole).is_none(),
+        "{:#?}",
+        kinds(&log)
+    );
+}

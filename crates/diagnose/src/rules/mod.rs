@@ -317,8 +317,13 @@ pub(crate) fn large_failing(
     since_ms: u64,
 ) -> Option<ProbeRun> {
     let run = probe_run(store, ctx, target, since_ms, true)?;
-    let confirmed =
-        path_mtu(store, target, run.first_fail_ms).is_some_and(|(_, bytes)| bytes < run.size_bytes);
+    let searched = path_mtu(store, target, run.first_fail_ms).map(|(_, bytes)| bytes);
+    // A search after the failures that carried the failed size says the path carries it: the
+    // probes were lost to congestion (a full queue drops big packets first), not to the MTU.
+    if searched.is_some_and(|bytes| bytes >= run.size_bytes) {
+        return None;
+    }
+    let confirmed = searched.is_some_and(|bytes| bytes < run.size_bytes);
     (run.failures >= ctx.settings.large_probe_failures || confirmed).then_some(run)
 }
 
