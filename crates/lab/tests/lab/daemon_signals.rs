@@ -2,7 +2,9 @@
 //! the rtnetlink watcher turns `ip link set eno1 mtu 9000` into an `mtu_drift` incident well
 //! inside issue #5's 2 s target, the host-wide listener counts the gateway's frag-needed with
 //! its next-hop MTU, so with ICMP allowed the verdict is `path_mtu_reduced` and never a black
-//! hole, and the revert resolves the drift.
+//! hole, and the revert resolves the drift. (The drift lasts seconds, which the default flap
+//! hold-down would hold open for 120 s in case it flaps: a short hold-down keeps this test on
+//! the signals; damping has its own tests.)
 
 use std::path::Path;
 use std::process::Stdio;
@@ -25,6 +27,7 @@ fn config(dir: &Path) -> std::path::PathBuf {
              credentials = \"anonymous\"\n\
              [metrics]\nlisten = \"127.0.0.1:9464\"\n\
              [monitor]\nprobe_timeout_milliseconds = 300\n\
+             [diagnose]\nflap_hold_down_seconds = 8\n\
              [inventory]\ngateway = \"192.0.2.1\"\nendpoint_host = \"203.0.113.10\"\ninterfaces = [\n\
              {{ name = \"eno1\", role = \"wan\", mtu_bytes = 1500 }},\n]\n",
             spool.display()
