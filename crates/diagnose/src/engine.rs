@@ -182,7 +182,9 @@ impl Engine {
             now_ms: self.now_ms,
         };
         let mut findings = rules::evaluate_all(&self.store, &ctx);
-        let cut = rules::endpoint_unreachable::cut_beyond_gateway(&self.store, &ctx);
+        // Another pass over the store, needed only when there is an outage to judge.
+        let cut = findings.iter().any(|f| f.kind == Kind::EndpointUnreachable)
+            && rules::endpoint_unreachable::cut_beyond_gateway(&self.store, &ctx);
         let mut explained = vec![false; findings.len()];
         for i in 0..findings.len() {
             let f = &findings[i];

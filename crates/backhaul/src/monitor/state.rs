@@ -712,10 +712,12 @@ impl MonitorLoop {
         for t in &transitions {
             log_transition(t);
         }
+        // The engine's incidents are the open ones (held ones included): resolved ones leave it.
+        let open = self.engine.incidents();
         let mut alerts = self.policy.on_transitions(&transitions, now);
-        alerts.extend(self.policy.renotify(self.engine.incidents(), now));
+        alerts.extend(self.policy.renotify(open.iter().copied(), now));
         if let Some(id) = remedied
-            && let Some(i) = self.engine.incidents().into_iter().find(|i| i.id == id)
+            && let Some(i) = open.iter().find(|i| i.id == id)
         {
             alerts.extend(self.policy.remediated(i, now));
         }
@@ -723,24 +725,16 @@ impl MonitorLoop {
             .metrics
             .incidents
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = self
-            .engine
-            .incidents()
+            .unwrap_or_else(|p| p.into_inner()) = open
             .iter()
-            .filter(|i| i.resolved_at_ms.is_none())
             .map(|i| backhaul_telemetry::ActiveIncident {
                 kind: i.kind.as_str().to_owned(),
                 severity: i.severity.as_str().to_owned(),
                 change: i.change.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
             })
             .collect();
-        let incidents: Vec<IncidentStatus> = self
-            .engine
-            .incidents()
-            .into_iter()
-            .filter(|i| i.resolved_at_ms.is_none())
-            .map(IncidentStatus::from)
-            .collect();
+        let incidents: Vec<IncidentStatus> =
+            open.iter().copied().map(IncidentStatus::from).collect();
         let interfaces: Vec<InterfaceStatus> = self
             .inventory
             .interfaces()
