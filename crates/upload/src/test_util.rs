@@ -22,6 +22,48 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// A loopback TCP port held by a bound socket that does not listen: a connection to it is
+/// refused (a receiver that is down), and no other test can take it until the hold is dropped.
+/// A port from [`free_port`] left unbound for seconds can be handed to someone else meanwhile.
+#[derive(Debug)]
+pub struct PortHold(socket2::Socket);
+
+impl PortHold {
+    /// Reserves a free loopback port.
+    pub fn new() -> Self {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .unwrap_or_else(|e| panic!("no socket: {e}"));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        s.bind(&addr.into())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        Self(s)
+    }
+
+    /// The port held.
+    pub fn port(&self) -> u16 {
+        self.0
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .unwrap_or_else(|| panic!("a bound socket has a port"))
+    }
+
+    /// Listens on the held port from now on.
+    pub fn listen(self) -> TcpListener {
+        self.0
+            .listen(128)
+            .unwrap_or_else(|e| panic!("cannot listen on a held port: {e}"));
+        self.0.into()
+    }
+}
+
+impl Default for PortHold {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A running S3 peer: embedded s3s-fs or moto.
 #[derive(Debug)]
 pub enum S3Peer {

@@ -4,10 +4,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backhaul_upload::test_util::{S3Peer, free_port};
+use backhaul_upload::test_util::{PortHold, S3Peer, free_port};
 
 use super::support::{
-    BUCKET, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, receiver, site_config,
+    BUCKET, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, receiver, receiver_on, site_config,
 };
 
 /// A child killed if the test fails before it stops it.
@@ -79,13 +79,14 @@ fn drift_config(
 async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_restart() {
     let peer = S3Peer::embedded(BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
-    let (hook, metrics) = (free_port(), free_port());
+    // Held from the start: the receiver is down (refused) and no other test can take its port.
+    let (hook, metrics) = (PortHold::new(), free_port());
     let cfg = drift_config(
         dir.path(),
         &peer,
         "SITE-TEST",
         metrics,
-        &format!("webhook_url = \"http://127.0.0.1:{hook}/hook\""),
+        &format!("webhook_url = \"http://127.0.0.1:{}/hook\"", hook.port()),
     );
     let first = daemon(&cfg);
     let opened = std::time::SystemTime::now();
@@ -98,7 +99,7 @@ async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_res
     // Long enough that an incident the second agent opens itself starts visibly later.
     tokio::time::sleep(Duration::from_secs(6)).await;
 
-    let got = receiver(hook);
+    let got = receiver_on(hook.listen());
     let second = daemon(&cfg);
     let (_, alert, _) = got
         .recv_timeout(Duration::from_secs(30))

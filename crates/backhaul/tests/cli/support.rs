@@ -112,7 +112,11 @@ pub type Received = (std::time::Instant, serde_json::Value, String);
 
 /// A receiver on loopback answering 200 to every POST; each request arrives on the channel.
 pub fn receiver(port: u16) -> std::sync::mpsc::Receiver<Received> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    receiver_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+}
+
+/// [`receiver`] on a listener the test already holds.
+pub fn receiver_on(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<Received> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
