@@ -64,6 +64,8 @@ pub struct ChunkUploader {
     pub integrity: Arc<Integrity>,
     /// Whether the store can be reached; pauses end when it answers again.
     pub health: Arc<crate::health::StoreHealth>,
+    /// Where every upload error is counted and its class reported (the monitor subscribes).
+    pub errors: crate::ErrorFeed,
 }
 
 /// A hex MD5, as stores put it in ETags.
@@ -811,7 +813,7 @@ impl ChunkUploader {
 
     fn count_error(&self, e: &Error) {
         self.health.failed(e.class());
-        self.metrics.errors.inc(e.class().as_str());
+        self.errors.record(e.class());
         if matches!(e, Error::Stall { .. }) {
             self.metrics.stalls.inc();
         }

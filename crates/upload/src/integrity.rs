@@ -19,7 +19,7 @@ use crate::body::ReqBody;
 use crate::config::VerifyMode;
 use crate::progress::Deadline;
 use crate::s3::S3Client;
-use crate::{Error, ErrorClass};
+use crate::{Error, ErrorClass, ErrorFeed};
 
 /// What the probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,12 +288,12 @@ fn crc_b64(data: &[u8]) -> String {
 
 const PROBE_ATTEMPTS: u32 = 8;
 
-async fn answered<T, F, Fut>(metrics: &Metrics, f: F) -> Result<T, Error>
+async fn answered<T, F, Fut>(errors: &ErrorFeed, f: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
 {
-    crate::retry::transient(metrics, PROBE_ATTEMPTS, f).await
+    crate::retry::transient(errors, PROBE_ATTEMPTS, f).await
 }
 
 /// Whether a request refused for its checksum failed the way a validating store fails.
@@ -317,6 +317,7 @@ pub(crate) fn is_scratch(prefix: &str, key: &str) -> bool {
 pub async fn probe(
     client: &S3Client,
     integrity: &Integrity,
+    errors: &ErrorFeed,
     metrics: &Metrics,
     prefix: &str,
     timeout: std::time::Duration,
@@ -328,12 +329,12 @@ pub async fn probe(
     let good = crc_b64(PROBE_BODY);
 
     // A killed probe leaves its scratch objects behind; nothing else ever deletes them.
-    sweep_scratch(client, metrics, prefix).await;
+    sweep_scratch(client, errors, prefix).await;
 
     let key = scratch("conditional");
     // A first write whose answer was lost comes back as 412 on its retry; either way the
     // scratch object now exists.
-    match answered(metrics, || {
+    match answered(errors, || {
         client.put_object(&key, body(), &good, None, deadline())
     })
     .await
@@ -341,7 +342,7 @@ pub async fn probe(
         Err(e) if e.class() != ErrorClass::Precondition => return Err(e),
         _ => {}
     }
-    let second = answered(metrics, || {
+    let second = answered(errors, || {
         client.put_object(&key, body(), &good, None, deadline())
     })
     .await;
@@ -362,32 +363,32 @@ pub async fn probe(
     // The probe sends no Content-MD5, so an ETag equal to the body's MD5 was computed by the
     // store over what it stored.
     let body_md5 = crate::sigv4::hex(&Md5::digest(PROBE_BODY));
-    let md5_etags = answered(metrics, || client.head_object(&key))
+    let md5_etags = answered(errors, || client.head_object(&key))
         .await?
         .is_some_and(|h| h.etag == body_md5);
 
     let bad_key = scratch("put-checksum");
-    let put = answered(metrics, || {
+    let put = answered(errors, || {
         client.put_object(&bad_key, body(), WRONG_CRC32C, None, deadline())
     })
     .await;
     let put_checksum_validated = refused_for_checksum(&put);
 
     let part_key = scratch("part-checksum");
-    let uid = answered(metrics, || client.create_multipart(&part_key)).await?;
-    let part = answered(metrics, || {
+    let uid = answered(errors, || client.create_multipart(&part_key)).await?;
+    let part = answered(errors, || {
         client.upload_part(&part_key, &uid, 1, body(), WRONG_CRC32C, None, deadline())
     })
     .await;
     let part_checksum_validated = refused_for_checksum(&part);
-    if let Err(e) = answered(metrics, || client.abort(&part_key, &uid)).await {
-        metrics.errors.inc(e.class().as_str());
+    if let Err(e) = answered(errors, || client.abort(&part_key, &uid)).await {
+        errors.record(e.class());
         tracing::warn!(key = ?part_key, error = %e, "integrity probe: could not abort its scratch upload");
     }
     // Some stores keep the bytes of a refused PutObject; both scratch objects go.
     for k in [&key, &bad_key] {
-        if let Err(e) = answered(metrics, || client.delete_object(k)).await {
-            metrics.errors.inc(e.class().as_str());
+        if let Err(e) = answered(errors, || client.delete_object(k)).await {
+            errors.record(e.class());
             tracing::warn!(key = ?k, error = %e,
                 "integrity probe: could not delete its scratch object (no s3:DeleteObject?); a lifecycle rule on the prefix's .backhaul-probe/ can expire it");
         }
@@ -404,24 +405,24 @@ pub async fn probe(
 
 /// Deletes every object under the probe's scratch directory: those of probes killed before
 /// they cleaned up. Failures are logged; they cost storage, never a recording.
-async fn sweep_scratch(client: &S3Client, metrics: &Metrics, prefix: &str) {
+async fn sweep_scratch(client: &S3Client, errors: &ErrorFeed, prefix: &str) {
     let dir = format!("{prefix}{SCRATCH_DIR}");
-    let keys = match answered(metrics, || client.list_objects(&dir)).await {
+    let keys = match answered(errors, || client.list_objects(&dir)).await {
         Ok(k) => k,
         Err(e) => {
-            metrics.errors.inc(e.class().as_str());
+            errors.record(e.class());
             tracing::warn!(prefix = ?dir, error = %e,
                 "integrity probe: cannot list leftover scratch objects (no s3:ListBucket?); a lifecycle rule on the prefix can expire them");
             return;
         }
     };
     for k in keys.iter().filter(|k| is_scratch(prefix, k)) {
-        match answered(metrics, || client.delete_object(k)).await {
+        match answered(errors, || client.delete_object(k)).await {
             Ok(()) => {
                 tracing::info!(key = ?k, "integrity probe: deleted a scratch object a killed probe left")
             }
             Err(e) => {
-                metrics.errors.inc(e.class().as_str());
+                errors.record(e.class());
                 tracing::warn!(key = ?k, error = %e, "integrity probe: could not delete a leftover scratch object");
             }
         }

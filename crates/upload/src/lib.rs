@@ -21,6 +21,7 @@ mod creds;
 #[cfg(feature = "embedded-s3")]
 pub mod embedded;
 mod error;
+mod feed;
 pub mod health;
 pub mod integrity;
 mod pipeline;
@@ -43,6 +44,7 @@ pub use config::{
 };
 pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
 pub use error::{Error, ErrorClass};
+pub use feed::ErrorFeed;
 pub use integrity::{HeadProof, Integrity, Proof, StoreProfile, Verification};
 pub use pipeline::{RunMode, RunReport, Uploader};
 pub use ratelimit::{BandwidthSchedule, RateLimiter, SiteZone, ZoneSource, parse_rate};
@@ -104,6 +106,7 @@ pub fn build_uploader(
     ));
     let verify = parts.settings.verify;
     let chunks = Arc::new(ChunkUploader {
+        errors: ErrorFeed::new(metrics.clone()),
         client,
         spool,
         settings: parts.settings,

@@ -77,6 +77,7 @@ async fn recheck_store(
     client: Arc<crate::s3::S3Client>,
     health: Arc<crate::health::StoreHealth>,
     metrics: Arc<Metrics>,
+    errors: crate::ErrorFeed,
     request_timeout: Duration,
 ) {
     loop {
@@ -92,14 +93,14 @@ async fn recheck_store(
                 }
             }
             Ok(Err(e)) => {
-                metrics.errors.inc(e.class().as_str());
+                errors.record(e.class());
                 // An error answer ends the pauses but is no recovery: the store that answers
                 // 5xx is still failing uploads.
                 if !matches!(e.class(), ErrorClass::Connection | ErrorClass::Timeout) {
                     health.answered();
                 }
             }
-            Err(_) => metrics.errors.inc(ErrorClass::Timeout.as_str()),
+            Err(_) => errors.record(ErrorClass::Timeout),
         }
     }
 }
@@ -183,16 +184,17 @@ impl Uploader {
         // A bucket just created or already ours needs no second round trip; every extra
         // request at start is one more chance for a flaky link to delay the first upload.
         if !(self.chunks.settings.create_bucket
-            && crate::retry::transient(&self.metrics, 2, || client.create_bucket()).await?
+            && crate::retry::transient(&self.chunks.errors, 2, || client.create_bucket()).await?
                 == crate::s3::Owned::Yes)
         {
-            crate::retry::transient(&self.metrics, 2, || client.head_bucket()).await?;
+            crate::retry::transient(&self.chunks.errors, 2, || client.head_bucket()).await?;
         }
         if self.chunks.integrity.probed().is_none() {
             let prefix = self.spool.settings().key.site_prefix();
             let profile = crate::integrity::probe(
                 client,
                 &self.chunks.integrity,
+                &self.chunks.errors,
                 &self.metrics,
                 &prefix,
                 self.chunks.settings.request_timeout,
@@ -229,14 +231,14 @@ impl Uploader {
                 }
                 // Some stores refuse an abort of an upload they already dropped.
                 Err(e) if matches!(e.class(), ErrorClass::Auth | ErrorClass::Client4xx) => {
-                    self.metrics.errors.inc(e.class().as_str());
+                    self.chunks.errors.record(e.class());
                     tracing::debug!(key = ?a.key, error = %e, "abort refused; upload already gone");
                     if let Err(e) = self.spool.abort_done(&a.upload_id) {
                         tracing::error!(error = %e, "journal: abort bookkeeping failed");
                     }
                 }
                 Err(e) => {
-                    self.metrics.errors.inc(e.class().as_str());
+                    self.chunks.errors.record(e.class());
                     tracing::debug!(key = ?a.key, error = %e, "abort failed; will retry");
                     return;
                 }
@@ -262,7 +264,7 @@ impl Uploader {
                 return;
             }
             Err(e) => {
-                self.metrics.errors.inc(e.class().as_str());
+                self.chunks.errors.record(e.class());
                 tracing::warn!(error = %e, "cannot list multipart uploads; orphan sweep skipped");
                 return;
             }
@@ -290,7 +292,7 @@ impl Uploader {
                         "aborted a multipart upload no journal row knows (created before a crash)");
                 }
                 Err(e) => {
-                    self.metrics.errors.inc(e.class().as_str());
+                    self.chunks.errors.record(e.class());
                     tracing::warn!(key = ?u.key, error = %e, "could not abort orphaned multipart upload");
                 }
             }
@@ -325,6 +327,7 @@ impl Uploader {
             self.chunks.client.clone(),
             self.chunks.health.clone(),
             self.metrics.clone(),
+            self.chunks.errors.clone(),
             self.chunks.settings.request_timeout,
         )));
         let _upkeep = AbortOnDrop(tokio::spawn(self.spool.clone().upkeep()));
@@ -361,7 +364,7 @@ impl Uploader {
                         };
                     }
                     Err(e) => {
-                        self.metrics.errors.inc(e.class().as_str());
+                        self.chunks.errors.record(e.class());
                         self.chunks.health.failed(e.class());
                         bucket.failures += 1;
                         bucket.next_check = Instant::now() + backoff.ceiling(bucket.failures);
@@ -579,7 +582,7 @@ impl Uploader {
             error,
             Error::Verify { .. } | Error::Unproven { .. } | Error::Spool(_)
         ) {
-            self.metrics.errors.inc(error.class().as_str());
+            self.chunks.errors.record(error.class());
         }
         // Credentials and missing buckets need a human; do not hammer the endpoint.
         let floor = if error.is_retryable() {

@@ -28,7 +28,7 @@ impl Backoff {
 /// path or a busy store causes up to `attempts` more times (each counted like any upload
 /// error); any other answer, a refusal included, is returned as it is.
 pub(crate) async fn transient<T, F, Fut>(
-    metrics: &backhaul_telemetry::Metrics,
+    errors: &crate::ErrorFeed,
     attempts: u32,
     mut f: F,
 ) -> Result<T, crate::Error>
@@ -44,7 +44,7 @@ where
     loop {
         match f().await {
             Err(e) if attempt < attempts && e.is_transient() => {
-                metrics.errors.inc(e.class().as_str());
+                errors.record(e.class());
                 attempt += 1;
                 tokio::time::sleep(backoff.delay(attempt)).await;
             }

@@ -217,6 +217,7 @@ pub async fn agent(
             outbox,
             disk: spool.disk_feed(),
             remediation: cfg.remediation.clone(),
+            upload_errors: chunks.errors.subscribe(),
         },
         metrics.clone(),
         board,

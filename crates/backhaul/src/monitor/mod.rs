@@ -12,11 +12,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backhaul_diagnose::{Inventory, Observation, Settings, UploadErrorClass};
+use backhaul_diagnose::{Inventory, Observation, Settings, Signal, UploadErrorClass};
 use backhaul_netprobe::Route;
 use backhaul_telemetry::Metrics;
 use backhaul_upload::{ErrorClass, Transport};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::config::{MonitorConfig, RemediationConfig};
 use crate::status::StatusBoard;
@@ -74,6 +74,28 @@ fn rule_class(class: ErrorClass) -> Option<UploadErrorClass> {
     })
 }
 
+/// The most errors of one class a batch turns into observations: an outage fails requests by
+/// the hundred, and no rule needs more than a few.
+const ERRORS_PER_CLASS: usize = 10;
+
+/// Upload errors that arrived together as the rules' observations: one per error of a class
+/// they read, at most [`ERRORS_PER_CLASS`] of each.
+fn error_observations(batch: &[ErrorClass], now: u64) -> Vec<Observation> {
+    let mut taken: HashMap<ErrorClass, usize> = HashMap::new();
+    let mut obs = Vec::new();
+    for &class in batch {
+        let Some(rule) = rule_class(class) else {
+            continue;
+        };
+        let n = taken.entry(class).or_default();
+        if *n < ERRORS_PER_CLASS {
+            *n += 1;
+            obs.push(Observation::new(now, Signal::UploadError { class: rule }));
+        }
+    }
+    obs
+}
+
 /// What the monitor watches and how.
 #[derive(Debug)]
 pub struct Monitor {
@@ -93,6 +115,8 @@ pub struct Monitor {
     pub disk: backhaul_spool::DiskFeed,
     /// `[remediation]`.
     pub remediation: RemediationConfig,
+    /// The uploader's errors, each as it happens.
+    pub upload_errors: broadcast::Receiver<ErrorClass>,
 }
 
 /// Runs until `shutdown`.
@@ -115,6 +139,19 @@ pub async fn run(
             _ = tick.tick() => {}
             Some(round) = inputs.probes.recv() => state.on_probe_round(round, &mut obs),
             Some(o) = inputs.signals.recv() => state.on_signal(o, &mut obs),
+            r = inputs.errors.recv(), if state.errors_open => {
+                let mut batch = Vec::new();
+                match r {
+                    Ok(class) => batch.push(class),
+                    // More failed than anyone needs counted; the next ones still arrive.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => state.errors_open = false,
+                }
+                while let Ok(class) = inputs.errors.try_recv() {
+                    batch.push(class);
+                }
+                state.on_upload_errors(&batch, &mut obs);
+            }
             event = inputs.links.recv(), if state.watching => match event {
                 Some(e) => {
                     link_events.push(e);
@@ -226,6 +263,24 @@ pub(crate) mod tests {
         ] {
             assert!(fed.contains(&c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn a_batch_of_errors_feeds_the_rules_at_most_ten_of_a_class() {
+        let mut batch = vec![ErrorClass::Auth; 3];
+        batch.extend([ErrorClass::Timeout; 25]);
+        batch.extend([ErrorClass::Checksum; 4]);
+        let obs = error_observations(&batch, 7);
+        let count = |c: UploadErrorClass| {
+            obs.iter()
+                .filter(|o| o.signal == Signal::UploadError { class: c })
+                .count()
+        };
+        assert_eq!(count(UploadErrorClass::Auth), 3);
+        assert_eq!(count(UploadErrorClass::Timeout), 10);
+        // A checksum refusal is the integrity path's business, not a path rule's.
+        assert_eq!(obs.len(), 13);
+        assert!(obs.iter().all(|o| o.at_ms == 7));
     }
 
     #[test]

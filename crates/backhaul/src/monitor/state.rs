@@ -14,7 +14,7 @@ use backhaul_diagnose::{
 use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, Route, TcpInfo};
 use backhaul_telemetry::Metrics;
 use backhaul_upload::{ErrorClass, Transport};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::{MonitorConfig, RemediationConfig};
 use crate::probe::{endpoint_v4, full_size, gateway_v4, now_ms, probe_target};
@@ -26,7 +26,7 @@ use super::upload_signals::{self, sample_tcp};
 use super::vpn::{self, watch_vpn};
 use super::{
     GOODPUT_WINDOW_SECONDS, INCIDENT_PROBE_EVERY, Monitor, ProbeRound, clamp, remedy,
-    restored_interface, rule_class, sources, triggered_probe_due, tunnel_overhead,
+    error_observations, restored_interface, sources, triggered_probe_due, tunnel_overhead,
 };
 
 /// Where the monitor's inputs arrive: kept apart from [`MonitorLoop`] so the loop can wait on
@@ -35,6 +35,7 @@ pub(super) struct Inputs {
     pub(super) links: mpsc::UnboundedReceiver<(u64, LinkEvent)>,
     pub(super) signals: mpsc::UnboundedReceiver<Observation>,
     pub(super) probes: mpsc::UnboundedReceiver<ProbeRound>,
+    pub(super) errors: broadcast::Receiver<ErrorClass>,
 }
 
 /// Everything the monitor knows between turns.
@@ -63,7 +64,8 @@ pub(super) struct MonitorLoop {
     tcp_seen: HashMap<u64, TcpInfo>,
     /// Set once the missing-permission warning for probes has been logged.
     probes_degraded: Arc<AtomicBool>,
-    errors_seen: HashMap<ErrorClass, u64>,
+    /// Whether the uploader still reports its errors (it stops only with the agent).
+    pub(super) errors_open: bool,
     stalls_seen: u64,
     recoveries_seen: u64,
     probe_tx: mpsc::UnboundedSender<ProbeRound>,
@@ -107,6 +109,7 @@ impl MonitorLoop {
             outbox,
             disk,
             remediation,
+            upload_errors,
         } = monitor;
         let delivery = Delivery::start(
             &cfg,
@@ -181,7 +184,7 @@ impl MonitorLoop {
             kernel_seen,
             tcp_seen: HashMap::new(),
             probes_degraded: Arc::new(AtomicBool::new(false)),
-            errors_seen: HashMap::new(),
+            errors_open: true,
             probe_tx,
             generation: 0,
             probing: false,
@@ -205,6 +208,7 @@ impl MonitorLoop {
                 links,
                 signals,
                 probes,
+                errors: upload_errors,
             },
         )
     }
@@ -273,6 +277,11 @@ impl MonitorLoop {
             self.next_probe = Instant::now();
         }
         obs.push(o);
+    }
+
+    /// Upload errors that arrived together.
+    pub(super) fn on_upload_errors(&mut self, batch: &[ErrorClass], obs: &mut Vec<Observation>) {
+        obs.extend(error_observations(batch, now_ms()));
     }
 
     /// The rtnetlink subscription ended: the poll takes over from its last state.
@@ -407,17 +416,6 @@ impl MonitorLoop {
         if recoveries > self.recoveries_seen {
             obs.push(Observation::new(now, Signal::StoreAnswered));
             self.recoveries_seen = recoveries;
-        }
-        for class in ErrorClass::ALL {
-            let Some(rule) = rule_class(class) else {
-                continue;
-            };
-            let n = metrics.errors.value(class.as_str());
-            let seen = self.errors_seen.entry(class).or_insert(n);
-            for _ in 0..(n - *seen).min(10) {
-                obs.push(Observation::new(now, Signal::UploadError { class: rule }));
-            }
-            *seen = n;
         }
         if let Some(seen) = &mut self.kernel_seen
             && let Ok(now_counters) = KernelCounters::read()
