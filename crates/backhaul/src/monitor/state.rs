@@ -25,8 +25,8 @@ use super::sources::{disk_signal, link_observation, listen_frag_needed, watch_li
 use super::upload_signals::{self, sample_tcp};
 use super::vpn::{self, watch_vpn};
 use super::{
-    GOODPUT_WINDOW_SECONDS, INCIDENT_PROBE_EVERY, Monitor, ProbeRound, clamp, remedy,
-    error_observations, restored_interface, sources, triggered_probe_due, tunnel_overhead,
+    GOODPUT_WINDOW_SECONDS, INCIDENT_PROBE_EVERY, Monitor, ProbeRound, clamp, error_observations,
+    remedy, restored_interface, sources, triggered_probe_due, tunnel_overhead,
 };
 
 /// Where the monitor's inputs arrive: kept apart from [`MonitorLoop`] so the loop can wait on
