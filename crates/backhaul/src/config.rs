@@ -400,12 +400,8 @@ impl Config {
             (Some(k), Some(s)) => Some(Credentials::new(k, s, None)),
             _ => None,
         };
-        CredentialsProvider::new(
-            u.credentials.clone(),
-            fixed,
-            u.profile.clone(),
-            env.aws.clone(),
-        )
+        CredentialsProvider::new(u.credentials, fixed, u.profile.clone(), env.aws.clone())
+            .with_default_region(&self.upload.region)
     }
 }
 

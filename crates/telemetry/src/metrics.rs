@@ -72,7 +72,8 @@ impl LabeledCounter {
         values.values().sum()
     }
 
-    fn series(&self) -> Vec<(String, u64)> {
+    /// Every label value with its count, in label order.
+    pub fn series(&self) -> Vec<(String, u64)> {
         let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
         values.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
@@ -184,6 +185,13 @@ pub struct Metrics {
     pub vpn_bytes: LabeledCounter,
     /// Open incidents; exported as `backhaul_incident_active`.
     pub incidents: Mutex<Vec<ActiveIncident>>,
+    /// When the credentials in use expire, in seconds since the epoch (+Inf: long-lived; 0:
+    /// none yet); exported as `backhaul_credentials_expiry_seconds`, the time left.
+    pub credentials_expires_at_seconds: Gauge,
+    /// Credential refreshes by `result` (`ok`, `error`).
+    pub credentials_refreshes: LabeledCounter,
+    /// The store's clock minus this host's, in seconds, from the `Date` of its latest answer.
+    pub clock_skew_seconds: Gauge,
 }
 
 impl Metrics {
@@ -401,7 +409,13 @@ impl Metrics {
                 n as f64,
             );
         }
-        let labeled: [(&'static str, &'static str, &'static str, &LabeledCounter); 4] = [
+        let labeled: [(&'static str, &'static str, &'static str, &LabeledCounter); 5] = [
+            (
+                "backhaul_credentials_refreshes_total",
+                "Credential refreshes by result (ok, error).",
+                "result",
+                &self.credentials_refreshes,
+            ),
             (
                 "backhaul_vpn_bytes_total",
                 "Bytes through strongSwan's CHILD_SAs, by direction (in: decrypted, out: encrypted).",
@@ -432,7 +446,25 @@ impl Metrics {
                 push(name, help, C, vec![(label, value)], n as f64);
             }
         }
-        let gauges: [(&'static str, &'static str, &Gauge); 16] = [
+        let expires_at = self.credentials_expires_at_seconds.value();
+        if expires_at > 0.0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            push(
+                "backhaul_credentials_expiry_seconds",
+                "Seconds until the AWS credentials in use expire (+Inf: long-lived).",
+                G,
+                Vec::new(),
+                expires_at - now,
+            );
+        }
+        let gauges: [(&'static str, &'static str, &Gauge); 17] = [
+            (
+                "backhaul_clock_skew_seconds",
+                "The object store's clock minus this host's, from the Date of its latest answer.",
+                &self.clock_skew_seconds,
+            ),
             (
                 "backhaul_vpn_child_sa_up",
                 "1 while strongSwan has a CHILD_SA installed (0 also when not monitored).",

@@ -10,8 +10,11 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::creds::CredentialsProvider;
-use crate::sigv4::{self, SignRequest};
-use crate::transport::{SimpleRequest, Transport, parse_url};
+use crate::query::QueryCall;
+use crate::transport::Transport;
+
+/// A publish that takes longer is dropped; the next interval carries its change.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// CloudWatch accepts at most 1000 metric data entries per call; we send far fewer.
 const MAX_PER_CALL: usize = 1000;
@@ -27,8 +30,8 @@ pub struct CloudWatch {
     pub namespace: String,
     /// Site, the `site` dimension.
     pub site: String,
-    /// Credentials.
-    pub creds: CredentialsProvider,
+    /// Credentials (the uploader's: one provider refreshes them for both).
+    pub creds: Arc<CredentialsProvider>,
 }
 
 /// The form body of one PutMetricData call (exposed for tests): each datum with the `site`
@@ -39,6 +42,15 @@ pub fn put_metric_data_body(
     site: &str,
     at: OffsetDateTime,
 ) -> String {
+    crate::query::form_body(&put_metric_data_pairs(data, namespace, site, at))
+}
+
+fn put_metric_data_pairs(
+    data: &[Datum],
+    namespace: &str,
+    site: &str,
+    at: OffsetDateTime,
+) -> Vec<(String, String)> {
     let ts = at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -68,79 +80,28 @@ pub fn put_metric_data_body(
         }
     }
     pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                sigv4::uri_encode(k, false),
-                sigv4::uri_encode(v, false)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 impl CloudWatch {
     /// Sends one interval's data.
     pub async fn publish(&self, transport: &Arc<Transport>, data: &[Datum]) -> Result<(), Error> {
         let now = OffsetDateTime::now_utc();
-        let body = put_metric_data_body(data, &self.namespace, &self.site, now);
-        let (target, base) = parse_url(&self.endpoint)?;
-        let path = if base.is_empty() {
-            "/".to_owned()
-        } else {
-            format!("{base}/")
-        };
-        let payload_hash = sigv4::sha256_hex(body.as_bytes());
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let host = target.authority();
-        let date = sigv4::amz_date(now);
-        let mut headers = vec![
-            ("content-type".to_owned(), content_type.to_owned()),
-            ("host".to_owned(), host),
-            ("x-amz-date".to_owned(), date.clone()),
-        ];
-        let creds = self.creds.get(transport).await?;
-        if let Some(t) = creds.as_ref().and_then(|c| c.session_token()) {
-            headers.push(("x-amz-security-token".to_owned(), t.to_owned()));
-        }
-        let mut send: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(k, _)| k != "host")
-            .cloned()
-            .collect();
-        if let Some(c) = &creds {
-            let auth = sigv4::authorization(
-                &SignRequest {
-                    method: "POST",
-                    canonical_uri: &path,
-                    query: &[],
-                    headers: &headers,
-                    payload_hash: &payload_hash,
-                    region: &self.region,
-                    service: "monitoring",
-                },
-                c,
-                now,
-            );
-            send.push(("authorization".to_owned(), auth));
-        }
-        let hdrs: Vec<(&str, &str)> = send.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let url = format!(
-            "{}{}",
-            self.endpoint.trim_end_matches('/'),
-            if base.is_empty() { "/" } else { "" }
-        );
-        transport
-            .simple(SimpleRequest {
-                method: "POST",
-                url: &url,
-                headers: &hdrs,
-                body: body.into_bytes(),
-                timeout: Duration::from_secs(15),
-            })
-            .await
-            .map(|_| ())
+        let creds = self.creds.get(transport, PUBLISH_TIMEOUT).await?;
+        let pairs = put_metric_data_pairs(data, &self.namespace, &self.site, now);
+        crate::query::post(
+            transport,
+            &QueryCall {
+                endpoint: &self.endpoint,
+                region: &self.region,
+                service: "monitoring",
+                pairs: &pairs,
+                timeout: PUBLISH_TIMEOUT,
+            },
+            creds.as_ref(),
+            now,
+        )
+        .await
+        .map(|_| ())
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -52,6 +54,27 @@ impl EmbeddedS3 {
     /// Starts a server storing objects under `root`, listening on `listen` (use port 0 for a
     /// free one). Buckets are directories under `root`.
     pub async fn start(root: &Path, listen: SocketAddr) -> Result<Self, EmbeddedError> {
+        Self::start_with(
+            root,
+            listen,
+            SimpleAuth::from_single(EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY),
+            StoreQuirks::default(),
+        )
+        .await
+    }
+
+    /// [`EmbeddedS3::start`] with another key store (tests: keys that rotate and expire) and
+    /// the `quirks` of a store in the field.
+    pub async fn start_with(
+        root: &Path,
+        listen: SocketAddr,
+        auth: impl s3s::auth::S3Auth,
+        quirks: StoreQuirks,
+    ) -> Result<Self, EmbeddedError> {
+        let StoreQuirks {
+            clock_offset,
+            one_principal,
+        } = quirks;
         std::fs::create_dir_all(root).map_err(|e| EmbeddedError::Io {
             what: format!("create {}", root.display()),
             source: e,
@@ -61,10 +84,15 @@ impl EmbeddedS3 {
             detail: format!("{e:?}"),
         })?;
         let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(
-            EMBEDDED_ACCESS_KEY,
-            EMBEDDED_SECRET_KEY,
-        ));
+        builder.set_auth(auth);
+        if clock_offset.is_some() {
+            // The wrapper judges the time against the shifted clock; s3s would use ours.
+            let mut config = s3s::config::S3Config::default();
+            config.presigned_url_max_skew_time_secs = u32::MAX;
+            builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+                config,
+            ))));
+        }
         let service = builder.build();
         let listener =
             tokio::net::TcpListener::bind(listen)
@@ -86,16 +114,34 @@ impl EmbeddedS3 {
                 tokio::select! {
                     res = listener.accept() => {
                         let Ok((sock, _)) = res else { continue };
-                        let (service, storage) = (service.clone(), storage.clone());
+                        let (service, storage, clock) =
+                            (service.clone(), storage.clone(), clock_offset.clone());
                         let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             let service = service.clone();
+                            if one_principal {
+                                hand_upload_to_signer(&storage, &req);
+                            }
                             let directory = req.method() == http::Method::HEAD
                                 && names_a_directory(&storage, req.uri().path());
+                            let store_now = clock.as_ref().map(|c| {
+                                time::OffsetDateTime::now_utc()
+                                    + time::Duration::seconds(c.load(Ordering::Relaxed))
+                            });
+                            let skewed = store_now.is_some_and(|t| too_skewed(&req, t));
                             async move {
-                                if directory {
-                                    return Ok(no_such_key());
+                                let mut resp = if directory {
+                                    no_such_key()
+                                } else if skewed {
+                                    request_time_too_skewed()
+                                } else {
+                                    hyper::service::Service::call(&service, req).await?
+                                };
+                                if let Some(t) = store_now
+                                    && let Ok(v) = http::HeaderValue::from_str(&http_date(t))
+                                {
+                                    resp.headers_mut().insert(http::header::DATE, v);
                                 }
-                                hyper::service::Service::call(&service, req).await
+                                Ok::<_, s3s::HttpError>(resp)
                             }
                         });
                         let conn = http.serve_connection(TokioIo::new(sock), svc);
@@ -163,6 +209,80 @@ fn names_a_directory(root: &Path, uri_path: &str) -> bool {
         segments += 1;
     }
     segments >= 2 && path.is_dir()
+}
+
+/// What sets a store apart from the embedded default (tests).
+#[derive(Debug, Clone, Default)]
+pub struct StoreQuirks {
+    /// A clock this many seconds from this host's: requests more than 15 minutes from it are
+    /// refused with `RequestTimeTooSkewed`, and every answer's `Date` is its time.
+    pub clock_offset: Option<Arc<AtomicI64>>,
+    /// Every key belongs to one principal, as the session keys of one role do on S3: a
+    /// multipart upload begun with one key is continued and completed with the next (s3s-fs
+    /// ties an upload to the key that began it).
+    pub one_principal: bool,
+}
+
+/// Makes the key that signed `req` the owner of the multipart upload it names, in s3s-fs'
+/// record (`.upload-{id}.json` under the root holds the owner's access key id).
+fn hand_upload_to_signer<B>(root: &Path, req: &http::Request<B>) {
+    let Some(id) = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("uploadId="))
+            .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+    }) else {
+        return;
+    };
+    let Some(key) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+    else {
+        return;
+    };
+    let record = root.join(format!(".upload-{id}.json"));
+    if record.exists()
+        && let Err(e) = std::fs::write(&record, format!("\"{key}\""))
+    {
+        tracing::debug!(error = %e, "embedded S3: cannot hand an upload to its new key");
+    }
+}
+
+/// Whether the request's `x-amz-date` is further than S3 allows (15 minutes) from `store_now`.
+fn too_skewed<B>(req: &http::Request<B>, store_now: time::OffsetDateTime) -> bool {
+    let signed = req
+        .headers()
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            time::PrimitiveDateTime::parse(
+                v,
+                time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"),
+            )
+            .ok()
+        })
+        .map(time::PrimitiveDateTime::assume_utc);
+    signed.is_some_and(|t| (t - store_now).abs() > time::Duration::minutes(15))
+}
+
+fn request_time_too_skewed() -> s3s::HttpResponse {
+    let mut resp = http::Response::new(s3s::Body::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>RequestTimeTooSkewed</Code>\
+         <Message>The difference between the request time and the current time is too large.</Message></Error>"
+            .to_owned(),
+    ));
+    *resp.status_mut() = http::StatusCode::FORBIDDEN;
+    resp
+}
+
+/// RFC 7231's IMF-fixdate.
+fn http_date(t: time::OffsetDateTime) -> String {
+    t.format(time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .unwrap_or_default()
 }
 
 fn no_such_key() -> s3s::HttpResponse {

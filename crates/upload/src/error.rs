@@ -167,6 +167,17 @@ pub enum Error {
         /// Object key.
         key: String,
     },
+    /// The store refused the request's signature for something the agent has now put right
+    /// (new credentials in hand, or the store's clock learned): sent again, signed anew.
+    #[error("{op} {key}: {why}; sending again")]
+    Resign {
+        /// Operation.
+        op: &'static str,
+        /// Object key or bucket.
+        key: String,
+        /// What was put right.
+        why: Resign,
+    },
     /// No credentials could be found.
     #[error("no AWS credentials: {detail}")]
     Credentials {
@@ -184,6 +195,40 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Why a refused request is signed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resign {
+    /// The credentials were refused (`ExpiredToken`, a rotated key) and others are in hand.
+    Credentials {
+        /// The store's error code.
+        code: String,
+    },
+    /// The store refused this host's clock; requests are now signed at the store's time.
+    Clock {
+        /// The store's clock minus this host's.
+        store_ahead_seconds: i64,
+    },
+}
+
+impl std::fmt::Display for Resign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Credentials { code } => {
+                write!(
+                    f,
+                    "the store refused the credentials ({code}); new ones are in hand"
+                )
+            }
+            Self::Clock {
+                store_ahead_seconds,
+            } => write!(
+                f,
+                "the store refused this host's clock ({store_ahead_seconds:+} s from the store's); signing at the store's time"
+            ),
+        }
+    }
 }
 
 /// Why a request or a chunk failed, as one closed set: callers decide by matching it, and
@@ -236,13 +281,15 @@ pub enum ErrorClass {
     KeyTaken,
     /// No credentials could be found.
     Credentials,
+    /// Refused for the signature's credentials or time, put right and sent again.
+    Resigned,
     /// The endpoint or bucket is unusable as configured.
     Config,
 }
 
 impl ErrorClass {
     /// Every class, for iterating over the metric's series.
-    pub const ALL: [ErrorClass; 24] = [
+    pub const ALL: [ErrorClass; 25] = [
         Self::SlowDown,
         Self::NoSuchBucket,
         Self::NoSuchUpload,
@@ -266,6 +313,7 @@ impl ErrorClass {
         Self::Unproven,
         Self::KeyTaken,
         Self::Credentials,
+        Self::Resigned,
         Self::Config,
     ];
 
@@ -286,6 +334,7 @@ impl ErrorClass {
             Self::Connection => "connection",
             Self::Tls => "tls",
             Self::Stall => "stall",
+            Self::Resigned => "resigned",
             Self::Abandoned => "abandoned",
             Self::Protocol => "protocol",
             Self::LocalIo => "local_io",
@@ -311,6 +360,7 @@ impl ErrorClass {
                 | Self::Connection
                 | Self::Protocol
                 | Self::Abandoned
+                | Self::Resigned
         )
     }
 }
@@ -366,6 +416,7 @@ impl Error {
             Error::Unproven { .. } => ErrorClass::Unproven,
             Error::KeyTaken { .. } => ErrorClass::KeyTaken,
             Error::Credentials { .. } => ErrorClass::Credentials,
+            Error::Resign { .. } => ErrorClass::Resigned,
             Error::Endpoint { .. } => ErrorClass::Config,
         }
     }

@@ -26,10 +26,13 @@ pub mod health;
 pub mod integrity;
 mod pipeline;
 mod progress;
+mod query;
 mod ratelimit;
 mod retry;
 mod s3;
 pub mod sigv4;
+#[cfg(feature = "test-util")]
+pub mod test_creds;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 mod transport;
@@ -42,8 +45,10 @@ pub use config::{
     DEFAULT_PART_SIZE_BYTES, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_STALL_TIMEOUT_SECONDS,
     MIN_PART_SIZE_BYTES, UploadConfig, UploadSettings, UrlStyle, VerifyMode,
 };
-pub use creds::{AwsEnv, CredentialSource, Credentials, CredentialsProvider, parse_profile};
-pub use error::{Error, ErrorClass};
+pub use creds::{
+    AwsEnv, CredentialSource, Credentials, CredentialsProvider, CredentialsStatus, parse_profile,
+};
+pub use error::{Error, ErrorClass, Resign};
 pub use feed::ErrorFeed;
 pub use integrity::{HeadProof, Integrity, Proof, StoreProfile, Verification};
 pub use pipeline::{RunMode, RunReport, Uploader};
@@ -65,8 +70,8 @@ use backhaul_telemetry::Metrics;
 pub struct UploaderParts {
     /// Validated settings.
     pub settings: UploadSettings,
-    /// Credentials.
-    pub creds: CredentialsProvider,
+    /// Credentials (shared with CloudWatch publishing).
+    pub creds: Arc<CredentialsProvider>,
     /// `AWS_CA_BUNDLE`, for HTTPS endpoints (`upload.ca_file` wins).
     pub ca_bundle: Option<std::path::PathBuf>,
     /// The process's proxy variables (`upload.proxy` and `upload.no_proxy` win).
@@ -99,7 +104,13 @@ pub fn build_uploader(
         max_idle_per_endpoint: parts.settings.chunks_in_flight * parts.settings.parts_in_flight,
         ..TransportConfig::default()
     }));
-    let client = Arc::new(S3Client::new(&parts.settings, transport, parts.creds)?);
+    parts.creds.attach_metrics(metrics.clone());
+    let client = Arc::new(S3Client::new(
+        &parts.settings,
+        transport,
+        parts.creds,
+        metrics.clone(),
+    )?);
     let limiter = Arc::new(RateLimiter::new(
         parts.settings.bandwidth.clone(),
         SiteZone::new(parts.zone),

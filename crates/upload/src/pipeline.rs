@@ -126,6 +126,7 @@ fn bucket_help(e: &Error) -> &'static str {
         | ErrorClass::Client4xx
         | ErrorClass::Stall
         | ErrorClass::Abandoned
+        | ErrorClass::Resigned
         | ErrorClass::Protocol
         | ErrorClass::LocalIo
         | ErrorClass::ChunkChanged
@@ -331,6 +332,13 @@ impl Uploader {
             self.chunks.settings.request_timeout,
         )));
         let _upkeep = AbortOnDrop(tokio::spawn(self.spool.clone().upkeep()));
+        let _fresh = AbortOnDrop(tokio::spawn(
+            self.chunks
+                .client
+                .credentials()
+                .clone()
+                .keep_fresh(self.chunks.client.transport().clone(), shutdown.clone()),
+        ));
 
         // Whatever a previous run left half-done: verified-not-removed files, queued aborts.
         self.spool.scan_once()?;

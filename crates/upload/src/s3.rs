@@ -1,7 +1,10 @@
 //! The S3 operations the agent needs, signed with SigV4 and sent through our [`Transport`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use backhaul_telemetry::Metrics;
 
 use backhaul_spool::PartRecord;
 use bytes::Bytes;
@@ -14,7 +17,7 @@ use crate::creds::CredentialsProvider;
 use crate::progress::Deadline;
 use crate::sigv4::{self, SignRequest, UNSIGNED_PAYLOAD};
 use crate::transport::{Response, Target, Transport, parse_url};
-use crate::{Error, xml};
+use crate::{Error, Resign, xml};
 
 /// What HeadObject says about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +78,12 @@ pub struct S3Client {
     bucket: String,
     region: String,
     style: UrlStyle,
-    creds: CredentialsProvider,
+    creds: Arc<CredentialsProvider>,
     request_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// The store's clock minus ours, in seconds, learned from a `RequestTimeTooSkewed`:
+    /// requests are signed at the store's time from then on.
+    clock_offset: AtomicI64,
 }
 
 fn unquote(s: &str) -> String {
@@ -88,7 +95,8 @@ impl S3Client {
     pub fn new(
         settings: &UploadSettings,
         transport: Arc<Transport>,
-        creds: CredentialsProvider,
+        creds: Arc<CredentialsProvider>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
         let (mut target, base_path) = parse_url(&settings.endpoint)?;
         if settings.url_style == UrlStyle::VirtualHosted {
@@ -103,12 +111,29 @@ impl S3Client {
             style: settings.url_style,
             creds,
             request_timeout: settings.request_timeout,
+            metrics,
+            clock_offset: AtomicI64::new(0),
         })
     }
 
     /// The bucket name.
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// The credentials (shared with CloudWatch publishing and `/status`).
+    pub fn credentials(&self) -> &Arc<CredentialsProvider> {
+        &self.creds
+    }
+
+    /// The longest a request with a body of `bytes` may take to reach the store at the
+    /// goodput of the last minute (a floor when there is none): credentials that expire
+    /// sooner are not signed with.
+    fn send_time(&self, bytes: u64) -> Duration {
+        let mbps = self.metrics.goodput.mbps(Instant::now(), 60);
+        let bytes_per_second = (mbps * 1e6 / 8.0).max(MIN_SEND_RATE);
+        self.request_timeout.min(SEND_MARGIN)
+            + Duration::from_secs_f64(bytes as f64 / bytes_per_second)
     }
 
     /// The transport (shared with CloudWatch publishing).
@@ -143,7 +168,8 @@ impl S3Client {
     ) -> Result<Response, Error> {
         let content_length = http_body::Body::size_hint(&body).exact().unwrap_or(0);
         let path = self.path(key);
-        let now = OffsetDateTime::now_utc();
+        let offset = self.clock_offset.load(Ordering::Relaxed);
+        let now = OffsetDateTime::now_utc() + time::Duration::seconds(offset);
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), self.target.authority()),
             ("x-amz-date".into(), sigv4::amz_date(now)),
@@ -152,7 +178,10 @@ impl S3Client {
         for (k, v) in extra {
             headers.push(((*k).to_owned(), v.clone()));
         }
-        let creds = self.creds.get(&self.transport).await?;
+        let creds = self
+            .creds
+            .get(&self.transport, self.send_time(content_length))
+            .await?;
         if let Some(token) = creds.as_ref().and_then(|c| c.session_token()) {
             headers.push(("x-amz-security-token".into(), token.to_owned()));
         }
@@ -196,6 +225,16 @@ impl S3Client {
             .transport
             .send(&self.target, req, op, &key_s, deadline)
             .await?;
+        let theirs = store_time(
+            resp.headers
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Some(t) = theirs {
+            self.metrics
+                .clock_skew_seconds
+                .set((t - OffsetDateTime::now_utc()).whole_seconds() as f64);
+        }
         if resp.status.is_success() {
             // CompleteMultipartUpload may answer 200 and put the error in the body.
             if op == "CompleteMultipartUpload" && resp.body.windows(7).any(|w| w == b"<Error>") {
@@ -211,19 +250,43 @@ impl S3Client {
             return Ok(resp);
         }
         let (mut code, message) = xml::error_code(&resp.body);
-        if let Some(detail) = clock_skew(
-            resp.status.as_u16(),
-            &code,
-            &message,
-            resp.headers
-                .get(http::header::DATE)
-                .and_then(|v| v.to_str().ok()),
-            now,
-        ) {
+        let signed_at = now;
+        let host_now = OffsetDateTime::now_utc();
+        if let Some(detail) = clock_skew(resp.status.as_u16(), &code, &message, theirs, signed_at) {
+            if let Some(t) = theirs {
+                let learned = (t - host_now).whole_seconds();
+                // Within a minute of what was applied, the refusal is not about our clock.
+                if (learned - offset).abs() > 60 {
+                    self.clock_offset.store(learned, Ordering::Relaxed);
+                    tracing::warn!(
+                        store_ahead_seconds = learned,
+                        "the store refused this host's clock; signing at the store's time from now on (fix the clock: chronyc tracking)"
+                    );
+                    return Err(Error::Resign {
+                        op,
+                        key: key_s,
+                        why: Resign::Clock {
+                            store_ahead_seconds: learned,
+                        },
+                    });
+                }
+            }
             return Err(Error::ClockSkew {
                 op,
                 key: key_s,
                 detail,
+            });
+        }
+        if let Some(used) = &creds
+            && refuses_credentials(resp.status.as_u16(), &code)
+            && self.creds.after_refusal(used, &self.transport).await
+        {
+            return Err(Error::Resign {
+                op,
+                key: key_s,
+                why: Resign::Credentials {
+                    code: if code.is_empty() { "403".into() } else { code },
+                },
             });
         }
         if code.is_empty() {
@@ -699,6 +762,40 @@ impl S3Client {
     }
 }
 
+/// The store's time from an answer's `Date` (RFC 7231's IMF-fixdate).
+fn store_time(date: Option<&str>) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(
+        date?,
+        time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ),
+    )
+    .ok()
+    .map(time::PrimitiveDateTime::assume_utc)
+}
+
+/// Whether an error answer refuses the credentials themselves: expired, unknown (a key
+/// rotated away) or not matching (a secret rotated); a 403 without a body (HEAD) may be any.
+fn refuses_credentials(status: u16, code: &str) -> bool {
+    matches!(status, 400 | 403)
+        && matches!(
+            code,
+            "ExpiredToken"
+                | "TokenRefreshRequired"
+                | "InvalidToken"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "InvalidClientTokenId"
+        )
+        || (status == 403 && code.is_empty())
+}
+
+/// A request whose body takes longer than this plus its bytes at the current goodput is
+/// unusual; the margin covers connecting and the store's answer.
+const SEND_MARGIN: Duration = Duration::from_secs(30);
+/// The goodput assumed when there is none to go by (128 KiB/s).
+const MIN_SEND_RATE: f64 = 128.0 * 1024.0;
+
 /// How far apart the two clocks may be before S3 refuses a signature.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
@@ -710,19 +807,9 @@ fn clock_skew(
     status: u16,
     code: &str,
     message: &str,
-    date: Option<&str>,
+    theirs: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Option<String> {
-    let theirs = date.and_then(|d| {
-        time::PrimitiveDateTime::parse(
-            d,
-            time::macros::format_description!(
-                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-            ),
-        )
-        .ok()
-        .map(time::PrimitiveDateTime::assume_utc)
-    });
     let clocks = |t: OffsetDateTime| {
         format!(
             "store time {t}, this host {now}, {:.0} s apart",
@@ -762,7 +849,10 @@ mod tests {
         S3Client::new(
             &settings,
             Arc::new(Transport::new(Default::default())),
-            CredentialsProvider::fixed(crate::Credentials::new("a", "b", None)),
+            Arc::new(CredentialsProvider::fixed(crate::Credentials::new(
+                "a", "b", None,
+            ))),
+            Arc::new(Metrics::default()),
         )
         .unwrap()
     }
@@ -771,22 +861,23 @@ mod tests {
     #[test]
     fn a_skewed_clock_is_told_apart_from_bad_credentials() {
         let now = OffsetDateTime::from_unix_timestamp(1_765_000_000).unwrap();
-        let date = "Sat, 06 Dec 2025 05:46:40 GMT";
+        let date = store_time(Some("Sat, 06 Dec 2025 05:46:40 GMT"));
+        assert!(date.is_some());
         let named = clock_skew(
             403,
             "RequestTimeTooSkewed",
             "The difference between the request time and the current time is too large.",
-            Some(date),
+            date,
             now + time::Duration::days(730),
         )
         .unwrap();
         assert!(named.contains("apart"), "{named}");
         assert!(clock_skew(403, "AccessDenied", "RequestTimeTooSkewed", None, now).is_some());
         // HeadObject's 403 has no body: the store's Date decides.
-        assert!(clock_skew(403, "", "", Some(date), now + time::Duration::days(730)).is_some());
-        assert_eq!(clock_skew(403, "", "", Some(date), now), None);
+        assert!(clock_skew(403, "", "", date, now + time::Duration::days(730)).is_some());
+        assert_eq!(clock_skew(403, "", "", date, now), None);
         assert_eq!(
-            clock_skew(403, "SignatureDoesNotMatch", "", Some(date), now),
+            clock_skew(403, "SignatureDoesNotMatch", "", date, now),
             None
         );
         assert_eq!(clock_skew(403, "", "", None, now), None);

@@ -88,6 +88,26 @@ impl S3Peer {
         S3Peer::Embedded(s, dir)
     }
 
+    /// The embedded server with another key store and quirks ([`EmbeddedS3::start_with`]).
+    pub async fn embedded_with(
+        bucket: &str,
+        auth: impl s3s::auth::S3Auth,
+        quirks: crate::embedded::StoreQuirks,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let s = EmbeddedS3::start_with(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            auth,
+            quirks,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("embedded s3: {e}"));
+        s.create_bucket(bucket)
+            .unwrap_or_else(|e| panic!("bucket: {e}"));
+        S3Peer::Embedded(s, dir)
+    }
+
     /// Starts `moto_server` on a free port (it must be installed: `pip install 'moto[server]'`).
     pub async fn moto() -> Self {
         Self::moto_env(&[]).await
@@ -183,11 +203,20 @@ pub fn uploader(
     cfg: &UploadConfig,
     creds: Credentials,
 ) -> (Uploader, Arc<ChunkUploader>) {
+    uploader_with(spool, cfg, Arc::new(CredentialsProvider::fixed(creds)))
+}
+
+/// [`uploader`] with a credentials provider of the test's making.
+pub fn uploader_with(
+    spool: &TempSpool,
+    cfg: &UploadConfig,
+    creds: Arc<CredentialsProvider>,
+) -> (Uploader, Arc<ChunkUploader>) {
     let settings = cfg.validate().unwrap_or_else(|e| panic!("config: {e:?}"));
     build_uploader(
         UploaderParts {
             settings,
-            creds: CredentialsProvider::fixed(creds),
+            creds,
             ca_bundle: None,
             proxy_env: crate::ProxyEnv::default(),
             zone: crate::ZoneSource::Named("UTC".into()),

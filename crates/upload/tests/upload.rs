@@ -6,6 +6,7 @@
 mod upload {
     pub mod bad_input;
     pub mod cloudwatch;
+    pub mod credentials;
     pub mod drain;
     pub mod faults;
     pub mod loss;

@@ -136,10 +136,11 @@ pub async fn agent(
         backhaul_spool::Outbox::open(spool.journal_path())
             .context("cannot open the alert outbox in the journal")?,
     );
+    let creds = Arc::new(cfg.credentials(env));
     let (uploader, chunks) = build_uploader(
         UploaderParts {
             settings: cfg.upload.clone(),
-            creds: cfg.credentials(env),
+            creds: creds.clone(),
             ca_bundle: env.aws.ca_bundle.clone(),
             proxy_env: env.proxy.clone(),
             zone: backhaul_upload::ZoneSource::System,
@@ -170,7 +171,7 @@ pub async fn agent(
     on_start(bound);
     spawn_publishers(
         &cfg,
-        env,
+        creds,
         metrics.clone(),
         chunks.client.transport().clone(),
         shutdown.clone(),
@@ -261,7 +262,7 @@ pub async fn agent(
 
 fn spawn_publishers(
     cfg: &Config,
-    env: &ProcessEnv,
+    creds: Arc<backhaul_upload::CredentialsProvider>,
     metrics: Arc<Metrics>,
     transport: Arc<backhaul_upload::Transport>,
     mut shutdown: watch::Receiver<bool>,
@@ -282,7 +283,7 @@ fn spawn_publishers(
             region: region.clone(),
             namespace: cfg.namespace.clone(),
             site: cfg.site.clone(),
-            creds: cfg.credentials(env),
+            creds,
         });
     let interval = cfg.publish_interval;
     // One per sink: a sink that failed sends the missed change with its next publish.

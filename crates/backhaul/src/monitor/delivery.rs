@@ -300,6 +300,7 @@ impl Sender {
                 | ErrorClass::Client4xx
                 | ErrorClass::Stall
                 | ErrorClass::Abandoned
+                | ErrorClass::Resigned
                 | ErrorClass::Protocol
                 | ErrorClass::LocalIo
                 | ErrorClass::ChunkChanged

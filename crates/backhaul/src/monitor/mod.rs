@@ -63,6 +63,7 @@ fn rule_class(class: ErrorClass) -> Option<UploadErrorClass> {
         | ErrorClass::Checksum
         | ErrorClass::Client4xx
         | ErrorClass::Abandoned
+        | ErrorClass::Resigned
         | ErrorClass::Protocol
         | ErrorClass::LocalIo
         | ErrorClass::ChunkChanged

@@ -130,9 +130,9 @@ mod tests {
         };
         let p = CredentialsProvider::new(CredentialSource::Imds, None, None, env);
         let transport = Arc::new(Transport::new(Default::default()));
-        let c = p.get(&transport).await.unwrap().unwrap();
+        let c = p.get(&transport, Duration::ZERO).await.unwrap().unwrap();
         assert_eq!(c.access_key_id, "ASIAIMDS");
         assert_eq!(c.session_token(), Some("t"));
-        assert!(c.fresh(SystemTime::now()));
+        assert!(c.valid_for(SystemTime::now(), Duration::from_secs(3600)));
     }
 }

@@ -1,24 +1,41 @@
-//! The standard AWS credential chain: static config, environment, shared profile files, and
-//! EC2 instance metadata (IMDSv2). Secrets never reach a log line: [`Credentials`]' `Debug`
-//! redacts them and no error message includes them.
+//! The AWS credential chain: static config, environment, web identity (STS), the shared
+//! profile files (static keys, `credential_process`, `role_arn` through STS `AssumeRole`), the
+//! container credentials endpoint, and EC2 instance metadata (IMDSv2); and the cache that
+//! keeps expiring credentials fresh ahead of their expiry.
+//!
+//! Secrets never reach a log line: [`Credentials`]' `Debug` redacts them, no error message
+//! includes them, and a `credential_process` is named by its program only.
 
+mod container;
 mod imds;
+mod process;
 mod profile;
+mod sts;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use backhaul_telemetry::Metrics;
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use crate::Error;
 use crate::transport::Transport;
 
 pub use profile::parse_profile;
 
-/// Refresh temporary credentials this long before they expire.
-const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+use profile::Profile;
+use sts::{Role, Sts};
+
+/// Expiring credentials are refreshed this long before they expire, or at half their
+/// lifetime when that is shorter: a part on a slow uplink can take minutes.
+const REFRESH_LEAD: Duration = Duration::from_secs(300);
+/// A failed refresh is tried again after this, doubling up to [`RETRY_MAX`].
+const RETRY_BASE: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How deep `source_profile` chains may go (the SDKs refuse loops; this refuses depth).
+const MAX_ROLE_CHAIN: usize = 4;
 
 /// A set of AWS credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,6 +72,12 @@ impl Credentials {
         }
     }
 
+    /// The same credentials, expiring at `at`.
+    pub fn expiring(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
     /// The secret key (for signing only).
     pub fn secret_access_key(&self) -> &str {
         &self.secret_access_key
@@ -65,10 +88,22 @@ impl Credentials {
         self.session_token.as_deref()
     }
 
-    fn fresh(&self, now: SystemTime) -> bool {
+    /// When they expire (`None`: long-lived).
+    pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at
-            .is_none_or(|exp| now + REFRESH_BEFORE_EXPIRY < exp)
     }
+
+    /// Whether they are still valid `need` from `now`.
+    fn valid_for(&self, now: SystemTime, need: Duration) -> bool {
+        self.expires_at.is_none_or(|exp| now + need < exp)
+    }
+}
+
+/// An RFC 3339 time as the credential sources write `Expiration`.
+fn parse_expiration(s: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
 }
 
 /// The AWS-related environment, read once by the binary and passed down (tests never touch the
@@ -93,6 +128,24 @@ pub struct AwsEnv {
     pub imds_endpoint: Option<String>,
     /// `AWS_CA_BUNDLE`: extra PEM roots for HTTPS endpoints (plain HTTP ignores it).
     pub ca_bundle: Option<PathBuf>,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`.
+    pub web_identity_token_file: Option<PathBuf>,
+    /// `AWS_ROLE_ARN` (with the web identity token).
+    pub role_arn: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME`.
+    pub role_session_name: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+    pub container_full_uri: Option<String>,
+    /// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`.
+    pub container_relative_uri: Option<String>,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
+    pub container_token: Option<String>,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (wins over the token).
+    pub container_token_file: Option<PathBuf>,
+    /// `AWS_ENDPOINT_URL_STS`.
+    pub sts_endpoint: Option<String>,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`: STS' region when the profile names none.
+    pub region: Option<String>,
 }
 
 impl AwsEnv {
@@ -114,37 +167,132 @@ impl AwsEnv {
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")),
             imds_endpoint: non_empty("AWS_EC2_METADATA_SERVICE_ENDPOINT"),
             ca_bundle: non_empty("AWS_CA_BUNDLE").map(PathBuf::from),
+            web_identity_token_file: non_empty("AWS_WEB_IDENTITY_TOKEN_FILE").map(PathBuf::from),
+            role_arn: non_empty("AWS_ROLE_ARN"),
+            role_session_name: non_empty("AWS_ROLE_SESSION_NAME"),
+            container_full_uri: non_empty("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            container_relative_uri: non_empty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+            container_token: non_empty("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
+            container_token_file: non_empty("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+                .map(PathBuf::from),
+            sts_endpoint: non_empty("AWS_ENDPOINT_URL_STS"),
+            region: non_empty("AWS_REGION").or_else(|| non_empty("AWS_DEFAULT_REGION")),
         }
     }
 }
 
 /// Where credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum CredentialSource {
-    /// Environment, then shared profile, then instance metadata.
+    /// Environment, web identity, shared profile, container endpoint, instance metadata.
     #[default]
     Chain,
     /// Keys written in the config file (for labs and demos).
     Static,
     /// Environment only.
     Env,
-    /// Shared profile only.
+    /// The shared profile, whatever it holds (keys, `credential_process`, `role_arn`).
     Profile,
+    /// The profile's `credential_process` only.
+    Process,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN` (or the profile's
+    /// `web_identity_token_file` and `role_arn`) through STS only.
+    WebIdentity,
+    /// The profile's `role_arn` through STS `AssumeRole` only.
+    AssumeRole,
+    /// The container credentials endpoint only.
+    Container,
     /// Instance metadata only.
     Imds,
     /// No signing (public or anonymous endpoints).
     Anonymous,
 }
 
-/// Resolves and caches credentials.
+impl CredentialSource {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chain => "chain",
+            Self::Static => "static",
+            Self::Env => "env",
+            Self::Profile => "profile",
+            Self::Process => "process",
+            Self::WebIdentity => "web-identity",
+            Self::AssumeRole => "assume-role",
+            Self::Container => "container",
+            Self::Imds => "imds",
+            Self::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Credentials in hand and where they came from.
+#[derive(Debug, Clone)]
+struct Held {
+    creds: Credentials,
+    /// How long they were valid for when they arrived.
+    life: Option<Duration>,
+    /// When the background refresh replaces them.
+    refresh_at: Option<SystemTime>,
+}
+
+impl Held {
+    fn new(creds: Credentials, now: SystemTime) -> Self {
+        let life = creds
+            .expires_at
+            .map(|exp| exp.duration_since(now).unwrap_or_default());
+        let refresh_at = creds.expires_at.zip(life).map(|(exp, life)| {
+            let lead = REFRESH_LEAD.min(life / 2);
+            // Spread a fleet's refreshes: up to a fifth of the lead earlier.
+            exp - lead - lead.mul_f64(fastrand::f64() / 5.0)
+        });
+        Self {
+            creds,
+            life,
+            refresh_at,
+        }
+    }
+
+    /// Whether they serve a request that needs them for `need`: before their refresh time
+    /// and valid that long. No source gives more than their lifetime, so a need beyond half
+    /// of it asks only for credentials fresh from a refresh.
+    fn serves(&self, now: SystemTime, need: Duration) -> bool {
+        let need = self.life.map_or(need, |life| need.min(life / 2));
+        self.refresh_at.is_none_or(|at| now < at) && self.creds.valid_for(now, need)
+    }
+}
+
+/// What `/status` shows about credentials (never a secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialsStatus {
+    /// The setting (`chain`, `process`, …).
+    pub setting: &'static str,
+    /// The source of the credentials in use; `None` until resolved.
+    pub source: Option<String>,
+    /// The access key id in use (not secret).
+    pub access_key_id: Option<String>,
+    /// When they expire (`None`: long-lived or not resolved).
+    pub expires_at: Option<SystemTime>,
+    /// The last refresh's error, until one succeeds.
+    pub last_error: Option<String>,
+}
+
+/// Resolves, caches and refreshes credentials.
 #[derive(Debug)]
 pub struct CredentialsProvider {
     source: CredentialSource,
     fixed: Option<Credentials>,
     profile: String,
     env: AwsEnv,
-    cached: Mutex<Option<Credentials>>,
+    /// The region STS is asked in when neither the profile nor the environment names one.
+    default_region: String,
+    held: Mutex<Option<Held>>,
+    /// A copy of what `/status` shows, readable without waiting on a refresh.
+    status: std::sync::Mutex<CredentialsStatus>,
+    /// Nudges the background refresh when new credentials arrive.
+    changed: watch::Sender<u64>,
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl CredentialsProvider {
@@ -163,7 +311,14 @@ impl CredentialsProvider {
             fixed,
             profile,
             env,
-            cached: Mutex::new(None),
+            default_region: "us-east-1".into(),
+            held: Mutex::new(None),
+            status: std::sync::Mutex::new(CredentialsStatus {
+                setting: source.as_str(),
+                ..CredentialsStatus::default()
+            }),
+            changed: watch::Sender::new(0),
+            metrics: OnceLock::new(),
         }
     }
 
@@ -177,49 +332,281 @@ impl CredentialsProvider {
         )
     }
 
-    /// Current credentials, or `None` for anonymous requests.
-    pub async fn get(&self, transport: &Arc<Transport>) -> Result<Option<Credentials>, Error> {
+    /// STS is asked in `region` unless the profile or `AWS_REGION` names one (the bucket's
+    /// region, from the config).
+    pub fn with_default_region(mut self, region: &str) -> Self {
+        self.default_region = region.to_owned();
+        self
+    }
+
+    /// Counts refreshes and exports the expiry into `metrics` from now on.
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
+        // A second attach (a test building two uploaders on one provider) keeps the first.
+        if self.metrics.set(metrics).is_err() {
+            tracing::debug!("credentials already report to a metrics registry");
+        }
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> CredentialsStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Credentials valid for at least `need` from now (the longest a request signed now can
+    /// take to reach the store), or `None` for anonymous requests. Credentials past their
+    /// refresh time are replaced first; if that fails they are used while still valid.
+    pub async fn get(
+        &self,
+        transport: &Arc<Transport>,
+        need: Duration,
+    ) -> Result<Option<Credentials>, Error> {
         if self.source == CredentialSource::Anonymous {
             return Ok(None);
         }
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| c.fresh(SystemTime::now())) {
-            return Ok(Some(c.clone()));
+        let now = SystemTime::now();
+        let mut held = self.held.lock().await;
+        if let Some(h) = held.as_ref().filter(|h| h.serves(now, need)) {
+            return Ok(Some(h.creds.clone()));
         }
-        let c = self.resolve(transport).await?;
-        *cached = Some(c.clone());
-        Ok(Some(c))
+        match self.refresh_locked(&mut held, transport).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => match held.as_ref() {
+                Some(h) if h.creds.valid_for(now, need) => {
+                    tracing::warn!(error = %e, "cannot refresh AWS credentials; using the current ones while they last");
+                    Ok(Some(h.creds.clone()))
+                }
+                _ => Err(e),
+            },
+        }
     }
 
-    async fn resolve(&self, transport: &Arc<Transport>) -> Result<Credentials, Error> {
-        let mut tried = Vec::new();
-        let chain = self.source == CredentialSource::Chain;
-        if self.source == CredentialSource::Static {
-            return self.fixed.clone().ok_or_else(|| Error::Credentials {
-                detail: "credentials = \"static\" needs access_key_id and secret_access_key".into(),
-            });
+    /// After the store refused `used` (`ExpiredToken`, or an unknown key or a signature that
+    /// does not match after a rotation): whether other credentials are now in hand, so the
+    /// request is worth sending again at once. Long-lived sources are read again too: a
+    /// rewritten credentials file is picked up here.
+    pub async fn after_refusal(&self, used: &Credentials, transport: &Arc<Transport>) -> bool {
+        if matches!(
+            self.source,
+            CredentialSource::Anonymous | CredentialSource::Static | CredentialSource::Env
+        ) {
+            return false;
         }
-        if chain || self.source == CredentialSource::Env {
+        let mut held = self.held.lock().await;
+        if held.as_ref().is_some_and(|h| h.creds != *used) {
+            return true;
+        }
+        match self.refresh_locked(&mut held, transport).await {
+            Ok(c) => c != *used,
+            Err(e) => {
+                tracing::warn!(error = %e, "the store refused the credentials and they cannot be refreshed");
+                false
+            }
+        }
+    }
+
+    /// Keeps expiring credentials fresh until `shutdown`: each is replaced at its refresh
+    /// time; a failed refresh is retried with backoff while the current ones are valid.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        transport: Arc<Transport>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut changed = self.changed.subscribe();
+        let mut failures = 0u32;
+        loop {
+            let wait = if failures > 0 {
+                RETRY_BASE
+                    .saturating_mul(2u32.saturating_pow(failures - 1))
+                    .min(RETRY_MAX)
+            } else {
+                match self.held.lock().await.as_ref().and_then(|h| h.refresh_at) {
+                    Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+                    // Nothing expiring in hand: wait until something arrives.
+                    None => Duration::MAX,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = sleep_for(wait) => {}
+            }
+            let mut held = self.held.lock().await;
+            match self.refresh_locked(&mut held, &transport).await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    let left = held
+                        .as_ref()
+                        .and_then(|h| h.creds.expires_at)
+                        .and_then(|exp| exp.duration_since(SystemTime::now()).ok());
+                    tracing::warn!(error = %e, expires_in_seconds = left.map(|d| d.as_secs()),
+                        "cannot refresh AWS credentials ahead of their expiry; retrying");
+                }
+            }
+        }
+    }
+
+    /// Resolves anew into `held`; on failure `held` keeps what it had.
+    async fn refresh_locked(
+        &self,
+        held: &mut Option<Held>,
+        transport: &Arc<Transport>,
+    ) -> Result<Credentials, Error> {
+        let result = self.resolve(transport).await;
+        let metrics = self.metrics.get();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok((creds, from)) => {
+                if let Some(m) = metrics {
+                    m.credentials_refreshes.inc("ok");
+                    m.credentials_expires_at_seconds.set(
+                        creds
+                            .expires_at
+                            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                            .map_or(f64::INFINITY, |d| d.as_secs_f64()),
+                    );
+                }
+                let rotated = held.as_ref().is_some_and(|h| h.creds != creds);
+                if rotated {
+                    tracing::info!(source = %from, access_key_id = %creds.access_key_id,
+                        expires_at = ?creds.expires_at.map(time::OffsetDateTime::from),
+                        "new AWS credentials");
+                }
+                status.source = Some(from.clone());
+                status.access_key_id = Some(creds.access_key_id.clone());
+                status.expires_at = creds.expires_at;
+                status.last_error = None;
+                *held = Some(Held::new(creds.clone(), SystemTime::now()));
+                self.changed.send_modify(|n| *n += 1);
+                Ok(creds)
+            }
+            Err(e) => {
+                if let Some(m) = metrics {
+                    m.credentials_refreshes.inc("error");
+                }
+                status.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Walks the configured source (or the chain); the credentials and where they came from.
+    async fn resolve(&self, transport: &Arc<Transport>) -> Result<(Credentials, String), Error> {
+        use CredentialSource as S;
+        let mut tried = Vec::new();
+        let chain = self.source == S::Chain;
+        match self.source {
+            S::Static => {
+                return self
+                    .fixed
+                    .clone()
+                    .map(|c| (c, "static keys in the config".to_owned()))
+                    .ok_or_else(|| Error::Credentials {
+                        detail:
+                            "credentials = \"static\" needs access_key_id and secret_access_key"
+                                .into(),
+                    });
+            }
+            S::Anonymous => {
+                return Err(Error::Credentials {
+                    detail: "credentials = \"anonymous\" signs nothing".into(),
+                });
+            }
+            S::Chain
+            | S::Env
+            | S::Profile
+            | S::Process
+            | S::WebIdentity
+            | S::AssumeRole
+            | S::Container
+            | S::Imds => {}
+        }
+        if chain || self.source == S::Env {
             match (&self.env.access_key_id, &self.env.secret_access_key) {
                 (Some(k), Some(s)) => {
-                    return Ok(Credentials::new(k, s, self.env.session_token.as_deref()));
+                    return Ok((
+                        Credentials::new(k, s, self.env.session_token.as_deref()),
+                        "environment".into(),
+                    ));
                 }
                 _ => tried
                     .push("environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY unset)".to_owned()),
             }
         }
-        if chain || self.source == CredentialSource::Profile {
-            match self.profile_credentials() {
-                Some(c) => return Ok(c),
+        if (chain || self.source == S::WebIdentity)
+            && let (Some(file), Some(arn)) = (&self.env.web_identity_token_file, &self.env.role_arn)
+        {
+            let session = self.session_name();
+            let role = Role {
+                arn,
+                session_name: &session,
+                duration_seconds: None,
+                external_id: None,
+            };
+            // Configured but failing is an answer: the chain stops here, as the SDKs do.
+            let c = self
+                .sts(None)
+                .with_web_identity(transport, &role, file)
+                .await?;
+            return Ok((c, format!("web identity ({arn})")));
+        }
+        if self.source == S::WebIdentity {
+            tried.push("web identity (AWS_WEB_IDENTITY_TOKEN_FILE/AWS_ROLE_ARN unset)".to_owned());
+        }
+        if matches!(
+            self.source,
+            S::Chain | S::Profile | S::Process | S::AssumeRole | S::WebIdentity
+        ) {
+            match Profile::load(
+                &self.profile,
+                self.env.shared_credentials_file.as_ref(),
+                self.env.config_file.as_ref(),
+            ) {
+                Some(p) => {
+                    if let Some(found) = self
+                        .profile_credentials(&p, &self.profile, transport, 0)
+                        .await?
+                    {
+                        return Ok(found);
+                    }
+                    tried.push(format!(
+                        "profile `{}` (no keys, credential_process or role_arn{})",
+                        self.profile,
+                        match self.source {
+                            S::Process => " — credentials = \"process\" needs credential_process",
+                            S::AssumeRole => " — credentials = \"assume-role\" needs role_arn",
+                            S::WebIdentity => " — credentials = \"web-identity\" needs web_identity_token_file and role_arn",
+                            S::Chain | S::Profile | S::Static | S::Env | S::Container | S::Imds | S::Anonymous => "",
+                        }
+                    ));
+                }
                 None => tried.push(format!(
                     "profile `{}` in the shared credentials/config files",
                     self.profile
                 )),
             }
         }
-        if (chain && !self.env.imds_disabled) || self.source == CredentialSource::Imds {
+        if chain || self.source == S::Container {
+            if container::configured(&self.env) {
+                let c = container::credentials(&self.env, transport).await?;
+                return Ok((c, "container credentials endpoint".into()));
+            }
+            tried.push(
+                "container endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI/_RELATIVE_URI unset)"
+                    .to_owned(),
+            );
+        }
+        if (chain && !self.env.imds_disabled) || self.source == S::Imds {
             match imds::credentials(self.env.imds_endpoint.as_deref(), transport).await {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, "instance metadata".into())),
                 Err(e) => tried.push(format!("instance metadata ({e})")),
             }
         }
@@ -228,30 +615,159 @@ impl CredentialsProvider {
         })
     }
 
-    fn profile_credentials(&self) -> Option<Credentials> {
-        let files = [
-            (
-                self.env.shared_credentials_file.as_ref(),
-                self.profile.clone(),
-            ),
-            (
-                self.env.config_file.as_ref(),
-                if self.profile == "default" {
-                    "default".into()
-                } else {
-                    format!("profile {}", self.profile)
-                },
-            ),
-        ];
-        for (file, section) in files {
-            let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
-                continue;
+    /// What profile `name` yields, as the SDKs read it: `role_arn` first (its source from
+    /// `source_profile`, `credential_source` or `web_identity_token_file`), then static keys,
+    /// then `credential_process`. `None` when the profile holds none of them, or not the one
+    /// the setting asks for.
+    async fn profile_credentials(
+        &self,
+        p: &Profile,
+        name: &str,
+        transport: &Arc<Transport>,
+        depth: usize,
+    ) -> Result<Option<(Credentials, String)>, Error> {
+        use CredentialSource as S;
+        let want =
+            |s: S| self.source == s || matches!(self.source, S::Chain | S::Profile) || depth > 0;
+        if let Some(arn) = p.get("role_arn") {
+            let session = p
+                .get("role_session_name")
+                .map_or_else(|| self.session_name(), str::to_owned);
+            let duration_seconds = match p.get("duration_seconds") {
+                Some(d) => Some(d.parse::<u32>().map_err(|_| Error::Credentials {
+                    detail: format!(
+                        "profile `{name}`: duration_seconds = {d:?} is not a number of seconds"
+                    ),
+                })?),
+                None => None,
             };
-            if let Some(c) = parse_profile(&text, &section) {
-                return Some(c);
+            let role = Role {
+                arn,
+                session_name: &session,
+                duration_seconds,
+                external_id: p.get("external_id"),
+            };
+            let sts = self.sts(p.get("region"));
+            if let Some(file) = p.get("web_identity_token_file") {
+                if !want(S::WebIdentity) {
+                    return Ok(None);
+                }
+                let c = sts
+                    .with_web_identity(transport, &role, std::path::Path::new(file))
+                    .await?;
+                return Ok(Some((c, format!("web identity of profile {name} ({arn})"))));
             }
+            if !want(S::AssumeRole) {
+                return Ok(None);
+            }
+            let source = self.role_source(p, name, transport, depth).await?;
+            let c = sts.assume_role(transport, &role, &source).await?;
+            return Ok(Some((c, format!("assume-role of profile {name} ({arn})"))));
         }
-        None
+        if let Some(c) = p.static_keys() {
+            // Keys answer the chain and `profile`, and a role's source at any depth.
+            let wanted = matches!(self.source, S::Chain | S::Profile) || depth > 0;
+            return Ok(wanted.then(|| (c, format!("profile {name}"))));
+        }
+        if let Some(cmd) = p.get("credential_process") {
+            if !want(S::Process) {
+                return Ok(None);
+            }
+            let c = process::credentials(cmd).await?;
+            return Ok(Some((c, format!("credential_process of profile {name}"))));
+        }
+        Ok(None)
+    }
+
+    /// The credentials `AssumeRole` is signed with: `source_profile`'s (which may itself
+    /// assume a role), or `credential_source`'s.
+    async fn role_source(
+        &self,
+        p: &Profile,
+        name: &str,
+        transport: &Arc<Transport>,
+        depth: usize,
+    ) -> Result<Credentials, Error> {
+        let fail = |detail: String| Error::Credentials { detail };
+        if depth >= MAX_ROLE_CHAIN {
+            return Err(fail(format!(
+                "profile `{name}`: source_profile chains deeper than {MAX_ROLE_CHAIN} (a loop?)"
+            )));
+        }
+        if let Some(src) = p.get("source_profile") {
+            let sp = Profile::load(
+                src,
+                self.env.shared_credentials_file.as_ref(),
+                self.env.config_file.as_ref(),
+            )
+            .ok_or_else(|| {
+                fail(format!(
+                    "profile `{name}`: source_profile `{src}` does not exist"
+                ))
+            })?;
+            // A profile naming itself holds the keys its role is assumed with.
+            if src == name {
+                return sp.static_keys().ok_or_else(|| {
+                    fail(format!(
+                        "profile `{name}` is its own source_profile but holds no keys"
+                    ))
+                });
+            }
+            let found = Box::pin(self.profile_credentials(&sp, src, transport, depth + 1)).await?;
+            return found.map(|(c, _)| c).ok_or_else(|| {
+                fail(format!(
+                    "profile `{name}`: source_profile `{src}` holds no keys, credential_process or role_arn"
+                ))
+            });
+        }
+        match p.get("credential_source") {
+            Some("Environment") => match (&self.env.access_key_id, &self.env.secret_access_key) {
+                (Some(k), Some(s)) => Ok(Credentials::new(k, s, self.env.session_token.as_deref())),
+                _ => Err(fail(format!(
+                    "profile `{name}`: credential_source = Environment, but AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset"
+                ))),
+            },
+            Some("Ec2InstanceMetadata") => {
+                imds::credentials(self.env.imds_endpoint.as_deref(), transport).await
+            }
+            Some("EcsContainer") => container::credentials(&self.env, transport).await,
+            Some(other) => Err(fail(format!(
+                "profile `{name}`: credential_source = {other:?}; use Environment, Ec2InstanceMetadata or EcsContainer"
+            ))),
+            None => Err(fail(format!(
+                "profile `{name}` has role_arn but neither source_profile nor credential_source"
+            ))),
+        }
+    }
+
+    fn sts(&self, profile_region: Option<&str>) -> Sts {
+        let region = profile_region
+            .map(str::to_owned)
+            .or_else(|| self.env.region.clone())
+            .unwrap_or_else(|| self.default_region.clone());
+        Sts {
+            endpoint: self
+                .env
+                .sts_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com")),
+            region,
+        }
+    }
+
+    fn session_name(&self) -> String {
+        self.env
+            .role_session_name
+            .clone()
+            .unwrap_or_else(|| "backhaul".to_owned())
+    }
+}
+
+/// `tokio::time::sleep` that accepts "forever".
+async fn sleep_for(d: Duration) {
+    match tokio::time::Instant::now().checked_add(d) {
+        Some(at) if d < Duration::from_secs(86_400 * 365) => tokio::time::sleep_until(at).await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -266,6 +782,36 @@ mod tests {
         assert!(s.contains("AKIDEXAMPLE"));
         assert!(!s.contains("very-secret-key"));
         assert!(!s.contains("token-value"));
+    }
+
+    #[test]
+    fn expiring_credentials_are_replaced_ahead_of_expiry_with_jitter() {
+        let now = SystemTime::now();
+        let hour = Credentials::new("A", "s", Some("t")).expiring(now + Duration::from_secs(3600));
+        for _ in 0..50 {
+            let h = Held::new(hour.clone(), now);
+            let lead = (now + Duration::from_secs(3600))
+                .duration_since(h.refresh_at.unwrap())
+                .unwrap();
+            assert!((300..=360).contains(&lead.as_secs()), "{lead:?}");
+        }
+        // Sixty seconds: at half their life at the latest.
+        let minute = Credentials::new("B", "s", Some("t")).expiring(now + Duration::from_secs(60));
+        let h = Held::new(minute, now);
+        let at = h.refresh_at.unwrap().duration_since(now).unwrap();
+        assert!((24..=30).contains(&at.as_secs()), "{at:?}");
+        assert!(h.serves(now, Duration::from_secs(20)));
+        // A part that needs longer than half their life is signed only with fresh ones.
+        assert!(h.serves(now, Duration::from_secs(600)));
+        assert!(!h.serves(now + Duration::from_secs(31), Duration::ZERO));
+        // An hour's credentials with ten minutes left are before their refresh time, but a
+        // part that needs more than ten minutes to send is not signed with them.
+        let h = Held::new(hour, now);
+        let left_600 = now + Duration::from_secs(3000);
+        assert!(h.serves(left_600, Duration::from_secs(100)));
+        assert!(!h.serves(left_600, Duration::from_secs(700)));
+        let long = Held::new(Credentials::new("C", "s", None), now);
+        assert!(long.serves(now + Duration::from_secs(86_400 * 365), Duration::MAX / 4));
     }
 
     #[tokio::test]
@@ -289,14 +835,28 @@ mod tests {
             Some("ops".into()),
             env.clone(),
         );
-        assert_eq!(p.get(&transport).await.unwrap().unwrap().access_key_id, "P");
+        assert_eq!(
+            p.get(&transport, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_key_id,
+            "P"
+        );
         let env = AwsEnv {
             access_key_id: Some("E".into()),
             secret_access_key: Some("F".into()),
             ..env
         };
         let p = CredentialsProvider::new(CredentialSource::Chain, None, Some("ops".into()), env);
-        assert_eq!(p.get(&transport).await.unwrap().unwrap().access_key_id, "E");
+        assert_eq!(
+            p.get(&transport, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_key_id,
+            "E"
+        );
         let none = CredentialsProvider::new(
             CredentialSource::Chain,
             None,
@@ -306,7 +866,11 @@ mod tests {
                 ..Default::default()
             },
         );
-        let err = none.get(&transport).await.unwrap_err().to_string();
+        let err = none
+            .get(&transport, Duration::ZERO)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("environment") && err.contains("profile `nope`"),
             "{err}"

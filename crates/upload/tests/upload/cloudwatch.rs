@@ -71,7 +71,7 @@ async fn put_metric_data_sends_counter_changes_with_labels_as_dimensions() {
         region: "eu-west-1".into(),
         namespace: "BackhaulTest".into(),
         site: "SITE-2847".into(),
-        creds: CredentialsProvider::fixed(moto.credentials()),
+        creds: Arc::new(CredentialsProvider::fixed(moto.credentials())),
     };
     let transport = Arc::new(Transport::new(Default::default()));
     let mut sent = CounterDeltas::default();
