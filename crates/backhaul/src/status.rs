@@ -215,6 +215,66 @@ pub struct UploadStatus {
     /// what it means on this store; `None` until the probe has run).
     #[serde(default)]
     pub verification: Option<backhaul_upload::Verification>,
+    /// Where the credentials come from and when they expire (never a secret).
+    #[serde(default)]
+    pub credentials: Option<CredentialsView>,
+    /// The store's clock minus this host's, from its latest answer (0 before one).
+    #[serde(default)]
+    pub clock_skew_seconds: f64,
+}
+
+/// The credentials in use, as `/status` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialsView {
+    /// `upload.credentials`.
+    pub setting: String,
+    /// The source that gave the credentials in use (`None` until resolved).
+    pub source: Option<String>,
+    /// The access key id in use (not secret: it is in every request's signature).
+    pub access_key_id: Option<String>,
+    /// Seconds until they expire (`None`: long-lived, or not resolved).
+    pub expires_in_seconds: Option<i64>,
+    /// The latest refresh's error, until one succeeds.
+    pub last_error: Option<String>,
+}
+
+impl CredentialsView {
+    fn of(s: backhaul_upload::CredentialsStatus, now: std::time::SystemTime) -> Self {
+        Self {
+            setting: s.setting.to_owned(),
+            source: s.source,
+            access_key_id: s.access_key_id,
+            expires_in_seconds: s.expires_at.map(|t| match t.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            }),
+            last_error: s.last_error,
+        }
+    }
+
+    /// One line for `backhaul status` and the page.
+    pub fn line(&self) -> String {
+        let mut line = match &self.source {
+            Some(src) => format!("{src} ({} = \"{}\")", "upload.credentials", self.setting),
+            None => format!(
+                "not resolved yet (upload.credentials = \"{}\")",
+                self.setting
+            ),
+        };
+        if let Some(id) = &self.access_key_id {
+            line.push_str(&format!(", key {id}"));
+        }
+        match self.expires_in_seconds {
+            Some(s) if s >= 0 => line.push_str(&format!(", expire in {}", duration(s as u64))),
+            Some(s) => line.push_str(&format!(", EXPIRED {} ago", duration(s.unsigned_abs()))),
+            None if self.source.is_some() => line.push_str(", long-lived"),
+            None => {}
+        }
+        if let Some(e) = &self.last_error {
+            line.push_str(&format!("; refresh failing: {e}"));
+        }
+        line
+    }
 }
 
 impl UploadStatus {
@@ -228,6 +288,9 @@ impl UploadStatus {
     }
 }
 
+/// A clock this far from the store's is worth a line in `backhaul status`.
+const CLOCK_SKEW_SHOWN: f64 = 30.0;
+
 /// What the monitor reports, shared with the metrics server.
 #[derive(Debug)]
 pub struct StatusBoard {
@@ -236,6 +299,7 @@ pub struct StatusBoard {
     monitor: Mutex<MonitorView>,
     integrity: Mutex<Option<std::sync::Arc<backhaul_upload::Integrity>>>,
     limiter: Mutex<Option<std::sync::Arc<backhaul_upload::RateLimiter>>>,
+    credentials: Mutex<Option<std::sync::Arc<backhaul_upload::CredentialsProvider>>>,
     disk: Mutex<Option<backhaul_spool::DiskFeed>>,
     history: history::History,
 }
@@ -275,6 +339,7 @@ impl StatusBoard {
             }),
             integrity: Mutex::new(None),
             limiter: Mutex::new(None),
+            credentials: Mutex::new(None),
             disk: Mutex::new(None),
             history: history::History::default(),
         }
@@ -303,6 +368,11 @@ impl StatusBoard {
     /// The uploads' bandwidth limiter, for the limit in force.
     pub fn set_limiter(&self, limiter: std::sync::Arc<backhaul_upload::RateLimiter>) {
         *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(limiter);
+    }
+
+    /// The uploads' credentials, for their source and expiry.
+    pub fn set_credentials(&self, creds: std::sync::Arc<backhaul_upload::CredentialsProvider>) {
+        *self.credentials.lock().unwrap_or_else(|p| p.into_inner()) = Some(creds);
     }
 
     /// Where the spool publishes its disk readings.
@@ -362,6 +432,13 @@ impl StatusBoard {
                     .filter(|s| s.is_finite()),
                 store_integrity: integrity.as_ref().and_then(|i| i.probed()),
                 verification: integrity.as_ref().and_then(|i| i.verification()),
+                credentials: self
+                    .credentials
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|c| CredentialsView::of(c.status(), std::time::SystemTime::now())),
+                clock_skew_seconds: metrics.clock_skew_seconds.value(),
             },
             frag_needed_total: frag_total,
             frag_needed_last_mtu_bytes: (frag_total > 0)
@@ -583,6 +660,15 @@ impl Status {
             u.disk_used_percent
         ));
         out.push(format!("store: {}", u.store()));
+        if let Some(c) = &u.credentials {
+            out.push(format!("credentials: {}", c.line()));
+        }
+        let skew = u.clock_skew_seconds;
+        if skew.abs() >= CLOCK_SKEW_SHOWN {
+            out.push(format!(
+                "clock: the store's is {skew:+.0} s from this host's (fix with chrony or systemd-timesyncd; the store refuses beyond 900 s)"
+            ));
+        }
         out.push(self.frag_needed_line());
         out.extend(self.clamp_line());
         out.extend(self.remediation_line());

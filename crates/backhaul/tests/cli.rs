@@ -8,6 +8,7 @@
 mod cli {
     pub mod alerts;
     pub mod config;
+    pub mod credentials;
     pub mod daemon;
     pub mod deb;
     pub mod degraded;

@@ -76,6 +76,16 @@ impl KeyRing {
         }
     }
 
+    /// Every key issued, expired or not.
+    pub fn all_issued(&self) -> Vec<IssuedKey> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// How many keys were issued.
     pub fn issued(&self) -> u64 {
         self.issued.load(Ordering::Relaxed)

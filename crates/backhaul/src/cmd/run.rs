@@ -151,6 +151,7 @@ pub async fn agent(
     let board = Arc::new(StatusBoard::new(cfg.site.clone()));
     board.set_integrity(chunks.integrity.clone());
     board.set_limiter(chunks.limiter.clone());
+    board.set_credentials(creds.clone());
     board.set_disk(spool.disk_feed());
     let bound = match cfg.metrics_listen {
         Some(addr) => Some(

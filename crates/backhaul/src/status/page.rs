@@ -246,10 +246,11 @@ fn figures(out: &mut String, status: &Status) {
             escape(&detail)
         ));
     }
-    out.push_str(&format!(
-        "</dl>\n<p>store: {}</p>\n</section>\n",
-        escape(&u.store())
-    ));
+    out.push_str(&format!("</dl>\n<p>store: {}</p>\n", escape(&u.store())));
+    if let Some(c) = &u.credentials {
+        out.push_str(&format!("<p>credentials: {}</p>\n", escape(&c.line())));
+    }
+    out.push_str("</section>\n");
 }
 
 /// One chart: its heading, what it draws, and how a sample gives its value.

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use backhaul_upload::test_util::{PortHold, S3Peer, free_port};
 
 use super::support::{
-    BUCKET, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, receiver, receiver_on, site_config,
+    BUCKET, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, metric, receiver, receiver_on,
+    site_config,
 };
 
 /// A child killed if the test fails before it stops it.
@@ -18,14 +19,6 @@ impl Drop for KillOnDrop {
         self.0.kill().ok();
         self.0.wait().ok();
     }
-}
-
-fn gauge(metrics_port: u16, series: &str) -> Option<f64> {
-    http_get(metrics_port, "/metrics")
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn daemon(cfg: &std::path::Path) -> KillOnDrop {
@@ -91,7 +84,7 @@ async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_res
     let first = daemon(&cfg);
     let opened = std::time::SystemTime::now();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(metrics, "backhaul_alerts_undelivered").unwrap_or(0.0) < 1.0 {
+    while metric(metrics, "backhaul_alerts_undelivered").unwrap_or(0.0) < 1.0 {
         assert!(Instant::now() < deadline, "no alert was queued");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -117,7 +110,7 @@ async fn alert_raised_while_the_receiver_is_down_arrives_later_even_across_a_res
         "the alert keeps its original time: started {started}, first agent up at {opened}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gauge(metrics, "backhaul_alerts_undelivered") != Some(0.0) {
+    while metric(metrics, "backhaul_alerts_undelivered") != Some(0.0) {
         assert!(Instant::now() < deadline, "the outbox did not drain");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

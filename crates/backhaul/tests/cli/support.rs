@@ -107,6 +107,16 @@ pub fn http_get(port: u16, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The value of `series` (name and labels as exposed) on the agent's `/metrics`; `None` when
+/// it is absent or nothing answers.
+pub fn metric(metrics_port: u16, series: &str) -> Option<f64> {
+    http_get(metrics_port, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// What a receiver got: when, the JSON body, the request line and headers (lowercased).
 pub type Received = (std::time::Instant, serde_json::Value, String);
 

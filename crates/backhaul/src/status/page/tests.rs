@@ -65,6 +65,14 @@ fn status() -> Status {
             disk_full_projected_seconds: None,
             store_integrity: None,
             verification: None,
+            credentials: Some(crate::status::CredentialsView {
+                setting: "chain".into(),
+                source: Some("credential_process of profile site".into()),
+                access_key_id: Some("ASIAEXAMPLE".into()),
+                expires_in_seconds: Some(2400),
+                last_error: None,
+            }),
+            clock_skew_seconds: 0.0,
         },
         frag_needed_total: 0,
         frag_needed_last_mtu_bytes: None,
@@ -152,6 +160,12 @@ fn the_page_shows_incident_fix_evidence_interfaces_probes_vpn_and_four_charts() 
     );
     assert!(page.contains("14 chunks") && page.contains("1.1 GB, oldest 5 min"));
     assert!(page.contains("44 Mbit/s now"), "the latest sample: {page}");
+    assert!(
+        page.contains(
+            "<p>credentials: credential_process of profile site (upload.credentials = &quot;chain&quot;), key ASIAEXAMPLE, expire in 40 min</p>"
+        ),
+        "{page}"
+    );
     for id in ["goodput", "backlog-chunks", "backlog-bytes", "disk"] {
         let at = page
             .find(&format!("<svg class=\"chart chart-{id}\""))
