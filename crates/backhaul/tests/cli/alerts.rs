@@ -1,25 +1,15 @@
 //! Alerts that survive the outage they report, and the push to a real Alertmanager. The
 //! incident is real: loopback declared as a 1500-byte WAN is MTU drift (`mtu_drift`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backhaul_upload::test_util::{PortHold, S3Peer, free_port};
 
 use super::support::{
-    BUCKET, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, metric, receiver, receiver_on,
-    site_config,
+    BUCKET, KillOnDrop, LOOPBACK_WAN_INVENTORY, alertmanager, exe, http_get, metric, receiver,
+    receiver_on, site_config,
 };
-
-/// A child killed if the test fails before it stops it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 fn daemon(cfg: &std::path::Path) -> KillOnDrop {
     daemon_logging_to(cfg, Stdio::null())

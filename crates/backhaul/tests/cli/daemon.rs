@@ -5,18 +5,7 @@ use std::time::Duration;
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, drift_site, exe, site_config, without_net_raw};
-
-/// A daemon killed if the test fails before it stops it (a leaked daemon would hold the test
-/// harness's output pipe open).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
+use super::support::{BUCKET, KillOnDrop, drift_site, exe, site_config, without_net_raw};
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backhaul_upload::test_util::S3Peer;
 
-use super::support::{BUCKET, drift_site, exe, http_get};
+use super::support::{BUCKET, KillOnDrop, drift_site, exe, http_get};
 
 const RULES: &str = "deploy/prometheus/backhaul.rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/backhaul.rules.test.yml";
@@ -17,16 +17,6 @@ const DASHBOARDS: [&str; 2] = [
     "deploy/grafana/backhaul-fleet.json",
     "deploy/grafana/backhaul-site.json",
 ];
-
-/// A child killed if the test fails before it stops it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

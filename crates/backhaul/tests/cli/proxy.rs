@@ -6,22 +6,13 @@
 //! certificate shows the per-receiver TLS settings at work.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, LOOPBACK_WAN_INVENTORY, exe, receiver, site_config};
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
+use super::support::{BUCKET, KillOnDrop, LOOPBACK_WAN_INVENTORY, exe, receiver, site_config};
 
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -92,6 +92,17 @@ pub const LOOPBACK_WAN_INVENTORY: &str = "[inventory]\ngateway = \"127.0.0.1\"\n
     endpoint_host = \"127.0.0.1\"\n\
     interfaces = [{ name = \"lo\", role = \"wan\", mtu_bytes = 1500 }]\n";
 
+/// A child process killed when the test ends, however it ends: a daemon left running would
+/// hold the test harness's output pipe open and hang the run.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// The body of a GET of `path` on the loopback `port`; empty when nothing answers.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
