@@ -26,11 +26,15 @@ pub enum Kind {
     DiskPressure,
     /// The VPN tunnel keeps dropping.
     VpnFlapping,
+    /// This host's clock is far from the store's; past 15 minutes every request is refused.
+    ClockSkew,
+    /// The upload credentials cannot be refreshed and will expire.
+    CredentialsExpiring,
 }
 
 impl Kind {
     /// Every kind, in rule order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::PmtuBlackhole,
         Kind::MtuDrift,
         Kind::PathMtuReduced,
@@ -40,6 +44,8 @@ impl Kind {
         Kind::AuthFailure,
         Kind::DiskPressure,
         Kind::VpnFlapping,
+        Kind::ClockSkew,
+        Kind::CredentialsExpiring,
     ];
 
     /// The kind's name (`pmtu_blackhole`), as in JSON and metric labels.
@@ -54,6 +60,8 @@ impl Kind {
             Kind::AuthFailure => "auth_failure",
             Kind::DiskPressure => "disk_pressure",
             Kind::VpnFlapping => "vpn_flapping",
+            Kind::ClockSkew => "clock_skew",
+            Kind::CredentialsExpiring => "credentials_expiring",
         }
     }
 
@@ -66,7 +74,9 @@ impl Kind {
             | Kind::EndpointUnreachable
             | Kind::AuthFailure
             | Kind::DiskPressure
-            | Kind::VpnFlapping => false,
+            | Kind::VpnFlapping
+            | Kind::ClockSkew
+            | Kind::CredentialsExpiring => false,
         }
     }
 
@@ -93,6 +103,8 @@ impl Kind {
             Kind::AuthFailure => "docs/runbook-pmtud.md#auth-failure",
             Kind::DiskPressure => "docs/runbook-pmtud.md#disk-pressure",
             Kind::VpnFlapping => "docs/runbook-pmtud.md#vpn-flapping",
+            Kind::ClockSkew => "docs/runbook-pmtud.md#clock-skew",
+            Kind::CredentialsExpiring => "docs/runbook-pmtud.md#credentials-expiring",
         }
     }
 
@@ -330,7 +342,7 @@ mod tests {
         );
         assert_eq!(
             Kind::names(false),
-            "uplink_degraded, endpoint_unreachable, auth_failure, disk_pressure, vpn_flapping"
+            "uplink_degraded, endpoint_unreachable, auth_failure, disk_pressure, vpn_flapping, clock_skew, credentials_expiring"
         );
     }
 }

@@ -372,6 +372,21 @@ pub enum Signal {
         /// The apply's run id.
         run_id: String,
     },
+    /// The store's clock minus this host's, from the `Date` of its answers.
+    ClockSkew {
+        /// Seconds (positive: the store is ahead).
+        seconds: i64,
+    },
+    /// How refreshing the upload credentials went: reported when it changes, and every
+    /// minute while it fails.
+    CredentialsRefresh {
+        /// Whether the latest refresh succeeded.
+        ok: bool,
+        /// Seconds until the credentials in use expire (`None`: long-lived or none).
+        expires_in_seconds: Option<i64>,
+        /// Why the latest refresh failed.
+        error: Option<String>,
+    },
     /// `TCP_INFO` of an upload connection.
     TcpInfo {
         /// `tcpi_snd_mss`.

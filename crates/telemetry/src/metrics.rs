@@ -192,6 +192,9 @@ pub struct Metrics {
     pub credentials_refreshes: LabeledCounter,
     /// The store's clock minus this host's, in seconds, from the `Date` of its latest answer.
     pub clock_skew_seconds: Gauge,
+    /// Answers whose `Date` set [`Metrics::clock_skew_seconds`] (not exported: it tells a
+    /// reading of 0 from none).
+    pub clock_skew_answers: Counter,
 }
 
 impl Metrics {

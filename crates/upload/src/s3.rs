@@ -231,9 +231,10 @@ impl S3Client {
                 .and_then(|v| v.to_str().ok()),
         );
         if let Some(t) = theirs {
-            self.metrics
-                .clock_skew_seconds
-                .set((t - OffsetDateTime::now_utc()).whole_seconds() as f64);
+            // `Date` has whole seconds: the store's time is half a second past it on average.
+            let skew = (t - OffsetDateTime::now_utc()).as_seconds_f64() + 0.5;
+            self.metrics.clock_skew_seconds.set(skew);
+            self.metrics.clock_skew_answers.inc();
         }
         if resp.status.is_success() {
             // CompleteMultipartUpload may answer 200 and put the error in the body.
@@ -254,7 +255,7 @@ impl S3Client {
         let host_now = OffsetDateTime::now_utc();
         if let Some(detail) = clock_skew(resp.status.as_u16(), &code, &message, theirs, signed_at) {
             if let Some(t) = theirs {
-                let learned = (t - host_now).whole_seconds();
+                let learned = ((t - host_now).as_seconds_f64() + 0.5).round() as i64;
                 // Within a minute of what was applied, the refusal is not about our clock.
                 if (learned - offset).abs() > 60 {
                     self.clock_offset.store(learned, Ordering::Relaxed);

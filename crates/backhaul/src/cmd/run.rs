@@ -172,7 +172,7 @@ pub async fn agent(
     on_start(bound);
     spawn_publishers(
         &cfg,
-        creds,
+        creds.clone(),
         metrics.clone(),
         chunks.client.transport().clone(),
         shutdown.clone(),
@@ -220,6 +220,7 @@ pub async fn agent(
             disk: spool.disk_feed(),
             remediation: cfg.remediation.clone(),
             upload_errors: chunks.errors.subscribe(),
+            credentials: creds.clone(),
         },
         metrics.clone(),
         board,

@@ -118,6 +118,8 @@ pub struct Monitor {
     pub remediation: RemediationConfig,
     /// The uploader's errors, each as it happens.
     pub upload_errors: broadcast::Receiver<ErrorClass>,
+    /// The uploads' credentials, whose refreshes it reports.
+    pub credentials: Arc<backhaul_upload::CredentialsProvider>,
 }
 
 /// Runs until `shutdown`.

@@ -13,7 +13,7 @@ use backhaul_diagnose::{
 };
 use backhaul_netprobe::{KernelCounters, Link, LinkEvent, LinkTable, Route, TcpInfo};
 use backhaul_telemetry::Metrics;
-use backhaul_upload::{ErrorClass, Transport};
+use backhaul_upload::{CredentialsProvider, ErrorClass, Transport};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::{MonitorConfig, RemediationConfig};
@@ -68,6 +68,8 @@ pub(super) struct MonitorLoop {
     pub(super) errors_open: bool,
     stalls_seen: u64,
     recoveries_seen: u64,
+    credentials: Arc<CredentialsProvider>,
+    trust: upload_signals::TrustReports,
     probe_tx: mpsc::UnboundedSender<ProbeRound>,
     /// Each probe cycle carries the link generation it started in; a cycle that straddles an
     /// interface change measured a configuration that no longer exists and is dropped.
@@ -110,6 +112,7 @@ impl MonitorLoop {
             disk,
             remediation,
             upload_errors,
+            credentials,
         } = monitor;
         let delivery = Delivery::start(
             &cfg,
@@ -185,6 +188,8 @@ impl MonitorLoop {
             tcp_seen: HashMap::new(),
             probes_degraded: Arc::new(AtomicBool::new(false)),
             errors_open: true,
+            credentials,
+            trust: upload_signals::TrustReports::default(),
             probe_tx,
             generation: 0,
             probing: false,
@@ -381,6 +386,7 @@ impl MonitorLoop {
             return;
         }
         self.next_upload_sample = Instant::now() + Duration::from_secs(2);
+        obs.extend(self.trust.sample(now, &self.metrics, &self.credentials));
         let metrics = self.metrics.clone();
         // Goodput means something only while there is work: an idle uploader behind a
         // camera that records less than the link carries is not a degraded link. And only

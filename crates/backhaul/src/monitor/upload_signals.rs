@@ -1,4 +1,5 @@
-//! The uploader's own signals for the rules: `TCP_INFO` of its connections.
+//! The uploader's own signals for the rules: `TCP_INFO` of its connections, and what the site
+//! must trust to be heard at all: its clock against the store's, and its credentials.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -6,6 +7,70 @@ use std::time::{Duration, Instant};
 use backhaul_diagnose::{Observation, Signal};
 use backhaul_netprobe::TcpInfo;
 use backhaul_telemetry::Metrics;
+
+/// How often an unchanged clock reading or a refresh that keeps failing is reported again, so
+/// the rules' window never loses it.
+const REPORT_AGAIN: Duration = Duration::from_secs(60);
+/// A clock reading this far from the last reported one is reported at once.
+const SKEW_MOVED_SECONDS: i64 = 5;
+
+/// The clock and credential reports sent so far.
+#[derive(Debug, Default)]
+pub(super) struct TrustReports {
+    skew: Option<(i64, Instant)>,
+    refresh: Option<(bool, Instant)>,
+}
+
+impl TrustReports {
+    /// The store's clock offset (from the `Date` of its answers; none before one) and the
+    /// credentials' refresh state, when they changed or are due again.
+    pub(super) fn sample(
+        &mut self,
+        now: u64,
+        metrics: &Metrics,
+        creds: &backhaul_upload::CredentialsProvider,
+    ) -> Vec<Observation> {
+        let at = Instant::now();
+        let due = |last: Instant| at.duration_since(last) >= REPORT_AGAIN;
+        let mut out = Vec::new();
+        let seconds = metrics.clock_skew_seconds.value().round() as i64;
+        if metrics.clock_skew_answers.value() > 0
+            && self
+                .skew
+                .is_none_or(|(s, t)| (s - seconds).abs() >= SKEW_MOVED_SECONDS || due(t))
+        {
+            self.skew = Some((seconds, at));
+            out.push(Observation::new(now, Signal::ClockSkew { seconds }));
+        }
+        let status = creds.status();
+        if status.source.is_none() && status.last_error.is_none() {
+            return out;
+        }
+        let ok = status.last_error.is_none();
+        if self
+            .refresh
+            .is_none_or(|(was, t)| was != ok || (!ok && due(t)))
+        {
+            self.refresh = Some((ok, at));
+            let expires_in_seconds =
+                status
+                    .expires_at
+                    .map(|t| match t.duration_since(std::time::SystemTime::now()) {
+                        Ok(d) => d.as_secs() as i64,
+                        Err(e) => -(e.duration().as_secs() as i64),
+                    });
+            out.push(Observation::new(
+                now,
+                Signal::CredentialsRefresh {
+                    ok,
+                    expires_in_seconds,
+                    error: status.last_error,
+                },
+            ));
+        }
+        out
+    }
+}
 
 /// Bytes acknowledged since the previous sample. A connection seen for the first time that is
 /// already resending its oldest segment counts as having nothing acknowledged: what its

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::embedded::StoreQuirks;
-use backhaul_upload::test_creds::{Issuer, KeyRing};
+use backhaul_upload::test_creds::{Issuer, KeyRing, embedded_keys};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, exe, http_get, metric};
+use super::support::{BUCKET, KillOnDrop, exe, http_get, metric, receiver, site_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_uploads_on_rotating_container_credentials_and_never_logs_them() {
@@ -41,7 +41,7 @@ async fn the_agent_uploads_on_rotating_container_credentials_and_never_logs_them
     )
     .unwrap();
     let log = dir.path().join("agent.log");
-    let mut child = Command::new(exe())
+    let child = Command::new(exe())
         .args([
             "run",
             "--log-level",
@@ -58,6 +58,7 @@ async fn the_agent_uploads_on_rotating_container_credentials_and_never_logs_them
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let agent = KillOnDrop(child);
     // Three 6 MiB chunks at 1 MiB/s: about 18 s, over two lifetimes of the keys.
     let chunks: Vec<Vec<u8>> = (0..3).map(|i| pattern_bytes(40 + i, 6 << 20)).collect();
     for (i, c) in chunks.iter().enumerate() {
@@ -91,8 +92,7 @@ async fn the_agent_uploads_on_rotating_container_credentials_and_never_logs_them
     let expiry = metric(port, "backhaul_credentials_expiry_seconds").unwrap();
     assert!((0.0..=8.0).contains(&expiry), "{expiry}");
     assert_eq!(ring.expired_refusals(), 0);
-    child.kill().ok();
-    child.wait().ok();
+    drop(agent);
 
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -106,5 +106,63 @@ async fn the_agent_uploads_on_rotating_container_credentials_and_never_logs_them
     assert!(
         !log.contains("tes-token"),
         "the endpoint's token is in the log"
+    );
+}
+
+/// A store whose clock is 400 s ahead: uploads flow (S3 allows 900 s), and the agent warns
+/// with `clock_skew` naming NTP, long before the store would refuse everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_clock_minutes_ahead_raises_clock_skew_while_uploads_flow() {
+    let quirks = StoreQuirks {
+        clock_offset: Some(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(400))),
+        one_principal: false,
+    };
+    let peer = S3Peer::embedded_with(BUCKET, embedded_keys(), quirks).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let (hook, port) = (free_port(), free_port());
+    let hooks = receiver(hook);
+    let cfg = site_config(
+        dir.path(),
+        &spool,
+        &peer,
+        &peer.endpoint(),
+        "",
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[monitor]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\"\n"
+        ),
+    );
+    let _agent = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(50, 1 << 20));
+    let (_, alert, _) = hooks
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an alert arrives");
+    assert_eq!(alert["kind"], "clock_skew", "{alert}");
+    assert_eq!(alert["status"], "firing", "{alert}");
+    // The store's Date has whole seconds: 400 s reads as 399 to 401.
+    let cause = alert["root_cause"].as_str().unwrap();
+    assert!(
+        ["399", "400", "401"]
+            .iter()
+            .any(|s| cause.starts_with(&format!("this host's clock is {s} s behind the store's"))),
+        "{alert}"
+    );
+    assert_eq!(alert["fix"][0], "chronyc tracking", "{alert}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(port, "backhaul_uploaded_chunks_total") != Some(1.0) {
+        assert!(Instant::now() < deadline, "the chunk was not uploaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let skew = metric(port, "backhaul_clock_skew_seconds").unwrap();
+    assert!(
+        (399.0..=401.0).contains(&skew),
+        "the store's Date is read: {skew}"
     );
 }

@@ -20,6 +20,8 @@
 //!   sends no ICMP, so the change itself is the best evidence there is).
 
 pub mod auth_failure;
+pub mod clock_skew;
+pub mod credentials_expiring;
 pub mod disk_pressure;
 pub mod endpoint_unreachable;
 pub mod mtu_drift;
@@ -80,6 +82,8 @@ pub fn evaluate_all(store: &Store, ctx: &Context<'_>) -> Vec<Finding> {
     findings.extend(auth_failure::evaluate(store, ctx));
     findings.extend(disk_pressure::evaluate(store, ctx));
     findings.extend(vpn_flapping::evaluate(store, ctx));
+    findings.extend(clock_skew::evaluate(store, ctx));
+    findings.extend(credentials_expiring::evaluate(store, ctx));
     findings
 }
 
