@@ -166,3 +166,94 @@ async fn a_store_clock_minutes_ahead_raises_clock_skew_while_uploads_flow() {
         "the store's Date is read: {skew}"
     );
 }
+
+/// The container endpoint stops answering: the agent keeps uploading on the credentials it
+/// holds, and raises `credentials_expiring` (critical: they have under two minutes left)
+/// before they expire, naming the endpoint's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_stops_answering_raises_credentials_expiring_before_expiry() {
+    let ring = KeyRing::new(Duration::from_secs(40));
+    let quirks = StoreQuirks {
+        clock_offset: None,
+        one_principal: true,
+    };
+    let peer = S3Peer::embedded_with(BUCKET, ring.auth(), quirks).await;
+    let issuer = Issuer::start(ring.clone(), "Bearer t").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let (hook, port) = (free_port(), free_port());
+    let hooks = receiver(hook);
+    let cfg = dir.path().join("site.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\
+             [upload]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\ncredentials = \"container\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [monitor]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\"\n",
+            spool.display(),
+            peer.endpoint()
+        ),
+    )
+    .unwrap();
+    let _agent = KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{}/container", issuer.url()),
+            )
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer t")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(60, 1 << 20));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(port, "backhaul_uploaded_chunks_total") != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the first chunk was not uploaded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keys = ring.all_issued();
+    let expires = keys.iter().map(|k| k.expires_at).max().unwrap();
+    drop(issuer);
+    let (_, alert, _) = hooks
+        .recv_timeout(Duration::from_secs(40))
+        .expect("credentials_expiring is raised");
+    assert_eq!(alert["kind"], "credentials_expiring", "{alert}");
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    let raised =
+        std::time::UNIX_EPOCH + Duration::from_millis(alert["raised_at_unix_ms"].as_u64().unwrap());
+    assert!(
+        raised < expires,
+        "raised after the credentials expired: {alert}"
+    );
+    assert!(
+        alert["root_cause"]
+            .as_str()
+            .unwrap()
+            .contains("container credentials endpoint"),
+        "{alert}"
+    );
+    // Uploads go on meanwhile.
+    write_chunk(&spool, "cam1/c1.mp4", &pattern_bytes(61, 1 << 20));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(port, "backhaul_uploaded_chunks_total") != Some(2.0) {
+        assert!(
+            Instant::now() < deadline,
+            "uploads stopped before the credentials expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metric(
+            port,
+            "backhaul_credentials_refreshes_total{result=\"error\"}"
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+}

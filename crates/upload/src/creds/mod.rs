@@ -34,6 +34,8 @@ const REFRESH_LEAD: Duration = Duration::from_secs(300);
 /// A failed refresh is tried again after this, doubling up to [`RETRY_MAX`].
 const RETRY_BASE: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Credentials brought by a refusal and refused again within this are not replaced again.
+const REFUSED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
 /// How deep `source_profile` chains may go (the SDKs refuse loops; this refuses depth).
 const MAX_ROLE_CHAIN: usize = 4;
 
@@ -235,6 +237,10 @@ struct Held {
     life: Option<Duration>,
     /// When the background refresh replaces them.
     refresh_at: Option<SystemTime>,
+    /// When a refusal of their predecessor brought them: refused in turn soon after, the
+    /// refusal is about something else (a policy, a proxy that alters requests), and asking
+    /// the source again would only hammer it.
+    after_refusal: Option<std::time::Instant>,
 }
 
 impl Held {
@@ -251,6 +257,7 @@ impl Held {
             creds,
             life,
             refresh_at,
+            after_refusal: None,
         }
     }
 
@@ -357,7 +364,8 @@ impl CredentialsProvider {
 
     /// Credentials valid for at least `need` from now (the longest a request signed now can
     /// take to reach the store), or `None` for anonymous requests. Credentials past their
-    /// refresh time are replaced first; if that fails they are used while still valid.
+    /// refresh time, or too close to expiry for `need`, are replaced first; if that fails
+    /// they are used while still valid at all.
     pub async fn get(
         &self,
         transport: &Arc<Transport>,
@@ -373,8 +381,10 @@ impl CredentialsProvider {
         }
         match self.refresh_locked(&mut held, transport).await {
             Ok(c) => Ok(Some(c)),
+            // Without others, still-valid ones are the request's only chance: the store judges
+            // them when the request arrives.
             Err(e) => match held.as_ref() {
-                Some(h) if h.creds.valid_for(now, need) => {
+                Some(h) if h.creds.valid_for(now, Duration::ZERO) => {
                     tracing::warn!(error = %e, "cannot refresh AWS credentials; using the current ones while they last");
                     Ok(Some(h.creds.clone()))
                 }
@@ -395,11 +405,23 @@ impl CredentialsProvider {
             return false;
         }
         let mut held = self.held.lock().await;
-        if held.as_ref().is_some_and(|h| h.creds != *used) {
-            return true;
+        match held.as_ref() {
+            Some(h) if h.creds != *used => return true,
+            Some(h)
+                if h.after_refusal
+                    .is_some_and(|at| at.elapsed() < REFUSED_AGAIN_WITHIN) =>
+            {
+                return false;
+            }
+            Some(_) | None => {}
         }
         match self.refresh_locked(&mut held, transport).await {
-            Ok(c) => c != *used,
+            Ok(c) => {
+                if let Some(h) = held.as_mut() {
+                    h.after_refusal = Some(std::time::Instant::now());
+                }
+                c != *used
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the store refused the credentials and they cannot be refreshed");
                 false

@@ -11,7 +11,7 @@ use backhaul_upload::embedded::StoreQuirks;
 use backhaul_upload::test_creds::{Issuer, KeyRing, embedded_keys};
 use backhaul_upload::test_util::{S3Peer, uploader, uploader_with};
 use backhaul_upload::{
-    AwsEnv, CredentialSource, CredentialsProvider, RunMode, RunReport, UploadConfig,
+    AwsEnv, CredentialSource, Credentials, CredentialsProvider, RunMode, RunReport, UploadConfig,
 };
 use tokio::sync::watch;
 
@@ -174,4 +174,214 @@ async fn a_store_twenty_minutes_ahead_is_uploaded_to_after_one_re_sign() {
     assert_eq!(m.errors.value("clock_skew"), 0, "{:?}", m.errors.series());
     let skew = m.clock_skew_seconds.value();
     assert!((1195.0..=1205.0).contains(&skew), "{skew}");
+}
+
+/// The AWS CLI against moto, as a set-up user (moto's IAM before auth is switched on).
+fn aws(endpoint: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("aws")
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "us-east-1",
+            "--output",
+            "text",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIASETUPSETUPSETUP0")
+        .env("AWS_SECRET_ACCESS_KEY", "setup")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap_or_else(|e| panic!("aws CLI not runnable ({e}); pip install awscli"));
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Lets moto's next `n` requests through unauthenticated; every later one must be signed by
+/// a key it issued, for an identity whose policy allows the action.
+async fn moto_auth_after(endpoint: &str, n: u32) {
+    let transport = std::sync::Arc::new(backhaul_upload::Transport::new(Default::default()));
+    transport
+        .simple(backhaul_upload::SimpleRequest {
+            method: "POST",
+            url: &format!("{endpoint}/moto-api/reset-auth"),
+            headers: &[("content-type", "text/plain")],
+            body: n.to_string().into_bytes(),
+            timeout: Duration::from_secs(10),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("moto reset-auth: {e}"));
+}
+
+/// STS against moto with IAM auth on: a profile's `role_arn` assumed with `source_profile`'s
+/// keys (signed `AssumeRole`), and a web identity token (`AssumeRoleWithWebIdentity`). moto
+/// checks every signature and session token and the role's policy, so only the temporary
+/// credentials STS issued can upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assume_role_and_web_identity_credentials_from_sts_upload() {
+    let peer = S3Peer::moto().await;
+    let ep = peer.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let role_arn = "arn:aws:iam::123456789012:role/uploader";
+    let policy = |name: &str, json: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        format!("file://{}", path.display())
+    };
+    let trust = policy(
+        "trust.json",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*","Federated":"*"},"Action":["sts:AssumeRole","sts:AssumeRoleWithWebIdentity"]}]}"#,
+    );
+    let s3_all = policy(
+        "s3.json",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#,
+    );
+    let may_assume = policy(
+        "assume.json",
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"sts:AssumeRole","Resource":"{role_arn}"}}]}}"#
+        ),
+    );
+    aws(
+        &ep,
+        &[
+            "iam",
+            "create-role",
+            "--role-name",
+            "uploader",
+            "--assume-role-policy-document",
+            &trust,
+        ],
+    );
+    aws(
+        &ep,
+        &[
+            "iam",
+            "put-role-policy",
+            "--role-name",
+            "uploader",
+            "--policy-name",
+            "s3",
+            "--policy-document",
+            &s3_all,
+        ],
+    );
+    aws(&ep, &["iam", "create-user", "--user-name", "site"]);
+    aws(
+        &ep,
+        &[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "site",
+            "--policy-name",
+            "assume",
+            "--policy-document",
+            &may_assume,
+        ],
+    );
+    let keys = aws(
+        &ep,
+        &[
+            "iam",
+            "create-access-key",
+            "--user-name",
+            "site",
+            "--query",
+            "AccessKey.[AccessKeyId,SecretAccessKey]",
+        ],
+    );
+    let (user_key, user_secret) = keys.split_once(char::is_whitespace).unwrap();
+    aws(&ep, &["s3api", "create-bucket", "--bucket", BUCKET]);
+
+    // A profile that assumes the role with the user's keys.
+    std::fs::write(
+        dir.path().join("credentials"),
+        format!(
+            "[site]\naws_access_key_id = {user_key}\naws_secret_access_key = {}\n",
+            user_secret.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config"),
+        format!("[profile uploader]\nrole_arn = {role_arn}\nsource_profile = site\nduration_seconds = 900\n"),
+    )
+    .unwrap();
+    let env = AwsEnv {
+        shared_credentials_file: Some(dir.path().join("credentials")),
+        config_file: Some(dir.path().join("config")),
+        sts_endpoint: Some(ep.clone()),
+        ..AwsEnv::default()
+    };
+    moto_auth_after(&ep, 0).await;
+    let spool = TempSpool::new();
+    let body = pattern_bytes(11, 6 * MIB);
+    spool.write_chunk("cam1/role.mp4", &body);
+    let mut cfg = config(&peer, &ep);
+    cfg.create_bucket = false;
+    let assumed = Arc::new(CredentialsProvider::new(
+        CredentialSource::AssumeRole,
+        None,
+        Some("uploader".into()),
+        env.clone(),
+    ));
+    let report = drain_with(&spool, &cfg, assumed.clone()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.chunks, 1);
+    let status = assumed.status();
+    assert_eq!(
+        status.source.as_deref(),
+        Some(format!("assume-role of profile uploader ({role_arn})").as_str())
+    );
+    assert!(status.access_key_id.is_some_and(|k| k != user_key));
+    assert!(status.expires_at.is_some());
+
+    // The store does check: the user's own keys may assume the role, not upload.
+    let spool = TempSpool::new();
+    spool.write_chunk("cam1/user.mp4", &pattern_bytes(13, MIB));
+    let user = Arc::new(CredentialsProvider::fixed(Credentials::new(
+        user_key,
+        user_secret.trim(),
+        None,
+    )));
+    let report = drain_with(&spool, &cfg, user).await;
+    assert_eq!(
+        report.failed.len(),
+        1,
+        "moto refuses keys without an S3 policy"
+    );
+
+    // The web identity call is unsigned: moto lets exactly that one through.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJzaXRlIn0.").unwrap();
+    let web = Arc::new(CredentialsProvider::new(
+        CredentialSource::WebIdentity,
+        None,
+        None,
+        AwsEnv {
+            web_identity_token_file: Some(token),
+            role_arn: Some(role_arn.into()),
+            role_session_name: Some("SITE-TEST".into()),
+            sts_endpoint: Some(ep.clone()),
+            ..AwsEnv::default()
+        },
+    ));
+    moto_auth_after(&ep, 1).await;
+    let spool = TempSpool::new();
+    spool.write_chunk("cam1/web.mp4", &pattern_bytes(12, MIB));
+    let report = drain_with(&spool, &cfg, web.clone()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.chunks, 1);
+    assert_eq!(
+        web.status().source.as_deref(),
+        Some(format!("web identity ({role_arn})").as_str())
+    );
 }
