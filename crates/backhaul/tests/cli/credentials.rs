@@ -12,63 +12,122 @@ use backhaul_upload::test_util::{S3Peer, free_port};
 
 use super::support::{BUCKET, KillOnDrop, exe, http_get, metric, receiver, site_config};
 
+/// A store whose keys live `lifetime`, an issuer of them that wants `token`, and a site on
+/// `credentials = "container"` with a metrics listener and `extra` config: the store, the
+/// ring, the issuer, the temporary directory, the config file, the spool and the metrics port.
+struct ContainerSite {
+    ring: std::sync::Arc<KeyRing>,
+    /// Taken to stop it.
+    issuer: Option<Issuer>,
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    spool: std::path::PathBuf,
+    port: u16,
+    _peer: S3Peer,
+}
+
+impl ContainerSite {
+    async fn new(lifetime: Duration, token: &str, extra: &str) -> Self {
+        let ring = KeyRing::new(lifetime);
+        let quirks = StoreQuirks {
+            clock_offset: None,
+            one_principal: true,
+        };
+        let peer = S3Peer::embedded_with(BUCKET, ring.auth(), quirks).await;
+        let issuer = Issuer::start(ring.clone(), token).await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let port = free_port();
+        let cfg = dir.path().join("site.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\
+                 [upload]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\ncredentials = \"container\"\n\
+                 part_size_bytes = 5242880\nmultipart_threshold_bytes = 5242880\n\
+                 {extra}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+                spool.display(),
+                peer.endpoint()
+            ),
+        )
+        .unwrap();
+        Self {
+            ring,
+            issuer: Some(issuer),
+            dir,
+            cfg,
+            spool,
+            port,
+            _peer: peer,
+        }
+    }
+
+    /// `backhaul run` of the site with `args` before `--config`, the endpoint in its
+    /// environment and `token` as the token's value (`file`: in a file).
+    fn agent(&self, args: &[&str], token: &str, file: bool, stderr: Stdio) -> KillOnDrop {
+        let mut cmd = Command::new(exe());
+        cmd.arg("run")
+            .args(args)
+            .arg("--config")
+            .arg(&self.cfg)
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!(
+                    "{}/container",
+                    self.issuer.as_ref().map(Issuer::url).unwrap_or_default()
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if file {
+            let path = self.dir.path().join("token");
+            std::fs::write(&path, token).unwrap();
+            cmd.env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", path);
+        } else {
+            cmd.env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token);
+        }
+        KillOnDrop(cmd.spawn().unwrap())
+    }
+}
+
+/// Waits until the agent on `port` has uploaded `n` chunks.
+async fn uploaded(port: u16, n: f64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while metric(port, "backhaul_uploaded_chunks_total") != Some(n) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_uploads_on_rotating_container_credentials_and_never_logs_them() {
-    let ring = KeyRing::new(Duration::from_secs(8));
-    let quirks = StoreQuirks {
-        clock_offset: None,
-        one_principal: true,
-    };
-    let peer = S3Peer::embedded_with(BUCKET, ring.auth(), quirks).await;
-    let issuer = Issuer::start(ring.clone(), "Bearer tes-token").await;
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "Bearer tes-token").unwrap();
-    let port = free_port();
-    let cfg = dir.path().join("site.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\
-             [upload]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\ncredentials = \"container\"\n\
-             part_size_bytes = 5242880\nmultipart_threshold_bytes = 5242880\n\
-             bandwidth_limit = \"1M\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
-            spool.display(),
-            peer.endpoint()
-        ),
+    let site = ContainerSite::new(
+        Duration::from_secs(8),
+        "Bearer tes-token",
+        "bandwidth_limit = \"1M\"",
     )
-    .unwrap();
-    let log = dir.path().join("agent.log");
-    let child = Command::new(exe())
-        .args([
-            "run",
-            "--log-level",
-            "trace",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .env(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("{}/container", issuer.url()),
-        )
-        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = KillOnDrop(child);
+    .await;
+    let (ring, spool, port) = (&site.ring, &site.spool, site.port);
+    let log = site.dir.path().join("agent.log");
+    let agent = site.agent(
+        &["--log-level", "trace"],
+        "Bearer tes-token",
+        true,
+        std::fs::File::create(&log).unwrap().into(),
+    );
     // Three 6 MiB chunks at 1 MiB/s: about 18 s, over two lifetimes of the keys.
     let chunks: Vec<Vec<u8>> = (0..3).map(|i| pattern_bytes(40 + i, 6 << 20)).collect();
     for (i, c) in chunks.iter().enumerate() {
-        write_chunk(&spool, &format!("cam1/c{i}.mp4"), c);
+        write_chunk(spool, &format!("cam1/c{i}.mp4"), c);
     }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while metric(port, "backhaul_uploaded_chunks_total") != Some(3.0) {
-        assert!(Instant::now() < deadline, "the chunks were not uploaded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    uploaded(
+        port,
+        3.0,
+        Duration::from_secs(90),
+        "the chunks were not uploaded",
+    )
+    .await;
     let status: serde_json::Value =
         serde_json::from_str(&http_get(port, "/status")).expect("/status is JSON");
     let creds = &status["upload"]["credentials"];
@@ -155,11 +214,13 @@ async fn a_store_clock_minutes_ahead_raises_clock_skew_while_uploads_flow() {
         "{alert}"
     );
     assert_eq!(alert["fix"][0], "chronyc tracking", "{alert}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(port, "backhaul_uploaded_chunks_total") != Some(1.0) {
-        assert!(Instant::now() < deadline, "the chunk was not uploaded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    uploaded(
+        port,
+        1.0,
+        Duration::from_secs(30),
+        "the chunk was not uploaded",
+    )
+    .await;
     let skew = metric(port, "backhaul_clock_skew_seconds").unwrap();
     assert!(
         (399.0..=401.0).contains(&skew),
@@ -172,55 +233,33 @@ async fn a_store_clock_minutes_ahead_raises_clock_skew_while_uploads_flow() {
 /// before they expire, naming the endpoint's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_stops_answering_raises_credentials_expiring_before_expiry() {
-    let ring = KeyRing::new(Duration::from_secs(40));
-    let quirks = StoreQuirks {
-        clock_offset: None,
-        one_principal: true,
-    };
-    let peer = S3Peer::embedded_with(BUCKET, ring.auth(), quirks).await;
-    let issuer = Issuer::start(ring.clone(), "Bearer t").await;
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let (hook, port) = (free_port(), free_port());
+    let hook = free_port();
     let hooks = receiver(hook);
-    let cfg = dir.path().join("site.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[site]\nname = \"SITE-TEST\"\n\n[spool]\ndir = \"{}\"\nsettle_seconds = 0\n\n\
-             [upload]\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\ncredentials = \"container\"\n\n\
-             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [monitor]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\"\n",
-            spool.display(),
-            peer.endpoint()
-        ),
+    let site = ContainerSite::new(
+        Duration::from_secs(40),
+        "Bearer t",
+        &format!("\n[monitor]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\""),
     )
-    .unwrap();
-    let _agent = KillOnDrop(
-        Command::new(exe())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env(
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                format!("{}/container", issuer.url()),
-            )
-            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer t")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(60, 1 << 20));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(port, "backhaul_uploaded_chunks_total") != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "the first chunk was not uploaded"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let keys = ring.all_issued();
-    let expires = keys.iter().map(|k| k.expires_at).max().unwrap();
-    drop(issuer);
+    .await;
+    let mut site = site;
+    let port = site.port;
+    let _agent = site.agent(&[], "Bearer t", false, Stdio::null());
+    write_chunk(&site.spool, "cam1/c0.mp4", &pattern_bytes(60, 1 << 20));
+    uploaded(
+        port,
+        1.0,
+        Duration::from_secs(30),
+        "the first chunk was not uploaded",
+    )
+    .await;
+    let expires = site
+        .ring
+        .all_issued()
+        .iter()
+        .map(|k| k.expires_at)
+        .max()
+        .unwrap();
+    drop(site.issuer.take());
     let (_, alert, _) = hooks
         .recv_timeout(Duration::from_secs(40))
         .expect("credentials_expiring is raised");
@@ -240,15 +279,14 @@ async fn a_source_that_stops_answering_raises_credentials_expiring_before_expiry
         "{alert}"
     );
     // Uploads go on meanwhile.
-    write_chunk(&spool, "cam1/c1.mp4", &pattern_bytes(61, 1 << 20));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(port, "backhaul_uploaded_chunks_total") != Some(2.0) {
-        assert!(
-            Instant::now() < deadline,
-            "uploads stopped before the credentials expired"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    write_chunk(&site.spool, "cam1/c1.mp4", &pattern_bytes(61, 1 << 20));
+    uploaded(
+        port,
+        2.0,
+        Duration::from_secs(15),
+        "uploads stopped before the credentials expired",
+    )
+    .await;
     assert!(
         metric(
             port,

@@ -857,28 +857,21 @@ mod tests {
             Some("ops".into()),
             env.clone(),
         );
-        assert_eq!(
+        let key_id = async |p: &CredentialsProvider| {
             p.get(&transport, Duration::ZERO)
                 .await
                 .unwrap()
                 .unwrap()
-                .access_key_id,
-            "P"
-        );
+                .access_key_id
+        };
+        assert_eq!(key_id(&p).await, "P");
         let env = AwsEnv {
             access_key_id: Some("E".into()),
             secret_access_key: Some("F".into()),
             ..env
         };
         let p = CredentialsProvider::new(CredentialSource::Chain, None, Some("ops".into()), env);
-        assert_eq!(
-            p.get(&transport, Duration::ZERO)
-                .await
-                .unwrap()
-                .unwrap()
-                .access_key_id,
-            "E"
-        );
+        assert_eq!(key_id(&p).await, "E");
         let none = CredentialsProvider::new(
             CredentialSource::Chain,
             None,
