@@ -4,9 +4,11 @@
 //! `Transport::tcp_info` reads `TCP_INFO` of every open connection through netprobe), TLS,
 //! SigV4 signing, the S3 operations, resumable multipart uploads with per-part CRC32C,
 //! verification of the finished object, retries with full-jitter backoff, the stall watchdog,
-//! the bandwidth timetable, the AWS credential chain, CloudWatch `PutMetricData`, and the
-//! embedded S3 server of `backhaul demo` (feature `embedded-s3`). This is the only crate that
-//! speaks HTTP or TLS.
+//! the bandwidth timetable, the AWS credential chain and keeping short-lived credentials fresh
+//! (STS and the other credential endpoints go through the same transport), the store's clock
+//! offset, the upload errors' typed feed, CloudWatch `PutMetricData`, and the embedded S3
+//! server of `backhaul demo` (feature `embedded-s3`; with `test-util`, keys that rotate and
+//! expire, and a store with another clock). This is the only crate that speaks HTTP or TLS.
 //!
 //! Does not own: which files are chunks, their lifecycle or when they may be deleted
 //! (`backhaul-spool`: this crate claims chunks and reports on each claim through the spool's
