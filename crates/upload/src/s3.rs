@@ -251,9 +251,10 @@ impl S3Client {
             return Ok(resp);
         }
         let (mut code, message) = xml::error_code(&resp.body);
-        let signed_at = now;
+        // Judged against this host's own clock: whether it is off does not depend on the
+        // offset requests are signed with.
         let host_now = OffsetDateTime::now_utc();
-        if let Some(detail) = clock_skew(resp.status.as_u16(), &code, &message, theirs, signed_at) {
+        if let Some(detail) = clock_skew(resp.status.as_u16(), &code, &message, theirs, host_now) {
             if let Some(t) = theirs {
                 let learned = ((t - host_now).as_seconds_f64() + 0.5).round() as i64;
                 // Within a minute of what was applied, the refusal is not about our clock.
