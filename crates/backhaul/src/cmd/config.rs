@@ -34,7 +34,7 @@ fn unwritable(file: &std::path::Path) -> Option<String> {
 }
 
 /// Entry point.
-pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode> {
+pub fn main(command: ConfigCommand, env: ProcessEnv) -> anyhow::Result<ExitCode> {
     match command {
         ConfigCommand::Check { file } => {
             let cfg = config::load(&file)?;
@@ -48,6 +48,15 @@ pub fn main(command: ConfigCommand, _env: ProcessEnv) -> anyhow::Result<ExitCode
                 cfg.upload.bucket,
                 cfg.upload.endpoint
             )?;
+            // As this shell sees them: the unit's drop-in environment may set more.
+            match cfg.credentials(&env).describe() {
+                Ok(line) => writeln!(out, "credentials: {line}")?,
+                Err(why) => writeln!(
+                    out,
+                    "warning: credentials: {why} (as this shell's environment sees it; the \
+                     service's drop-in may set more); see docs/credentials.md"
+                )?,
+            }
             if cfg.inventory.is_none() {
                 let to = if cfg.monitor.webhook_url.is_some()
                     || cfg.monitor.alertmanager_url.is_some()

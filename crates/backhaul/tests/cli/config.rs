@@ -202,3 +202,80 @@ fn an_unreadable_config_says_how_to_reach_the_agent_anyway() {
         "{said}"
     );
 }
+
+/// `config check` says where credentials will come from, as its shell sees the environment and
+/// the shared files, without running a helper; a source that cannot work is a warning naming
+/// what is missing (the service's drop-in may set more), never a secret or a helper's
+/// arguments.
+#[test]
+fn config_check_names_the_credential_source_without_running_it() {
+    let d = tempfile::tempdir().unwrap();
+    let aws_config = d.path().join("aws-config");
+    std::fs::write(
+        &aws_config,
+        "[profile site]\ncredential_process = /usr/local/bin/aws_signing_helper credential-process --private-key /etc/backhaul/site.key\n",
+    )
+    .unwrap();
+    let check = |credentials: &str, envs: &[(&str, &str)]| {
+        let cfg = write(
+            &d,
+            &format!("{GOOD}credentials = \"{credentials}\"\nprofile = \"site\"\n"),
+        );
+        let out = std::process::Command::new(super::support::exe())
+            .args(["config", "check", &cfg])
+            .env_clear()
+            .env("HOME", d.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let with_file = [("AWS_CONFIG_FILE", aws_config.to_str().unwrap())];
+    let said = check("process", &with_file);
+    assert!(
+        said.contains(
+            "\ncredentials: credential_process of profile site: /usr/local/bin/aws_signing_helper\n"
+        ),
+        "{said}"
+    );
+    assert!(
+        !said.contains("site.key"),
+        "a helper's arguments are not shown: {said}"
+    );
+    let said = check("chain", &with_file);
+    assert!(
+        said.contains("\ncredentials: chain: credential_process of profile site"),
+        "{said}"
+    );
+    let said = check("assume-role", &with_file);
+    assert!(
+        said.contains("warning: credentials: credentials = \"assume-role\", but profile `site` has no role_arn"),
+        "{said}"
+    );
+    let said = check("chain", &[]);
+    assert!(
+        said.contains("warning: credentials: credentials = \"chain\" finds nothing"),
+        "{said}"
+    );
+    let said = check(
+        "container",
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://localhost:8090/2016-11-01/credentialprovider/",
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "tes-secret"),
+        ],
+    );
+    assert!(
+        said.contains("credentials: container credentials endpoint http://localhost:8090/2016-11-01/credentialprovider/"),
+        "{said}"
+    );
+    assert!(!said.contains("tes-secret"), "{said}");
+}

@@ -13,6 +13,123 @@ use crate::Error;
 use crate::transport::Transport;
 
 impl CredentialsProvider {
+    /// Where credentials will come from, judged from the configuration, the environment and
+    /// the shared files alone (nothing is contacted and no helper runs): what `config check`
+    /// says. `Err` names what is missing for the configured source.
+    pub fn describe(&self) -> Result<String, String> {
+        use CredentialSource as S;
+        let env = &self.env;
+        let env_keys = env.access_key_id.is_some() && env.secret_access_key.is_some();
+        let web = match (&env.web_identity_token_file, &env.role_arn) {
+            (Some(f), Some(arn)) => Some(format!(
+                "web identity: STS AssumeRoleWithWebIdentity of {arn} with the token in {}",
+                f.display()
+            )),
+            _ => None,
+        };
+        let profile = Profile::load(
+            &self.profile,
+            env.shared_credentials_file.as_ref(),
+            env.config_file.as_ref(),
+        );
+        let from_profile = |p: &Profile, want: Option<S>| -> Option<String> {
+            let name = &self.profile;
+            let role = p.get("role_arn").map(|arn| match p.get("source_profile") {
+                Some(src) => format!(
+                    "assume-role of profile {name}: {arn} with source_profile {src}'s credentials"
+                ),
+                None => match p.get("web_identity_token_file") {
+                    Some(f) => {
+                        format!("web identity of profile {name}: {arn} with the token in {f}")
+                    }
+                    None => format!(
+                        "assume-role of profile {name}: {arn} with credential_source {}",
+                        p.get("credential_source").unwrap_or("(unset)")
+                    ),
+                },
+            });
+            let process = p.get("credential_process").map(|cmd| {
+                format!(
+                    "credential_process of profile {name}: {}",
+                    cmd.split_whitespace().next().unwrap_or("")
+                )
+            });
+            let keys = p
+                .static_keys()
+                .map(|k| format!("profile {name}'s keys ({})", k.access_key_id));
+            match want {
+                Some(S::Process) => process,
+                Some(S::AssumeRole) => role,
+                Some(_) | None => role.or(keys).or(process),
+            }
+        };
+        let files = || {
+            [&env.shared_credentials_file, &env.config_file]
+                .iter()
+                .filter_map(|f| f.as_ref().map(|f| f.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(" nor ")
+        };
+        let missing_profile = || format!("profile `{}` is in neither {}", self.profile, files());
+        let container = || {
+            let uri = env.container_relative_uri.as_ref().map_or_else(
+                || env.container_full_uri.clone().unwrap_or_default(),
+                |rel| format!("http://169.254.170.2{rel}"),
+            );
+            format!("container credentials endpoint {}", crate::redact(&uri))
+        };
+        let imds = || {
+            format!(
+                "instance metadata at {}",
+                env.imds_endpoint
+                    .as_deref()
+                    .unwrap_or("http://169.254.169.254")
+            )
+        };
+        match self.source {
+            S::Static => Ok("static keys in the config (for labs and demos)".into()),
+            S::Anonymous => Ok("none: requests are not signed".into()),
+            S::Env if env_keys => Ok("the environment (AWS_ACCESS_KEY_ID)".into()),
+            S::Env => Err("credentials = \"env\", but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are unset".into()),
+            S::WebIdentity => web
+                .or_else(|| profile.as_ref().and_then(|p| from_profile(p, Some(S::AssumeRole))).filter(|l| l.starts_with("web identity")))
+                .ok_or_else(|| "credentials = \"web-identity\", but AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN are unset and the profile has no web_identity_token_file".into()),
+            S::Profile | S::Process | S::AssumeRole => {
+                let p = profile.as_ref().ok_or_else(missing_profile)?;
+                let want = (self.source != S::Profile).then_some(self.source);
+                from_profile(p, want).ok_or_else(|| match self.source {
+                    S::Process => format!("credentials = \"process\", but profile `{}` has no credential_process", self.profile),
+                    S::AssumeRole => format!("credentials = \"assume-role\", but profile `{}` has no role_arn", self.profile),
+                    S::Profile | S::Chain | S::Static | S::Env | S::WebIdentity | S::Container | S::Imds | S::Anonymous => {
+                        format!("profile `{}` has no keys, credential_process or role_arn", self.profile)
+                    }
+                })
+            }
+            S::Container if container::configured(env) => Ok(container()),
+            S::Container => Err("credentials = \"container\", but AWS_CONTAINER_CREDENTIALS_FULL_URI and _RELATIVE_URI are unset".into()),
+            S::Imds => Ok(imds()),
+            S::Chain => {
+                let first = if env_keys {
+                    Some("the environment (AWS_ACCESS_KEY_ID)".to_owned())
+                } else {
+                    web.or_else(|| profile.as_ref().and_then(|p| from_profile(p, None)))
+                        .or_else(|| container::configured(env).then(container))
+                };
+                match first {
+                    Some(line) => Ok(format!("chain: {line}")),
+                    None if env.imds_disabled => Err(format!(
+                        "credentials = \"chain\" finds nothing: no AWS_* keys, no web identity, {}, no container endpoint, and instance metadata is off",
+                        missing_profile()
+                    )),
+                    None => Ok(format!(
+                        "chain: nothing configured but {}, which answers on EC2 (or a local `aws_signing_helper serve`) only",
+                        imds()
+                    )),
+                }
+            }
+        }
+    }
+
     /// Walks the configured source (or the chain); the credentials and where they came from.
     pub(super) async fn resolve(
         &self,
