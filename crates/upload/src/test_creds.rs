@@ -22,6 +22,9 @@ pub struct IssuedKey {
     pub secret: String,
     /// Session token.
     pub token: String,
+    /// When it was issued: the previous key's expiry minus this is how far ahead of expiry
+    /// the client fetched it (the rotation benchmark's refresh lead).
+    pub issued_at: SystemTime,
     /// Expiry.
     pub expires_at: SystemTime,
 }
@@ -32,6 +35,7 @@ pub struct KeyRing {
     lifetime: Duration,
     keys: Mutex<HashMap<String, IssuedKey>>,
     issued: AtomicU64,
+    accepted: AtomicU64,
     expired_refusals: AtomicU64,
 }
 
@@ -42,6 +46,7 @@ impl KeyRing {
             lifetime,
             keys: Mutex::new(HashMap::new()),
             issued: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
             expired_refusals: AtomicU64::new(0),
         })
     }
@@ -50,11 +55,13 @@ impl KeyRing {
     pub fn issue(&self) -> IssuedKey {
         let n = self.issued.fetch_add(1, Ordering::Relaxed) + 1;
         let tag = fastrand::u64(..);
+        let now = SystemTime::now();
         let key = IssuedKey {
             access_key_id: format!("ASIATEST{n:06}"),
             secret: format!("secret-{tag:016x}"),
             token: format!("token-{n}-{tag:x}"),
-            expires_at: SystemTime::now() + self.lifetime,
+            issued_at: now,
+            expires_at: now + self.lifetime,
         };
         self.keys
             .lock()
@@ -89,6 +96,12 @@ impl KeyRing {
     /// How many keys were issued.
     pub fn issued(&self) -> u64 {
         self.issued.load(Ordering::Relaxed)
+    }
+
+    /// How many requests came signed with a key that was still valid (what the refusals are
+    /// out of).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// How many requests came signed with an expired key.
@@ -128,7 +141,10 @@ impl S3Auth for RingAuth {
                     "The provided token has expired.",
                 ))
             }
-            Some(k) => Ok(SecretKey::from(k.secret)),
+            Some(k) => {
+                self.0.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(SecretKey::from(k.secret))
+            }
         }
     }
 }
