@@ -164,9 +164,17 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// The instance metadata session token the issuer hands out and wants.
+const IMDS_SESSION: &str = "imds-session-token";
+/// Where instance metadata lists the instance's role, and that role.
+const IMDS_ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+const IMDS_ROLE: &str = "site-role";
+
 /// A loopback issuer of the ring's keys: `GET /container` answers the container protocol's
 /// JSON to a request carrying `token` in `Authorization` (401 otherwise), `GET /process` the
-/// `credential_process` output (Version 1) to anyone. Stops when dropped.
+/// `credential_process` output (Version 1) to anyone, and instance metadata's IMDSv2 (a session
+/// token, then the role's credentials to a request carrying it), as IAM Roles Anywhere's
+/// `aws_signing_helper serve` answers. Stops when dropped.
 #[derive(Debug)]
 pub struct Issuer {
     addr: SocketAddr,
@@ -199,27 +207,38 @@ impl Issuer {
                             k.eq_ignore_ascii_case("authorization") && v.trim() == token
                         })
                     });
+                    let imds_session = head.lines().any(|l| {
+                        l.split_once(':').is_some_and(|(k, v)| {
+                            k.eq_ignore_ascii_case("x-aws-ec2-metadata-token")
+                                && v.trim() == IMDS_SESSION
+                        })
+                    });
+                    let issued = |k: IssuedKey, token_field: &str| {
+                        let mut v = serde_json::json!({"AccessKeyId": k.access_key_id,
+                            "SecretAccessKey": k.secret, "Expiration": rfc3339(k.expires_at)});
+                        v[token_field] = k.token.into();
+                        v
+                    };
                     let (status, body) = if head.starts_with("GET /process ") {
-                        let k = ring.issue();
-                        (
-                            "200 OK",
-                            serde_json::json!({"Version": 1, "AccessKeyId": k.access_key_id,
-                                "SecretAccessKey": k.secret, "SessionToken": k.token,
-                                "Expiration": rfc3339(k.expires_at)}),
-                        )
+                        let mut v = issued(ring.issue(), "SessionToken");
+                        v["Version"] = 1.into();
+                        ("200 OK", v.to_string())
                     } else if head.starts_with("GET /container ") && authorised {
-                        let k = ring.issue();
-                        (
-                            "200 OK",
-                            serde_json::json!({"AccessKeyId": k.access_key_id,
-                                "SecretAccessKey": k.secret, "Token": k.token,
-                                "Expiration": rfc3339(k.expires_at)}),
-                        )
+                        ("200 OK", issued(ring.issue(), "Token").to_string())
+                    } else if head.starts_with("PUT /latest/api/token ") {
+                        ("200 OK", IMDS_SESSION.to_owned())
+                    } else if head.starts_with(&format!("GET {IMDS_ROLES} ")) && imds_session {
+                        ("200 OK", IMDS_ROLE.to_owned())
+                    } else if head.starts_with(&format!("GET {IMDS_ROLES}{IMDS_ROLE} "))
+                        && imds_session
+                    {
+                        let mut v = issued(ring.issue(), "Token");
+                        v["Code"] = "Success".into();
+                        ("200 OK", v.to_string())
                     } else {
-                        ("401 Unauthorized", serde_json::json!({"message": "no"}))
+                        ("401 Unauthorized", "{}".to_owned())
                     };
                     count.fetch_add(1, Ordering::Relaxed);
-                    let body = body.to_string();
                     let resp = format!(
                         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()

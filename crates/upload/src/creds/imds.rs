@@ -109,8 +109,12 @@ mod tests {
                     String::new()
                 } else if req.starts_with("GET /latest/meta-data/iam/security-credentials/ ") {
                     "site-role\n".to_owned()
-                } else {
+                } else if req
+                    .starts_with("GET /latest/meta-data/iam/security-credentials/site-role ")
+                {
                     r#"{"Code":"Success","AccessKeyId":"ASIAIMDS","SecretAccessKey":"s","Token":"t","Expiration":"2099-01-01T00:00:00Z"}"#.to_owned()
+                } else {
+                    String::new()
                 };
                 let status = if body.is_empty() {
                     "401 Unauthorized"

@@ -156,7 +156,9 @@ pub fn parse_request_url(url: &str) -> Result<RequestUrl, Error> {
         Some((p, q)) => (p, Some(q)),
         None => (tail, None),
     };
-    let (target, path) = parse_url(&format!("{scheme}://{hostport}{path}"))?;
+    // The path is sent as written: a trailing `/` can be significant (instance metadata's
+    // role listing, Greengrass' credential provider).
+    let (target, _) = parse_url(&format!("{scheme}://{hostport}{path}"))?;
     let authorization = match userinfo {
         Some(u) => {
             let (user, password) = u.split_once(':').unwrap_or((u, ""));
@@ -176,7 +178,7 @@ pub fn parse_request_url(url: &str) -> Result<RequestUrl, Error> {
     let mut path_and_query = if path.is_empty() {
         "/".to_owned()
     } else {
-        path
+        path.to_owned()
     };
     if let Some(q) = query {
         path_and_query.push('?');
@@ -283,6 +285,8 @@ mod tests {
             ("/?token=t0k", None)
         );
         assert_eq!(u.shown, "http://127.0.0.1:8080?token=***");
+        let u = parse_request_url("http://localhost:8090/2016-11-01/credentialprovider/").unwrap();
+        assert_eq!(u.path_and_query, "/2016-11-01/credentialprovider/");
         for bad in [
             "ftp://x",
             "http://:pw@host/",

@@ -100,6 +100,40 @@ async fn a_long_upload_outlives_several_credentials_without_one_refusal() {
     assert!(status.expires_at.is_some());
 }
 
+/// Instance metadata (IMDSv2) on loopback, as IAM Roles Anywhere's `aws_signing_helper serve`
+/// answers it, with keys that live 4 s: the upload outlives several and none is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_metadata_credentials_are_refreshed_ahead_as_well() {
+    let ring = KeyRing::new(Duration::from_secs(4));
+    let peer = S3Peer::embedded_with(BUCKET, ring.auth(), one_principal()).await;
+    let issuer = Issuer::start(ring.clone(), "unused").await;
+    let creds = Arc::new(CredentialsProvider::new(
+        CredentialSource::Imds,
+        None,
+        None,
+        AwsEnv {
+            imds_endpoint: Some(issuer.url()),
+            ..AwsEnv::default()
+        },
+    ));
+    let spool = TempSpool::new();
+    let body = pattern_bytes(14, 6 * MIB);
+    spool.write_chunk("cam1/imds.mp4", &body);
+    let mut cfg = config(&peer, &peer.endpoint());
+    // 6 MiB at 512 KiB/s: 12 s, three lifetimes.
+    cfg.bandwidth_limit = "512k".into();
+    let report = drain_with(&spool, &cfg, creds.clone()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(stored(&peer, &key_of(&spool, "cam1/imds.mp4")), body);
+    assert_eq!(ring.expired_refusals(), 0);
+    assert!(
+        ring.issued() >= 3,
+        "refreshed ahead: {} keys",
+        ring.issued()
+    );
+    assert_eq!(creds.status().source.as_deref(), Some("instance metadata"));
+}
+
 /// Keys revoked under a running upload (`ExpiredToken`): the agent takes new ones from its
 /// `credential_process` and sends the refused request again; no chunk is given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
