@@ -10,7 +10,7 @@ use backhaul_upload::embedded::StoreQuirks;
 use backhaul_upload::test_creds::{Issuer, KeyRing, embedded_keys};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, KillOnDrop, exe, http_get, metric, receiver, site_config};
+use super::support::{BUCKET, KillOnDrop, agent, exe, http_get, metric, receiver, site_config};
 
 /// A store whose keys live `lifetime`, an issuer of them that wants `token`, and a site on
 /// `credentials = "container"` with a metrics listener and `extra` config: the store, the
@@ -192,13 +192,7 @@ async fn a_store_clock_minutes_ahead_raises_clock_skew_while_uploads_flow() {
             "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[monitor]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\"\n"
         ),
     );
-    let _agent = KillOnDrop(
-        Command::new(exe())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = agent(&cfg);
     write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(50, 1 << 20));
     let (_, alert, _) = hooks
         .recv_timeout(Duration::from_secs(30))

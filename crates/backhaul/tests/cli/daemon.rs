@@ -5,7 +5,7 @@ use std::time::Duration;
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::{S3Peer, free_port};
 
-use super::support::{BUCKET, KillOnDrop, drift_site, exe, site_config, without_net_raw};
+use super::support::{BUCKET, KillOnDrop, agent, drift_site, exe, site_config, without_net_raw};
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -161,13 +161,7 @@ async fn status_summarises_the_running_agent_and_fails_clearly_when_it_is_gone()
     // Loopback declared as a 1500-byte WAN: its real 65536 is MTU drift the agent must report.
     let (cfg, port) = drift_site(dir.path(), &peer, "");
     let spool = dir.path().join("spool");
-    let mut child = KillOnDrop(
-        Command::new(exe())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = agent(&cfg);
     write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 1024 * 1024));
     let status = |args: &[&str]| {
         Command::new(exe())
@@ -564,15 +558,7 @@ async fn check_reports_the_agent_and_the_age_of_its_backlog() {
         "{text}"
     );
 
-    let start = || {
-        KillOnDrop(
-            Command::new(exe())
-                .args(["run", "--config", cfg.to_str().unwrap()])
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || agent(&cfg);
     let agent = start();
     write_chunk(&spool, "cam1/a.mp4", &pattern_bytes(1, 1000));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -12,27 +12,17 @@
 //! Nothing in the page exists for the test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use backhaul_spool::test_util::{pattern_bytes, write_chunk};
 use backhaul_upload::test_util::S3Peer;
 
-use super::support::{BUCKET, drift_site, exe, http_get};
+use super::support::{BUCKET, agent, drift_site, exe, http_get};
 
 /// A phone's viewport (CSS px), and a desktop window.
 const PHONE: (u32, u32) = (390, 844);
 const DESKTOP: (u32, u32) = (1280, 1000);
-
-/// A child killed if the test fails before it stops it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 fn chromium_binary() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -209,13 +199,7 @@ async fn status_page_shows_the_incident_and_charts_in_chromium_and_fits_a_phone(
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = drift_site(dir.path(), &peer, "");
     let spool = dir.path().join("spool");
-    let _agent = KillOnDrop(
-        Command::new(exe())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = agent(&cfg);
     write_chunk(&spool, "cam1/c0.mp4", &pattern_bytes(0, 2 * 1024 * 1024));
 
     // Wait for the incident and the upload in the JSON the page is rendered from.

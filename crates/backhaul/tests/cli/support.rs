@@ -103,6 +103,18 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `backhaul run --config cfg`, its log discarded, killed when the test ends.
+pub fn agent(cfg: &Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(exe())
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// The body of a GET of `path` on the loopback `port`; empty when nothing answers.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
