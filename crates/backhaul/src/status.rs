@@ -242,12 +242,9 @@ impl CredentialsView {
     fn of(s: backhaul_upload::CredentialsStatus, now: std::time::SystemTime) -> Self {
         Self {
             setting: s.setting.to_owned(),
+            expires_in_seconds: s.expires_in_seconds(now),
             source: s.source,
             access_key_id: s.access_key_id,
-            expires_in_seconds: s.expires_at.map(|t| match t.duration_since(now) {
-                Ok(d) => d.as_secs() as i64,
-                Err(e) => -(e.duration().as_secs() as i64),
-            }),
             last_error: s.last_error,
         }
     }

@@ -277,12 +277,9 @@ fn request_time_too_skewed() -> s3s::HttpResponse {
     resp
 }
 
-/// RFC 7231's IMF-fixdate.
+/// An HTTP `Date` value.
 fn http_date(t: time::OffsetDateTime) -> String {
-    t.format(time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    ))
-    .unwrap_or_default()
+    t.format(crate::s3::HTTP_DATE).unwrap_or_default()
 }
 
 fn no_such_key() -> s3s::HttpResponse {

@@ -230,9 +230,10 @@ impl S3Client {
                 .get(http::header::DATE)
                 .and_then(|v| v.to_str().ok()),
         );
-        if let Some(t) = theirs {
-            // `Date` has whole seconds: the store's time is half a second past it on average.
-            let skew = (t - OffsetDateTime::now_utc()).as_seconds_f64() + 0.5;
+        let host_now = OffsetDateTime::now_utc();
+        // `Date` has whole seconds: the store's time is half a second past it on average.
+        let skew = theirs.map(|t| (t - host_now).as_seconds_f64() + 0.5);
+        if let Some(skew) = skew {
             self.metrics.clock_skew_seconds.set(skew);
             self.metrics.clock_skew_answers.inc();
         }
@@ -253,10 +254,9 @@ impl S3Client {
         let (mut code, message) = xml::error_code(&resp.body);
         // Judged against this host's own clock: whether it is off does not depend on the
         // offset requests are signed with.
-        let host_now = OffsetDateTime::now_utc();
         if let Some(detail) = clock_skew(resp.status.as_u16(), &code, &message, theirs, host_now) {
-            if let Some(t) = theirs {
-                let learned = ((t - host_now).as_seconds_f64() + 0.5).round() as i64;
+            if let Some(skew) = skew {
+                let learned = skew.round() as i64;
                 // Within a minute of what was applied, the refusal is not about our clock.
                 if (learned - offset).abs() > 60 {
                     self.clock_offset.store(learned, Ordering::Relaxed);
@@ -764,16 +764,16 @@ impl S3Client {
     }
 }
 
-/// The store's time from an answer's `Date` (RFC 7231's IMF-fixdate).
+/// RFC 7231's IMF-fixdate, the form of an HTTP `Date` (always GMT).
+pub(crate) const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+/// The store's time from an answer's `Date`.
 fn store_time(date: Option<&str>) -> Option<OffsetDateTime> {
-    time::PrimitiveDateTime::parse(
-        date?,
-        time::macros::format_description!(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-        ),
-    )
-    .ok()
-    .map(time::PrimitiveDateTime::assume_utc)
+    time::PrimitiveDateTime::parse(date?, HTTP_DATE)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
 }
 
 /// Whether an error answer refuses the credentials themselves: expired, unknown (a key

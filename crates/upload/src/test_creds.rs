@@ -202,17 +202,15 @@ impl Issuer {
                         return;
                     };
                     let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                    let authorised = head.lines().any(|l| {
-                        l.split_once(':').is_some_and(|(k, v)| {
-                            k.eq_ignore_ascii_case("authorization") && v.trim() == token
+                    let has = |name: &str, value: &str| {
+                        head.lines().any(|l| {
+                            l.split_once(':').is_some_and(|(k, v)| {
+                                k.eq_ignore_ascii_case(name) && v.trim() == value
+                            })
                         })
-                    });
-                    let imds_session = head.lines().any(|l| {
-                        l.split_once(':').is_some_and(|(k, v)| {
-                            k.eq_ignore_ascii_case("x-aws-ec2-metadata-token")
-                                && v.trim() == IMDS_SESSION
-                        })
-                    });
+                    };
+                    let authorised = has("authorization", &token);
+                    let imds_session = has("x-aws-ec2-metadata-token", IMDS_SESSION);
                     let issued = |k: IssuedKey, token_field: &str| {
                         let mut v = serde_json::json!({"AccessKeyId": k.access_key_id,
                             "SecretAccessKey": k.secret, "Expiration": rfc3339(k.expires_at)});

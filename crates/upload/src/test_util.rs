@@ -563,9 +563,7 @@ async fn proxy_one(
         stats.faults.fetch_add(1, Relaxed);
         // The store's clock, 20 minutes ahead of ours: what a HEAD's bodiless 403 carries.
         let theirs = (time::OffsetDateTime::now_utc() + Duration::from_secs(1200))
-            .format(time::macros::format_description!(
-                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-            ))
+            .format(crate::s3::HTTP_DATE)
             .unwrap_or_default();
         let mut r = s3_error(403, "RequestTimeTooSkewed");
         if let Ok(v) = http::HeaderValue::from_str(&theirs) {

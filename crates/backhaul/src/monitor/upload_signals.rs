@@ -52,13 +52,7 @@ impl TrustReports {
             .is_none_or(|(was, t)| was != ok || (!ok && due(t)))
         {
             self.refresh = Some((ok, at));
-            let expires_in_seconds =
-                status
-                    .expires_at
-                    .map(|t| match t.duration_since(std::time::SystemTime::now()) {
-                        Ok(d) => d.as_secs() as i64,
-                        Err(e) => -(e.duration().as_secs() as i64),
-                    });
+            let expires_in_seconds = status.expires_in_seconds(std::time::SystemTime::now());
             out.push(Observation::new(
                 now,
                 Signal::CredentialsRefresh {

@@ -19,7 +19,7 @@ impl CredentialsProvider {
     pub fn describe(&self) -> Result<String, String> {
         use CredentialSource as S;
         let env = &self.env;
-        let env_keys = env.access_key_id.is_some() && env.secret_access_key.is_some();
+        let env_keys = env.keys().is_some();
         let web = match (&env.web_identity_token_file, &env.role_arn) {
             (Some(f), Some(arn)) => Some(format!(
                 "web identity: STS AssumeRoleWithWebIdentity of {arn} with the token in {}",
@@ -27,11 +27,7 @@ impl CredentialsProvider {
             )),
             _ => None,
         };
-        let profile = Profile::load(
-            &self.profile,
-            env.shared_credentials_file.as_ref(),
-            env.config_file.as_ref(),
-        );
+        let profile = self.load_profile(&self.profile);
         let from_profile = |p: &Profile, want: Option<S>| -> Option<String> {
             let name = &self.profile;
             let role = p.get("role_arn").map(|arn| match p.get("source_profile") {
@@ -165,14 +161,9 @@ impl CredentialsProvider {
             | S::Imds => {}
         }
         if chain || self.source == S::Env {
-            match (&self.env.access_key_id, &self.env.secret_access_key) {
-                (Some(k), Some(s)) => {
-                    return Ok((
-                        Credentials::new(k, s, self.env.session_token.as_deref()),
-                        "environment".into(),
-                    ));
-                }
-                _ => tried
+            match self.env.keys() {
+                Some(c) => return Ok((c, "environment".into())),
+                None => tried
                     .push("environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY unset)".to_owned()),
             }
         }
@@ -200,11 +191,7 @@ impl CredentialsProvider {
             self.source,
             S::Chain | S::Profile | S::Process | S::AssumeRole | S::WebIdentity
         ) {
-            match Profile::load(
-                &self.profile,
-                self.env.shared_credentials_file.as_ref(),
-                self.env.config_file.as_ref(),
-            ) {
+            match self.load_profile(&self.profile) {
                 Some(p) => {
                     if let Some(found) = self
                         .profile_credentials(&p, &self.profile, transport, 0)
@@ -301,8 +288,7 @@ impl CredentialsProvider {
         }
         if let Some(c) = p.static_keys() {
             // Keys answer the chain and `profile`, and a role's source at any depth.
-            let wanted = matches!(self.source, S::Chain | S::Profile) || depth > 0;
-            return Ok(wanted.then(|| (c, format!("profile {name}"))));
+            return Ok(want(S::Profile).then(|| (c, format!("profile {name}"))));
         }
         if let Some(cmd) = p.get("credential_process") {
             if !want(S::Process) {
@@ -330,12 +316,7 @@ impl CredentialsProvider {
             )));
         }
         if let Some(src) = p.get("source_profile") {
-            let sp = Profile::load(
-                src,
-                self.env.shared_credentials_file.as_ref(),
-                self.env.config_file.as_ref(),
-            )
-            .ok_or_else(|| {
+            let sp = self.load_profile(src).ok_or_else(|| {
                 fail(format!(
                     "profile `{name}`: source_profile `{src}` does not exist"
                 ))
@@ -356,12 +337,11 @@ impl CredentialsProvider {
             });
         }
         match p.get("credential_source") {
-            Some("Environment") => match (&self.env.access_key_id, &self.env.secret_access_key) {
-                (Some(k), Some(s)) => Ok(Credentials::new(k, s, self.env.session_token.as_deref())),
-                _ => Err(fail(format!(
+            Some("Environment") => self.env.keys().ok_or_else(|| {
+                fail(format!(
                     "profile `{name}`: credential_source = Environment, but AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are unset"
-                ))),
-            },
+                ))
+            }),
             Some("Ec2InstanceMetadata") => {
                 imds::credentials(self.env.imds_endpoint.as_deref(), transport).await
             }
@@ -373,6 +353,15 @@ impl CredentialsProvider {
                 "profile `{name}` has role_arn but neither source_profile nor credential_source"
             ))),
         }
+    }
+
+    /// Profile `name` from the shared files this provider reads.
+    fn load_profile(&self, name: &str) -> Option<Profile> {
+        Profile::load(
+            name,
+            self.env.shared_credentials_file.as_ref(),
+            self.env.config_file.as_ref(),
+        )
     }
 
     fn sts(&self, profile_region: Option<&str>) -> Sts {

@@ -29,9 +29,11 @@ pub use profile::parse_profile;
 /// Expiring credentials are refreshed this long before they expire, or at half their
 /// lifetime when that is shorter: a part on a slow uplink can take minutes.
 const REFRESH_LEAD: Duration = Duration::from_secs(300);
-/// A failed refresh is tried again after this, doubling up to [`RETRY_MAX`].
-const RETRY_BASE: Duration = Duration::from_secs(2);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// A failed refresh is tried again after 2 s, doubling up to a minute.
+const REFRESH_RETRY: crate::Backoff = crate::Backoff {
+    base: Duration::from_secs(2),
+    max: Duration::from_secs(60),
+};
 /// Credentials brought by a refusal and refused again within this are not replaced again.
 const REFUSED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
 /// How deep `source_profile` chains may go (the SDKs refuse loops; this refuses depth).
@@ -149,6 +151,16 @@ pub struct AwsEnv {
 }
 
 impl AwsEnv {
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (with `AWS_SESSION_TOKEN`), when both
+    /// are set.
+    fn keys(&self) -> Option<Credentials> {
+        Some(Credentials::new(
+            self.access_key_id.as_deref()?,
+            self.secret_access_key.as_deref()?,
+            self.session_token.as_deref(),
+        ))
+    }
+
     /// Reads the variables through `get` (the binary passes `std::env::var`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>, home: Option<PathBuf>) -> Self {
         let non_empty = |k: &str| get(k).filter(|v| !v.is_empty());
@@ -281,6 +293,17 @@ pub struct CredentialsStatus {
     pub expires_at: Option<SystemTime>,
     /// The last refresh's error, until one succeeds.
     pub last_error: Option<String>,
+}
+
+impl CredentialsStatus {
+    /// Seconds from `now` until they expire, negative once they have (`None`: long-lived or
+    /// not resolved).
+    pub fn expires_in_seconds(&self, now: SystemTime) -> Option<i64> {
+        self.expires_at.map(|t| match t.duration_since(now) {
+            Ok(left) => left.as_secs() as i64,
+            Err(past) => -(past.duration().as_secs() as i64),
+        })
+    }
 }
 
 /// Resolves, caches and refreshes credentials.
@@ -438,9 +461,7 @@ impl CredentialsProvider {
         let mut failures = 0u32;
         loop {
             let wait = if failures > 0 {
-                RETRY_BASE
-                    .saturating_mul(2u32.saturating_pow(failures - 1))
-                    .min(RETRY_MAX)
+                REFRESH_RETRY.ceiling(failures - 1)
             } else {
                 match self.held.lock().await.as_ref().and_then(|h| h.refresh_at) {
                     Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
