@@ -243,9 +243,17 @@ fn hand_upload_to_signer<B>(root: &Path, req: &http::Request<B>) {
         return;
     };
     let record = root.join(format!(".upload-{id}.json"));
-    if record.exists()
-        && let Err(e) = std::fs::write(&record, format!("\"{key}\""))
-    {
+    let owner = format!("\"{key}\"");
+    let Ok(held) = std::fs::read(&record) else {
+        return;
+    };
+    if held == owner.as_bytes() {
+        return;
+    }
+    // Replaced whole by a rename: s3s-fs reads the record while the parts of the same upload
+    // arrive side by side, and a record truncated for rewriting reads as InternalError.
+    let fresh = root.join(format!(".upload-{id}.json.{:016x}", fastrand::u64(..)));
+    if let Err(e) = std::fs::write(&fresh, owner).and_then(|()| std::fs::rename(&fresh, &record)) {
         tracing::debug!(error = %e, "embedded S3: cannot hand an upload to its new key");
     }
 }
