@@ -14,12 +14,24 @@ use crate::{
     build_uploader,
 };
 
-/// A free loopback TCP port (bound then released).
+/// A free loopback TCP port (bound then released) for a server a test starts later.
+///
+/// Ports are handed out in turn from below the kernel's ephemeral range (32768 and up on
+/// Linux), where neither `bind(:0)` nor outgoing connections land: a port released here is not
+/// given to another socket of the same run before its user binds it. Each process starts at a
+/// random point so that test binaries running side by side do not walk the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU16> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU16::new(fastrand::u16(..SPAN)));
+    for _ in 0..SPAN {
+        let port = FIRST + next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A loopback TCP port held by a bound socket that does not listen: a connection to it is
