@@ -475,6 +475,9 @@ impl CredentialsProvider {
                     if r.is_err() {
                         return;
                     }
+                    // New credentials, from this loop or a request's own refresh: the source
+                    // works again, so wait for their refresh time rather than a retry.
+                    failures = 0;
                     continue;
                 }
                 _ = sleep_for(wait) => {}
