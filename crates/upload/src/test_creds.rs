@@ -20,7 +20,7 @@ pub struct IssuedKey {
     pub access_key_id: String,
     /// Secret.
     pub secret: String,
-    /// Session token.
+    /// Session token (empty: a long-lived key, which has none).
     pub token: String,
     /// When it was issued: the previous key's expiry minus this is how far ahead of expiry
     /// the client fetched it (the rotation benchmark's refresh lead).
@@ -182,9 +182,55 @@ pub struct Issuer {
     served: Arc<AtomicU64>,
 }
 
+/// What an [`Issuer`] hands out.
+#[derive(Debug)]
+enum Keys {
+    Ring(Arc<KeyRing>),
+    Fixed {
+        access_key_id: String,
+        secret: String,
+    },
+}
+
+impl Keys {
+    fn issue(&self) -> IssuedKey {
+        match self {
+            Self::Ring(ring) => ring.issue(),
+            Self::Fixed {
+                access_key_id,
+                secret,
+            } => {
+                let now = SystemTime::now();
+                IssuedKey {
+                    access_key_id: access_key_id.clone(),
+                    secret: secret.clone(),
+                    token: String::new(),
+                    issued_at: now,
+                    expires_at: now + Duration::from_secs(3600),
+                }
+            }
+        }
+    }
+}
+
 impl Issuer {
     /// Starts an issuer of `ring`'s keys that wants `token`.
     pub async fn start(ring: Arc<KeyRing>, token: &str) -> Self {
+        Self::serve(Keys::Ring(ring), token).await
+    }
+
+    /// Starts an issuer that hands out one long-lived key (an IAM user's) for an hour at each
+    /// call, as the source of a role that is assumed with it.
+    pub async fn fixed(access_key_id: &str, secret: &str, token: &str) -> Self {
+        let keys = Keys::Fixed {
+            access_key_id: access_key_id.to_owned(),
+            secret: secret.to_owned(),
+        };
+        Self::serve(keys, token).await
+    }
+
+    async fn serve(keys: Keys, token: &str) -> Self {
+        let keys = Arc::new(keys);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("issuer: {e}"));
@@ -195,7 +241,7 @@ impl Issuer {
         let (token, count) = (token.to_owned(), served.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let (ring, token, count) = (ring.clone(), token.clone(), count.clone());
+                let (ring, token, count) = (keys.clone(), token.clone(), count.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let Ok(n) = s.read(&mut buf).await else {
@@ -214,7 +260,9 @@ impl Issuer {
                     let issued = |k: IssuedKey, token_field: &str| {
                         let mut v = serde_json::json!({"AccessKeyId": k.access_key_id,
                             "SecretAccessKey": k.secret, "Expiration": rfc3339(k.expires_at)});
-                        v[token_field] = k.token.into();
+                        if !k.token.is_empty() {
+                            v[token_field] = k.token.into();
+                        }
                         v
                     };
                     let (status, body) = if head.starts_with("GET /process ") {

@@ -11,7 +11,8 @@ use backhaul_upload::embedded::StoreQuirks;
 use backhaul_upload::test_creds::{Issuer, KeyRing, embedded_keys};
 use backhaul_upload::test_util::{S3Peer, uploader, uploader_with};
 use backhaul_upload::{
-    AwsEnv, CredentialSource, Credentials, CredentialsProvider, RunMode, RunReport, UploadConfig,
+    AwsEnv, CredentialSource, Credentials, CredentialsProvider, RunMode, RunReport, Transport,
+    TransportConfig, UploadConfig,
 };
 use tokio::sync::watch;
 
@@ -132,6 +133,59 @@ async fn instance_metadata_credentials_are_refreshed_ahead_as_well() {
         ring.issued()
     );
     assert_eq!(creds.status().source.as_deref(), Some("instance metadata"));
+}
+
+/// The background refresher is retrying a refused endpoint when a request's own refresh gets
+/// new credentials: the refresher takes their refresh time instead of asking the endpoint
+/// again when its backoff ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_by_a_request_ends_the_background_retries() {
+    let ring = KeyRing::new(Duration::from_secs(20));
+    let issuer = Issuer::start(ring.clone(), "Bearer site-token").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "Bearer site-token\n").unwrap();
+    let creds = Arc::new(CredentialsProvider::new(
+        CredentialSource::Container,
+        None,
+        None,
+        AwsEnv {
+            container_full_uri: Some(format!("{}/container", issuer.url())),
+            container_token_file: Some(token_file.clone()),
+            ..AwsEnv::default()
+        },
+    ));
+    let transport = Arc::new(Transport::new(TransportConfig::default()));
+    let first = creds
+        .get(&transport, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    tokio::spawn(creds.clone().keep_fresh(transport.clone(), shutdown));
+    std::fs::write(&token_file, "Bearer revoked\n").unwrap();
+    // The refresh ahead falls 8-10 s into the 20 s life; it is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while creds.status().last_error.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no refresh ahead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(&token_file, "Bearer site-token\n").unwrap();
+    let second = creds
+        .get(&transport, Duration::from_secs(15))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.access_key_id, first.access_key_id);
+    let asked = issuer.served();
+    // The refresher's backoff after one failure is 2 s; the new keys are due at 8-10 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        issuer.served(),
+        asked,
+        "the refresher asked again with fresh credentials in hand"
+    );
+    assert_eq!(creds.status().last_error, None);
 }
 
 /// Keys revoked under a running upload (`ExpiredToken`): the agent takes new ones from its
@@ -255,7 +309,8 @@ async fn moto_auth_after(endpoint: &str, n: u32) {
 }
 
 /// STS against moto with IAM auth on: a profile's `role_arn` assumed with `source_profile`'s
-/// keys (signed `AssumeRole`), and a web identity token (`AssumeRoleWithWebIdentity`). moto
+/// keys (signed `AssumeRole`), with `credential_source = Environment` and `EcsContainer`, and a
+/// web identity token (`AssumeRoleWithWebIdentity`). moto
 /// checks every signature and session token and the role's policy, so only the temporary
 /// credentials STS issued can upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +401,11 @@ async fn assume_role_and_web_identity_credentials_from_sts_upload() {
     .unwrap();
     std::fs::write(
         dir.path().join("config"),
-        format!("[profile uploader]\nrole_arn = {role_arn}\nsource_profile = site\nduration_seconds = 900\n"),
+        format!(
+            "[profile uploader]\nrole_arn = {role_arn}\nsource_profile = site\nduration_seconds = 900\n\
+             [profile from-env]\nrole_arn = {role_arn}\ncredential_source = Environment\n\
+             [profile from-container]\nrole_arn = {role_arn}\ncredential_source = EcsContainer\n"
+        ),
     )
     .unwrap();
     let env = AwsEnv {
@@ -391,6 +450,55 @@ async fn assume_role_and_web_identity_credentials_from_sts_upload() {
         report.failed.len(),
         1,
         "moto refuses keys without an S3 policy"
+    );
+
+    // The role assumed with the keys of `credential_source` rather than a source profile: the
+    // environment's, then a container endpoint's.
+    let user_keys = Issuer::fixed(user_key, user_secret.trim(), "Bearer site-token").await;
+    let sources = [
+        (
+            "from-env",
+            AwsEnv {
+                access_key_id: Some(user_key.into()),
+                secret_access_key: Some(user_secret.trim().into()),
+                ..env.clone()
+            },
+        ),
+        (
+            "from-container",
+            AwsEnv {
+                container_full_uri: Some(format!("{}/container", user_keys.url())),
+                container_token: Some("Bearer site-token".into()),
+                ..env.clone()
+            },
+        ),
+    ];
+    for (n, (profile, env)) in sources.into_iter().enumerate() {
+        let spool = TempSpool::new();
+        spool.write_chunk(
+            &format!("cam1/{profile}.mp4"),
+            &pattern_bytes(20 + n as u64, MIB),
+        );
+        let assumed = Arc::new(CredentialsProvider::new(
+            CredentialSource::AssumeRole,
+            None,
+            Some(profile.into()),
+            env,
+        ));
+        let report = drain_with(&spool, &cfg, assumed.clone()).await;
+        assert!(report.failed.is_empty(), "{profile}: {:?}", report.failed);
+        assert_eq!(report.chunks, 1, "{profile}");
+        assert!(
+            assumed
+                .status()
+                .access_key_id
+                .is_some_and(|k| k != user_key),
+            "{profile}: uploaded with the role's keys"
+        );
+    }
+    assert!(
+        user_keys.served() >= 1,
+        "the role was assumed with the container endpoint's key"
     );
 
     // The web identity call is unsigned: moto lets exactly that one through.
