@@ -2,6 +2,7 @@
 //! refreshed ahead of expiry during a long upload, refreshed and re-signed after a refusal,
 //! and a store whose clock is 20 minutes ahead.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -35,6 +36,24 @@ fn stored(peer: &S3Peer, key: &str) -> Vec<u8> {
     std::fs::read(s.root().join(BUCKET).join(key)).unwrap_or_else(|e| panic!("{key}: {e}"))
 }
 
+/// Credentials from `issuer`'s container endpoint, with the token it wants in a file under
+/// `dir` (rewritten at will: it is read at every call).
+fn from_container(issuer: &Issuer, dir: &Path) -> (Arc<CredentialsProvider>, PathBuf) {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "Bearer site-token\n").unwrap();
+    let creds = Arc::new(CredentialsProvider::new(
+        CredentialSource::Container,
+        None,
+        None,
+        AwsEnv {
+            container_full_uri: Some(format!("{}/container", issuer.url())),
+            container_token_file: Some(token_file.clone()),
+            ..AwsEnv::default()
+        },
+    ));
+    (creds, token_file)
+}
+
 async fn drain_with(
     spool: &TempSpool,
     cfg: &UploadConfig,
@@ -54,18 +73,7 @@ async fn a_long_upload_outlives_several_credentials_without_one_refusal() {
     let peer = S3Peer::embedded_with(BUCKET, ring.auth(), one_principal()).await;
     let issuer = Issuer::start(ring.clone(), "Bearer site-token").await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "Bearer site-token\n").unwrap();
-    let creds = Arc::new(CredentialsProvider::new(
-        CredentialSource::Container,
-        None,
-        None,
-        AwsEnv {
-            container_full_uri: Some(format!("{}/container", issuer.url())),
-            container_token_file: Some(token_file),
-            ..AwsEnv::default()
-        },
-    ));
+    let (creds, _) = from_container(&issuer, dir.path());
     let spool = TempSpool::new();
     let body = pattern_bytes(7, 12 * MIB);
     spool.write_chunk("cam1/long.mp4", &body);
@@ -143,18 +151,7 @@ async fn a_refresh_by_a_request_ends_the_background_retries() {
     let ring = KeyRing::new(Duration::from_secs(20));
     let issuer = Issuer::start(ring.clone(), "Bearer site-token").await;
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "Bearer site-token\n").unwrap();
-    let creds = Arc::new(CredentialsProvider::new(
-        CredentialSource::Container,
-        None,
-        None,
-        AwsEnv {
-            container_full_uri: Some(format!("{}/container", issuer.url())),
-            container_token_file: Some(token_file.clone()),
-            ..AwsEnv::default()
-        },
-    ));
+    let (creds, token_file) = from_container(&issuer, dir.path());
     let transport = Arc::new(Transport::new(TransportConfig::default()));
     let first = creds
         .get(&transport, Duration::ZERO)
