@@ -241,7 +241,7 @@ impl Issuer {
         let (token, count) = (token.to_owned(), served.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let (ring, token, count) = (keys.clone(), token.clone(), count.clone());
+                let (keys, token, count) = (keys.clone(), token.clone(), count.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let Ok(n) = s.read(&mut buf).await else {
@@ -266,11 +266,11 @@ impl Issuer {
                         v
                     };
                     let (status, body) = if head.starts_with("GET /process ") {
-                        let mut v = issued(ring.issue(), "SessionToken");
+                        let mut v = issued(keys.issue(), "SessionToken");
                         v["Version"] = 1.into();
                         ("200 OK", v.to_string())
                     } else if head.starts_with("GET /container ") && authorised {
-                        ("200 OK", issued(ring.issue(), "Token").to_string())
+                        ("200 OK", issued(keys.issue(), "Token").to_string())
                     } else if head.starts_with("PUT /latest/api/token ") {
                         ("200 OK", IMDS_SESSION.to_owned())
                     } else if head.starts_with(&format!("GET {IMDS_ROLES} ")) && imds_session {
@@ -278,7 +278,7 @@ impl Issuer {
                     } else if head.starts_with(&format!("GET {IMDS_ROLES}{IMDS_ROLE} "))
                         && imds_session
                     {
-                        let mut v = issued(ring.issue(), "Token");
+                        let mut v = issued(keys.issue(), "Token");
                         v["Code"] = "Success".into();
                         ("200 OK", v.to_string())
                     } else {
